@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine (Rust toolchain, Python 3.11, apt): Fashion-MNIST from
+# Debian, a project-local venv with torch==2.11.0 from PyPI, and the release build. Fast when done.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$IPIRM_ROOT"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  step "installing Debian's dataset-fashion-mnist"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+# The venv: torch for libtorch (the crate links against it), numpy/torchvision/safetensors for the
+# fixture scripts and the PyTorch oracles the tests compare with.
+want="torch==2.11.0 torchvision==0.26.0 numpy safetensors"
+stamp="$IPIRM_VENV/.ipirm-setup"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  step "creating the Python venv at $IPIRM_VENV ($want)"
+  [ -x "$IPIRM_PY" ] || python3.11 -m venv "$IPIRM_VENV" 2>/dev/null || python3 -m venv "$IPIRM_VENV"
+  "$IPIRM_PY" -m pip install -q --disable-pip-version-check $want
+  echo "$want" >"$stamp"
+fi
+
+step "building ipirm (release)"
+cargo build --release --quiet --bins

@@ -1,0 +1,36 @@
+//! The library's error type: every failure a user can cause names the file, field or flag at fault,
+//! what was expected and what was found, in one paragraph, so the CLI can print it without a
+//! backtrace.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A data or input file that is missing, truncated or malformed.
+    #[error("{}: expected {expected}, found {found}", file.display())]
+    File { file: PathBuf, expected: String, found: String },
+    /// A configuration key or value, a preset name or a command-line value.
+    #[error("config `{key}`: {message}")]
+    Config { key: String, message: String },
+    /// An I/O failure on a named path.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, #[source] source: std::io::Error },
+    /// A tensor given to a function has the wrong shape, dtype or values.
+    #[error("{0}")]
+    Shape(String),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn file(file: impl Into<PathBuf>, expected: impl Into<String>, found: impl Into<String>) -> Self {
+        Error::File { file: file.into(), expected: expected.into(), found: found.into() }
+    }
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config { key: key.into(), message: message.into() }
+    }
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

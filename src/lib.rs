@@ -1,0 +1,17 @@
+//! `ipirm`: IP-IRM (Wang et al., NeurIPS 2021) on libtorch.
+//!
+//! Layout: [`data`] reads the datasets and augments batches on the training device, [`model`]
+//! builds the CIFAR-stem ResNets and the projection head, [`loss`] holds the losses as free
+//! functions over tensors, [`train`] wires them into the SimCLR and IP-IRM steps, [`eval`] runs the
+//! kNN monitor and the linear probe, [`config`] is the one serde config with its presets.
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod eval;
+pub mod loss;
+pub mod model;
+pub mod progress;
+pub mod train;
+
+pub use error::{Error, Result};
