@@ -1,1 +1,494 @@
-//! Config.
+//! The run configuration: one serde struct whose defaults are the paper's STL-10 IP-IRM run
+//! (`runsh/IPIRM_STL_400epoch.sh` of the reference), named presets, `section.key=value` overrides,
+//! and validation when a config is built.
+//!
+//! Every way of building a config (`Config::default()`, a preset, a TOML file, overrides) ends in
+//! [`Config::validate`], so an unknown key or an out-of-range value is refused before any work.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::DatasetKind;
+use crate::{Error, Result};
+
+/// Which training objective the minimize side runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// SimCLR / DCL: NT-Xent over the 2B views (the reference's `--baseline`).
+    Simclr,
+    /// IP-IRM: contrastive loss per environment + IRM penalty, partitions learned by the maximize step.
+    Ipirm,
+}
+
+/// Encoder architecture (CIFAR stem: 3×3 conv1, stride 1, no max-pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    Resnet18,
+    Resnet50,
+}
+
+/// How the maximize step scores environments (`--irm_mode` of the reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IrmMode {
+    /// IRMv1 penalty through the dummy scale vector.
+    V1,
+    /// Variance of the environments' losses.
+    V2,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub dataset: DatasetKind,
+    /// Folder holding the official files (required for STL-10 and CIFAR; Fashion-MNIST defaults
+    /// to Debian's `/usr/share/datasets/fashion-mnist`).
+    pub data_dir: Option<PathBuf>,
+    /// Use only the first N training images for self-supervised training (0 = all).
+    pub train_limit: usize,
+    /// Use only the first N labelled train images as kNN memory bank / linear-probe train set (0 = all).
+    pub bank_limit: usize,
+    /// Use only the first N test images (0 = all).
+    pub test_limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Channels of the first stage (64 is torchvision's; ResNet-18 at 16 is the quick CPU model).
+    pub width: i64,
+    /// Hidden width of the projection head (512 in the paper).
+    pub head_hidden: i64,
+    /// Output dimension of the projection head (128 in the paper).
+    pub feature_dim: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub epochs: usize,
+    pub batch_size: i64,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Contrastive temperature τ (0.5; 0.2 in the MixUp runs).
+    pub temperature: f64,
+    /// DCL's debiased estimator (baseline only).
+    pub debiased: bool,
+    pub tau_plus: f64,
+    pub seed: u64,
+    /// Run the kNN monitor every N epochs (0 = never during training).
+    pub knn_every: usize,
+}
+
+/// The minimize step of IP-IRM (`train_env`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpirmConfig {
+    /// λ1: weight of the IRM penalty in the minimize step.
+    pub penalty_weight: f64,
+    /// The penalty is applied from this epoch on (0 = always).
+    pub penalty_iters: usize,
+    /// Ramp the penalty weight linearly from 0 over the run instead.
+    pub increasing_weight: bool,
+    /// Add the ordinary InfoNCE loss of the whole batch.
+    pub keep_cont: bool,
+    /// Train on every partition found so far (else the latest only).
+    pub retain_group: bool,
+    /// A maximize step after every N epochs (and one before epoch 1).
+    pub maximize_iter: usize,
+}
+
+/// The maximize step (`auto_split_offline` / `auto_split`): learn a soft partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaximizeConfig {
+    /// Contrastive temperature; `None` = `train.temperature` (the reference uses one value).
+    pub temperature: Option<f64>,
+    /// Temperature of the logits inside the IRM penalty (both steps).
+    pub irm_temp: f64,
+    /// λ2: weight of the IRM penalty in the maximize objective (`irm_weight_maxim`).
+    pub irm_weight: f64,
+    /// Number of environments of a partition (both steps).
+    pub env_num: i64,
+    pub irm_mode: IrmMode,
+    pub constrain: bool,
+    pub constrain_relax: bool,
+    pub nonorm: bool,
+    /// Extract features once per step (eval mode) instead of recomputing them per batch.
+    pub offline: bool,
+    /// Fresh N(0,1) logits at every step instead of continuing from the previous partition.
+    pub random_init: bool,
+    pub batch_size: i64,
+    pub lr: f64,
+    /// LR × `lr_gamma` at these epochs.
+    pub lr_milestones: Vec<usize>,
+    pub lr_gamma: f64,
+    /// Stop after this (0-based) epoch at the latest.
+    pub max_epoch: usize,
+    /// Or once past `patience_after` with `patience` epochs without a new lowest risk.
+    pub patience_after: usize,
+    pub patience: usize,
+    /// Seed of the partition's random init and the batch order (the CLI tool); the training run
+    /// derives it from `train.seed` and the step.
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnnConfig {
+    pub k: i64,
+    /// Weighting temperature; `None` = `train.temperature` (as the reference).
+    pub temperature: Option<f64>,
+    pub batch_size: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinearConfig {
+    pub epochs: usize,
+    pub batch_size: i64,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// The reference leaves the frozen encoder in train mode during the probe, so its BatchNorm
+    /// uses batch statistics and its running statistics keep moving. `false` = eval mode.
+    pub bn_train_quirk: bool,
+    pub seed: u64,
+}
+
+/// The whole run. Sections mirror the pipeline's stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub ipirm: IpirmConfig,
+    pub maximize: MaximizeConfig,
+    pub knn: KnnConfig,
+    pub linear: LinearConfig,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig { dataset: DatasetKind::Stl10, data_dir: None, train_limit: 0, bank_limit: 0, test_limit: 0 }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { arch: Arch::Resnet50, width: 64, head_hidden: 512, feature_dim: 128 }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            method: Method::Ipirm,
+            epochs: 400,
+            batch_size: 256,
+            lr: 1e-3,
+            weight_decay: 1e-6,
+            temperature: 0.5,
+            debiased: false,
+            tau_plus: 0.1,
+            seed: 1234,
+            knn_every: 25,
+        }
+    }
+}
+
+impl Default for IpirmConfig {
+    fn default() -> Self {
+        IpirmConfig {
+            penalty_weight: 0.2,
+            penalty_iters: 0,
+            increasing_weight: false,
+            keep_cont: true,
+            retain_group: true,
+            maximize_iter: 50,
+        }
+    }
+}
+
+impl Default for MaximizeConfig {
+    fn default() -> Self {
+        MaximizeConfig {
+            temperature: None,
+            irm_temp: 0.5,
+            irm_weight: 0.5,
+            env_num: 2,
+            irm_mode: IrmMode::V1,
+            constrain: true,
+            constrain_relax: true,
+            nonorm: false,
+            offline: true,
+            random_init: true,
+            batch_size: 3096,
+            lr: 0.5,
+            lr_milestones: vec![5, 35],
+            lr_gamma: 0.2,
+            max_epoch: 60,
+            patience_after: 50,
+            patience: 5,
+            seed: 1234,
+        }
+    }
+}
+
+impl Default for KnnConfig {
+    fn default() -> Self {
+        KnnConfig { k: 200, temperature: None, batch_size: 512 }
+    }
+}
+
+impl Default for LinearConfig {
+    fn default() -> Self {
+        LinearConfig { epochs: 100, batch_size: 512, lr: 1e-3, weight_decay: 1e-6, bn_train_quirk: true, seed: 1234 }
+    }
+}
+
+/// A named starting point for a run; `ipirm presets` lists them.
+pub struct Preset {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Overrides on top of `Config::default()`, in `section.key=value` form.
+    pub overrides: &'static [&'static str],
+}
+
+/// Flags of the reference's `runsh/IPIRM_STL_400epoch.sh` are the defaults; the others differ by
+/// the overrides listed.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "stl10-ipirm",
+        summary: "the paper's STL-10 IP-IRM run: ResNet-50, 400 epochs, λ1 0.2, λ2 0.5, τ 0.5 (84.44 linear top-1)",
+        overrides: &[],
+    },
+    Preset {
+        name: "stl10-baseline",
+        summary: "SimCLR on STL-10 with the same encoder, schedule and τ (DCL's table: 80.15)",
+        overrides: &["train.method=simclr"],
+    },
+    Preset {
+        name: "cifar100-ipirm",
+        summary: "the reference's CIFAR-100 IP-IRM run: ResNet-50, 400 epochs, λ1 0.2, λ2 0.2",
+        overrides: &["data.dataset=cifar100", "maximize.irm_weight=0.2"],
+    },
+    Preset {
+        name: "cifar100-baseline",
+        summary: "SimCLR on CIFAR-100 with the same encoder, schedule and τ",
+        overrides: &["data.dataset=cifar100", "train.method=simclr"],
+    },
+    Preset {
+        name: "fmnist-quick",
+        summary: "SimCLR on Fashion-MNIST for a CPU: ResNet-18 width 16, 10,240 images, 3 epochs, short probe",
+        overrides: &[
+            "data.dataset=fashion-mnist",
+            "data.train_limit=10240",
+            "data.bank_limit=10000",
+            "data.test_limit=2000",
+            "model.arch=resnet18",
+            "model.width=16",
+            "train.method=simclr",
+            "train.epochs=3",
+            "train.knn_every=0",
+            "linear.epochs=5",
+            "linear.batch_size=256",
+        ],
+    },
+    Preset {
+        name: "fmnist-full",
+        summary: "SimCLR on all of Fashion-MNIST for a GPU: ResNet-18 width 64, 100 epochs, 100-epoch probe",
+        overrides: &[
+            "data.dataset=fashion-mnist",
+            "model.arch=resnet18",
+            "train.method=simclr",
+            "train.epochs=100",
+        ],
+    },
+];
+
+impl Config {
+    /// The defaults (the paper's STL-10 run) with a preset's overrides applied and validated.
+    pub fn preset(name: &str) -> Result<Config> {
+        let preset = PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
+            let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
+            Error::config("--preset", format!("no preset `{name}`; the presets are {}", names.join(", ")))
+        })?;
+        let mut cfg = Config::default();
+        for o in preset.overrides {
+            cfg.set(o)?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a TOML file with any subset of the sections (missing keys keep their defaults).
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let cfg: Config = toml::from_str(&text)
+            .map_err(|e| Error::file(path, "a TOML run config (sections data, model, train, ipirm, maximize, knn, linear)", e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Applies one `section.key=value` override. The value is parsed as the type the key already
+    /// has (number, bool, string, list as `[a,b]`, `none` for an optional value). Call
+    /// [`Config::validate`] after the last override.
+    pub fn set(&mut self, assignment: &str) -> Result<()> {
+        let (path, raw) = assignment
+            .split_once('=')
+            .ok_or_else(|| Error::config(assignment, "expected `section.key=value`"))?;
+        let path = path.trim();
+        let (section, key) = path
+            .split_once('.')
+            .ok_or_else(|| Error::config(path, "expected `section.key` (e.g. `train.epochs`)"))?;
+        let mut tree = serde_json::to_value(&*self).expect("config serialises");
+        let sections = tree.as_object_mut().expect("config is an object");
+        let known: Vec<String> = sections.keys().cloned().collect();
+        let sec = sections.get_mut(section).ok_or_else(|| {
+            Error::config(path, format!("unknown section `{section}`; sections are {}", known.join(", ")))
+        })?;
+        let sec = sec.as_object_mut().expect("sections are objects");
+        let keys: Vec<String> = sec.keys().cloned().collect();
+        let slot = sec.get_mut(key).ok_or_else(|| {
+            Error::config(path, format!("unknown key `{key}` in section `{section}`; keys are {}", keys.join(", ")))
+        })?;
+        *slot = parse_like(slot, raw.trim()).map_err(|m| Error::config(path, m))?;
+        *self = serde_json::from_value(tree).map_err(|e| Error::config(path, format!("bad value `{}`: {e}", raw.trim())))?;
+        Ok(())
+    }
+
+    /// Applies overrides in order, then validates.
+    pub fn with_overrides<S: AsRef<str>>(mut self, overrides: &[S]) -> Result<Config> {
+        for o in overrides {
+            self.set(o.as_ref())?;
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Temperature the maximize step uses.
+    pub fn maximize_temperature(&self) -> f64 {
+        self.maximize.temperature.unwrap_or(self.train.temperature)
+    }
+
+    /// Temperature the kNN monitor weights neighbours with.
+    pub fn knn_temperature(&self) -> f64 {
+        self.knn.temperature.unwrap_or(self.train.temperature)
+    }
+
+    /// Refuses values no run can use, naming the key and the accepted range.
+    pub fn validate(&self) -> Result<()> {
+        fn positive_i(key: &str, v: i64) -> Result<()> {
+            if v <= 0 {
+                return Err(Error::config(key, format!("must be a positive integer, got {v}")));
+            }
+            Ok(())
+        }
+        fn positive_f(key: &str, v: f64) -> Result<()> {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::config(key, format!("must be a positive number, got {v}")));
+            }
+            Ok(())
+        }
+        fn non_negative_f(key: &str, v: f64) -> Result<()> {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::config(key, format!("must be a number ≥ 0, got {v}")));
+            }
+            Ok(())
+        }
+        positive_i("model.width", self.model.width)?;
+        positive_i("model.head_hidden", self.model.head_hidden)?;
+        positive_i("model.feature_dim", self.model.feature_dim)?;
+        positive_i("train.batch_size", self.train.batch_size)?;
+        if self.train.batch_size < 2 {
+            return Err(Error::config("train.batch_size", "needs at least 2 images for a contrastive batch"));
+        }
+        if self.train.epochs == 0 {
+            return Err(Error::config("train.epochs", "must be at least 1"));
+        }
+        positive_f("train.lr", self.train.lr)?;
+        non_negative_f("train.weight_decay", self.train.weight_decay)?;
+        positive_f("train.temperature", self.train.temperature)?;
+        if !(0.0..1.0).contains(&self.train.tau_plus) {
+            return Err(Error::config("train.tau_plus", format!("must be in [0, 1), got {}", self.train.tau_plus)));
+        }
+        non_negative_f("ipirm.penalty_weight", self.ipirm.penalty_weight)?;
+        if self.ipirm.maximize_iter == 0 {
+            return Err(Error::config("ipirm.maximize_iter", "must be at least 1"));
+        }
+        if let Some(t) = self.maximize.temperature {
+            positive_f("maximize.temperature", t)?;
+        }
+        positive_f("maximize.irm_temp", self.maximize.irm_temp)?;
+        non_negative_f("maximize.irm_weight", self.maximize.irm_weight)?;
+        if self.maximize.env_num < 2 {
+            return Err(Error::config("maximize.env_num", format!("must be at least 2, got {}", self.maximize.env_num)));
+        }
+        positive_i("maximize.batch_size", self.maximize.batch_size)?;
+        positive_f("maximize.lr", self.maximize.lr)?;
+        positive_f("maximize.lr_gamma", self.maximize.lr_gamma)?;
+        positive_i("knn.k", self.knn.k)?;
+        positive_i("knn.batch_size", self.knn.batch_size)?;
+        if let Some(t) = self.knn.temperature {
+            positive_f("knn.temperature", t)?;
+        }
+        positive_i("linear.batch_size", self.linear.batch_size)?;
+        positive_f("linear.lr", self.linear.lr)?;
+        non_negative_f("linear.weight_decay", self.linear.weight_decay)?;
+        Ok(())
+    }
+
+    /// The config as TOML (what `--config` reads back).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises to TOML")
+    }
+}
+
+/// Parses `raw` into a JSON value of the same kind as `current`.
+fn parse_like(current: &serde_json::Value, raw: &str) -> std::result::Result<serde_json::Value, String> {
+    use serde_json::Value;
+    let lower = raw.to_ascii_lowercase();
+    if matches!(lower.as_str(), "none" | "null") {
+        return Ok(Value::Null);
+    }
+    Ok(match current {
+        Value::Bool(_) => match lower.as_str() {
+            "true" | "1" | "yes" | "on" => Value::Bool(true),
+            "false" | "0" | "no" | "off" => Value::Bool(false),
+            _ => return Err(format!("expected true or false, got `{raw}`")),
+        },
+        Value::Number(n) => {
+            if n.is_u64() || n.is_i64() {
+                if let Ok(v) = raw.parse::<i64>() {
+                    Value::from(v)
+                } else {
+                    return Err(format!("expected an integer, got `{raw}`"));
+                }
+            } else {
+                let v: f64 = raw.parse().map_err(|_| format!("expected a number, got `{raw}`"))?;
+                serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| format!("expected a finite number, got `{raw}`"))?
+            }
+        }
+        Value::Array(_) => {
+            let inner = raw.trim_start_matches('[').trim_end_matches(']');
+            let items: std::result::Result<Vec<Value>, String> = inner
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<u64>().map(Value::from).map_err(|_| format!("expected a list of integers, got `{raw}`")))
+                .collect();
+            Value::Array(items?)
+        }
+        // Strings, enums and unset optionals: numbers stay numbers so an `Option<f64>` can be set.
+        Value::Null => match raw.parse::<f64>() {
+            Ok(v) => serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::String(raw.into())),
+            Err(_) => Value::String(raw.into()),
+        },
+        _ => Value::String(raw.into()),
+    })
+}
