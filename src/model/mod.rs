@@ -1,1 +1,5 @@
-//! Models.
+//! The encoder `f` (CIFAR-stem ResNet-18/50) and the projection head `g`, with torchvision's
+//! parameter names under the reference's `f.N` / `g.N` prefixes so its released checkpoints load.
+mod resnet;
+
+pub use resnet::{count_parameters, Model};
