@@ -11,7 +11,9 @@ pub mod error;
 pub mod eval;
 pub mod loss;
 pub mod model;
+pub mod pipeline;
 pub mod progress;
+pub mod rng;
 pub mod train;
 
 pub use error::{Error, Result};

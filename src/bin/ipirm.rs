@@ -1,1 +1,179 @@
-fn main() {}
+//! The `ipirm` command line: a thin layer over the library.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use ipirm::config::{Config, PRESETS};
+use ipirm::data::loader::RunData;
+use ipirm::eval::{knn, linear};
+use ipirm::pipeline;
+
+#[derive(Parser)]
+#[command(name = "ipirm", version, about = "IP-IRM (NeurIPS 2021) on libtorch: train, evaluate, reproduce")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The main job: kNN of raw pixels and of the initial encoder, training, kNN and linear probe
+    /// of the trained encoder, and a results table.
+    Run(RunArgs),
+    /// Train a model and save its checkpoint.
+    Train(RunArgs),
+    /// Evaluate a saved checkpoint.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+    },
+    /// List the named presets.
+    Presets,
+    /// Print the resolved configuration as TOML (what `--config` reads).
+    Config(ConfigArgs),
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Weighted kNN (k = knn.k) of the encoder's features.
+    Knn(EvalArgs),
+    /// Linear probe on the frozen encoder.
+    Linear(EvalArgs),
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// Start from a named preset (`ipirm presets`); default: the paper's STL-10 run.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Start from a TOML config file instead (e.g. one written by `ipirm config`).
+    #[arg(long, conflicts_with = "preset")]
+    config: Option<PathBuf>,
+    /// Override one value, `section.key=value` (repeatable), e.g. `--set train.epochs=10`.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Folder with the dataset's official files (same as `--set data.data_dir=DIR`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Output folder (default artifacts/runs/<preset or "run">).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct EvalArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// A checkpoint written by `ipirm train` or `ipirm run` (model.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+}
+
+impl ConfigArgs {
+    fn resolve(&self) -> Result<Config> {
+        let mut cfg = match (&self.preset, &self.config) {
+            (Some(p), _) => Config::preset(p)?,
+            (None, Some(path)) => Config::from_toml_file(path)?,
+            (None, None) => Config::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            cfg.data.data_dir = Some(d.clone());
+        }
+        Ok(cfg.with_overrides(&self.overrides)?)
+    }
+}
+
+impl RunArgs {
+    fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| pipeline::default_out_dir(self.config.preset.as_deref().unwrap_or("run")))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Presets => {
+            let w = PRESETS.iter().map(|p| p.name.len()).max().unwrap_or(0);
+            for p in PRESETS {
+                println!("{:<w$}  {}", p.name, p.summary);
+            }
+            Ok(())
+        }
+        Command::Config(args) => {
+            print!("{}", args.resolve()?.to_toml());
+            Ok(())
+        }
+        Command::Run(args) => {
+            let cfg = args.config.resolve()?;
+            let device = ipirm::device::parse_device(&args.device)?;
+            eprintln!("device: {}", ipirm::device::describe(device));
+            let report = pipeline::main_job(&cfg, device, &args.out_dir())?;
+            println!("{}", report.table());
+            Ok(())
+        }
+        Command::Train(args) => {
+            let cfg = args.config.resolve()?;
+            let device = ipirm::device::parse_device(&args.device)?;
+            eprintln!("device: {}", ipirm::device::describe(device));
+            let data = RunData::load(&cfg.data, device)?;
+            let (trainer, _) = pipeline::train(&cfg, device, &data, |_, s| {
+                eprintln!("epoch {}/{}: loss {:.4}, {:.0} img/s, {:.1} s", s.epoch, cfg.train.epochs, s.loss, s.images_per_sec, s.seconds);
+                Ok(())
+            })?;
+            let out = args.out_dir();
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let ckpt = out.join("model.safetensors");
+            trainer.vs.save(&ckpt)?;
+            std::fs::write(out.join("config.toml"), cfg.to_toml())?;
+            println!("checkpoint: {}", ckpt.display());
+            Ok(())
+        }
+        Command::Eval { what } => {
+            let (args, is_knn) = match what {
+                EvalCommand::Knn(a) => (a, true),
+                EvalCommand::Linear(a) => (a, false),
+            };
+            let cfg = args.run.config.resolve()?;
+            let device = ipirm::device::parse_device(&args.run.device)?;
+            let mut vs = tch::nn::VarStore::new(device);
+            let model = ipirm::model::Model::new(&vs.root(), &cfg.model);
+            vs.load(&args.checkpoint).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: expected a checkpoint of the configured model ({:?}, width {}), could not load it: {e}",
+                    args.checkpoint.display(),
+                    cfg.model.arch,
+                    cfg.model.width
+                )
+            })?;
+            let data = RunData::load(&cfg.data, device)?;
+            if is_knn {
+                let acc = knn::evaluate(&model, &data.bank, &data.test, cfg.knn.k, cfg.knn_temperature(), cfg.knn.batch_size)?;
+                println!("kNN (k={}): top-1 {:.2} top-5 {:.2}", cfg.knn.k, acc.top1, acc.top5);
+            } else {
+                let r = linear::linear_probe(&vs, &cfg.model, &cfg.linear, &data.bank, &data.test)?;
+                println!("linear probe ({} epochs): top-1 {:.2} top-5 {:.2}", cfg.linear.epochs, r.test.top1, r.test.top5);
+            }
+            Ok(())
+        }
+    }
+}

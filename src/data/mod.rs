@@ -4,6 +4,7 @@ use tch::Tensor;
 pub mod augment;
 pub mod cifar;
 pub mod fashion_mnist;
+pub mod loader;
 pub mod stl10;
 
 /// A labelled image set held in memory as raw bytes.
@@ -27,3 +28,12 @@ impl Dataset {
         self.len() == 0
     }
 }
+
+// TEMP STUB (replaced by the data branch)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind { FashionMnist, Stl10, Cifar10, Cifar100 }
+impl std::fmt::Display for DatasetKind { fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result { write!(f, "{:?}", self) } }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split { Train, Test, Unlabeled, TrainUnlabeled }
+pub fn load(_k: DatasetKind, _s: Split, _d: Option<&std::path::Path>) -> crate::Result<Dataset> { unimplemented!() }

@@ -1,0 +1,80 @@
+//! Linear evaluation as the reference's `linear.py`: the encoder frozen, a Linear(D→classes)
+//! trained with Adam on the labelled train split under the train transform, the test split
+//! scored under the test transform after the last epoch.
+//!
+//! The reference's quirk is kept by default (`linear.bn_train_quirk`): the whole network stays in
+//! train mode while the classifier trains, so the frozen encoder's BatchNorm normalises with batch
+//! statistics and its running statistics keep moving; the test pass then runs in eval mode with
+//! those moved statistics. The probe works on a copy of the encoder, so the caller's model is
+//! left as it was.
+use std::time::Instant;
+
+use tch::{nn, nn::Module, nn::OptimizerConfig, Kind, Tensor};
+
+use super::{topk_hits, Accuracy};
+use crate::config::{LinearConfig, ModelConfig};
+use crate::data::{augment, loader, Dataset};
+use crate::model::Model;
+use crate::{progress, rng, Result};
+
+/// What the probe reports: the test accuracy after the last epoch and the last epoch's training
+/// loss.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LinearResult {
+    pub test: Accuracy,
+    pub final_train_loss: f64,
+    pub seconds: f64,
+}
+
+/// Trains a linear classifier on the frozen encoder of (`vs`, `model_cfg`) and scores it.
+pub fn linear_probe(vs: &nn::VarStore, model_cfg: &ModelConfig, cfg: &LinearConfig, train: &Dataset, test: &Dataset) -> Result<LinearResult> {
+    let start = Instant::now();
+    let device = vs.device();
+    // A private copy of the encoder: the quirk moves its BatchNorm statistics.
+    let mut enc_vs = nn::VarStore::new(device);
+    let encoder = Model::new(&enc_vs.root(), model_cfg);
+    enc_vs.copy(vs)?;
+    enc_vs.freeze();
+
+    rng::reseed(cfg.seed, "linear-init", 0);
+    let head_vs = nn::VarStore::new(device);
+    let fc = nn::linear(head_vs.root() / "fc", encoder.feature_width, train.num_classes, Default::default());
+    let mut opt = nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(&head_vs, cfg.lr)?;
+
+    let mut final_train_loss = f64::NAN;
+    for epoch in 1..=cfg.epochs {
+        rng::reseed(cfg.seed, "linear", epoch as u64);
+        let batches = loader::shuffled_batches(train.len(), cfg.batch_size, false, device);
+        let pb = progress::bar(batches.len() as u64, &format!("probe {epoch}/{}", cfg.epochs));
+        let (mut total, mut seen) = (0.0, 0i64);
+        for idx in &batches {
+            let x = augment::train_view(&train.images.index_select(0, idx), augment::CROP_SIZE);
+            let y = train.labels.index_select(0, idx);
+            let h = tch::no_grad(|| encoder.encode(&x, cfg.bn_train_quirk));
+            let loss = fc.forward(&h).cross_entropy_for_logits(&y);
+            opt.backward_step(&loss);
+            total += loss.double_value(&[]) * idx.size()[0] as f64;
+            seen += idx.size()[0];
+            pb.set_message(format!("loss {:.4}", total / seen as f64));
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        final_train_loss = total / seen.max(1) as f64;
+    }
+
+    let _guard = tch::no_grad_guard();
+    let idx = Tensor::arange(test.len(), (Kind::Int64, device));
+    let (mut top1, mut top5) = (0i64, 0i64);
+    for b in loader::ordered_batches(&idx, cfg.batch_size, false) {
+        let h = encoder.encode(&augment::test_view(&test.images.index_select(0, &b)), false);
+        let (t1, t5) = topk_hits(&fc.forward(&h), &test.labels.index_select(0, &b));
+        top1 += t1;
+        top5 += t5;
+    }
+    let m = test.len().max(1) as f64;
+    Ok(LinearResult {
+        test: Accuracy { top1: 100.0 * top1 as f64 / m, top5: 100.0 * top5 as f64 / m },
+        final_train_loss,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

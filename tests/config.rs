@@ -1,0 +1,75 @@
+//! Config: defaults equal to the paper's STL-10 run, presets, overrides, validation errors.
+use ipirm::config::{Arch, Config, Method, PRESETS};
+
+#[test]
+fn defaults_are_the_papers_stl10_run() {
+    let c = Config::default();
+    c.validate().unwrap();
+    assert_eq!(c.model.arch, Arch::Resnet50);
+    assert_eq!((c.train.batch_size, c.train.epochs, c.train.temperature), (256, 400, 0.5));
+    assert_eq!((c.ipirm.penalty_weight, c.maximize.irm_weight, c.ipirm.maximize_iter), (0.2, 0.5, 50));
+    assert!(c.ipirm.keep_cont && c.ipirm.retain_group && c.maximize.random_init && c.maximize.offline);
+    assert!(c.maximize.constrain && c.maximize.constrain_relax);
+    assert_eq!((c.knn.k, c.linear.epochs, c.linear.batch_size), (200, 100, 512));
+}
+
+#[test]
+fn every_preset_builds() {
+    for p in PRESETS {
+        Config::preset(p.name).unwrap_or_else(|e| panic!("preset {}: {e}", p.name));
+    }
+    let q = Config::preset("fmnist-quick").unwrap();
+    assert_eq!(q.model.arch, Arch::Resnet18);
+    assert_eq!(q.train.method, Method::Simclr);
+}
+
+#[test]
+fn overrides_parse_by_type() {
+    let c = Config::default()
+        .with_overrides(&["train.epochs=3", "train.lr=0.01", "ipirm.keep_cont=false", "model.arch=resnet18", "maximize.temperature=0.2", "maximize.lr_milestones=[2,4]"])
+        .unwrap();
+    assert_eq!(c.train.epochs, 3);
+    assert_eq!(c.train.lr, 0.01);
+    assert!(!c.ipirm.keep_cont);
+    assert_eq!(c.model.arch, Arch::Resnet18);
+    assert_eq!(c.maximize.temperature, Some(0.2));
+    assert_eq!(c.maximize.lr_milestones, vec![2, 4]);
+    // round trip through TOML
+    let back: Config = toml::from_str(&c.to_toml()).unwrap();
+    assert_eq!(back, c);
+}
+
+fn err(overrides: &[&str]) -> String {
+    Config::default().with_overrides(overrides).unwrap_err().to_string()
+}
+
+#[test]
+fn bad_overrides_name_the_key_and_the_expectation() {
+    let e = err(&["train.batch_size=-4"]);
+    assert!(e.contains("train.batch_size") && e.contains("positive"), "{e}");
+    let e = err(&["train.bogus=1"]);
+    assert!(e.contains("unknown key `bogus`") && e.contains("epochs"), "{e}");
+    let e = err(&["nosection.x=1"]);
+    assert!(e.contains("unknown section"), "{e}");
+    let e = err(&["train.epochs=many"]);
+    assert!(e.contains("train.epochs") && e.contains("integer"), "{e}");
+    let e = err(&["model.arch=vgg"]);
+    assert!(e.contains("model.arch") && e.contains("vgg"), "{e}");
+    let e = err(&["maximize.env_num=1"]);
+    assert!(e.contains("maximize.env_num"), "{e}");
+    let e = err(&["train.temperature=0"]);
+    assert!(e.contains("train.temperature"), "{e}");
+    let e = err(&["noequals"]);
+    assert!(e.contains("section.key=value"), "{e}");
+    let e = Config::preset("nope").unwrap_err().to_string();
+    assert!(e.contains("fmnist-quick"), "{e}");
+}
+
+#[test]
+fn unknown_key_in_a_toml_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("run.toml");
+    std::fs::write(&p, "[train]\nepochs = 2\nepochz = 3\n").unwrap();
+    let e = Config::from_toml_file(&p).unwrap_err().to_string();
+    assert!(e.contains("run.toml") && e.contains("epochz"), "{e}");
+}
