@@ -6,11 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tch::Device;
+use tch::{Device, Tensor};
 
-use crate::config::Config;
+use crate::config::{Config, Method};
 use crate::data::loader::RunData;
 use crate::eval::{knn, linear, Accuracy};
+use crate::train::ipirm::{self, PartitionRecord};
 use crate::train::{EpochStats, Trainer};
 use crate::{Error, Result};
 
@@ -27,7 +28,53 @@ pub struct Report {
     pub trained_knn: Accuracy,
     pub linear: Option<linear::LinearResult>,
     pub epochs: Vec<EpochStats>,
+    /// IP-IRM: one entry per maximize step.
+    pub partitions: Vec<PartitionSummary>,
     pub seconds: f64,
+}
+
+/// What a maximize step found, in numbers a person can read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionSummary {
+    pub after_epoch: usize,
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+    /// Risk (total) of the first and the best epoch.
+    pub first_risk: f64,
+    pub best_risk: f64,
+    pub env_sizes: Vec<i64>,
+    /// `composition[e][c]`: images of class c in environment e (last column: unlabelled).
+    pub composition: Vec<Vec<i64>>,
+}
+
+impl PartitionSummary {
+    pub fn new(p: &PartitionRecord, labels: &Tensor, classes: i64) -> PartitionSummary {
+        PartitionSummary {
+            after_epoch: p.after_epoch,
+            best_epoch: p.best_epoch,
+            epochs_run: p.risks.len(),
+            first_risk: p.risks.first().map_or(f64::NAN, |r| r.total),
+            best_risk: p.risks.get(p.best_epoch).map_or(f64::NAN, |r| r.total),
+            env_sizes: p.env_sizes.clone(),
+            composition: ipirm::class_composition(&p.partition, labels, classes),
+        }
+    }
+
+    /// A few lines: sizes, then each environment's class counts.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "partition after epoch {}: {} maximize epochs, best at {} (risk {:.4} → {:.4}), environment sizes {:?}",
+            self.after_epoch, self.epochs_run, self.best_epoch, self.first_risk, self.best_risk, self.env_sizes
+        );
+        for (e, counts) in self.composition.iter().enumerate() {
+            let (labelled, unlabelled) = counts.split_at(counts.len() - 1);
+            s += &format!("\n  env {e}: per class {labelled:?}");
+            if unlabelled[0] > 0 {
+                s += &format!(", unlabelled {}", unlabelled[0]);
+            }
+        }
+        s
+    }
 }
 
 impl Report {
@@ -56,21 +103,60 @@ impl Report {
         s += &row("encoder at initialisation", &self.init_knn, None);
         s += &row("trained encoder", &self.trained_knn, self.linear.as_ref().map(|l| &l.test));
         s += &format!("kNN gain over initialisation: {:+.2} points top-1\n", self.trained_knn.top1 - self.init_knn.top1);
+        for p in &self.partitions {
+            s += &p.describe();
+            s += "\n";
+        }
         s
     }
 }
 
-/// Trains a model on `data.train` for `cfg.train.epochs`, calling `on_epoch` after each epoch
-/// (with the trainer, so a caller can run the kNN monitor or save a checkpoint).
-pub fn train(cfg: &Config, device: Device, data: &RunData, mut on_epoch: impl FnMut(&Trainer, &EpochStats) -> Result<()>) -> Result<(Trainer, Vec<EpochStats>)> {
+/// What training produced.
+pub struct Trained {
+    pub trainer: Trainer,
+    pub epochs: Vec<EpochStats>,
+    /// IP-IRM: the partition of every maximize step, in order (empty for SimCLR).
+    pub partitions: Vec<PartitionRecord>,
+}
+
+/// Trains a model on `data.train` for `cfg.train.epochs` with the configured method. IP-IRM runs
+/// a maximize step before epoch 1 and after every `ipirm.maximize_iter` epochs. `on_epoch` is
+/// called after each epoch (with the trainer, so a caller can run the kNN monitor or save a
+/// checkpoint), `on_partition` after each maximize step.
+pub fn train(
+    cfg: &Config,
+    device: Device,
+    data: &RunData,
+    mut on_epoch: impl FnMut(&Trainer, &EpochStats) -> Result<()>,
+    mut on_partition: impl FnMut(&PartitionRecord) -> Result<()>,
+) -> Result<Trained> {
     let mut trainer = Trainer::new(cfg, device)?;
+    let images = &data.train.images;
+    let ipirm = cfg.train.method == Method::Ipirm;
+    let mut partitions: Vec<PartitionRecord> = Vec::new();
+    let mut on_device: Vec<Tensor> = Vec::new();
+    let mut maximize = |trainer: &Trainer, partitions: &mut Vec<PartitionRecord>, on_device: &mut Vec<Tensor>| -> Result<()> {
+        let previous = partitions.last().map(|p| &p.partition);
+        let rec = ipirm::maximize_step(trainer, images, previous, partitions.len() as u64)?;
+        on_partition(&rec)?;
+        on_device.push(rec.partition.to_device(device));
+        partitions.push(rec);
+        Ok(())
+    };
+    if ipirm {
+        maximize(&trainer, &mut partitions, &mut on_device)?;
+    }
     let mut stats = Vec::new();
     while trainer.epoch < cfg.train.epochs {
-        let s = trainer.train_epoch(&data.train.images)?;
+        let kept = if cfg.ipirm.retain_group { &on_device[..] } else { &on_device[on_device.len().saturating_sub(1)..] };
+        let s = trainer.train_epoch(images, kept)?;
         on_epoch(&trainer, &s)?;
         stats.push(s);
+        if ipirm && trainer.epoch % cfg.ipirm.maximize_iter == 0 {
+            maximize(&trainer, &mut partitions, &mut on_device)?;
+        }
     }
-    Ok((trainer, stats))
+    Ok(Trained { trainer, epochs: stats, partitions })
 }
 
 /// The README's main job: reference points, training, kNN, linear probe.
@@ -99,7 +185,8 @@ pub fn main_job(cfg: &Config, device: Device, out_dir: &Path) -> Result<Report> 
     drop(init);
 
     let every = cfg.train.knn_every;
-    let (trainer, epochs) = train(cfg, device, &data, |t, s| {
+    let mut partitions = Vec::new();
+    let on_epoch = |t: &Trainer, s: &EpochStats| {
         let mut line = format!("epoch {}/{}: loss {:.4}, {:.0} img/s, {:.1} s", s.epoch, cfg.train.epochs, s.loss, s.images_per_sec, s.seconds);
         if every > 0 && s.epoch % every == 0 && s.epoch < cfg.train.epochs {
             let acc = knn::evaluate(&t.model, &data.bank, &data.test, k, tau, kb)?;
@@ -107,7 +194,14 @@ pub fn main_job(cfg: &Config, device: Device, out_dir: &Path) -> Result<Report> 
         }
         eprintln!("{line}");
         Ok(())
-    })?;
+    };
+    let on_partition = |p: &PartitionRecord| {
+        let summary = PartitionSummary::new(p, &data.train.labels, data.train.num_classes);
+        eprintln!("{}", summary.describe());
+        partitions.push(summary);
+        Ok(())
+    };
+    let Trained { trainer, epochs, .. } = train(cfg, device, &data, on_epoch, on_partition)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let ckpt = out_dir.join("model.safetensors");
     trainer.vs.save(&ckpt)?;
@@ -133,6 +227,7 @@ pub fn main_job(cfg: &Config, device: Device, out_dir: &Path) -> Result<Report> 
         trained_knn,
         linear,
         epochs,
+        partitions,
         seconds: start.elapsed().as_secs_f64(),
     };
     write_json(&out_dir.join("report.json"), &report)?;

@@ -136,10 +136,15 @@ fn run(cli: Cli) -> Result<()> {
             let device = ipirm::device::parse_device(&args.device)?;
             eprintln!("device: {}", ipirm::device::describe(device));
             let data = RunData::load(&cfg.data, device)?;
-            let (trainer, _) = pipeline::train(&cfg, device, &data, |_, s| {
+            let on_epoch = |_: &ipirm::train::Trainer, s: &ipirm::train::EpochStats| {
                 eprintln!("epoch {}/{}: loss {:.4}, {:.0} img/s, {:.1} s", s.epoch, cfg.train.epochs, s.loss, s.images_per_sec, s.seconds);
                 Ok(())
-            })?;
+            };
+            let on_partition = |p: &ipirm::train::ipirm::PartitionRecord| {
+                eprintln!("{}", pipeline::PartitionSummary::new(p, &data.train.labels, data.train.num_classes).describe());
+                Ok(())
+            };
+            let trainer = pipeline::train(&cfg, device, &data, on_epoch, on_partition)?.trainer;
             let out = args.out_dir();
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let ckpt = out.join("model.safetensors");

@@ -9,6 +9,10 @@ use crate::data::{augment, loader};
 use crate::model::Model;
 use crate::{loss, progress, rng, Result};
 
+pub mod ipirm;
+pub mod maximize;
+pub mod minimize;
+
 /// Figures of one training epoch.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochStats {
@@ -56,11 +60,26 @@ impl Trainer {
         .inspect(|_| self.epoch += 1)
     }
 
-    /// One epoch of the configured method.
-    pub fn train_epoch(&mut self, images: &Tensor) -> Result<EpochStats> {
+    /// One IP-IRM minimize epoch over `images` with the kept `partitions` (each N×E logits on
+    /// the training device; the caller passes all of them with `retain_group`, else the latest).
+    pub fn train_epoch_ipirm(&mut self, images: &Tensor, partitions: &[Tensor]) -> Result<EpochStats> {
+        let cfg = &self.cfg;
+        let epoch = self.epoch + 1;
+        let pw = minimize::penalty_weight(&cfg.ipirm, epoch, cfg.train.epochs);
+        let model = &self.model;
+        run_epoch(epoch, cfg.train.epochs, cfg.train.seed, images, cfg.train.batch_size, &mut self.opt, |x, idx| {
+            let (_, z1) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
+            let (_, z2) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
+            Ok(minimize::minimize_loss(&z1, &z2, idx, partitions, cfg, pw)?.total)
+        })
+        .inspect(|_| self.epoch += 1)
+    }
+
+    /// One epoch of the configured method (`partitions` is ignored by SimCLR).
+    pub fn train_epoch(&mut self, images: &Tensor, partitions: &[Tensor]) -> Result<EpochStats> {
         match self.cfg.train.method {
             Method::Simclr => self.train_epoch_simclr(images),
-            Method::Ipirm => Err(crate::Error::config("train.method", "ipirm training is not wired in yet")),
+            Method::Ipirm => self.train_epoch_ipirm(images, partitions),
         }
     }
 }

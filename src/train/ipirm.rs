@@ -1,0 +1,73 @@
+//! The IP-IRM schedule: a maximize step before epoch 1 and after every `maximize_iter` epochs,
+//! minimize steps in between over the kept partitions.
+use tch::{Kind, Tensor};
+
+use super::maximize::{maximize_offline, EpochRisk, MaximizeResult};
+use super::Trainer;
+use crate::data::{augment, loader};
+use crate::{progress, rng, Result};
+
+/// One maximize step's outcome, kept for the rest of the run and the report.
+pub struct PartitionRecord {
+    /// The step ran after this many training epochs (0 = before epoch 1).
+    pub after_epoch: usize,
+    /// N×E logits of the best partition found (CPU); hard assignment = argmax.
+    pub partition: Tensor,
+    pub risks: Vec<EpochRisk>,
+    pub best_epoch: usize,
+    pub env_sizes: Vec<i64>,
+}
+
+/// Both views' projections of every training image under the train transform, the encoder in
+/// eval mode, no gradients (the reference's offline feature extraction, batch = maximize batch).
+pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor) -> (Tensor, Tensor) {
+    let _guard = tch::no_grad_guard();
+    let n = images.size()[0];
+    let idx = Tensor::arange(n, (Kind::Int64, images.device()));
+    let batches = loader::ordered_batches(&idx, trainer.cfg.maximize.batch_size, false);
+    let pb = progress::bar(batches.len() as u64, "features");
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in &batches {
+        let x = images.index_select(0, i);
+        a.push(trainer.model.forward(&augment::train_view(&x, augment::CROP_SIZE), false).1);
+        b.push(trainer.model.forward(&augment::train_view(&x, augment::CROP_SIZE), false).1);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    (Tensor::cat(&a, 0), Tensor::cat(&b, 0))
+}
+
+/// Runs maximize step number `step` (0-based) after `trainer.epoch` epochs, from fresh N(0,1)
+/// logits (`random_init`, or no previous partition) or from `previous`.
+pub fn maximize_step(trainer: &Trainer, images: &Tensor, previous: Option<&Tensor>, step: u64) -> Result<PartitionRecord> {
+    let cfg = &trainer.cfg;
+    rng::reseed(cfg.train.seed, "maximize", step);
+    let n = images.size()[0];
+    let init = match previous {
+        Some(p) if !cfg.maximize.random_init => p.to_device(trainer.device),
+        _ => Tensor::randn([n, cfg.maximize.env_num], (Kind::Float, tch::Device::Cpu)).to_device(trainer.device),
+    };
+    let (z1, z2) = extract_view_pairs(trainer, images);
+    let pb = progress::bar((cfg.maximize.max_epoch + 1) as u64, &format!("maximize {step}"));
+    let MaximizeResult { partition, risks, best_epoch, env_sizes } =
+        maximize_offline(&z1, &z2, &init, &cfg.maximize, cfg.maximize_temperature(), |_, r| {
+            pb.set_message(format!("risk {:.4}", r.total));
+            pb.inc(1);
+        })?;
+    pb.finish_and_clear();
+    Ok(PartitionRecord { after_epoch: trainer.epoch, partition: partition.to_device(tch::Device::Cpu), risks, best_epoch, env_sizes })
+}
+
+/// Class composition of each environment of a partition: `counts[e][c]` = training images of
+/// class `c` assigned to environment `e`; the last column counts unlabelled images (label −1).
+pub fn class_composition(partition: &Tensor, labels: &Tensor, classes: i64) -> Vec<Vec<i64>> {
+    let assign = partition.argmax(1, false).to_device(tch::Device::Cpu);
+    let labels = labels.to_device(tch::Device::Cpu);
+    let env_num = partition.size()[1];
+    // label −1 → column `classes`
+    let col = labels.where_scalarother(&labels.ge(0), classes);
+    let flat = &assign * (classes + 1) + col;
+    let counts = flat.bincount::<Tensor>(None, env_num * (classes + 1));
+    let v: Vec<i64> = Vec::try_from(counts).unwrap_or_default();
+    v.chunks((classes + 1) as usize).map(|c| c.to_vec()).collect()
+}
