@@ -42,6 +42,8 @@ pub fn pixel_features(bank: &Tensor, test: &Tensor) -> (Tensor, Tensor) {
 /// Weighted kNN accuracy of `test_features` against a bank, as the reference's `test()`:
 /// sim = test·bankᵀ, top-k, weight exp(sim/τ), per-class sums, top-1/top-5 of the class scores.
 /// `bank_features`: N×D, `bank_labels`: N int64 in 0..classes, `test_features`: M×D, `test_labels`: M.
+/// Classes with equal scores (e.g. the zero scores of classes no neighbour belongs to) rank in an
+/// unspecified order, as with the reference's `argsort`, which can move top-5 when k is small.
 pub fn knn_accuracy(
     bank_features: &Tensor,
     bank_labels: &Tensor,
