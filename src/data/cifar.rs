@@ -14,7 +14,10 @@ use std::path::Path;
 
 use tch::Tensor;
 
-use super::{check_label_range, check_split, copy_strided, empty_images, read_file, resolve_dir, whole_records};
+use super::{
+    check_label_range, check_split, copy_strided, empty_images, read_file, resolve_dir,
+    whole_records,
+};
 use super::{Dataset, DatasetKind, Split};
 use crate::error::Result;
 
@@ -23,7 +26,8 @@ pub const SIDE: i64 = 32;
 /// Pixel bytes per image: 3×32×32.
 pub const PIXEL_BYTES: usize = 3 * 32 * 32;
 /// What `--data-dir` must hold for CIFAR-10, for messages.
-pub const CIFAR10_LAYOUT: &str = "cifar-10-batches-bin/{data_batch_1.bin,...,data_batch_5.bin,test_batch.bin} \
+pub const CIFAR10_LAYOUT: &str =
+    "cifar-10-batches-bin/{data_batch_1.bin,...,data_batch_5.bin,test_batch.bin} \
                                   (unpack the official cifar-10-binary.tar.gz there)";
 /// What `--data-dir` must hold for CIFAR-100, for messages.
 pub const CIFAR100_LAYOUT: &str = "cifar-100-binary/{train.bin,test.bin} \
@@ -56,7 +60,13 @@ const CIFAR10: Format = Format {
     subdir: "cifar-10-batches-bin",
     layout: CIFAR10_LAYOUT,
     archive: "cifar-10-binary.tar.gz",
-    train_files: &["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"],
+    train_files: &[
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+    ],
     test_files: &["test_batch.bin"],
     label_bytes: &[("labels", 9)],
     record_layout: "1 label byte + 3×32×32 pixel bytes per record",
@@ -85,7 +95,11 @@ pub fn load_cifar100(data_dir: &Path, split: Split) -> Result<Dataset> {
 
 fn load(format: &Format, data_dir: &Path, split: Split) -> Result<Dataset> {
     check_split(format.kind, split)?;
-    let names = if split == Split::Train { format.train_files } else { format.test_files };
+    let names = if split == Split::Train {
+        format.train_files
+    } else {
+        format.test_files
+    };
     let dir = resolve_dir(data_dir, format.subdir, names[0], format.layout)?;
     let record = format.record_len();
 
@@ -94,7 +108,10 @@ fn load(format: &Format, data_dir: &Path, split: Split) -> Result<Dataset> {
     let mut labels: Vec<i64> = Vec::new();
     for name in names {
         let path = dir.join(name);
-        let what = format!("the {} file {name} (unpack the official {} under --data-dir)", format.kind, format.archive);
+        let what = format!(
+            "the {} file {name} (unpack the official {} under --data-dir)",
+            format.kind, format.archive
+        );
         let bytes = read_file(&path, &what)?;
         let n = whole_records(&path, bytes.len() as u64, record, format.record_layout)?;
         for (i, &(label_name, max)) in format.label_bytes.iter().enumerate() {
@@ -113,7 +130,13 @@ fn load(format: &Format, data_dir: &Path, split: Split) -> Result<Dataset> {
         let n = *n as i64;
         let mut dst = images.f_narrow(0, start, n)?;
         let strides = [record as i64, SIDE * SIDE, SIDE, 1];
-        copy_strided(&mut dst, bytes, format.label_bytes.len(), &[n, 3, SIDE, SIDE], &strides)?;
+        copy_strided(
+            &mut dst,
+            bytes,
+            format.label_bytes.len(),
+            &[n, 3, SIDE, SIDE],
+            &strides,
+        )?;
         start += n;
     }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use flate2::read::GzDecoder;
 use tch::Tensor;
 
-use super::{check_count, check_label_range, check_split, read_file};
+use super::{check_count, check_folder, check_label_range, check_split, read_file};
 use super::{Dataset, DatasetKind, Split};
 use crate::error::{Error, Result};
 
@@ -23,30 +23,43 @@ use crate::error::{Error, Result};
 pub const SIDE: usize = 28;
 
 /// What the data folder must hold, for messages.
-const LAYOUT: &str = "{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (the Debian package dataset-fashion-mnist \
+const LAYOUT: &str =
+    "{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (the Debian package dataset-fashion-mnist \
                       installs them under /usr/share/datasets/fashion-mnist)";
 
 /// Reads split `split` (`train` or `test`) of Fashion-MNIST from `dir` (for instance
 /// [`FASHION_MNIST_DIR`](super::FASHION_MNIST_DIR)).
 pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
     check_split(DatasetKind::FashionMnist, split)?;
-    if !dir.is_dir() {
-        return Err(Error::file(dir, format!("a folder with {LAYOUT}"), "no such folder"));
-    }
-    let prefix = if split == Split::Train { "train" } else { "t10k" };
+    check_folder(dir, LAYOUT)?;
+    let prefix = if split == Split::Train {
+        "train"
+    } else {
+        "t10k"
+    };
 
     let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let raw = read_idx_bytes(&images_path)?;
     let ([n, rows, cols], pixels) = parse_idx::<3>(&images_path, &raw)?;
     if (rows, cols) != (SIDE, SIDE) {
-        return Err(Error::file(&images_path, "28×28 images", format!("{rows}×{cols} images")));
+        return Err(Error::file(
+            &images_path,
+            "28×28 images",
+            format!("{rows}×{cols} images"),
+        ));
     }
 
     let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
     let raw_labels = read_idx_bytes(&labels_path)?;
     let (_, labels) = parse_idx::<1>(&labels_path, &raw_labels)?;
     check_count(&labels_path, labels.len(), &images_path, n)?;
-    check_label_range(&labels_path, labels.iter().copied(), 0..=9, "labels", "image")?;
+    check_label_range(
+        &labels_path,
+        labels.iter().copied(),
+        0..=9,
+        "labels",
+        "image",
+    )?;
 
     let side = SIDE as i64;
     let images = Tensor::f_from_slice(pixels)?.f_view([n as i64, 1, side, side])?;
@@ -69,7 +82,11 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     if plain.is_file() {
         return Ok(plain);
     }
-    Err(Error::file(gz, format!("the Fashion-MNIST file {stem}.gz (or {stem} uncompressed)"), "no such file"))
+    Err(Error::file(
+        gz,
+        format!("the Fashion-MNIST file {stem}.gz (or {stem} uncompressed)"),
+        "no such file",
+    ))
 }
 
 /// The IDX bytes of a file, gunzipped when its name ends in `.gz`.
@@ -90,7 +107,11 @@ fn read_idx_bytes(path: &Path) -> Result<Vec<u8>> {
 fn parse_idx<'a, const N: usize>(path: &Path, bytes: &'a [u8]) -> Result<([usize; N], &'a [u8])> {
     let magic = 0x0800 | N as u32;
     let truncated = |needed: usize| {
-        Error::file(path, format!("an IDX header of {needed} bytes"), format!("{} bytes in all", bytes.len()))
+        Error::file(
+            path,
+            format!("an IDX header of {needed} bytes"),
+            format!("{} bytes in all", bytes.len()),
+        )
     };
     let (head, rest) = bytes.split_first_chunk::<4>().ok_or_else(|| truncated(4))?;
     let found = u32::from_be_bytes(*head);
@@ -109,10 +130,15 @@ fn parse_idx<'a, const N: usize>(path: &Path, bytes: &'a [u8]) -> Result<([usize
     for (d, c) in dims.iter_mut().zip(dim_bytes.chunks_exact(4)) {
         *d = u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize;
     }
-    let shape = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
+    let shape = dims
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×");
     let expected = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     if expected != Some(data.len()) {
-        let expected = expected.map_or_else(|| "more than fits in memory".to_string(), |e| e.to_string());
+        let expected =
+            expected.map_or_else(|| "more than fits in memory".to_string(), |e| e.to_string());
         return Err(Error::file(
             path,
             format!("{expected} data bytes after the header (dimensions {shape})"),

@@ -76,8 +76,12 @@ pub enum DatasetKind {
 
 impl DatasetKind {
     /// Every dataset, in the order the names are listed in messages.
-    pub const ALL: [DatasetKind; 4] =
-        [DatasetKind::FashionMnist, DatasetKind::Stl10, DatasetKind::Cifar10, DatasetKind::Cifar100];
+    pub const ALL: [DatasetKind; 4] = [
+        DatasetKind::FashionMnist,
+        DatasetKind::Stl10,
+        DatasetKind::Cifar10,
+        DatasetKind::Cifar100,
+    ];
 
     /// The name used in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -137,7 +141,12 @@ pub enum Split {
 
 impl Split {
     /// Every split, in the order the names are listed in messages.
-    pub const ALL: [Split; 4] = [Split::Train, Split::Test, Split::Unlabeled, Split::TrainUnlabeled];
+    pub const ALL: [Split; 4] = [
+        Split::Train,
+        Split::Test,
+        Split::Unlabeled,
+        Split::TrainUnlabeled,
+    ];
 
     /// The name used in configs, on the command line and in [`Dataset::name`].
     pub fn name(self) -> &'static str {
@@ -175,16 +184,31 @@ impl FromStr for Split {
 pub fn load(kind: DatasetKind, split: Split, data_dir: Option<&Path>) -> Result<Dataset> {
     check_split(kind, split)?;
     match kind {
-        DatasetKind::FashionMnist => fashion_mnist::load(data_dir.unwrap_or(Path::new(FASHION_MNIST_DIR)), split),
+        DatasetKind::FashionMnist => {
+            fashion_mnist::load(data_dir.unwrap_or(Path::new(FASHION_MNIST_DIR)), split)
+        }
         DatasetKind::Stl10 => stl10::load(require_dir(kind, data_dir, stl10::LAYOUT)?, split),
-        DatasetKind::Cifar10 => cifar::load_cifar10(require_dir(kind, data_dir, cifar::CIFAR10_LAYOUT)?, split),
-        DatasetKind::Cifar100 => cifar::load_cifar100(require_dir(kind, data_dir, cifar::CIFAR100_LAYOUT)?, split),
+        DatasetKind::Cifar10 => {
+            cifar::load_cifar10(require_dir(kind, data_dir, cifar::CIFAR10_LAYOUT)?, split)
+        }
+        DatasetKind::Cifar100 => {
+            cifar::load_cifar100(require_dir(kind, data_dir, cifar::CIFAR100_LAYOUT)?, split)
+        }
     }
 }
 
 /// `data_dir`, or an error on `--data-dir` saying which `layout` the dataset expects there.
-fn require_dir<'a>(kind: DatasetKind, data_dir: Option<&'a Path>, layout: &str) -> Result<&'a Path> {
-    data_dir.ok_or_else(|| Error::config("--data-dir", format!("dataset {kind} needs --data-dir D, with {layout}")))
+fn require_dir<'a>(
+    kind: DatasetKind,
+    data_dir: Option<&'a Path>,
+    layout: &str,
+) -> Result<&'a Path> {
+    data_dir.ok_or_else(|| {
+        Error::config(
+            "--data-dir",
+            format!("dataset {kind} needs --data-dir D, with {layout}"),
+        )
+    })
 }
 
 /// The error for a split the dataset does not have (`unlabeled` / `train+unlabeled` outside STL-10).
@@ -203,10 +227,13 @@ pub(crate) fn check_split(kind: DatasetKind, split: Split) -> Result<()> {
 /// The folder holding a dataset's files: `data_dir/subdir` when it exists, else `data_dir` itself
 /// when it is named `subdir` or holds `probe` (a file the split needs). `layout` describes what
 /// the folder should hold, for the error.
-pub(crate) fn resolve_dir(data_dir: &Path, subdir: &str, probe: &str, layout: &str) -> Result<PathBuf> {
-    if !data_dir.is_dir() {
-        return Err(Error::file(data_dir, format!("a data folder with {layout}"), "no such folder"));
-    }
+pub(crate) fn resolve_dir(
+    data_dir: &Path,
+    subdir: &str,
+    probe: &str,
+    layout: &str,
+) -> Result<PathBuf> {
+    check_folder(data_dir, layout)?;
     let nested = data_dir.join(subdir);
     if nested.is_dir() {
         return Ok(nested);
@@ -214,7 +241,28 @@ pub(crate) fn resolve_dir(data_dir: &Path, subdir: &str, probe: &str, layout: &s
     if data_dir.file_name().is_some_and(|n| n == subdir) || data_dir.join(probe).is_file() {
         return Ok(data_dir.to_path_buf());
     }
-    Err(Error::file(nested, format!("a folder inside --data-dir, with {layout}"), "no such folder"))
+    Err(Error::file(
+        nested,
+        format!("--data-dir to hold {layout}"),
+        "no such folder",
+    ))
+}
+
+/// An error unless `dir` is a folder; `layout` says what it should hold.
+pub(crate) fn check_folder(dir: &Path, layout: &str) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let found = if dir.exists() {
+        "a file, not a folder"
+    } else {
+        "no such folder"
+    };
+    Err(Error::file(
+        dir,
+        format!("a data folder holding {layout}"),
+        found,
+    ))
 }
 
 /// The error for a missing file; `what` says what it should be.
@@ -246,13 +294,21 @@ pub(crate) fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
 pub(crate) fn whole_records(path: &Path, len: u64, record: usize, layout: &str) -> Result<usize> {
     let record_u64 = record as u64;
     if len == 0 {
-        return Err(Error::file(path, format!("at least one record of {record} bytes ({layout})"), "an empty file"));
+        return Err(Error::file(
+            path,
+            format!("at least one record of {record} bytes ({layout})"),
+            "an empty file",
+        ));
     }
-    if len % record_u64 != 0 {
+    if !len.is_multiple_of(record_u64) {
         return Err(Error::file(
             path,
             format!("a multiple of {record} bytes ({layout})"),
-            format!("{len} bytes ({} whole records and {} bytes over)", len / record_u64, len % record_u64),
+            format!(
+                "{len} bytes ({} whole records and {} bytes over)",
+                len / record_u64,
+                len % record_u64
+            ),
         ));
     }
     usize::try_from(len / record_u64)
@@ -260,13 +316,21 @@ pub(crate) fn whole_records(path: &Path, len: u64, record: usize, layout: &str) 
 }
 
 /// An error unless a label file holds exactly one label per image of its image file.
-pub(crate) fn check_count(labels_path: &Path, n_labels: usize, images_path: &Path, n_images: usize) -> Result<()> {
+pub(crate) fn check_count(
+    labels_path: &Path,
+    n_labels: usize,
+    images_path: &Path,
+    n_images: usize,
+) -> Result<()> {
     if n_labels == n_images {
         return Ok(());
     }
     Err(Error::file(
         labels_path,
-        format!("{n_images} labels, one per image of {}", images_path.display()),
+        format!(
+            "{n_images} labels, one per image of {}",
+            images_path.display()
+        ),
         format!("{n_labels} labels"),
     ))
 }
@@ -280,7 +344,11 @@ pub(crate) fn check_label_range(
     what: &str,
     unit: &str,
 ) -> Result<()> {
-    match labels.into_iter().enumerate().find(|(_, l)| !range.contains(l)) {
+    match labels
+        .into_iter()
+        .enumerate()
+        .find(|(_, l)| !range.contains(l))
+    {
         None => Ok(()),
         Some((i, l)) => Err(Error::file(
             path,
@@ -294,15 +362,26 @@ pub(crate) fn check_label_range(
 /// bytes) into `dst`, which must have shape `size`: one pass over the data, with no intermediate
 /// tensor. This is how the readers gather pixels out of records (CIFAR) and transpose column-major
 /// images (STL-10) while building their image tensor.
-pub(crate) fn copy_strided(dst: &mut Tensor, bytes: &[u8], offset: usize, size: &[i64], strides: &[i64]) -> Result<()> {
+pub(crate) fn copy_strided(
+    dst: &mut Tensor,
+    bytes: &[u8],
+    offset: usize,
+    size: &[i64],
+    strides: &[i64],
+) -> Result<()> {
     // The largest byte offset the view reads must lie inside `bytes`: checked before the unsafe
     // view is made, so a wrong size can only be an error, never an out-of-bounds read.
     let in_bounds = size.len() == strides.len()
         && size.iter().chain(strides).all(|&v| v >= 0)
         && (size.contains(&0) || {
-            let last = size.iter().zip(strides).try_fold(offset as u64, |acc, (&n, &s)| {
-                (n as u64 - 1).checked_mul(s as u64).and_then(|d| acc.checked_add(d))
-            });
+            let last = size
+                .iter()
+                .zip(strides)
+                .try_fold(offset as u64, |acc, (&n, &s)| {
+                    (n as u64 - 1)
+                        .checked_mul(s as u64)
+                        .and_then(|d| acc.checked_add(d))
+                });
             last.is_some_and(|last| last < bytes.len() as u64)
         });
     if !in_bounds || dst.size() != size || dst.kind() != Kind::Uint8 {
@@ -319,7 +398,15 @@ pub(crate) fn copy_strided(dst: &mut Tensor, bytes: &[u8], offset: usize, size: 
     // SAFETY: every byte the view addresses lies in `bytes` (checked above); the view is only read
     // by `copy_`, which completes synchronously on the CPU, and is dropped at the end of this
     // function, while `bytes` is still borrowed.
-    let view = unsafe { Tensor::f_from_blob(bytes[offset..].as_ptr(), size, strides, Kind::Uint8, Device::Cpu)? };
+    let view = unsafe {
+        Tensor::f_from_blob(
+            bytes[offset..].as_ptr(),
+            size,
+            strides,
+            Kind::Uint8,
+            Device::Cpu,
+        )?
+    };
     dst.f_copy_(&view)?;
     Ok(())
 }
@@ -328,4 +415,3 @@ pub(crate) fn copy_strided(dst: &mut Tensor, bytes: &[u8], offset: usize, size: 
 pub(crate) fn empty_images(size: &[i64]) -> Result<Tensor> {
     Ok(Tensor::f_empty(size, (Kind::Uint8, Device::Cpu))?)
 }
-

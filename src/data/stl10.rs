@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
-use super::{check_count, check_label_range, copy_strided, empty_images, file_len, read_file, resolve_dir, whole_records};
+use super::{
+    check_count, check_label_range, copy_strided, empty_images, file_len, read_file, resolve_dir,
+    whole_records,
+};
 use super::{Dataset, DatasetKind, Split};
 use crate::error::{Error, Result};
 
@@ -26,7 +29,8 @@ pub const IMAGE_BYTES: usize = 3 * 96 * 96;
 /// The folder the official archive unpacks to.
 pub const SUBDIR: &str = "stl10_binary";
 /// What `--data-dir` must hold, for messages.
-pub const LAYOUT: &str = "stl10_binary/{train_X.bin,train_y.bin,test_X.bin,test_y.bin,unlabeled_X.bin} \
+pub const LAYOUT: &str =
+    "stl10_binary/{train_X.bin,train_y.bin,test_X.bin,test_y.bin,unlabeled_X.bin} \
                           (unpack the official stl10_binary.tar.gz there)";
 
 /// The image files of a split, each with its label file (`None` for the unlabelled images).
@@ -35,7 +39,10 @@ fn parts(split: Split) -> &'static [(&'static str, Option<&'static str>)] {
         Split::Train => &[("train_X.bin", Some("train_y.bin"))],
         Split::Test => &[("test_X.bin", Some("test_y.bin"))],
         Split::Unlabeled => &[("unlabeled_X.bin", None)],
-        Split::TrainUnlabeled => &[("train_X.bin", Some("train_y.bin")), ("unlabeled_X.bin", None)],
+        Split::TrainUnlabeled => &[
+            ("train_X.bin", Some("train_y.bin")),
+            ("unlabeled_X.bin", None),
+        ],
     }
 }
 
@@ -80,7 +87,11 @@ pub fn load(data_dir: &Path, split: Split) -> Result<Dataset> {
         let bytes = read_file(&x_path, &what(x_name))?;
         if bytes.len() != n * IMAGE_BYTES {
             // The file changed between the size check and the read.
-            return Err(Error::file(&x_path, format!("{} bytes", n * IMAGE_BYTES), format!("{} bytes", bytes.len())));
+            return Err(Error::file(
+                &x_path,
+                format!("{} bytes", n * IMAGE_BYTES),
+                format!("{} bytes", bytes.len()),
+            ));
         }
         let n = n as i64;
         let mut dst = images.f_narrow(0, start, n)?;
@@ -97,4 +108,3 @@ pub fn load(data_dir: &Path, split: Split) -> Result<Dataset> {
         num_classes: DatasetKind::Stl10.num_classes(),
     })
 }
-
