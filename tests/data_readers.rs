@@ -1,85 +1,13 @@
 //! The dataset readers against small files written in exactly the official formats, and against
 //! the bad files a user can produce (missing, truncated, wrong magic, labels out of range, ...).
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use ipirm::data::{load, Dataset, DatasetKind, Split, FASHION_MNIST_DIR};
 use ipirm::Error;
 use tch::{Kind, Tensor};
 
-// ----- Writers of the official formats -----
-
-/// The test pattern: pixel (channel c, row h, column w) of image i. Not symmetric in h and w, so a
-/// missing or doubled transpose shows.
-fn pattern(i: usize, c: usize, h: usize, w: usize) -> u8 {
-    ((i * 11 + c * 7 + h * 3 + w) % 251) as u8
-}
-
-/// `n` STL-10 images in `*_X.bin` form: per image, per channel, column-major (column outer).
-fn stl_images(first: usize, n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n * 3 * 96 * 96);
-    for i in first..first + n {
-        for c in 0..3 {
-            for w in 0..96 {
-                for h in 0..96 {
-                    out.push(pattern(i, c, h, w));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The pattern in N×C×H×W row-major order, as the reader should return it.
-fn expected_images(first: usize, n: usize, channels: usize, side: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n * channels * side * side);
-    for i in first..first + n {
-        for c in 0..channels {
-            for h in 0..side {
-                for w in 0..side {
-                    out.push(pattern(i, c, h, w));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A CIFAR record: the label bytes, then the R, G, B planes, each row-major.
-fn cifar_record(i: usize, labels: &[u8]) -> Vec<u8> {
-    let mut out = labels.to_vec();
-    for c in 0..3 {
-        for h in 0..32 {
-            for w in 0..32 {
-                out.push(pattern(i, c, h, w));
-            }
-        }
-    }
-    out
-}
-
-/// An unsigned-byte IDX file: magic 0x0000080N, the dimensions, the data.
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, dims.len() as u8];
-    for d in dims {
-        out.extend_from_slice(&d.to_be_bytes());
-    }
-    out.extend_from_slice(data);
-    out
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
-
-fn write(path: &Path, bytes: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
+mod common;
+use common::*;
 
 /// An STL-10 folder `D/stl10_binary` with `train` (3 images, labels 1, 10, 5), `test` (2 images,
 /// labels 2, 3) and `unlabeled` (4 images). Returns (tempdir guard, D).
