@@ -1,6 +1,7 @@
 //! Tests of the batched augmentation against torchvision (the fixture made by
 //! tests/fixtures/gen_augment.py) and of the sampler's invariants.
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 
 use ipirm::data::augment::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, apply_train,
@@ -9,6 +10,14 @@ use ipirm::data::augment::{
     MEAN, STD,
 };
 use tch::{Device, Kind, Tensor};
+
+/// tch's generator is global and the tests run on several threads: every test that seeds or draws
+/// from it holds this lock, so that a seed gives the same draws whatever runs beside it.
+static RNG: Mutex<()> = Mutex::new(());
+
+fn rng_lock() -> MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn fixture() -> HashMap<String, Tensor> {
     let path = concat!(
@@ -191,6 +200,7 @@ fn test_view_matches_torchvision_and_formula() {
 
 #[test]
 fn flip_twice_is_identity() {
+    let _rng = rng_lock();
     tch::manual_seed(1);
     let x = Tensor::rand([16, 3, 9, 13], (Kind::Float, Device::Cpu));
     let mask = Tensor::rand([16], (Kind::Float, Device::Cpu)).lt(0.5);
@@ -201,6 +211,7 @@ fn flip_twice_is_identity() {
 
 #[test]
 fn full_box_at_native_size_is_identity() {
+    let _rng = rng_lock();
     tch::manual_seed(2);
     let x = Tensor::rand([4, 3, 17, 23], (Kind::Float, Device::Cpu));
     let square = x.narrow(3, 0, 17);
@@ -270,6 +281,7 @@ fn check_crops(n: i64, height: i64, width: i64, fallback: Option<[i64; 4]>) -> f
 
 #[test]
 fn sampled_crops_are_within_bounds() {
+    let _rng = rng_lock();
     tch::manual_seed(3);
     assert_eq!(check_crops(5000, 32, 32, None), 0.0);
     check_crops(5000, 96, 96, None);
@@ -315,6 +327,7 @@ fn assert_range(what: &str, t: &Tensor, lo: f64, hi: f64) {
 
 #[test]
 fn sampled_coins_and_factors_have_the_right_law() {
+    let _rng = rng_lock();
     tch::manual_seed(4);
     let n = 20_000;
     let p = sample_train_params(n, 32, 32);
@@ -361,6 +374,7 @@ fn rand_images(b: i64, c: i64, h: i64, w: i64) -> Tensor {
 
 #[test]
 fn same_seed_same_views_different_seed_different_views() {
+    let _rng = rng_lock();
     tch::manual_seed(5);
     let x = rand_images(8, 3, 32, 32);
     tch::manual_seed(42);
@@ -378,6 +392,7 @@ fn same_seed_same_views_different_seed_different_views() {
 
 #[test]
 fn train_view_shapes_and_range() {
+    let _rng = rng_lock();
     tch::manual_seed(6);
     for (c, h, w) in [(3, 32, 32), (3, 96, 96), (1, 28, 28)] {
         let x = rand_images(5, c, h, w);
@@ -403,6 +418,7 @@ fn train_view_shapes_and_range() {
 
 #[test]
 fn one_channel_input_stays_gray() {
+    let _rng = rng_lock();
     tch::manual_seed(7);
     let x = rand_images(64, 1, 28, 28);
     let p = sample_train_params(64, 28, 28);
@@ -440,6 +456,7 @@ fn extreme_factors_and_grey_pixels_stay_finite() {
 
 #[test]
 fn empty_subsets_and_batches() {
+    let _rng = rng_lock();
     tch::manual_seed(8);
     let x = rand_images(3, 3, 16, 16);
     let mut p = sample_train_params(3, 16, 16);
@@ -456,6 +473,7 @@ fn empty_subsets_and_batches() {
 
 #[test]
 fn cuda_matches_cpu_when_available() {
+    let _rng = rng_lock();
     if !tch::Cuda::is_available() {
         eprintln!("no CUDA device: skipped");
         return;
