@@ -1,0 +1,501 @@
+//! Tests of the batched augmentation against torchvision (the fixture made by
+//! tests/fixtures/gen_augment.py) and of the sampler's invariants.
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use ipirm::data::augment::{
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, apply_train,
+    apply_train_unnormalized, color_jitter, gaussian_blur, hflip, normalize, resized_crop,
+    rgb_to_grayscale, sample_train_params, test_view, to_unit, train_view, TrainParams, CROP_SIZE,
+    MEAN, STD,
+};
+use tch::{Device, Kind, Tensor};
+
+/// tch's generator is global and the tests run on several threads: every test that seeds or draws
+/// from it holds this lock, so that a seed gives the same draws whatever runs beside it.
+static RNG: Mutex<()> = Mutex::new(());
+
+fn rng_lock() -> MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn fixture() -> HashMap<String, Tensor> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/augment.safetensors"
+    );
+    Tensor::read_safetensors(path)
+        .expect("read the fixture")
+        .into_iter()
+        .collect()
+}
+
+fn get<'a>(f: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
+    f.get(key)
+        .unwrap_or_else(|| panic!("fixture has no `{key}`"))
+}
+
+fn params(f: &HashMap<String, Tensor>) -> TrainParams {
+    let t = |k: &str| get(f, k).shallow_clone();
+    TrainParams {
+        crop: t("crop"),
+        flip: t("flip"),
+        jitter: t("jitter"),
+        brightness: t("brightness"),
+        contrast: t("contrast"),
+        saturation: t("saturation"),
+        hue: t("hue"),
+        order: t("order"),
+        gray: t("gray"),
+        blur: t("blur"),
+        sigma: t("sigma"),
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "shapes differ");
+    let a = a.to_device(Device::Cpu).to_kind(Kind::Double);
+    let b = b.to_device(Device::Cpu).to_kind(Kind::Double);
+    (a - b).abs().max().double_value(&[])
+}
+
+fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
+    let d = max_abs_diff(got, want);
+    assert!(d <= tol, "{what}: max abs diff {d:e} > {tol:e}");
+}
+
+const OP_TOL: f64 = 1e-5;
+const PIPE_TOL: f64 = 1e-4;
+
+#[test]
+fn to_unit_is_x_over_255() {
+    let f = fixture();
+    assert_close("to_unit", &to_unit(get(&f, "x")), get(&f, "x01"), 0.0);
+}
+
+#[test]
+fn resized_crop_matches_torchvision() {
+    let f = fixture();
+    let x01 = get(&f, "x01");
+    let crop = get(&f, "crop");
+    assert_close(
+        "resized_crop 32 (upscale)",
+        &resized_crop(x01, crop, 32),
+        get(&f, "op_crop32"),
+        OP_TOL,
+    );
+    assert_close(
+        "resized_crop 12 (downscale)",
+        &resized_crop(x01, crop, 12),
+        get(&f, "op_crop12"),
+        OP_TOL,
+    );
+}
+
+#[test]
+fn hflip_matches_torchvision() {
+    let f = fixture();
+    assert_close(
+        "hflip",
+        &hflip(get(&f, "x01"), get(&f, "flip")),
+        get(&f, "op_flip"),
+        0.0,
+    );
+}
+
+#[test]
+fn jitter_ops_match_torchvision() {
+    let f = fixture();
+    let x = get(&f, "x01");
+    assert_close(
+        "brightness",
+        &adjust_brightness(x, get(&f, "brightness")),
+        get(&f, "op_brightness"),
+        OP_TOL,
+    );
+    assert_close(
+        "contrast",
+        &adjust_contrast(x, get(&f, "contrast")),
+        get(&f, "op_contrast"),
+        OP_TOL,
+    );
+    assert_close(
+        "saturation",
+        &adjust_saturation(x, get(&f, "saturation")),
+        get(&f, "op_saturation"),
+        OP_TOL,
+    );
+    assert_close(
+        "hue",
+        &adjust_hue(x, get(&f, "hue")),
+        get(&f, "op_hue"),
+        OP_TOL,
+    );
+}
+
+#[test]
+fn color_jitter_in_random_order_matches_torchvision() {
+    let f = fixture();
+    let p = params(&f);
+    let got = color_jitter(
+        get(&f, "x01"),
+        &p.jitter,
+        &p.brightness,
+        &p.contrast,
+        &p.saturation,
+        &p.hue,
+        &p.order,
+    );
+    assert_close("color_jitter", &got, get(&f, "op_jitter"), OP_TOL);
+    // Image 4 has jitter off: untouched.
+    assert_close("jitter off", &got.get(4), &get(&f, "x01").get(4), 0.0);
+}
+
+#[test]
+fn grayscale_blur_normalize_match_torchvision() {
+    let f = fixture();
+    let x = get(&f, "x01");
+    assert_close(
+        "grayscale",
+        &rgb_to_grayscale(x),
+        get(&f, "op_gray"),
+        OP_TOL,
+    );
+    assert_close(
+        "blur",
+        &gaussian_blur(x, get(&f, "sigma")),
+        get(&f, "op_blur"),
+        OP_TOL,
+    );
+    assert_close("normalize", &normalize(x), get(&f, "op_normalize"), OP_TOL);
+}
+
+#[test]
+fn pipeline_matches_torchvision() {
+    let f = fixture();
+    let p = params(&f);
+    let got = apply_train(get(&f, "x"), &p, CROP_SIZE);
+    assert_eq!(got.kind(), Kind::Float);
+    assert_close("pipeline rgb", &got, get(&f, "pipe_x"), PIPE_TOL);
+    let got1 = apply_train(get(&f, "x1"), &p, CROP_SIZE);
+    assert_close("pipeline 1-channel", &got1, get(&f, "pipe_x1"), PIPE_TOL);
+}
+
+#[test]
+fn test_view_matches_torchvision_and_formula() {
+    let f = fixture();
+    for (x, want) in [("x", "test_x"), ("x1", "test_x1")] {
+        let images = get(&f, x);
+        let got = test_view(images);
+        assert_close(want, &got, get(&f, want), OP_TOL);
+        // (x / 255 − mean) / std, channel by channel, in double precision.
+        let (b, _, h, w) = images.size4().unwrap();
+        let xd = images.to_kind(Kind::Double).expand([b, 3, h, w], false);
+        for ch in 0..3 {
+            let expect = (xd.select(1, ch) / 255.0 - MEAN[ch as usize]) / STD[ch as usize];
+            assert_close("test_view formula", &got.select(1, ch), &expect, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn flip_twice_is_identity() {
+    let _rng = rng_lock();
+    tch::manual_seed(1);
+    let x = Tensor::rand([16, 3, 9, 13], (Kind::Float, Device::Cpu));
+    let mask = Tensor::rand([16], (Kind::Float, Device::Cpu)).lt(0.5);
+    let once = hflip(&x, &mask);
+    assert!(max_abs_diff(&once, &x) > 0.0, "some images are flipped");
+    assert_close("flip∘flip", &hflip(&once, &mask), &x, 0.0);
+}
+
+#[test]
+fn full_box_at_native_size_is_identity() {
+    let _rng = rng_lock();
+    tch::manual_seed(2);
+    let x = Tensor::rand([4, 3, 17, 23], (Kind::Float, Device::Cpu));
+    let square = x.narrow(3, 0, 17);
+    let crop_sq = Tensor::from_slice(&[0i64, 0, 17, 17])
+        .view([1, 4])
+        .repeat([4, 1]);
+    assert_close(
+        "identity crop",
+        &resized_crop(&square, &crop_sq, 17),
+        &square,
+        0.0,
+    );
+    // A 1×1 box gives a constant image of that pixel.
+    let one = Tensor::from_slice(&[5i64, 7, 1, 1])
+        .view([1, 4])
+        .repeat([4, 1]);
+    let got = resized_crop(&x, &one, 8);
+    let px = x
+        .narrow(2, 5, 1)
+        .narrow(3, 7, 1)
+        .expand([4, 3, 8, 8], false);
+    assert_close("1×1 crop", &got, &px, 1e-6);
+}
+
+/// Checks the boxes of `n` sampled crops of an H×W image: inside the image, and (unless it is the
+/// fallback box) area fraction in [0.08, 1] and aspect ratio in [3/4, 4/3] up to the rounding of
+/// w and h to integers. Returns the fraction of fallback boxes.
+fn check_crops(n: i64, height: i64, width: i64, fallback: Option<[i64; 4]>) -> f64 {
+    let p = sample_train_params(n, height, width);
+    assert_eq!(p.crop.size(), [n, 4]);
+    assert_eq!(p.crop.kind(), Kind::Int64);
+    let rows: Vec<Vec<i64>> = Vec::<Vec<i64>>::try_from(&p.crop).unwrap();
+    let (hh, ww) = (height as f64, width as f64);
+    let mut fallbacks = 0;
+    let (mut bottom_seen, mut right_seen) = (false, false);
+    for r in &rows {
+        let (top, left, h, w) = (r[0], r[1], r[2], r[3]);
+        assert!(h >= 1 && w >= 1, "empty box {r:?}");
+        assert!(
+            top >= 0 && left >= 0 && top + h <= height && left + w <= width,
+            "box {r:?} outside {height}×{width}"
+        );
+        if Some([top, left, h, w]) == fallback {
+            fallbacks += 1;
+            continue;
+        }
+        let (h, w) = (h as f64, w as f64);
+        let area_hi = (w + 0.5) * (h + 0.5) / (hh * ww);
+        let area_lo = (w - 0.5) * (h - 0.5) / (hh * ww);
+        assert!(
+            area_hi >= 0.08 && area_lo <= 1.0,
+            "box {r:?}: area fraction out of [0.08, 1]"
+        );
+        assert!(
+            (w + 0.5) / (h - 0.5) >= 0.75 && (w - 0.5) / (h + 0.5) <= 4.0 / 3.0,
+            "box {r:?}: ratio"
+        );
+        bottom_seen |= top + h as i64 == height;
+        right_seen |= left + w as i64 == width;
+    }
+    assert!(
+        bottom_seen && right_seen,
+        "some boxes reach the bottom and right edges"
+    );
+    fallbacks as f64 / n as f64
+}
+
+#[test]
+fn sampled_crops_are_within_bounds() {
+    let _rng = rng_lock();
+    tch::manual_seed(3);
+    assert_eq!(check_crops(5000, 32, 32, None), 0.0);
+    check_crops(5000, 96, 96, None);
+    check_crops(5000, 20, 24, None);
+    // A 10×100 image rarely admits a crop: the fallback is the centred 10×13 box
+    // (width = round(10 · 4/3)).
+    let frac = check_crops(5000, 10, 100, Some([0, 43, 10, 13]));
+    assert!(frac > 0.1 && frac < 1.0, "fallback fraction {frac}");
+    let frac = check_crops(500, 100, 10, Some([43, 0, 13, 10]));
+    assert!(frac > 0.1 && frac < 1.0, "fallback fraction {frac}");
+}
+
+fn mean(t: &Tensor) -> f64 {
+    t.to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
+}
+
+fn assert_freq(what: &str, mask: &Tensor, p: f64) {
+    let n = mask.size()[0] as f64;
+    let se = (p * (1.0 - p) / n).sqrt();
+    let m = mean(mask);
+    assert!(
+        (m - p).abs() < 5.0 * se,
+        "{what}: frequency {m} vs {p} (se {se})"
+    );
+}
+
+fn assert_range(what: &str, t: &Tensor, lo: f64, hi: f64) {
+    let (min, max) = (t.min().double_value(&[]), t.max().double_value(&[]));
+    assert!(
+        min >= lo && max <= hi,
+        "{what}: [{min}, {max}] outside [{lo}, {hi}]"
+    );
+    // Uniform: mean near the middle, and both ends approached.
+    let n = t.size()[0] as f64;
+    let se = (hi - lo) / (12.0 * n).sqrt();
+    let m = mean(t);
+    assert!((m - (lo + hi) / 2.0).abs() < 5.0 * se, "{what}: mean {m}");
+    assert!(
+        min < lo + 0.01 * (hi - lo) && max > hi - 0.01 * (hi - lo),
+        "{what}: [{min}, {max}]"
+    );
+}
+
+#[test]
+fn sampled_coins_and_factors_have_the_right_law() {
+    let _rng = rng_lock();
+    tch::manual_seed(4);
+    let n = 20_000;
+    let p = sample_train_params(n, 32, 32);
+    for (what, t) in [
+        ("flip", &p.flip),
+        ("jitter", &p.jitter),
+        ("gray", &p.gray),
+        ("blur", &p.blur),
+    ] {
+        assert_eq!(t.kind(), Kind::Bool, "{what}");
+        assert_eq!(t.size(), [n], "{what}");
+    }
+    assert_freq("flip", &p.flip, 0.5);
+    assert_freq("jitter", &p.jitter, 0.8);
+    assert_freq("gray", &p.gray, 0.2);
+    assert_freq("blur", &p.blur, 0.5);
+    for (what, t, lo, hi) in [
+        ("brightness", &p.brightness, 0.6, 1.4),
+        ("contrast", &p.contrast, 0.6, 1.4),
+        ("saturation", &p.saturation, 0.6, 1.4),
+        ("hue", &p.hue, -0.1, 0.1),
+        ("sigma", &p.sigma, 0.1, 2.0),
+    ] {
+        assert_eq!(t.kind(), Kind::Float, "{what}");
+        assert_range(what, t, lo, hi);
+    }
+    // Each row of `order` is a permutation of 0..4, and every op is equally likely in every slot.
+    assert_eq!(p.order.kind(), Kind::Int64);
+    let sorted = p.order.sort(1, false).0;
+    let expect = Tensor::arange(4, (Kind::Int64, Device::Cpu))
+        .view([1, 4])
+        .expand([n, 4], false);
+    assert!(sorted.equal(&expect), "order rows are permutations of 0..4");
+    for slot in 0..4 {
+        for op in 0..4 {
+            assert_freq("order", &p.order.select(1, slot).eq(op), 0.25);
+        }
+    }
+}
+
+fn rand_images(b: i64, c: i64, h: i64, w: i64) -> Tensor {
+    Tensor::randint(256, [b, c, h, w], (Kind::Uint8, Device::Cpu))
+}
+
+#[test]
+fn same_seed_same_views_different_seed_different_views() {
+    let _rng = rng_lock();
+    tch::manual_seed(5);
+    let x = rand_images(8, 3, 32, 32);
+    tch::manual_seed(42);
+    let a = train_view(&x, CROP_SIZE);
+    tch::manual_seed(42);
+    let b = train_view(&x, CROP_SIZE);
+    tch::manual_seed(43);
+    let c = train_view(&x, CROP_SIZE);
+    assert!(a.equal(&b), "same seed, same view");
+    assert!(max_abs_diff(&a, &c) > 0.1, "different seed, different view");
+    // Two views drawn one after the other differ too.
+    let d = train_view(&x, CROP_SIZE);
+    assert!(max_abs_diff(&c, &d) > 0.1);
+}
+
+#[test]
+fn train_view_shapes_and_range() {
+    let _rng = rng_lock();
+    tch::manual_seed(6);
+    for (c, h, w) in [(3, 32, 32), (3, 96, 96), (1, 28, 28)] {
+        let x = rand_images(5, c, h, w);
+        let v = train_view(&x, CROP_SIZE);
+        assert_eq!(v.size(), [5, 3, CROP_SIZE, CROP_SIZE]);
+        assert_eq!(v.kind(), Kind::Float);
+        let p = sample_train_params(5, h, w);
+        let u = apply_train_unnormalized(&x, &p, CROP_SIZE);
+        assert!(
+            u.min().double_value(&[]) >= 0.0 && u.max().double_value(&[]) <= 1.0,
+            "in [0, 1]"
+        );
+        assert_close(
+            "normalise",
+            &apply_train(&x, &p, CROP_SIZE),
+            &normalize(&u),
+            0.0,
+        );
+    }
+    let t = test_view(&rand_images(2, 3, 96, 96));
+    assert_eq!(t.size(), [2, 3, 96, 96], "test view: no resize");
+}
+
+#[test]
+fn one_channel_input_stays_gray() {
+    let _rng = rng_lock();
+    tch::manual_seed(7);
+    let x = rand_images(64, 1, 28, 28);
+    let p = sample_train_params(64, 28, 28);
+    let u = apply_train_unnormalized(&x, &p, CROP_SIZE);
+    assert_eq!(u.size(), [64, 3, CROP_SIZE, CROP_SIZE]);
+    assert_close("G = R", &u.select(1, 1), &u.select(1, 0), 1e-6);
+    assert_close("B = R", &u.select(1, 2), &u.select(1, 0), 1e-6);
+    let t = test_view(&x);
+    assert_eq!(t.size(), [64, 3, 28, 28]);
+}
+
+#[test]
+fn extreme_factors_and_grey_pixels_stay_finite() {
+    // Grey, black and white images through every op: no NaN from the HSV divisions.
+    let x = Tensor::cat(
+        &[
+            Tensor::zeros([1, 3, 8, 8], (Kind::Float, Device::Cpu)),
+            Tensor::ones([1, 3, 8, 8], (Kind::Float, Device::Cpu)),
+            Tensor::full([1, 3, 8, 8], 0.5, (Kind::Float, Device::Cpu)),
+        ],
+        0,
+    );
+    let f = Tensor::from_slice(&[0.6f32, 1.4, 1.0]);
+    let h = Tensor::from_slice(&[-0.5f32, 0.5, 0.1]);
+    for (what, y) in [
+        ("hue", adjust_hue(&x, &h)),
+        ("brightness", adjust_brightness(&x, &f)),
+        ("contrast", adjust_contrast(&x, &f)),
+        ("saturation", adjust_saturation(&x, &f)),
+    ] {
+        assert!(y.isfinite().all().int64_value(&[]) == 1, "{what}: finite");
+    }
+    assert_close("hue of grey", &adjust_hue(&x, &h), &x, 1e-7);
+}
+
+#[test]
+fn empty_subsets_and_batches() {
+    let _rng = rng_lock();
+    tch::manual_seed(8);
+    let x = rand_images(3, 3, 16, 16);
+    let mut p = sample_train_params(3, 16, 16);
+    p.jitter = Tensor::zeros([3], (Kind::Bool, Device::Cpu));
+    p.blur = Tensor::zeros([3], (Kind::Bool, Device::Cpu));
+    p.gray = Tensor::zeros([3], (Kind::Bool, Device::Cpu));
+    p.flip = Tensor::zeros([3], (Kind::Bool, Device::Cpu));
+    let got = apply_train_unnormalized(&x, &p, 16);
+    let want = resized_crop(&to_unit(&x), &p.crop, 16);
+    assert_close("crop only", &got, &want, 0.0);
+    let v = train_view(&rand_images(0, 3, 16, 16), CROP_SIZE);
+    assert_eq!(v.size(), [0, 3, CROP_SIZE, CROP_SIZE]);
+}
+
+#[test]
+fn cuda_matches_cpu_when_available() {
+    let _rng = rng_lock();
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: skipped");
+        return;
+    }
+    let f = fixture();
+    let p = params(&f);
+    let cpu = apply_train(get(&f, "x"), &p, CROP_SIZE);
+    let gpu = apply_train(&get(&f, "x").to_device(Device::Cuda(0)), &p, CROP_SIZE);
+    assert_eq!(gpu.device(), Device::Cuda(0));
+    assert_close(
+        "cuda pipeline vs torchvision",
+        &gpu,
+        get(&f, "pipe_x"),
+        PIPE_TOL,
+    );
+    assert_close("cuda vs cpu", &gpu, &cpu, PIPE_TOL);
+    let p_gpu = p.to_device(Device::Cuda(0));
+    let gpu2 = apply_train(&get(&f, "x").to_device(Device::Cuda(0)), &p_gpu, CROP_SIZE);
+    assert_close("params on cuda", &gpu2, &gpu, 0.0);
+    tch::manual_seed(9);
+    let x = rand_images(64, 3, 96, 96).to_device(Device::Cuda(0));
+    let v = train_view(&x, CROP_SIZE);
+    assert_eq!(v.device(), Device::Cuda(0));
+    assert_eq!(v.size(), [64, 3, CROP_SIZE, CROP_SIZE]);
+}
