@@ -245,3 +245,68 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 pub fn default_out_dir(name: &str) -> PathBuf {
     PathBuf::from("artifacts").join("runs").join(name)
 }
+
+/// `ipirm maximize`: one offline maximize step on features read from a safetensors file.
+///
+/// `input` holds float32 `z1` and `z2` (N×d, one row per sample, already L2-normalised) and
+/// optionally `init` (N×env_num float32 logits: the starting partition; without it the start is
+/// N(0,1) drawn from `maximize.seed`). `output` receives `partition` (N×env_num logits, the best
+/// found) and `risk` (epochs×4 float64: total, contrastive, penalty, constraint per epoch run).
+pub fn maximize_features(input: &Path, output: &Path, cfg: &Config) -> Result<crate::train::maximize::MaximizeResult> {
+    let named = tch::Tensor::read_safetensors(input).map_err(|e| match std::fs::metadata(input) {
+        Err(io) => Error::io(input, io),
+        Ok(_) => Error::file(input, "a safetensors file with float32 tensors z1, z2 (and optionally init)", e.to_string()),
+    })?;
+    let get = |name: &str| named.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone());
+    let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    let bad = |what: String| Error::file(input, what, format!("tensors {names:?}"));
+    let check = |name: &str, t: &Tensor| -> Result<()> {
+        if t.kind() != tch::Kind::Float {
+            return Err(Error::file(input, format!("`{name}` of dtype float32"), format!("{:?}", t.kind())));
+        }
+        if t.dim() != 2 {
+            return Err(Error::file(input, format!("`{name}` with 2 dimensions (N×d)"), format!("shape {:?}", t.size())));
+        }
+        if t.isfinite().logical_not().any().int64_value(&[]) != 0 {
+            return Err(Error::file(input, format!("`{name}` without NaN or infinite values"), "non-finite values".to_string()));
+        }
+        Ok(())
+    };
+    let z1 = get("z1").ok_or_else(|| bad("a tensor `z1` (N×d float32)".into()))?;
+    let z2 = get("z2").ok_or_else(|| bad("a tensor `z2` (N×d float32)".into()))?;
+    check("z1", &z1)?;
+    check("z2", &z2)?;
+    if z1.size() != z2.size() {
+        return Err(Error::file(input, "`z1` and `z2` of the same shape", format!("{:?} and {:?}", z1.size(), z2.size())));
+    }
+    let n = z1.size()[0];
+    if n < 2 {
+        return Err(Error::file(input, "at least 2 samples", format!("{n}")));
+    }
+    let e = cfg.maximize.env_num;
+    let init = match get("init") {
+        Some(init) => {
+            check("init", &init)?;
+            if init.size() != [n, e] {
+                return Err(Error::file(input, format!("`init` of shape [{n}, {e}] (N × maximize.env_num)"), format!("{:?}", init.size())));
+            }
+            init
+        }
+        None => {
+            tch::manual_seed(crate::rng::derive(cfg.maximize.seed, "maximize-init", 0));
+            Tensor::randn([n, e], (tch::Kind::Float, tch::Device::Cpu))
+        }
+    };
+    crate::rng::reseed(cfg.maximize.seed, "maximize-order", 0);
+    let pb = crate::progress::bar((cfg.maximize.max_epoch + 1) as u64, "maximize");
+    let result = crate::train::maximize::maximize_offline(&z1, &z2, &init, &cfg.maximize, cfg.maximize_temperature(), |t, r| {
+        crate::progress::line(&pb, format!("epoch {t}: risk {:.4} (contrastive {:.4}, penalty {:.6}, constraint {:.4})", r.total, r.contrastive, r.penalty, r.constraint));
+        pb.inc(1);
+    })?;
+    pb.finish_and_clear();
+    let risk: Vec<f64> = result.risks.iter().flat_map(|r| [r.total, r.contrastive, r.penalty, r.constraint]).collect();
+    let risk = Tensor::from_slice(&risk).view([-1, 4]);
+    Tensor::write_safetensors(&[("partition", &result.partition), ("risk", &risk)], output)
+        .map_err(|e| Error::file(output, "a writable path for the output safetensors", e.to_string()))?;
+    Ok(result)
+}

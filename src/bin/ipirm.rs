@@ -28,6 +28,9 @@ enum Command {
         #[command(subcommand)]
         what: EvalCommand,
     },
+    /// One offline maximize step on given features (float32 `z1`, `z2`, optional `init` in a
+    /// safetensors file); writes the best `partition` and the per-epoch `risk`.
+    Maximize(MaximizeArgs),
     /// List the named presets.
     Presets,
     /// Print the resolved configuration as TOML (what `--config` reads).
@@ -68,6 +71,18 @@ struct RunArgs {
     /// Output folder (default artifacts/runs/<preset or "run">).
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct MaximizeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// safetensors with float32 `z1`, `z2` (N×d, L2-normalised) and optionally `init` (N×env_num logits).
+    #[arg(long)]
+    features: PathBuf,
+    /// Where to write `partition` (N×env_num logits) and `risk` (epochs×4: total, contrastive, penalty, constraint).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -117,6 +132,19 @@ fn run(cli: Cli) -> Result<()> {
             for p in PRESETS {
                 println!("{:<w$}  {}", p.name, p.summary);
             }
+            Ok(())
+        }
+        Command::Maximize(args) => {
+            let cfg = args.config.resolve()?;
+            let r = pipeline::maximize_features(&args.features, &args.out, &cfg)?;
+            println!(
+                "{} epochs, best at epoch {} (risk {:.4}); environment sizes {:?}; written to {}",
+                r.risks.len(),
+                r.best_epoch,
+                r.risks[r.best_epoch].total,
+                r.env_sizes,
+                args.out.display()
+            );
             Ok(())
         }
         Command::Config(args) => {
