@@ -137,7 +137,16 @@ pub fn train(
     let mut on_device: Vec<Tensor> = Vec::new();
     let mut maximize = |trainer: &Trainer, partitions: &mut Vec<PartitionRecord>, on_device: &mut Vec<Tensor>| -> Result<()> {
         let previous = partitions.last().map(|p| &p.partition);
-        let rec = ipirm::maximize_step(trainer, images, previous, partitions.len() as u64)?;
+        let step = partitions.len();
+        let rec = ipirm::maximize_step(trainer, images, previous, step as u64)?;
+        // The reference optimises the previous partition's tensor in place when it does not
+        // re-initialise, and from the third step on that tensor is also the last kept partition
+        // (the first is kept as a copy), so under `retain_group` the kept partition becomes this
+        // step's last iterate. The paper's runs all use `random_init`; the quirk is kept for parity.
+        if !cfg.maximize.random_init && step >= 2 {
+            *on_device.last_mut().expect("a previous partition") = rec.last_partition.to_device(device);
+            partitions.last_mut().expect("a previous partition").partition = rec.last_partition.shallow_clone();
+        }
         on_partition(&rec)?;
         on_device.push(rec.partition.to_device(device));
         partitions.push(rec);

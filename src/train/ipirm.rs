@@ -16,6 +16,9 @@ pub struct PartitionRecord {
     pub risks: Vec<EpochRisk>,
     pub best_epoch: usize,
     pub env_sizes: Vec<i64>,
+    /// N×E logits after the last epoch run (CPU); see [`crate::pipeline::train`] for the one place
+    /// the reference lets it replace a kept partition.
+    pub last_partition: Tensor,
 }
 
 /// Both views' projections of every training image under the train transform, the encoder in
@@ -49,13 +52,21 @@ pub fn maximize_step(trainer: &Trainer, images: &Tensor, previous: Option<&Tenso
     };
     let (z1, z2) = extract_view_pairs(trainer, images);
     let pb = progress::bar((cfg.maximize.max_epoch + 1) as u64, &format!("maximize {step}"));
-    let MaximizeResult { partition, risks, best_epoch, env_sizes } =
+    let MaximizeResult { partition, last_partition, risks, best_epoch, env_sizes } =
         maximize_offline(&z1, &z2, &init, &cfg.maximize, cfg.maximize_temperature(), |_, r| {
             pb.set_message(format!("risk {:.4}", r.total));
             pb.inc(1);
         })?;
     pb.finish_and_clear();
-    Ok(PartitionRecord { after_epoch: trainer.epoch, partition: partition.to_device(tch::Device::Cpu), risks, best_epoch, env_sizes })
+    let cpu = tch::Device::Cpu;
+    Ok(PartitionRecord {
+        after_epoch: trainer.epoch,
+        partition: partition.to_device(cpu),
+        risks,
+        best_epoch,
+        env_sizes,
+        last_partition: last_partition.to_device(cpu),
+    })
 }
 
 /// Class composition of each environment of a partition: `counts[e][c]` = training images of

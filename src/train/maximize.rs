@@ -1,5 +1,287 @@
-// TEMP STUB (replaced by the loss branch)
-use tch::Tensor;
-pub struct EpochRisk { pub total: f64 }
-pub struct MaximizeResult { pub partition: Tensor, pub risks: Vec<EpochRisk>, pub best_epoch: usize, pub env_sizes: Vec<i64> }
-pub fn maximize_offline(_a: &Tensor, _b: &Tensor, _i: &Tensor, _c: &crate::config::MaximizeConfig, _t: f64, _f: impl FnMut(usize, &EpochRisk)) -> crate::Result<MaximizeResult> { unimplemented!() }
+//! The offline maximize step (`utils.auto_split_offline` of the reference): learn a soft partition
+//! of the training set into environments on fixed features, maximizing the environments'
+//! contrastive loss and IRM penalty under a balance constraint.
+use serde::Serialize;
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use crate::config::{IrmMode, MaximizeConfig};
+use crate::loss::{
+    balance_constraint, info_nce_column_index, info_nce_logits_with_index, irm_penalty, irm_penalty_with_loss,
+    soft_contrastive_loss, SoftMode,
+};
+use crate::{Error, Result};
+
+/// One epoch of the maximize step: the means over the epoch's batches of each batch's values,
+/// each batch's value taken before that batch's Adam step (as the reference logs them).
+///
+/// Sign convention: `contrastive` and `penalty` are reported as the losses themselves (positive);
+/// the reference logs them negated (`Cont_Risk`, `Inv_Risk`). `total` is the minimized risk,
+/// `−(contrastive + irm_weight·penalty) + constraint`, the reference's `Loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EpochRisk {
+    /// The risk Adam minimizes, `−(contrastive + irm_weight·penalty) + constraint`.
+    pub total: f64,
+    /// Mean over environments of the soft contrastive loss.
+    pub contrastive: f64,
+    /// Mean over environments of the IRM penalty (`IrmMode::V1`), or the unbiased variance of the
+    /// environments' contrastive losses (`IrmMode::V2`).
+    pub penalty: f64,
+    /// The balance constraint (0 without `constrain`).
+    pub constraint: f64,
+}
+
+/// What [`maximize_offline`] found.
+#[derive(Debug)]
+pub struct MaximizeResult {
+    /// `N × E` logits (not probabilities): the partition after the epoch with the lowest mean risk.
+    pub partition: Tensor,
+    /// `N × E` logits after the last epoch run. The reference optimises the tensor it is given in
+    /// place, so without `random_init` a caller that kept a reference to the previous partition
+    /// (`retain_group`: the last entry of `updated_split_all`) sees it become this tensor.
+    pub last_partition: Tensor,
+    /// One entry per epoch run, in order.
+    pub risks: Vec<EpochRisk>,
+    /// 0-based epoch whose end state is `partition`.
+    pub best_epoch: usize,
+    /// Samples per environment under the hard assignment `argmax` of `partition` (length `E`).
+    pub env_sizes: Vec<i64>,
+}
+
+/// The offline maximize step with a fresh random batch order each epoch
+/// (`Tensor::randperm` on the features' device, i.e. tch's global RNG: seed it for a reproducible
+/// run). See [`maximize_offline_with_order`].
+pub fn maximize_offline(
+    z1: &Tensor,
+    z2: &Tensor,
+    init: &Tensor,
+    cfg: &MaximizeConfig,
+    temperature: f64,
+    on_epoch: impl FnMut(usize, &EpochRisk),
+) -> Result<MaximizeResult> {
+    let n = z1.size().first().copied().unwrap_or(0);
+    let device = z1.device();
+    maximize_offline_with_order(
+        z1,
+        z2,
+        init,
+        cfg,
+        temperature,
+        |_| Ok(Tensor::f_randperm(n, (Kind::Int64, device))?),
+        on_epoch,
+    )
+}
+
+/// The offline maximize step (`auto_split_offline`) with the batch order of each epoch given by
+/// `order(epoch)`: a permutation of `0..N` (int64, any device) cut into consecutive batches of
+/// `cfg.batch_size`, the last one possibly shorter (the reference's shuffling `DataLoader`,
+/// `drop_last=False`). The order matters even with a single batch: the IRM penalty's scale vector
+/// ties column `k` of every row together, and which sample sits in column `k` depends on the row
+/// order, so the penalty is not invariant under a permutation of the batch.
+///
+/// Inputs: `z1`, `z2`: `N × d` fixed features of the two views (no gradient flows into them);
+/// `init`: `N × E` initial logits, `E = cfg.env_num`, copied (the caller's tensor is not changed);
+/// `temperature`: τ of the contrastive loss (`cfg.temperature` resolved by the caller).
+///
+/// Per epoch `t` (0-based), with learning rate `cfg.lr × cfg.lr_gamma^{#milestones ≤ t}`, per batch
+/// of indices `I` (`|I| = B`):
+/// 1. `p = softmax(P[I])` (`B × E`); `logits` = [`info_nce_logits`](crate::loss::info_nce_logits)
+///    of `z1[I], z2[I]` at τ = 1 (`2B × (2B − 1)`, computed once per batch);
+/// 2. for each environment `e`: `w = p[:, e]` gathered by the sample index of each logit column;
+///    `cont_e` = [`soft_contrastive_loss`] v2 of `logits / τ` with `w`; with `IrmMode::V1`,
+///    `pen_e` = [`irm_penalty`] of the same loss on `logits / irm_temp`;
+/// 3. `risk = −(mean_e cont_e + irm_weight · mean_e pen_e) + constraint`, where `IrmMode::V2`
+///    replaces `mean_e pen_e` by the unbiased variance of the `cont_e`, and the constraint is
+///    [`balance_constraint`]`(p, constrain_relax, nonorm)` when `cfg.constrain`, else 0;
+/// 4. one Adam step (no weight decay) on `P` to minimize `risk`.
+///
+/// After the epoch: if its mean risk is below the lowest so far (initially 1e5) the current `P`
+/// becomes the best (epoch 0 always sets it). As in the reference, that is `P` after the epoch's
+/// last Adam step, while the epoch's risks were each measured before a step; the loop ends after epoch `t` when
+/// `t > cfg.patience_after && epochs_without_improvement >= cfg.patience || t == cfg.max_epoch`.
+/// `on_epoch(t, risk)` is called after every epoch.
+///
+/// Not read here (the caller's business): `cfg.temperature` (pass it resolved as `temperature`),
+/// `cfg.offline`, `cfg.random_init` (build `init` accordingly) and `cfg.seed`.
+///
+/// Departures from the reference, none of which change a run it completes: a trailing batch of one
+/// sample is skipped (the reference's loss is NaN there: no negatives); the reference also stops at
+/// epoch 99 whatever `max_epoch` says (and then returns `None`); when `τ = irm_temp` the contrastive
+/// loss is read off the penalty's forward pass instead of being computed twice (same value).
+pub fn maximize_offline_with_order(
+    z1: &Tensor,
+    z2: &Tensor,
+    init: &Tensor,
+    cfg: &MaximizeConfig,
+    temperature: f64,
+    mut order: impl FnMut(usize) -> Result<Tensor>,
+    mut on_epoch: impl FnMut(usize, &EpochRisk),
+) -> Result<MaximizeResult> {
+    let (n, e_num) = check_inputs(z1, z2, init, cfg)?;
+    let device = z1.device();
+    let (z1, z2) = (z1.f_detach()?, z2.f_detach()?);
+
+    let vs = nn::VarStore::new(device);
+    let p = vs.root().f_var_copy("partition", &init.f_to_kind(Kind::Float)?)?;
+    let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;
+    let mut lr = cfg.lr;
+
+    let mut index_cache: Option<(i64, Tensor, Tensor)> = None; // (B, column index, flat sample index)
+    let mut risks = Vec::new();
+    let mut low = 1e5;
+    let mut best = p.f_detach_copy()?;
+    let mut best_epoch = 0usize;
+    let mut since_best = 0usize;
+    let shared_temperature = temperature == cfg.irm_temp;
+
+    let mut epoch = 0usize;
+    loop {
+        let perm = order(epoch)?;
+        check_permutation(&perm, n, epoch)?;
+        let perm = perm.f_to_device(device)?;
+        let mut sums = [0f64; 4];
+        let mut batches = 0usize;
+        for idx in perm.f_split(cfg.batch_size, 0)? {
+            let b = idx.size()[0];
+            if b < 2 {
+                continue;
+            }
+            if index_cache.as_ref().map(|c| c.0) != Some(b) {
+                let col = info_nce_column_index(b, device)?;
+                let sample = col.f_remainder(b)?.f_view([-1])?;
+                index_cache = Some((b, col, sample));
+            }
+            let (_, col, sample) = index_cache.as_ref().expect("index cache was just filled");
+            let rows = 2 * b;
+            let logits =
+                info_nce_logits_with_index(&z1.f_index_select(0, &idx)?, &z2.f_index_select(0, &idx)?, 1.0, col)?;
+            let logits_cont = logits.f_div_scalar(temperature)?;
+            let logits_pen = if shared_temperature || cfg.irm_mode == IrmMode::V2 {
+                logits_cont.shallow_clone() // not needed, or equal to logits / irm_temp
+            } else {
+                logits.f_div_scalar(cfg.irm_temp)?
+            };
+            let param = p.f_index_select(0, &idx)?.f_softmax(-1, Kind::Float)?; // B×E
+
+            let mut conts = Vec::with_capacity(e_num as usize);
+            let mut pens = Vec::with_capacity(e_num as usize);
+            for env in 0..e_num {
+                let w = param.f_select(1, env)?.f_index_select(0, sample)?.f_view([rows, rows - 1])?;
+                let loss = |l: &Tensor| soft_contrastive_loss(l, &w, SoftMode::V2, cfg.nonorm);
+                match cfg.irm_mode {
+                    IrmMode::V1 if shared_temperature => {
+                        let (pen, cont) = irm_penalty_with_loss(&logits_cont, loss)?;
+                        conts.push(cont);
+                        pens.push(pen);
+                    }
+                    IrmMode::V1 => {
+                        conts.push(loss(&logits_cont)?);
+                        pens.push(irm_penalty(&logits_pen, loss)?);
+                    }
+                    IrmMode::V2 => conts.push(loss(&logits_cont)?),
+                }
+            }
+            let conts = Tensor::f_stack(&conts, 0)?;
+            let cont = conts.f_mean(None::<Kind>)?;
+            let inv = match cfg.irm_mode {
+                IrmMode::V1 => Tensor::f_stack(&pens, 0)?.f_mean(None::<Kind>)?,
+                IrmMode::V2 => conts.f_var(true)?,
+            };
+            let constraint = if cfg.constrain {
+                balance_constraint(&param, cfg.constrain_relax, cfg.nonorm)?
+            } else {
+                Tensor::f_zeros([], (Kind::Float, device))?
+            };
+            let risk = cont.f_add(&inv.f_mul_scalar(cfg.irm_weight)?)?.f_neg()?.f_add(&constraint)?;
+
+            opt.zero_grad();
+            risk.f_backward()?;
+            opt.step();
+
+            let values = Tensor::f_stack(&[&risk, &cont, &inv, &constraint], 0)?
+                .f_detach()?
+                .f_to_kind(Kind::Double)?
+                .f_to_device(Device::Cpu)?;
+            let values = Vec::<f64>::try_from(&values)?;
+            for (s, v) in sums.iter_mut().zip(values) {
+                *s += v;
+            }
+            batches += 1;
+        }
+        let k = batches as f64;
+        let risk =
+            EpochRisk { total: sums[0] / k, contrastive: sums[1] / k, penalty: sums[2] / k, constraint: sums[3] / k };
+        risks.push(risk);
+
+        // MultiStepLR, stepped once per epoch: the LR of the next epoch.
+        for _ in cfg.lr_milestones.iter().filter(|&&m| m == epoch + 1) {
+            lr *= cfg.lr_gamma;
+        }
+        opt.set_lr(lr);
+
+        if epoch == 0 {
+            best = p.f_detach_copy()?;
+        }
+        if risk.total < low {
+            low = risk.total;
+            best = p.f_detach_copy()?;
+            best_epoch = epoch;
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+        on_epoch(epoch, &risk);
+        if (epoch > cfg.patience_after && since_best >= cfg.patience) || epoch == cfg.max_epoch {
+            break;
+        }
+        epoch += 1;
+    }
+
+    let env_sizes =
+        Vec::<i64>::try_from(&best.f_argmax(1, false)?.f_bincount::<Tensor>(None, e_num)?.f_to_device(Device::Cpu)?)?;
+    Ok(MaximizeResult { partition: best, last_partition: p.f_detach_copy()?, risks, best_epoch, env_sizes })
+}
+
+fn check_inputs(z1: &Tensor, z2: &Tensor, init: &Tensor, cfg: &MaximizeConfig) -> Result<(i64, i64)> {
+    let (s1, s2, si) = (z1.size(), z2.size(), init.size());
+    if s1.len() != 2 || s1 != s2 {
+        return Err(Error::Shape(format!("maximize: z1 and z2 must both be N×d, found {s1:?} and {s2:?}")));
+    }
+    let n = s1[0];
+    if n < 2 {
+        return Err(Error::Shape(format!("maximize: needs at least 2 samples, found N = {n}")));
+    }
+    if si.len() != 2 || si[0] != n || si[1] != cfg.env_num {
+        return Err(Error::Shape(format!(
+            "maximize: the initial partition must be N×E = [{n}, {}] (env_num), found {si:?}",
+            cfg.env_num
+        )));
+    }
+    if cfg.env_num < 1 {
+        return Err(Error::Shape(format!("maximize: env_num must be at least 1, found {}", cfg.env_num)));
+    }
+    if cfg.batch_size < 2 {
+        return Err(Error::Shape(format!("maximize: batch_size must be at least 2, found {}", cfg.batch_size)));
+    }
+    if z1.device() != z2.device() {
+        return Err(Error::Shape(format!("maximize: z1 is on {:?} but z2 on {:?}", z1.device(), z2.device())));
+    }
+    Ok((n, si[1]))
+}
+
+fn check_permutation(perm: &Tensor, n: i64, epoch: usize) -> Result<()> {
+    let ok = perm.size() == [n]
+        && perm.f_kind()? == Kind::Int64
+        && perm
+            .f_sort(0, false)?
+            .0
+            .f_to_device(Device::Cpu)?
+            .f_equal(&Tensor::f_arange(n, (Kind::Int64, Device::Cpu))?)?;
+    if !ok {
+        return Err(Error::Shape(format!(
+            "maximize: the batch order of epoch {epoch} must be an int64 permutation of 0..{n}, found {:?} of shape {:?}",
+            perm.f_kind()?,
+            perm.size()
+        )));
+    }
+    Ok(())
+}
