@@ -4,6 +4,7 @@
 //! builds the CIFAR-stem ResNets and the projection head, [`loss`] holds the losses as free
 //! functions over tensors, [`train`] wires them into the SimCLR and IP-IRM steps, [`eval`] runs the
 //! kNN monitor and the linear probe, [`config`] is the one serde config with its presets.
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -31,6 +31,9 @@ enum Command {
     /// One offline maximize step on given features (float32 `z1`, `z2`, optional `init` in a
     /// safetensors file); writes the best `partition` and the per-epoch `risk`.
     Maximize(MaximizeArgs),
+    /// Throughput of each piece (augmentation, minimize step, feature extraction, maximize
+    /// epoch) on synthetic images; prints figures.
+    Bench(BenchArgs),
     /// List the named presets.
     Presets,
     /// Print the resolved configuration as TOML (what `--config` reads).
@@ -83,6 +86,29 @@ struct MaximizeArgs {
     /// Where to write `partition` (N×env_num logits) and `risk` (epochs×4: total, contrastive, penalty, constraint).
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct BenchArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Side of the synthetic stored images (96 = STL-10, 32 = CIFAR, 28 = Fashion-MNIST).
+    #[arg(long, default_value_t = 96)]
+    side: i64,
+    /// Channels of the synthetic stored images.
+    #[arg(long, default_value_t = 3)]
+    channels: i64,
+    /// Timed repetitions of each step.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Samples of the maximize-epoch figure (0 = skip it).
+    #[arg(long, default_value_t = 105_000)]
+    maximize_n: i64,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -145,6 +171,16 @@ fn run(cli: Cli) -> Result<()> {
                 r.env_sizes,
                 args.out.display()
             );
+            Ok(())
+        }
+        Command::Bench(a) => {
+            let cfg = a.config.resolve()?;
+            let device = ipirm::device::parse_device(&a.device)?;
+            eprintln!("device: {}; model {:?} width {}; batch {}", ipirm::device::describe(device), cfg.model.arch, cfg.model.width, cfg.train.batch_size);
+            let figures = ipirm::bench::run(&cfg, device, a.side, a.channels, a.iters, a.maximize_n)?;
+            if let Some(p) = a.json {
+                ipirm::pipeline::write_json(&p, &figures)?;
+            }
             Ok(())
         }
         Command::Config(args) => {

@@ -24,19 +24,15 @@ impl RunData {
     pub fn load(cfg: &DataConfig, device: Device) -> Result<RunData> {
         let dir = cfg.data_dir.as_deref();
         let train_split = if cfg.dataset == DatasetKind::Stl10 { Split::TrainUnlabeled } else { Split::Train };
-        let bank = limit(load(cfg.dataset, Split::Train, dir)?, cfg.bank_limit);
-        // Reuse the labelled train split when it is also the training set.
+        let labelled = load(cfg.dataset, Split::Train, dir)?;
+        // The labelled train split is also the training set except for STL-10; each use takes
+        // its own prefix of it.
         let train = if train_split == Split::Train {
-            let full = Dataset {
-                name: bank.name.clone(),
-                images: bank.images.shallow_clone(),
-                labels: bank.labels.shallow_clone(),
-                num_classes: bank.num_classes,
-            };
-            limit(full, cfg.train_limit)
+            limit(share(&labelled), cfg.train_limit)
         } else {
             limit(load(cfg.dataset, train_split, dir)?, cfg.train_limit)
         };
+        let bank = limit(labelled, cfg.bank_limit);
         let test = limit(load(cfg.dataset, Split::Test, dir)?, cfg.test_limit);
         Ok(RunData { train: to_device(train, device), bank: to_device(bank, device), test: to_device(test, device) })
     }
@@ -55,6 +51,11 @@ pub fn limit(ds: Dataset, n: usize) -> Dataset {
         labels: ds.labels.narrow(0, 0, n),
         num_classes: ds.num_classes,
     }
+}
+
+/// Another handle on the same tensors.
+fn share(ds: &Dataset) -> Dataset {
+    Dataset { name: ds.name.clone(), images: ds.images.shallow_clone(), labels: ds.labels.shallow_clone(), num_classes: ds.num_classes }
 }
 
 fn to_device(ds: Dataset, device: Device) -> Dataset {
