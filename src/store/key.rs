@@ -34,8 +34,8 @@ pub enum Canon {
     Str(String),
     Bytes(Vec<u8>),
     Seq(Vec<Canon>),
-    /// Entries sorted by the canonical encoding of their keys, so the order of insertion (and of
-    /// struct fields) does not matter.
+    /// Entries sorted by key (see `sorted_map`), so the order of insertion (and of struct
+    /// fields) does not matter.
     Map(Vec<(Canon, Canon)>),
 }
 
@@ -156,17 +156,24 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-fn sorted_map(mut entries: Vec<(Canon, Canon)>) -> std::result::Result<Canon, CanonError> {
-    let mut keyed: Vec<(Vec<u8>, (Canon, Canon))> = entries
-        .drain(..)
+/// Sorts entries by key: string keys by their text, other keys by their JSON (ties broken by
+/// the canonical encoding, which is unique per key); two equal keys are an error.
+fn sorted_map(entries: Vec<(Canon, Canon)>) -> std::result::Result<Canon, CanonError> {
+    type SortKey = (String, Vec<u8>);
+    let mut keyed: Vec<(SortKey, (Canon, Canon))> = entries
+        .into_iter()
         .map(|(k, v)| {
             let mut b = Vec::new();
             k.encode(&mut b);
-            (b, (k, v))
+            let text = match &k {
+                Canon::Str(s) => s.clone(),
+                other => other.to_json(),
+            };
+            ((text, b), (k, v))
         })
         .collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some(w) = keyed.windows(2).find(|w| w[0].0 == w[1].0) {
+    if let Some(w) = keyed.windows(2).find(|w| w[0].0 .1 == w[1].0 .1) {
         return Err(CanonError(format!("duplicate map key {}", (w[0].1).0.to_json())));
     }
     Ok(Canon::Map(keyed.into_iter().map(|(_, kv)| kv).collect()))

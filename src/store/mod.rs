@@ -229,6 +229,8 @@ impl Stage {
 
     fn artifact(&self, kind: ArtifactKind) -> Artifact {
         let wall = self.wall_seconds.unwrap_or_else(|| self.started.elapsed().as_secs_f64());
+        // Microseconds: short decimals survive a JSON round trip (export/import) bit for bit.
+        let wall = (wall * 1e6).round() / 1e6;
         Artifact {
             key: self.key.clone(),
             stage: self.name.clone(),
