@@ -17,6 +17,14 @@ pub enum Error {
     /// A tensor given to a function has the wrong shape, dtype or values.
     #[error("{0}")]
     Shape(String),
+    /// The artifact store: its index, a record, a run, the lock on the index. The message names
+    /// the store folder and the key or run.
+    #[error("{0}")]
+    Store(String),
+    /// A stored blob that is missing or whose bytes no longer match its digest: invalidate the
+    /// artifact (`Store::invalidate`) and recompute it.
+    #[error("artifact {key}: blob {} is damaged: expected {expected}, found {found}; drop it with `Store::invalidate` and recompute it", file.display())]
+    Damaged { key: String, file: PathBuf, expected: String, found: String },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -15,6 +15,7 @@ pub mod model;
 pub mod pipeline;
 pub mod progress;
 pub mod rng;
+pub mod store;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -1,0 +1,758 @@
+//! What the CLI's `store` commands call: `ls`, `show`, `verify`, `gc`, `export`, `import`. Each
+//! returns printable text or a report (every report implements `Display`).
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    fmt_time, hash_file, key, latest_of, now_secs, object_path, write_tmp, Artifact, ArtifactKind, Provenance, RunRecord, Store, OBJECTS_DIR,
+    SCHEMA_VERSION, TMP_DIR,
+};
+use crate::{Error, Result};
+
+/// `format` of an export's `manifest.json`.
+pub const MANIFEST_FORMAT: &str = "ipirm-store-export";
+/// Version of the manifest layout (independent of the index schema).
+const MANIFEST_VERSION: u32 = 1;
+/// Default [`GcOptions::grace_secs`]: one hour.
+const DEFAULT_GRACE_SECS: u64 = 3600;
+/// Default [`GcOptions::unfinished_run_secs`]: one week.
+const DEFAULT_UNFINISHED_RUN_SECS: u64 = 7 * 24 * 3600;
+
+/// One artifact as plain JSON: in an export's `manifest.json` and in `show --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactEntry {
+    pub key: String,
+    pub stage: String,
+    pub stage_version: u32,
+    /// `blob` or `record`.
+    pub kind: String,
+    /// Blob: `safetensors` or `bytes`.
+    pub format: Option<String>,
+    /// Blob: sha256 hex of the file.
+    pub digest: Option<String>,
+    /// Size of the blob, or of the record's body.
+    pub bytes: u64,
+    /// Blob: the file, relative to the manifest (export) or absolute (show).
+    pub file: Option<String>,
+    /// Record: the bincode 1.3.3 body (fixint, little-endian), hex.
+    pub record_hex: Option<String>,
+    pub inputs: Vec<String>,
+    /// Canonical JSON of the config section (a string, kept byte-exact).
+    pub config_json: String,
+    pub provenance: Provenance,
+    pub run: Option<String>,
+}
+
+impl ArtifactEntry {
+    fn new(a: &Artifact, file: Option<String>) -> ArtifactEntry {
+        let (kind, format, digest, record_hex) = match &a.kind {
+            ArtifactKind::Blob { digest, format, .. } => ("blob", Some(format.clone()), Some(digest.clone()), None),
+            ArtifactKind::Record(b) => ("record", None, None, Some(key::to_hex(b))),
+        };
+        ArtifactEntry {
+            key: a.key.clone(),
+            stage: a.stage.clone(),
+            stage_version: a.stage_version,
+            kind: kind.into(),
+            format,
+            digest,
+            bytes: a.size(),
+            file: if kind == "blob" { file } else { None },
+            record_hex,
+            inputs: a.inputs.clone(),
+            config_json: a.config_json.clone(),
+            provenance: a.provenance.clone(),
+            run: a.run.clone(),
+        }
+    }
+
+    fn to_artifact(&self) -> std::result::Result<Artifact, String> {
+        let kind = match self.kind.as_str() {
+            "blob" => ArtifactKind::Blob {
+                digest: self.digest.clone().filter(|d| is_digest(d)).ok_or("a blob without a valid `digest`")?,
+                bytes: self.bytes,
+                format: self.format.clone().unwrap_or_else(|| "bytes".into()),
+            },
+            "record" => ArtifactKind::Record(self.record_hex.as_deref().and_then(key::from_hex).ok_or("a record without a valid `record_hex`")?),
+            k => return Err(format!("unknown kind `{k}` (expected blob or record)")),
+        };
+        Ok(Artifact {
+            key: self.key.clone(),
+            stage: self.stage.clone(),
+            stage_version: self.stage_version,
+            kind,
+            inputs: self.inputs.clone(),
+            config_json: self.config_json.clone(),
+            provenance: self.provenance.clone(),
+            run: self.run.clone(),
+        })
+    }
+}
+
+/// An export's `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Manifest {
+    format: String,
+    format_version: u32,
+    /// Index schema of the store it came from (informational).
+    schema: u32,
+    crate_version: String,
+    exported: u64,
+    artifacts: Vec<ArtifactEntry>,
+    runs: Vec<RunRecord>,
+}
+
+/// A run with its artifacts, for `show --json`.
+#[derive(Debug, Serialize)]
+struct RunView<'a> {
+    #[serde(flatten)]
+    run: &'a RunRecord,
+    created_utc: String,
+    artifact_details: Vec<ArtifactEntry>,
+}
+
+/// What [`Store::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VerifyReport {
+    /// Artifacts in the index.
+    pub artifacts: usize,
+    /// Distinct blob files re-hashed.
+    pub blobs_checked: usize,
+    /// Keys whose blob's bytes no longer match the digest.
+    pub damaged: Vec<String>,
+    /// Keys whose blob file is absent.
+    pub missing: Vec<String>,
+    /// Index entries that do not decode, by key.
+    pub unreadable: Vec<String>,
+    /// Files under `objects/` that no artifact refers to (left by a crash between the rename and
+    /// the index write, or by a replaced artifact): harmless, removed by `gc`.
+    pub orphans: Vec<PathBuf>,
+    /// Files under `tmp/` (a write in progress, or killed).
+    pub temp_files: Vec<PathBuf>,
+    /// `run -> key` references to artifacts no longer in the index (informational).
+    pub dangling_run_refs: Vec<String>,
+    /// One line per damaged, missing or unreadable key, with the file and what was found.
+    pub details: Vec<String>,
+}
+
+impl VerifyReport {
+    /// No damaged, missing or unreadable artifact (orphans and temp files are allowed).
+    pub fn is_clean(&self) -> bool {
+        self.damaged.is_empty() && self.missing.is_empty() && self.unreadable.is_empty()
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} artifacts, {} blobs re-hashed: {} damaged, {} missing, {} unreadable; {} orphan blobs, {} temp files",
+            self.artifacts,
+            self.blobs_checked,
+            self.damaged.len(),
+            self.missing.len(),
+            self.unreadable.len(),
+            self.orphans.len(),
+            self.temp_files.len()
+        )?;
+        for d in &self.details {
+            writeln!(f, "  {d}")?;
+        }
+        for o in &self.orphans {
+            writeln!(f, "  orphan {}", o.display())?;
+        }
+        for t in &self.temp_files {
+            writeln!(f, "  temp {}", t.display())?;
+        }
+        for r in &self.dangling_run_refs {
+            writeln!(f, "  run reference to a missing artifact: {r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How [`Store::gc_with`] runs.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Report what would be removed, remove nothing.
+    pub dry_run: bool,
+    /// Temp files, and artifacts that belong to no run, younger than this are presumed to be
+    /// another process's work in progress and kept. Default one hour.
+    pub grace_secs: u64,
+    /// An unfinished run younger than this is presumed still running (or worth inspecting) and
+    /// kept with what it reaches, even if it is neither pinned nor the latest of its name.
+    /// Default one week.
+    pub unfinished_run_secs: u64,
+}
+
+impl GcOptions {
+    /// Default grace periods, removing nothing.
+    pub fn dry_run() -> GcOptions {
+        GcOptions { dry_run: true, ..GcOptions::default() }
+    }
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions { dry_run: false, grace_secs: DEFAULT_GRACE_SECS, unfinished_run_secs: DEFAULT_UNFINISHED_RUN_SECS }
+    }
+}
+
+/// What [`Store::gc`] removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Runs kept: pinned, latest of their name, or unfinished and recent.
+    pub kept_runs: Vec<String>,
+    pub kept_artifacts: usize,
+    pub removed_runs: Vec<String>,
+    pub removed_artifacts: Vec<String>,
+    /// Blob files no kept artifact uses (including orphans).
+    pub removed_blobs: Vec<PathBuf>,
+    pub removed_temp_files: Vec<PathBuf>,
+    /// Bytes of the removed blob and temp files.
+    pub freed_bytes: u64,
+}
+
+impl fmt::Display for GcReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run { "would remove" } else { "removed" };
+        writeln!(
+            f,
+            "gc {verb} {} runs, {} artifacts, {} blob files, {} temp files ({}); kept {} runs, {} artifacts",
+            self.removed_runs.len(),
+            self.removed_artifacts.len(),
+            self.removed_blobs.len(),
+            self.removed_temp_files.len(),
+            human_bytes(self.freed_bytes),
+            self.kept_runs.len(),
+            self.kept_artifacts
+        )?;
+        for r in &self.removed_runs {
+            writeln!(f, "  run {r}")?;
+        }
+        for a in &self.removed_artifacts {
+            writeln!(f, "  artifact {a}")?;
+        }
+        for b in &self.removed_blobs {
+            writeln!(f, "  blob {}", b.display())?;
+        }
+        for t in &self.removed_temp_files {
+            writeln!(f, "  temp {}", t.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`Store::export`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportReport {
+    pub manifest: PathBuf,
+    pub artifacts: usize,
+    pub runs: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+impl fmt::Display for ExportReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exported {} artifacts, {} runs, {} blob files ({}) to {}", self.artifacts, self.runs, self.blobs, human_bytes(self.bytes), self.manifest.display())
+    }
+}
+
+/// What [`Store::import`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImportReport {
+    pub artifacts_added: usize,
+    /// Keys already present with the same content.
+    pub artifacts_skipped: usize,
+    /// Keys already present with a different blob or record: the store's own is kept.
+    pub conflicts: Vec<String>,
+    pub runs_added: usize,
+    pub runs_skipped: usize,
+    pub blobs_copied: usize,
+}
+
+impl fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "imported {} artifacts ({} already present), {} runs ({} already present), {} blob files",
+            self.artifacts_added, self.artifacts_skipped, self.runs_added, self.runs_skipped, self.blobs_copied
+        )?;
+        for c in &self.conflicts {
+            writeln!(f, "  kept this store's own, different, artifact {c}")?;
+        }
+        Ok(())
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn is_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn short(key: &str) -> &str {
+    key.get(..16).unwrap_or(key)
+}
+
+/// Every regular file under `dir` (recursively), sorted.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&d, e)),
+        };
+        for e in rd {
+            let e = e.map_err(|e| Error::io(&d, e))?;
+            let t = e.file_type().map_err(|err| Error::io(e.path(), err))?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+fn file_age_secs(p: &Path) -> u64 {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).map_or(0, |d| d.as_secs())
+}
+
+/// What `show` resolved its argument to.
+enum Shown {
+    Artifact(Box<Artifact>),
+    Run(RunRecord),
+}
+
+impl Store {
+    /// Runs (oldest first) and then artifacts (by stage, then key), one line each.
+    pub fn ls(&self) -> Result<String> {
+        let (runs, mut arts) = self.with_index(|ix| Ok((ix.list_runs()?, ix.list_artifacts()?)))?;
+        let latest: BTreeSet<String> = latest_of(&runs).into_iter().map(|r| r.id).collect();
+        let mut out = format!("store {}: {} runs, {} artifacts\n", self.root().display(), runs.len(), arts.len());
+        for r in &runs {
+            let mut flags = Vec::new();
+            if r.pinned {
+                flags.push("pinned");
+            }
+            if latest.contains(&r.id) {
+                flags.push("latest");
+            }
+            flags.push(if r.finished { "finished" } else { "unfinished" });
+            out += &format!("run {}  name={}  {}  {}  {} artifacts\n", r.id, r.name, fmt_time(r.created), flags.join(","), r.artifacts.len());
+        }
+        arts.sort_by(|a, b| (&a.stage, a.stage_version, &a.key).cmp(&(&b.stage, b.stage_version, &b.key)));
+        for a in &arts {
+            out += &format!(
+                "stage {} v{}  {}  {} {}  {}  run={}\n",
+                a.stage,
+                a.stage_version,
+                short(&a.key),
+                a.kind_name(),
+                human_bytes(a.size()),
+                fmt_time(a.provenance.created),
+                a.run.as_deref().unwrap_or("-")
+            );
+        }
+        Ok(out)
+    }
+
+    /// An artifact or a run, found by: artifact key, run id, run name (its latest run), or a
+    /// unique prefix (at least 4 characters) of an artifact key or run id. Text: inputs, config,
+    /// digests and provenance; `json`: an [`ArtifactEntry`], or the run with an entry per
+    /// artifact (so every digest).
+    pub fn show(&self, what: &str, json: bool) -> Result<String> {
+        let (shown, arts) = self.with_index(|ix| {
+            let arts = ix.list_artifacts()?;
+            let runs = ix.list_runs()?;
+            if let Some(a) = arts.iter().find(|a| a.key == what) {
+                return Ok((Shown::Artifact(Box::new(a.clone())), arts));
+            }
+            if let Some(r) = runs.iter().find(|r| r.id == what) {
+                return Ok((Shown::Run(r.clone()), arts));
+            }
+            if let Some(r) = latest_of(&runs).into_iter().find(|r| r.name == what) {
+                return Ok((Shown::Run(r), arts));
+            }
+            let mut hits: Vec<Shown> = Vec::new();
+            if what.len() >= 4 {
+                hits.extend(arts.iter().filter(|a| a.key.starts_with(what)).map(|a| Shown::Artifact(Box::new(a.clone()))));
+                hits.extend(runs.iter().filter(|r| r.id.starts_with(what)).map(|r| Shown::Run(r.clone())));
+            }
+            match hits.len() {
+                1 => Ok((hits.pop().expect("one"), arts)),
+                0 => Err(Error::Store(format!("store at {}: no artifact key, run id or run name `{what}` (see `ls`)", self.root().display()))),
+                n => {
+                    let names: Vec<String> = hits
+                        .iter()
+                        .take(5)
+                        .map(|h| match h {
+                            Shown::Artifact(a) => a.key.clone(),
+                            Shown::Run(r) => r.id.clone(),
+                        })
+                        .collect();
+                    Err(Error::Store(format!("store at {}: `{what}` is a prefix of {n} keys or run ids ({}…): give more of it", self.root().display(), names.join(", "))))
+                }
+            }
+        })?;
+        let by_key: BTreeMap<&str, &Artifact> = arts.iter().map(|a| (a.key.as_str(), a)).collect();
+        let file_of = |a: &Artifact| a.digest().map(|d| self.object_path(d).display().to_string());
+        match shown {
+            Shown::Artifact(a) if json => Ok(serde_json::to_string_pretty(&ArtifactEntry::new(&a, file_of(&a))).expect("plain data serialises")),
+            Shown::Artifact(a) => Ok(self.artifact_text(&a, &by_key)),
+            Shown::Run(r) if json => {
+                let details = r.artifacts.iter().filter_map(|k| by_key.get(k.as_str())).map(|a| ArtifactEntry::new(a, file_of(a))).collect();
+                Ok(serde_json::to_string_pretty(&RunView { run: &r, created_utc: fmt_time(r.created), artifact_details: details }).expect("plain data serialises"))
+            }
+            Shown::Run(r) => {
+                let mut out = format!("run {}\n  name      {}\n  created   {}\n  pinned    {}\n  finished  {}\n  config    {}\n  artifacts {}\n", r.id, r.name, fmt_time(r.created), r.pinned, r.finished, r.config_json, r.artifacts.len());
+                for k in &r.artifacts {
+                    match by_key.get(k.as_str()) {
+                        Some(a) => {
+                            out += &format!("    {}  stage {} v{}  {} {}", a.key, a.stage, a.stage_version, a.kind_name(), human_bytes(a.size()));
+                            if let Some(d) = a.digest() {
+                                out += &format!("  sha256 {d}");
+                            }
+                            out += "\n";
+                        }
+                        None => out += &format!("    {k}  (no longer in the store)\n"),
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn artifact_text(&self, a: &Artifact, by_key: &BTreeMap<&str, &Artifact>) -> String {
+        let mut out = format!("artifact {}\n  stage      {} v{}\n", a.key, a.stage, a.stage_version);
+        match &a.kind {
+            ArtifactKind::Blob { digest, bytes, format } => {
+                out += &format!("  kind       {format} blob, {bytes} bytes\n  sha256     {digest}\n  file       {}\n", self.object_path(digest).display())
+            }
+            ArtifactKind::Record(b) => out += &format!("  kind       record, {} bytes in the index\n", b.len()),
+        }
+        if a.inputs.is_empty() {
+            out += "  inputs     none\n";
+        }
+        for (i, k) in a.inputs.iter().enumerate() {
+            let label = if i == 0 { "inputs" } else { "" };
+            match by_key.get(k.as_str()) {
+                Some(inp) => out += &format!("  {label:<10} {k}  (stage {} v{}{})\n", inp.stage, inp.stage_version, inp.digest().map(|d| format!(", sha256 {d}")).unwrap_or_default()),
+                None => out += &format!("  {label:<10} {k}  (no longer in the store)\n"),
+            }
+        }
+        let p = &a.provenance;
+        let dirty = match p.git_dirty {
+            Some(true) => " (dirty)",
+            Some(false) => "",
+            None => " (dirty: unknown)",
+        };
+        out += &format!(
+            "  config     {}\n  run        {}\n  created    {}\n  wall       {:.3} s\n  device     {}\n  libtorch   {}\n  git        {}{dirty}\n  host       {}\n  ipirm      {}\n",
+            a.config_json,
+            a.run.as_deref().unwrap_or("-"),
+            fmt_time(p.created),
+            p.wall_seconds,
+            p.device,
+            p.libtorch,
+            p.git_commit,
+            p.host,
+            p.crate_version
+        );
+        out
+    }
+
+    /// Re-hashes every blob (outside the lock) and reports damaged and missing ones by key,
+    /// orphan blobs and temp files separately.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let root = self.root().to_path_buf();
+        let (entries, runs, objects, temps) = self.with_index(|ix| {
+            let mut entries: Vec<std::result::Result<Artifact, String>> = Vec::new();
+            for kv in ix.handle.artifacts().iter() {
+                let (k, v) = kv.map_err(|e| ix.sled_err(e))?;
+                let key = String::from_utf8_lossy(&k).into_owned();
+                entries.push(ix.decode::<Artifact>(&format!("artifact {key}"), &v).map_err(|e| format!("{key}\u{0}{e}")));
+            }
+            // Listed under the lock: no rename into objects/ is half done.
+            Ok((entries, ix.list_runs()?, files_under(&root.join(OBJECTS_DIR))?, files_under(&root.join(TMP_DIR))?))
+        })?;
+        let mut report = VerifyReport { artifacts: entries.len(), temp_files: temps, ..Default::default() };
+        let mut by_digest: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        let mut keys = BTreeSet::new();
+        for e in entries {
+            match e {
+                Ok(a) => {
+                    keys.insert(a.key.clone());
+                    if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
+                        by_digest.entry(digest.clone()).or_default().push((a.key.clone(), *bytes));
+                    }
+                }
+                Err(e) => {
+                    let (key, msg) = e.split_once('\u{0}').unwrap_or(("?", &e));
+                    report.unreadable.push(key.to_string());
+                    report.details.push(format!("unreadable {key}: {msg}"));
+                }
+            }
+        }
+        for (digest, users) in &by_digest {
+            let path = object_path(&root, digest);
+            report.blobs_checked += 1;
+            let found = hash_file(&path);
+            for (key, bytes) in users {
+                match &found {
+                    Ok((d, n)) if d == digest && n == bytes => {}
+                    Ok((d, n)) => {
+                        report.damaged.push(key.clone());
+                        report.details.push(format!("damaged {key}: {} has sha256 {d} ({n} bytes), expected {digest} ({bytes} bytes)", path.display()));
+                    }
+                    Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                        report.missing.push(key.clone());
+                        report.details.push(format!("missing {key}: {} does not exist", path.display()));
+                    }
+                    Err(e) => {
+                        report.damaged.push(key.clone());
+                        report.details.push(format!("unreadable blob of {key}: {e}"));
+                    }
+                }
+            }
+        }
+        report.orphans = objects.into_iter().filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| by_digest.contains_key(n) && object_path(&root, n) == *p)).collect();
+        for r in &runs {
+            for k in &r.artifacts {
+                if !keys.contains(k) {
+                    report.dangling_run_refs.push(format!("{} -> {k}", r.id));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// [`Store::gc_with`] with the default grace periods.
+    pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
+        self.gc_with(&GcOptions { dry_run, ..GcOptions::default() })
+    }
+
+    /// Keeps every pinned run, the latest run of each name and recent unfinished runs, every
+    /// artifact they reach through their artifact lists and then the `inputs` of those,
+    /// transitively, and recent artifacts that belong to no run; removes the other runs and
+    /// artifacts (index entries first, flushed, then blob files), orphan blobs, and temp files
+    /// older than the grace period. Holds the index throughout.
+    pub fn gc_with(&self, opts: &GcOptions) -> Result<GcReport> {
+        let root = self.root().to_path_buf();
+        self.with_index(|ix| {
+            let now = now_secs();
+            let young = |t: u64| now.saturating_sub(t) < opts.grace_secs;
+            let running = |r: &RunRecord| !r.finished && now.saturating_sub(r.created) < opts.unfinished_run_secs;
+            let runs = ix.list_runs()?;
+            let arts = ix.list_artifacts()?;
+            let by_key: BTreeMap<&str, &Artifact> = arts.iter().map(|a| (a.key.as_str(), a)).collect();
+            let latest: BTreeSet<String> = latest_of(&runs).into_iter().map(|r| r.id).collect();
+            let (kept_runs, removed_runs): (Vec<&RunRecord>, Vec<&RunRecord>) = runs.iter().partition(|r| r.pinned || latest.contains(&r.id) || running(r));
+            let mut reach: BTreeSet<&str> = BTreeSet::new();
+            let mut stack: Vec<&str> = kept_runs.iter().flat_map(|r| r.artifacts.iter().map(String::as_str)).collect();
+            // A recent artifact of no run may be another process's, about to be attached to one.
+            stack.extend(arts.iter().filter(|a| a.run.is_none() && young(a.provenance.created)).map(|a| a.key.as_str()));
+            while let Some(k) = stack.pop() {
+                if reach.insert(k) {
+                    if let Some(a) = by_key.get(k) {
+                        stack.extend(a.inputs.iter().map(String::as_str));
+                    }
+                }
+            }
+            let removed_artifacts: Vec<&Artifact> = arts.iter().filter(|a| !reach.contains(a.key.as_str())).collect();
+            let kept_digests: BTreeSet<&str> = arts.iter().filter(|a| reach.contains(a.key.as_str())).filter_map(|a| a.digest()).collect();
+            let removed_blobs: Vec<PathBuf> = files_under(&root.join(OBJECTS_DIR))?
+                .into_iter()
+                .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| kept_digests.contains(n) && object_path(&root, n) == *p))
+                .collect();
+            let removed_temp_files: Vec<PathBuf> = files_under(&root.join(TMP_DIR))?.into_iter().filter(|p| file_age_secs(p) >= opts.grace_secs).collect();
+            let freed_bytes = removed_blobs.iter().chain(&removed_temp_files).map(|p| file_len(p)).sum();
+            let report = GcReport {
+                dry_run: opts.dry_run,
+                kept_runs: kept_runs.iter().map(|r| r.id.clone()).collect(),
+                kept_artifacts: arts.len() - removed_artifacts.len(),
+                removed_runs: removed_runs.iter().map(|r| r.id.clone()).collect(),
+                removed_artifacts: removed_artifacts.iter().map(|a| a.key.clone()).collect(),
+                removed_blobs,
+                removed_temp_files,
+                freed_bytes,
+            };
+            if opts.dry_run {
+                return Ok(report);
+            }
+            for r in &removed_runs {
+                ix.handle.runs().remove(r.id.as_bytes()).map_err(|e| ix.sled_err(e))?;
+            }
+            for a in &removed_artifacts {
+                ix.handle.artifacts().remove(a.key.as_bytes()).map_err(|e| ix.sled_err(e))?;
+            }
+            ix.handle.flush()?;
+            for p in report.removed_blobs.iter().chain(&report.removed_temp_files) {
+                match std::fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(p, e)),
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    /// Writes `dir/manifest.json` (every artifact and run as plain JSON, see [`ArtifactEntry`])
+    /// and each blob as `dir/objects/<digest>`, checking every digest on the way (a damaged blob
+    /// fails the export, naming its key). `dir` must not exist or be empty.
+    pub fn export(&self, dir: impl AsRef<Path>) -> Result<ExportReport> {
+        let dir = dir.as_ref();
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(Error::Store(format!("export folder {} is not empty: export into a new or empty folder", dir.display())));
+        }
+        let objects = dir.join(OBJECTS_DIR);
+        std::fs::create_dir_all(&objects).map_err(|e| Error::io(&objects, e))?;
+        let (arts, runs) = self.with_index(|ix| Ok((ix.list_artifacts()?, ix.list_runs()?)))?;
+        let mut copied: BTreeSet<String> = BTreeSet::new();
+        let mut bytes_total = 0;
+        let mut entries = Vec::with_capacity(arts.len());
+        for a in &arts {
+            if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
+                if copied.insert(digest.clone()) {
+                    let src = self.object_path(digest);
+                    let dest = objects.join(digest);
+                    let mut f = std::fs::File::open(&src).map_err(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => Error::Damaged { key: a.key.clone(), file: src.clone(), expected: format!("sha256 {digest}"), found: "no such file".into() },
+                        _ => Error::io(&src, e),
+                    })?;
+                    let (d, n) = write_tmp(&dest, &mut f)?;
+                    if d != *digest || n != *bytes {
+                        let _ = std::fs::remove_file(&dest);
+                        return Err(Error::Damaged { key: a.key.clone(), file: src, expected: format!("sha256 {digest} ({bytes} bytes)"), found: format!("sha256 {d} ({n} bytes)") });
+                    }
+                    bytes_total += n;
+                }
+            }
+            entries.push(ArtifactEntry::new(a, a.digest().map(|d| format!("{OBJECTS_DIR}/{d}"))));
+        }
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT.into(),
+            format_version: MANIFEST_VERSION,
+            schema: SCHEMA_VERSION,
+            crate_version: env!("CARGO_PKG_VERSION").into(),
+            exported: now_secs(),
+            artifacts: entries,
+            runs: runs.clone(),
+        };
+        let path = dir.join("manifest.json");
+        let text = serde_json::to_string_pretty(&manifest).expect("plain data serialises");
+        std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
+        Ok(ExportReport { manifest: path, artifacts: arts.len(), runs: runs.len(), blobs: copied.len(), bytes: bytes_total })
+    }
+
+    /// Reads an export (`dir/manifest.json` and `dir/objects/`), checks every blob against its
+    /// digest, and adds what this store lacks: artifacts under keys it already has are kept as
+    /// they are (listed as conflicts if they differ), runs with ids it already has are skipped.
+    pub fn import(&self, dir: impl AsRef<Path>) -> Result<ImportReport> {
+        let dir = dir.as_ref();
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("an {MANIFEST_FORMAT} manifest"), format!("invalid JSON for it ({e})")))?;
+        if m.format != MANIFEST_FORMAT || m.format_version > MANIFEST_VERSION {
+            return Err(Error::file(&path, format!("format `{MANIFEST_FORMAT}` version <= {MANIFEST_VERSION}"), format!("format `{}` version {}", m.format, m.format_version)));
+        }
+        let mut arts = Vec::with_capacity(m.artifacts.len());
+        for e in &m.artifacts {
+            arts.push(e.to_artifact().map_err(|msg| Error::file(&path, format!("a valid entry for artifact {}", e.key), msg))?);
+        }
+        // Copy and check every blob outside the lock.
+        let mut staged: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let cleanup = |staged: &BTreeMap<String, PathBuf>| {
+            for p in staged.values() {
+                let _ = std::fs::remove_file(p);
+            }
+        };
+        for a in &arts {
+            if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
+                if staged.contains_key(digest) {
+                    continue;
+                }
+                let src = dir.join(OBJECTS_DIR).join(digest);
+                let tmp = self.tmp_path();
+                let copied = std::fs::File::open(&src).map_err(|e| Error::io(&src, e)).and_then(|mut f| write_tmp(&tmp, &mut f));
+                match copied {
+                    Ok((d, n)) if d == *digest && n == *bytes => {
+                        staged.insert(digest.clone(), tmp);
+                    }
+                    other => {
+                        let _ = std::fs::remove_file(&tmp);
+                        cleanup(&staged);
+                        return Err(match other {
+                            Ok((d, n)) => Error::Damaged { key: a.key.clone(), file: src, expected: format!("sha256 {digest} ({bytes} bytes)"), found: format!("sha256 {d} ({n} bytes)") },
+                            Err(e) => e,
+                        });
+                    }
+                }
+            }
+        }
+        let mut runs = m.runs.clone();
+        runs.sort_by_key(|r| (r.created, r.seq));
+        let result = self.with_index(|ix| {
+            let mut report = ImportReport::default();
+            for a in &arts {
+                match ix.get_meta(&a.key)? {
+                    Some(existing) if existing.kind == a.kind => report.artifacts_skipped += 1,
+                    Some(_) => report.conflicts.push(a.key.clone()),
+                    None => {
+                        if let Some(d) = a.digest() {
+                            if let Some(tmp) = staged.get(d) {
+                                if tmp.exists() {
+                                    ix.install_blob(tmp, d)?;
+                                    report.blobs_copied += 1;
+                                }
+                            }
+                        }
+                        let bytes = ix.encode(&format!("artifact {}", a.key), a)?;
+                        ix.handle.artifacts().insert(a.key.as_bytes(), bytes).map_err(|e| ix.sled_err(e))?;
+                        report.artifacts_added += 1;
+                    }
+                }
+            }
+            for r in &runs {
+                if ix.get_run(&r.id)?.is_some() {
+                    report.runs_skipped += 1;
+                } else {
+                    ix.put_run(&RunRecord { seq: 0, ..r.clone() })?;
+                    report.runs_added += 1;
+                }
+            }
+            Ok(report)
+        });
+        cleanup(&staged);
+        result
+    }
+}
+

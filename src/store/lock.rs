@@ -1,0 +1,225 @@
+//! Opening the sled index briefly, with a bounded wait, and saying who holds it.
+//!
+//! sled takes an exclusive `flock` on `index/db` for as long as a `Db` is open, so the store
+//! opens it per operation (or per short [`batch`](super::Store::batch)) and closes it again. A
+//! process that finds it locked retries with a growing, jittered pause (1 ms doubling up to 20 ms)
+//! until [`StoreOptions::lock_timeout`](super::StoreOptions) has passed, then fails naming the
+//! holder from the holder file `index.holder` (pid, since, command line) that every holder writes
+//! next to the index while it holds it.
+//!
+//! Fairness: a process that is kept waiting drops a marker `index.wait/<pid>.<n>`; a holder that
+//! releases the index while a marker from someone else exists pauses (up to 50 ms, until the
+//! marker goes) before its next open, so a process doing back-to-back operations cannot starve
+//! another one. Markers of processes that no longer exist are removed by whoever sees them.
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
+
+pub(crate) const INDEX_DIR: &str = "index";
+pub(crate) const HOLDER_FILE: &str = "index.holder";
+pub(crate) const WAIT_DIR: &str = "index.wait";
+
+/// Longest pause between two attempts to open the index.
+const MAX_BACKOFF: Duration = Duration::from_millis(20);
+/// Longest a releasing process defers to a waiting one.
+const POLITE_PAUSE: Duration = Duration::from_millis(50);
+
+static NONCE: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Index folders this thread holds open, to refuse a nested open (which would wait on itself).
+    static HELD: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The open index: sled trees for artifacts, runs and store metadata. Dropping it removes the
+/// holder file and closes the database (releasing the lock).
+pub struct IndexHandle {
+    db: Option<sled::Db>,
+    trees: Option<[sled::Tree; 3]>,
+    root: PathBuf,
+    index_dir: PathBuf,
+}
+
+impl IndexHandle {
+    /// Opens `root/index`, waiting at most `timeout` for another holder to close it.
+    pub(crate) fn open(root: &Path, timeout: Duration) -> Result<IndexHandle> {
+        ensure_not_held_here(root)?;
+        let index_dir = root.join(INDEX_DIR);
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        let mut marker: Option<PathBuf> = None;
+        let result = loop {
+            match sled::Config::new().path(&index_dir).flush_every_ms(None).cache_capacity(64 << 20).open() {
+                Ok(db) => break Ok(db),
+                Err(e) if is_lock_error(&e) => {
+                    if start.elapsed() >= timeout {
+                        break Err(held_error(root, timeout));
+                    }
+                    if marker.is_none() {
+                        marker = make_marker(root);
+                    }
+                    let left = timeout.saturating_sub(start.elapsed());
+                    std::thread::sleep(jitter(pause).min(left));
+                    pause = (pause * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => break Err(Error::Store(format!("store index {}: cannot open: {e}", index_dir.display()))),
+            }
+        };
+        if let Some(m) = marker {
+            let _ = std::fs::remove_file(m);
+        }
+        let db = result?;
+        let trees = (|| -> sled::Result<_> { Ok((db.open_tree("artifacts")?, db.open_tree("runs")?, db.open_tree("meta")?)) })();
+        let (artifacts, runs, meta) = trees.map_err(|e| Error::Store(format!("store index {}: cannot open its trees: {e}", index_dir.display())))?;
+        write_holder(root);
+        HELD.with(|h| h.borrow_mut().push(index_dir.clone()));
+        Ok(IndexHandle { db: Some(db), trees: Some([artifacts, runs, meta]), root: root.to_path_buf(), index_dir })
+    }
+
+    /// Artifact key -> enveloped [`Artifact`](super::Artifact).
+    pub(crate) fn artifacts(&self) -> &sled::Tree {
+        &self.trees.as_ref().expect("open")[0]
+    }
+    /// Run id -> enveloped [`RunRecord`](super::RunRecord).
+    pub(crate) fn runs(&self) -> &sled::Tree {
+        &self.trees.as_ref().expect("open")[1]
+    }
+    /// Store metadata (the schema record).
+    pub(crate) fn meta(&self) -> &sled::Tree {
+        &self.trees.as_ref().expect("open")[2]
+    }
+
+    /// Makes everything written so far durable.
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.db.as_ref().expect("open").flush().map_err(|e| self.err(format!("flush failed: {e}")))?;
+        Ok(())
+    }
+
+    pub(crate) fn err(&self, msg: String) -> Error {
+        Error::Store(format!("store index {}: {msg}", self.index_dir.display()))
+    }
+
+    /// sled's own id generator (monotonic across restarts).
+    pub(crate) fn generate_id(&self) -> Result<u64> {
+        self.db.as_ref().expect("open").generate_id().map_err(|e| self.err(format!("cannot generate an id: {e}")))
+    }
+}
+
+impl Drop for IndexHandle {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.root.join(HOLDER_FILE));
+        // The trees hold the database too: drop them all to release the lock.
+        drop(self.trees.take());
+        drop(self.db.take());
+        HELD.with(|h| h.borrow_mut().retain(|p| p != &self.index_dir));
+        let start = Instant::now();
+        while start.elapsed() < POLITE_PAUSE && others_waiting(&self.root) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Fails if this thread already holds the index of `root` (a nested open would wait on itself).
+pub(crate) fn ensure_not_held_here(root: &Path) -> Result<()> {
+    let index_dir = root.join(INDEX_DIR);
+    if HELD.with(|h| h.borrow().iter().any(|p| p == &index_dir)) {
+        return Err(Error::Store(format!(
+            "store at {}: this thread already holds the index open (a `Store::batch` closure called the Store itself; use the Index it was given)",
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+fn jitter(d: Duration) -> Duration {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
+    d.mul_f64(0.5 + (n % 1000) as f64 / 1000.0)
+}
+
+fn held_error(root: &Path, timeout: Duration) -> Error {
+    let holder_path = root.join(HOLDER_FILE);
+    let who = match std::fs::read_to_string(&holder_path).ok().and_then(|s| parse_holder(&s)) {
+        Some(h) => {
+            let ago = super::now_secs().saturating_sub(h.since);
+            format!("is held by pid {} (`{}`, holding it since {}, {ago} s ago)", h.pid, h.command, super::fmt_time(h.since))
+        }
+        None => format!("is held by another process (it has not written its holder file {} yet)", holder_path.display()),
+    };
+    Error::Store(format!(
+        "store index {} {who}; gave up after waiting {:.1} s. Wait for that process to finish, or stop it if it is stuck, then retry (the wait is StoreOptions::lock_timeout).",
+        root.join(INDEX_DIR).display(),
+        timeout.as_secs_f64()
+    ))
+}
+
+/// Who holds the index, from the holder file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub since: u64,
+    pub command: String,
+}
+
+fn parse_holder(s: &str) -> Option<Holder> {
+    let mut pid = None;
+    let mut since = None;
+    let mut command = None;
+    for line in s.lines() {
+        if let Some(v) = line.strip_prefix("pid=") {
+            pid = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("since=") {
+            since = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("command=") {
+            command = Some(v.to_string());
+        }
+    }
+    Some(Holder { pid: pid?, since: since.unwrap_or(0), command: command.unwrap_or_default() })
+}
+
+/// The holder file's content if one exists (a process holds the index now, or one was killed
+/// while holding it).
+pub fn read_holder(root: &Path) -> Option<Holder> {
+    parse_holder(&std::fs::read_to_string(root.join(HOLDER_FILE)).ok()?)
+}
+
+fn write_holder(root: &Path) {
+    let command: Vec<String> = std::env::args().collect();
+    let text = format!("pid={}\nsince={}\ncommand={}\n", std::process::id(), super::now_secs(), command.join(" ").replace('\n', " "));
+    let _ = std::fs::write(root.join(HOLDER_FILE), text);
+}
+
+fn make_marker(root: &Path) -> Option<PathBuf> {
+    let dir = root.join(WAIT_DIR);
+    std::fs::create_dir_all(&dir).ok()?;
+    let path = dir.join(format!("{}.{}", std::process::id(), NONCE.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&path, b"").ok()?;
+    Some(path)
+}
+
+fn others_waiting(root: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(root.join(WAIT_DIR)) else { return false };
+    let check_pids = Path::new("/proc/self").exists();
+    let mut any = false;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name.to_str().and_then(|n| n.split('.').next()).and_then(|p| p.parse::<u32>().ok());
+        let alive = match pid {
+            Some(p) if check_pids => Path::new(&format!("/proc/{p}")).exists(),
+            // Elsewhere: trust markers younger than a minute.
+            _ => e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age < Duration::from_secs(60)),
+        };
+        if alive {
+            any = true;
+        } else {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    any
+}

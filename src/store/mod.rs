@@ -1,0 +1,865 @@
+//! The artifact store: cached stage results (features, checkpoints, partitions, metrics) and the
+//! runs that made them, in a folder (by default [`DEFAULT_ROOT`], `artifacts/`).
+//!
+//! # Layout
+//! ```text
+//! artifacts/
+//!   index/            sled database: the index only (trees `artifacts`, `runs`, `meta`)
+//!   index.holder      pid, since and command line of the process holding the index (while held)
+//!   index.wait/       markers of processes waiting for the index (fairness, see `lock`)
+//!   objects/ab/<sha256 hex>   large values, one file each, named by the sha256 of their bytes
+//!   tmp/              blobs being written
+//! ```
+//! A blob is written to `tmp/`, fsynced, and then, holding the index, renamed into `objects/`,
+//! the folder fsynced, the artifact indexed and the index flushed: a crash leaves at worst an
+//! orphan blob or a temp file (which [`Store::verify`] lists and [`Store::gc`] removes), never an
+//! index entry pointing at nothing.
+//!
+//! Index values are bincode records in an envelope {magic `IPIRMST`, schema version} (see
+//! [`codec`]); the `meta` tree holds the `schema` record written at creation. A store written by a
+//! newer schema is refused; an older one would be migrated on open (there is none yet).
+//!
+//! # Caching a stage
+//! ```no_run
+//! # use ipirm::store::{Store, Stage};
+//! # fn f(store: &Store, cfg: &ipirm::config::Config, encoder_key: &str, run: &str) -> ipirm::Result<()> {
+//! let stage = Stage::new("features", 1, &cfg.knn, &[encoder_key])?.run(run).device("cuda:0");
+//! let feats = match store.get_tensors_or_invalidate(stage.key())? {
+//!     Some(t) => { store.attach(run, stage.key())?; t }
+//!     None => {
+//!         let t: Vec<(String, tch::Tensor)> = vec![/* compute */];
+//!         let named: Vec<(&str, &tch::Tensor)> = t.iter().map(|(n, x)| (n.as_str(), x)).collect();
+//!         store.put_tensors(&stage, &named)?;
+//!         t
+//!     }
+//! };
+//! # Ok(()) }
+//! ```
+//!
+//! # Concurrency
+//! sled locks its database exclusively, so no operation keeps it open: each opens it, does a few
+//! reads and writes, flushes and closes (a few milliseconds). Another process that finds it open
+//! waits up to [`StoreOptions::lock_timeout`] (30 s by default) and then fails with an error
+//! naming the holder's pid and command. Writing blob bytes and hashing them on load happen
+//! outside the lock. Within one process a `Store` (and its clones) serialises its own operations.
+pub mod codec;
+mod commands;
+mod key;
+mod lock;
+mod provenance;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tch::Tensor;
+
+pub use commands::{ArtifactEntry, ExportReport, GcOptions, GcReport, ImportReport, VerifyReport, MANIFEST_FORMAT};
+pub use key::{canonical_json, stage_key};
+pub use lock::{read_holder, Holder};
+pub use provenance::{libtorch_version, Provenance};
+
+use crate::{Error, Result};
+use lock::IndexHandle;
+
+/// The schema this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Where the CLI keeps its store unless told otherwise.
+pub const DEFAULT_ROOT: &str = "artifacts";
+/// How long an operation waits for another process to release the index.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SCHEMA_KEY: &[u8] = b"schema";
+const OBJECTS_DIR: &str = "objects";
+const TMP_DIR: &str = "tmp";
+
+/// The `schema` record in the `meta` tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SchemaRecord {
+    version: u32,
+    created: u64,
+    crate_version: String,
+}
+
+/// One stored result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// The stage key ([`stage_key`]); the index key.
+    pub key: String,
+    /// The stage name and version that made it.
+    pub stage: String,
+    pub stage_version: u32,
+    pub kind: ArtifactKind,
+    /// Keys of the artifacts it was computed from, in order (part of the key; followed by `gc`).
+    pub inputs: Vec<String>,
+    /// The canonical JSON of the config section the stage read (part of the key).
+    pub config_json: String,
+    pub provenance: Provenance,
+    /// The run that made it, if any.
+    pub run: Option<String>,
+}
+
+/// What an artifact holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ArtifactKind {
+    /// A file `objects/<digest[..2]>/<digest>` of `bytes` bytes whose sha256 is `digest`;
+    /// `format` is `safetensors` ([`Store::put_tensors`]) or `bytes` ([`Store::put_blob`]).
+    Blob { digest: String, bytes: u64, format: String },
+    /// A small value kept in the index: the bincode body of the value given to
+    /// [`Store::put_record`].
+    Record(Vec<u8>),
+}
+
+impl Artifact {
+    /// The blob's digest, `None` for a record.
+    pub fn digest(&self) -> Option<&str> {
+        match &self.kind {
+            ArtifactKind::Blob { digest, .. } => Some(digest),
+            ArtifactKind::Record(_) => None,
+        }
+    }
+    /// Size of the blob or of the record's body.
+    pub fn size(&self) -> u64 {
+        match &self.kind {
+            ArtifactKind::Blob { bytes, .. } => *bytes,
+            ArtifactKind::Record(b) => b.len() as u64,
+        }
+    }
+    fn kind_name(&self) -> &str {
+        match &self.kind {
+            ArtifactKind::Blob { format, .. } => format,
+            ArtifactKind::Record(_) => "record",
+        }
+    }
+}
+
+/// One run of a job (e.g. `ipirm run`): its config and the artifacts it produced or reused, in
+/// the order it used them. Runs are what [`Store::gc`] keeps alive: every pinned run, and the
+/// latest run of each name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Unique in the store: `<name>-<UTC yyyymmddThhmmss>-<seq>`.
+    pub id: String,
+    /// What the run is (e.g. the preset); "the latest run" is per name.
+    pub name: String,
+    /// Canonical JSON of the run's whole config.
+    pub config_json: String,
+    /// Keys of the artifacts the run made or reused, in order, without repeats.
+    pub artifacts: Vec<String>,
+    pub pinned: bool,
+    /// Unix seconds when it started.
+    pub created: u64,
+    /// Set by [`Store::finish_run`] when the job completed.
+    pub finished: bool,
+    /// Store-wide sequence number (sled id), breaking ties between runs started the same second.
+    pub seq: u64,
+}
+
+/// A stage about to be computed: what its result is keyed on and what will be recorded with it.
+/// Build it before computing: unless [`Stage::wall_seconds`] is given, the wall time recorded is
+/// the time from [`Stage::new`] to the put.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    name: String,
+    version: u32,
+    config_json: String,
+    inputs: Vec<String>,
+    key: String,
+    run: Option<String>,
+    device: String,
+    libtorch: String,
+    started: Instant,
+    wall_seconds: Option<f64>,
+}
+
+impl Stage {
+    /// `stage` at `version` reading the whole `config_section`, computed from the artifacts
+    /// `inputs` (their keys, in order). The key is [`stage_key`] of the same arguments.
+    pub fn new<C: Serialize + ?Sized>(stage: &str, version: u32, config_section: &C, inputs: &[&str]) -> Result<Stage> {
+        let canon = key::Canon::of(config_section)?;
+        Ok(Stage {
+            name: stage.to_string(),
+            version,
+            config_json: canon.to_json(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            key: key::key_from_canon(stage, version, &canon, inputs),
+            run: None,
+            device: "unspecified".into(),
+            libtorch: libtorch_version(),
+            started: Instant::now(),
+            wall_seconds: None,
+        })
+    }
+    /// The artifact key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn config_json(&self) -> &str {
+        &self.config_json
+    }
+    /// The run the result belongs to: a put also appends the key to that run (which must exist).
+    pub fn run(mut self, run_id: &str) -> Stage {
+        self.run = Some(run_id.to_string());
+        self
+    }
+    /// The device to record (e.g. [`crate::device::describe`]'s text).
+    pub fn device(mut self, device: impl Into<String>) -> Stage {
+        self.device = device.into();
+        self
+    }
+    /// The libtorch version to record instead of [`libtorch_version`]'s guess.
+    pub fn libtorch(mut self, version: impl Into<String>) -> Stage {
+        self.libtorch = version.into();
+        self
+    }
+    /// The wall time to record instead of the time since [`Stage::new`].
+    pub fn wall_seconds(mut self, seconds: f64) -> Stage {
+        self.wall_seconds = Some(seconds);
+        self
+    }
+
+    fn artifact(&self, kind: ArtifactKind) -> Artifact {
+        let wall = self.wall_seconds.unwrap_or_else(|| self.started.elapsed().as_secs_f64());
+        // Microseconds: short decimals survive a JSON round trip (export/import) bit for bit.
+        let wall = (wall * 1e6).round() / 1e6;
+        Artifact {
+            key: self.key.clone(),
+            stage: self.name.clone(),
+            stage_version: self.version,
+            kind,
+            inputs: self.inputs.clone(),
+            config_json: self.config_json.clone(),
+            provenance: Provenance::capture(&self.device, &self.libtorch, wall),
+            run: self.run.clone(),
+        }
+    }
+}
+
+/// The bytes of a blob: in memory, or a file to copy (the file is left where it is).
+#[derive(Debug, Clone, Copy)]
+pub enum BlobSource<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+/// How a [`Store`] behaves.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long an operation waits for another process to release the index before failing with
+    /// an error that names it.
+    pub lock_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { lock_timeout: DEFAULT_LOCK_TIMEOUT }
+    }
+}
+
+/// A handle on a store folder. Cheap to clone (clones share one in-process lock); holds no file
+/// open between operations.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    options: StoreOptions,
+    local: Mutex<()>,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// Opens (creating if needed) the store at `root` with default options, checking its schema.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(root, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with options.
+    pub fn open_with(root: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        for d in [root.clone(), root.join(OBJECTS_DIR), root.join(TMP_DIR)] {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        }
+        let store = Store { inner: Arc::new(Inner { root, options, local: Mutex::new(()) }) };
+        store.with_index(|ix| ix.check_schema())?;
+        Ok(store)
+    }
+
+    /// The store folder.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// Runs `f` with the index open: one open, one flush and one close for several operations.
+    /// Keep it short: every other process waits meanwhile. `f` must use the [`Index`] it is given,
+    /// not the `Store` (that would fail at once with an error saying so).
+    pub fn batch<T>(&self, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
+        self.with_index(f)
+    }
+
+    fn with_index<T>(&self, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
+        let root = &self.inner.root;
+        let _local = match self.inner.local.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::WouldBlock) => {
+                lock::ensure_not_held_here(root)?;
+                self.inner.local.lock().unwrap_or_else(|p| p.into_inner())
+            }
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        let index = Index { handle: IndexHandle::open(root, self.inner.options.lock_timeout)?, root: root.clone() };
+        let out = f(&index);
+        let flushed = index.handle.flush();
+        drop(index);
+        let out = out?;
+        flushed?;
+        Ok(out)
+    }
+
+    // ----- blobs and tensors ------------------------------------------------------------------
+
+    /// Stores `source` as the blob of `stage` (format `bytes`); returns its digest.
+    pub fn put_blob(&self, stage: &Stage, source: BlobSource<'_>) -> Result<String> {
+        let tmp = self.tmp_path();
+        let written = match source {
+            BlobSource::Bytes(b) => write_tmp(&tmp, &mut &b[..]),
+            BlobSource::File(p) => {
+                let mut f = File::open(p).map_err(|e| Error::io(p, e))?;
+                write_tmp(&tmp, &mut f)
+            }
+        };
+        let (digest, bytes) = written.inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        self.commit_blob(stage, &tmp, digest, bytes, "bytes")
+    }
+
+    /// Stores named tensors as one safetensors blob for `stage` (moved to the CPU and made
+    /// contiguous first); returns the blob's digest.
+    pub fn put_tensors(&self, stage: &Stage, tensors: &[(&str, &Tensor)]) -> Result<String> {
+        let tmp = self.tmp_path();
+        let written = (|| {
+            let cpu: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| Ok((*n, t.f_to_device(tch::Device::Cpu)?.f_contiguous()?))).collect::<Result<_>>()?;
+            Tensor::write_safetensors(&cpu, &tmp)
+                .map_err(|e| Error::Store(format!("artifact {} (stage {}): cannot write its tensors to {}: {e}", stage.key, stage.name, tmp.display())))?;
+            let f = File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            hash_file(&tmp)
+        })();
+        let (digest, bytes) = written.inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        self.commit_blob(stage, &tmp, digest, bytes, "safetensors")
+    }
+
+    fn commit_blob(&self, stage: &Stage, tmp: &Path, digest: String, bytes: u64, format: &str) -> Result<String> {
+        let artifact = stage.artifact(ArtifactKind::Blob { digest: digest.clone(), bytes, format: format.to_string() });
+        let r = self.with_index(|ix| {
+            ix.check_run_exists(artifact.run.as_deref())?;
+            ix.install_blob(tmp, &digest)?;
+            ix.insert_artifact(&artifact)
+        });
+        if r.is_err() {
+            let _ = std::fs::remove_file(tmp);
+        }
+        r.map(|_| digest)
+    }
+
+    /// The tensors stored under `key`, re-hashed first: `Ok(None)` if no such artifact,
+    /// [`Error::Damaged`] if the blob is missing or its bytes no longer match the digest (then
+    /// [`Store::invalidate`] it and recompute; or use [`Store::get_tensors_or_invalidate`]).
+    pub fn get_tensors(&self, key: &str) -> Result<Option<Vec<(String, Tensor)>>> {
+        let Some(path) = self.blob_path(key)? else { return Ok(None) };
+        Tensor::read_safetensors(&path)
+            .map(Some)
+            .map_err(|e| Error::Store(format!("artifact {key}: blob {} matches its digest but does not read as safetensors: {e}", path.display())))
+    }
+
+    /// [`Store::get_tensors`], except that a damaged or missing blob is dropped from the index
+    /// (and `Ok(None)` returned) so the caller recomputes it.
+    pub fn get_tensors_or_invalidate(&self, key: &str) -> Result<Option<Vec<(String, Tensor)>>> {
+        match self.get_tensors(key) {
+            Err(Error::Damaged { .. }) => {
+                self.invalidate(key)?;
+                Ok(None)
+            }
+            r => r,
+        }
+    }
+
+    /// The bytes of the blob under `key`, verified like [`Store::get_tensors`].
+    pub fn get_blob(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let Some(path) = self.blob_path(key)? else { return Ok(None) };
+        std::fs::read(&path).map(Some).map_err(|e| Error::io(&path, e))
+    }
+
+    /// The path of the blob under `key` after checking that its bytes match the digest (so it is
+    /// safe to read right now); `Ok(None)` if no such artifact; an error if it is a record.
+    pub fn blob_path(&self, key: &str) -> Result<Option<PathBuf>> {
+        let Some(a) = self.get_meta(key)? else { return Ok(None) };
+        let ArtifactKind::Blob { digest, bytes, .. } = &a.kind else {
+            return Err(Error::Store(format!("artifact {key} in store {} is a record (stage {}), not a blob", self.root().display(), a.stage)));
+        };
+        let path = self.object_path(digest);
+        check_blob(key, &path, digest, *bytes)?;
+        Ok(Some(path))
+    }
+
+    // ----- records ----------------------------------------------------------------------------
+
+    /// Stores a small value for `stage` in the index itself. See [`codec`] for what bincode can
+    /// store (no `HashMap`, no `serde_json::Value`).
+    pub fn put_record<T: Serialize + ?Sized>(&self, stage: &Stage, value: &T) -> Result<()> {
+        let body = codec::encode_body(value).map_err(|e| Error::Store(format!("artifact {} (stage {}): the record does not encode: {e}", stage.key, stage.name)))?;
+        let artifact = stage.artifact(ArtifactKind::Record(body));
+        self.with_index(|ix| {
+            ix.check_run_exists(artifact.run.as_deref())?;
+            ix.insert_artifact(&artifact)
+        })
+    }
+
+    /// The record under `key`; `Ok(None)` if absent, an error if it is a blob or does not decode
+    /// as `T`.
+    pub fn get_record<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.with_index(|ix| ix.get_record(key))
+    }
+
+    // ----- the index --------------------------------------------------------------------------
+
+    /// The artifact's metadata (no blob check).
+    pub fn get_meta(&self, key: &str) -> Result<Option<Artifact>> {
+        self.with_index(|ix| ix.get_meta(key))
+    }
+
+    /// Whether `key` can be loaded: it is indexed and, for a blob, its file exists with the
+    /// recorded size. (A file of the right size with changed bytes is caught on load.)
+    pub fn contains(&self, key: &str) -> Result<bool> {
+        self.with_index(|ix| ix.contains(key))
+    }
+
+    /// Drops `key` from the index (and deletes its blob if no other artifact shares it), so the
+    /// next [`Store::contains`] is false and the stage is recomputed. Returns whether it existed.
+    pub fn invalidate(&self, key: &str) -> Result<bool> {
+        self.with_index(|ix| ix.invalidate(key))
+    }
+
+    /// Every artifact, sorted by key.
+    pub fn list_artifacts(&self) -> Result<Vec<Artifact>> {
+        self.with_index(|ix| ix.list_artifacts())
+    }
+
+    // ----- runs -------------------------------------------------------------------------------
+
+    /// Records the start of a run of `name` with its whole `config`; returns it (with its id).
+    pub fn start_run<C: Serialize + ?Sized>(&self, name: &str, config: &C) -> Result<RunRecord> {
+        let config_json = canonical_json(config)?;
+        self.with_index(|ix| ix.start_run(name, &config_json))
+    }
+
+    /// Writes `run` as it is (creating or replacing it); a `seq` of 0 gets a fresh one.
+    /// Prefer [`Store::attach`], [`Store::pin`] and [`Store::finish_run`] for updates: they read
+    /// and write under one lock, where a get+modify+put_run can lose another process's change.
+    pub fn put_run(&self, run: &RunRecord) -> Result<RunRecord> {
+        self.with_index(|ix| ix.put_run(run))
+    }
+
+    pub fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
+        self.with_index(|ix| ix.get_run(id))
+    }
+
+    /// Every run, oldest first.
+    pub fn list_runs(&self) -> Result<Vec<RunRecord>> {
+        self.with_index(|ix| ix.list_runs())
+    }
+
+    /// The most recent run of each name, by name.
+    pub fn latest_runs(&self) -> Result<Vec<RunRecord>> {
+        Ok(latest_of(&self.list_runs()?))
+    }
+
+    /// Appends `key` to the run's artifacts (once): how a run records a cached result it reused.
+    pub fn attach(&self, run: &str, key: &str) -> Result<()> {
+        self.with_index(|ix| ix.attach(run, key))
+    }
+
+    /// Pins or unpins a run: [`Store::gc`] keeps everything a pinned run reaches.
+    pub fn pin(&self, run: &str, pinned: bool) -> Result<()> {
+        self.with_index(|ix| ix.update_run(run, |r| r.pinned = pinned))
+    }
+
+    /// Marks a run finished.
+    pub fn finish_run(&self, run: &str) -> Result<()> {
+        self.with_index(|ix| ix.update_run(run, |r| r.finished = true))
+    }
+
+    /// Deletes a run record (not its artifacts: [`Store::gc`] does that). Returns whether it existed.
+    pub fn delete_run(&self, run: &str) -> Result<bool> {
+        self.with_index(|ix| Ok(ix.handle.runs().remove(run.as_bytes()).map_err(|e| ix.sled_err(e))?.is_some()))
+    }
+
+    // ----- paths ------------------------------------------------------------------------------
+
+    /// Where the blob with `digest` lives.
+    pub fn object_path(&self, digest: &str) -> PathBuf {
+        object_path(self.root(), digest)
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        self.root().join(TMP_DIR).join(format!("{}.{}.{nanos}.part", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    #[doc(hidden)]
+    /// Rewrites the schema record with `version` (tests of the refusal of newer stores).
+    pub fn overwrite_schema_version_for_tests(root: impl AsRef<Path>, version: u32) -> Result<()> {
+        let root = root.as_ref();
+        let ix = Index { handle: IndexHandle::open(root, DEFAULT_LOCK_TIMEOUT)?, root: root.to_path_buf() };
+        let rec = SchemaRecord { version, created: now_secs(), crate_version: env!("CARGO_PKG_VERSION").into() };
+        ix.handle.meta().insert(SCHEMA_KEY, codec::encode(version, &rec).map_err(Error::Store)?).map_err(|e| ix.sled_err(e))?;
+        ix.handle.flush()
+    }
+}
+
+/// The latest run of each name (by `created`, then `seq`), sorted by name.
+fn latest_of(runs: &[RunRecord]) -> Vec<RunRecord> {
+    let mut by_name: std::collections::BTreeMap<&str, &RunRecord> = std::collections::BTreeMap::new();
+    for r in runs {
+        let e = by_name.entry(&r.name).or_insert(r);
+        if (r.created, r.seq) > (e.created, e.seq) {
+            *e = r;
+        }
+    }
+    by_name.into_values().cloned().collect()
+}
+
+/// The index, open, inside [`Store::batch`].
+pub struct Index {
+    handle: IndexHandle,
+    root: PathBuf,
+}
+
+impl Index {
+    fn sled_err(&self, e: sled::Error) -> Error {
+        self.handle.err(e.to_string())
+    }
+
+    fn decode<T: DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T> {
+        codec::decode(SCHEMA_VERSION, bytes).map_err(|e| match e {
+            codec::DecodeError::Version(v) => schema_error(&self.root, v),
+            e => Error::Store(format!("store at {}: {what}: {e}", self.root.display())),
+        })
+    }
+
+    fn encode<T: Serialize>(&self, what: &str, value: &T) -> Result<Vec<u8>> {
+        codec::encode(SCHEMA_VERSION, value).map_err(|e| Error::Store(format!("store at {}: {what} does not encode: {e}", self.root.display())))
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        match self.handle.meta().get(SCHEMA_KEY).map_err(|e| self.sled_err(e))? {
+            None => {
+                if !self.handle.artifacts().is_empty() || !self.handle.runs().is_empty() {
+                    return Err(Error::Store(format!(
+                        "store at {} has artifacts or runs but no schema record: it is damaged or was not written by ipirm",
+                        self.root.display()
+                    )));
+                }
+                let rec = SchemaRecord { version: SCHEMA_VERSION, created: now_secs(), crate_version: env!("CARGO_PKG_VERSION").into() };
+                let bytes = self.encode("the schema record", &rec)?;
+                self.handle.meta().insert(SCHEMA_KEY, bytes).map_err(|e| self.sled_err(e))?;
+                Ok(())
+            }
+            Some(bytes) => match codec::schema_of(&bytes) {
+                Ok(SCHEMA_VERSION) => Ok(()),
+                Ok(v) if v > SCHEMA_VERSION => Err(schema_error(&self.root, v)),
+                Ok(v) => self.migrate(v),
+                Err(e) => Err(Error::Store(format!("store at {}: the schema record is damaged ({e})", self.root.display()))),
+            },
+        }
+    }
+
+    /// Brings a store of an older schema up to [`SCHEMA_VERSION`]. Schema 1 is the first, so
+    /// every older version is refused.
+    fn migrate(&self, from: u32) -> Result<()> {
+        Err(schema_error(&self.root, from))
+    }
+
+    pub fn get_meta(&self, key: &str) -> Result<Option<Artifact>> {
+        match self.handle.artifacts().get(key.as_bytes()).map_err(|e| self.sled_err(e))? {
+            None => Ok(None),
+            Some(b) => self.decode(&format!("artifact {key}"), &b).map(Some),
+        }
+    }
+
+    /// See [`Store::contains`].
+    pub fn contains(&self, key: &str) -> Result<bool> {
+        Ok(match self.get_meta(key)? {
+            None => false,
+            Some(a) => match &a.kind {
+                ArtifactKind::Record(_) => true,
+                ArtifactKind::Blob { digest, bytes, .. } => std::fs::metadata(object_path(&self.root, digest)).is_ok_and(|m| m.is_file() && m.len() == *bytes),
+            },
+        })
+    }
+
+    pub fn get_record<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let Some(a) = self.get_meta(key)? else { return Ok(None) };
+        match &a.kind {
+            ArtifactKind::Record(body) => codec::decode_body(body).map(Some).map_err(|e| {
+                Error::Store(format!(
+                    "artifact {key} (stage {}) in store {} does not decode as {}: {e}",
+                    a.stage,
+                    self.root.display(),
+                    std::any::type_name::<T>()
+                ))
+            }),
+            ArtifactKind::Blob { .. } => Err(Error::Store(format!("artifact {key} in store {} is a blob (stage {}), not a record", self.root.display(), a.stage))),
+        }
+    }
+
+    pub fn list_artifacts(&self) -> Result<Vec<Artifact>> {
+        let mut out = Vec::new();
+        for kv in self.handle.artifacts().iter() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            out.push(self.decode(&format!("artifact {}", String::from_utf8_lossy(&k)), &v)?);
+        }
+        Ok(out)
+    }
+
+    /// See [`Store::invalidate`].
+    pub fn invalidate(&self, key: &str) -> Result<bool> {
+        let Some(a) = self.get_meta(key)? else { return Ok(false) };
+        self.handle.artifacts().remove(key.as_bytes()).map_err(|e| self.sled_err(e))?;
+        if let Some(d) = a.digest() {
+            if !self.list_artifacts()?.iter().any(|o| o.digest() == Some(d)) {
+                let p = object_path(&self.root, d);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(p, e)),
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn check_run_exists(&self, run: Option<&str>) -> Result<()> {
+        match run {
+            Some(id) if self.get_run(id)?.is_none() => Err(Error::Store(format!("store at {}: run {id} does not exist (start it with Store::start_run)", self.root.display()))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Renames a finished temp file into `objects/` (replacing a file of the same name, which can
+    /// only be the same bytes or a damaged copy) and fsyncs the folder.
+    fn install_blob(&self, tmp: &Path, digest: &str) -> Result<()> {
+        let dest = object_path(&self.root, digest);
+        let dir = dest.parent().expect("objects/ab");
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            sync_dir(&self.root.join(OBJECTS_DIR))?;
+        }
+        std::fs::rename(tmp, &dest).map_err(|e| Error::io(tmp, e))?;
+        sync_dir(dir)
+    }
+
+    /// Indexes `a` (replacing any artifact with its key) and attaches it to its run.
+    fn insert_artifact(&self, a: &Artifact) -> Result<()> {
+        let bytes = self.encode(&format!("artifact {}", a.key), a)?;
+        self.handle.artifacts().insert(a.key.as_bytes(), bytes).map_err(|e| self.sled_err(e))?;
+        if let Some(run) = &a.run {
+            self.attach(run, &a.key)?;
+        }
+        Ok(())
+    }
+
+    fn start_run(&self, name: &str, config_json: &str) -> Result<RunRecord> {
+        let seq = self.handle.generate_id()? + 1;
+        let created = now_secs();
+        let run = RunRecord {
+            id: format!("{name}-{}-{seq}", compact_time(created)),
+            name: name.to_string(),
+            config_json: config_json.to_string(),
+            artifacts: Vec::new(),
+            pinned: false,
+            created,
+            finished: false,
+            seq,
+        };
+        self.put_run(&run)
+    }
+
+    pub fn put_run(&self, run: &RunRecord) -> Result<RunRecord> {
+        let mut run = run.clone();
+        if run.seq == 0 {
+            run.seq = self.handle.generate_id()? + 1;
+        }
+        let bytes = self.encode(&format!("run {}", run.id), &run)?;
+        self.handle.runs().insert(run.id.as_bytes(), bytes).map_err(|e| self.sled_err(e))?;
+        Ok(run)
+    }
+
+    pub fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
+        match self.handle.runs().get(id.as_bytes()).map_err(|e| self.sled_err(e))? {
+            None => Ok(None),
+            Some(b) => self.decode(&format!("run {id}"), &b).map(Some),
+        }
+    }
+
+    pub fn list_runs(&self) -> Result<Vec<RunRecord>> {
+        let mut out: Vec<RunRecord> = Vec::new();
+        for kv in self.handle.runs().iter() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            out.push(self.decode(&format!("run {}", String::from_utf8_lossy(&k)), &v)?);
+        }
+        out.sort_by_key(|r| (r.created, r.seq));
+        Ok(out)
+    }
+
+    pub fn update_run(&self, id: &str, f: impl FnOnce(&mut RunRecord)) -> Result<()> {
+        let mut run = self.get_run(id)?.ok_or_else(|| Error::Store(format!("store at {}: no run {id}", self.root.display())))?;
+        f(&mut run);
+        self.put_run(&run).map(|_| ())
+    }
+
+    pub fn attach(&self, run: &str, key: &str) -> Result<()> {
+        self.update_run(run, |r| {
+            if !r.artifacts.iter().any(|k| k == key) {
+                r.artifacts.push(key.to_string());
+            }
+        })
+    }
+}
+
+fn schema_error(root: &Path, found: u32) -> Error {
+    if found > SCHEMA_VERSION {
+        Error::Store(format!(
+            "store at {} was written by a newer ipirm (schema {found}, this build reads up to {SCHEMA_VERSION}); use that ipirm, or export the store with it and import the export here",
+            root.display()
+        ))
+    } else {
+        Error::Store(format!(
+            "store at {} has schema {found}, older than any this build can migrate (it reads schema {SCHEMA_VERSION}); export it with the ipirm that wrote it and import the export here",
+            root.display()
+        ))
+    }
+}
+
+pub(crate) fn object_path(root: &Path, digest: &str) -> PathBuf {
+    root.join(OBJECTS_DIR).join(digest.get(..2).unwrap_or("__")).join(digest)
+}
+
+/// Copies `src` into a new file `tmp` while hashing it, then fsyncs; returns (digest, size).
+fn write_tmp(tmp: &Path, src: &mut dyn Read) -> Result<(String, u64)> {
+    let mut f = File::create_new(tmp).map_err(|e| Error::io(tmp, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::Store(format!("reading the blob's source for {}: {e}", tmp.display()))),
+        };
+        hasher.update(&buf[..n]);
+        f.write_all(&buf[..n]).map_err(|e| Error::io(tmp, e))?;
+        total += n as u64;
+    }
+    f.sync_all().map_err(|e| Error::io(tmp, e))?;
+    Ok((key::to_hex(&hasher.finalize()), total))
+}
+
+/// (sha256 hex, size) of a file.
+pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((key::to_hex(&hasher.finalize()), total))
+}
+
+/// Checks the blob file of `key` against its digest: [`Error::Damaged`] if missing or changed.
+fn check_blob(key: &str, path: &Path, digest: &str, bytes: u64) -> Result<()> {
+    let damaged = |found: String| Error::Damaged { key: key.to_string(), file: path.to_path_buf(), expected: format!("sha256 {digest} ({bytes} bytes)"), found };
+    match hash_file(path) {
+        Ok((d, n)) if d == digest && n == bytes => Ok(()),
+        Ok((d, n)) => Err(damaged(format!("sha256 {d} ({n} bytes)"))),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Err(damaged("no such file".into())),
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// (year, month, day, hour, minute, second) in UTC.
+fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
+}
+
+/// `2025-11-28 17:32:00Z`.
+pub fn fmt_time(secs: u64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
+}
+
+/// `20251128T173200`.
+fn compact_time(secs: u64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(super::fmt_time(951_782_400), "2000-02-29 00:00:00Z");
+        assert_eq!(super::fmt_time(1_764_351_120), "2025-11-28 17:32:00Z");
+    }
+}
