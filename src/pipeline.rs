@@ -161,7 +161,9 @@ pub fn train(
         let s = trainer.train_epoch(images, kept)?;
         on_epoch(&trainer, &s)?;
         stats.push(s);
-        if ipirm && trainer.epoch % cfg.ipirm.maximize_iter == 0 {
+        // The reference also runs a maximize step after the last epoch when maximize_iter divides
+        // it; no minimize step ever uses that partition, so it is skipped here.
+        if ipirm && trainer.epoch % cfg.ipirm.maximize_iter == 0 && trainer.epoch < cfg.train.epochs {
             maximize(&trainer, &mut partitions, &mut on_device)?;
         }
     }
