@@ -6,7 +6,8 @@
 use ipirm::config::Config;
 use ipirm::model::l2_normalize;
 use ipirm::train::minimize::minimize_loss;
-use tch::{nn, nn::Module, nn::OptimizerConfig, Device, Tensor};
+use ipirm::train::adam::Adam;
+use tch::{nn, nn::Module, Device, Tensor};
 
 fn fixture(name: &str) -> std::collections::HashMap<String, Tensor> {
     let path = format!("{}/tests/fixtures/minimize_{name}.safetensors", env!("CARGO_MANIFEST_DIR"));
@@ -35,12 +36,12 @@ fn check(name: &str) {
         .unwrap();
 
     let vs = nn::VarStore::new(Device::Cpu);
-    let fc = nn::linear(vs.root() / "fc", 6, 4, Default::default());
+    let mut fc = nn::linear(vs.root() / "fc", 6, 4, Default::default());
     tch::no_grad(|| {
         fc.ws.copy_(&f["w"]);
-        fc.bs.as_ref().unwrap().copy_(&f["b"]);
+        fc.bs.as_mut().unwrap().copy_(&f["b"]);
     });
-    let mut opt = nn::Adam { wd: 1e-6, ..Default::default() }.build(&vs, 1e-3).unwrap();
+    let mut opt = Adam::for_var_store(&vs, 1e-3, 1e-6);
 
     let z1 = l2_normalize(&fc.forward(&f["x1"]));
     let z2 = l2_normalize(&fc.forward(&f["x2"]));

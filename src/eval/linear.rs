@@ -9,7 +9,7 @@
 //! left as it was.
 use std::time::Instant;
 
-use tch::{nn, nn::Module, nn::OptimizerConfig, Kind, Tensor};
+use tch::{nn, nn::Module, Kind, Tensor};
 
 use super::{topk_hits, Accuracy};
 use crate::config::{LinearConfig, ModelConfig};
@@ -39,7 +39,7 @@ pub fn linear_probe(vs: &nn::VarStore, model_cfg: &ModelConfig, cfg: &LinearConf
     rng::reseed(cfg.seed, "linear-init", 0);
     let head_vs = nn::VarStore::new(device);
     let fc = nn::linear(head_vs.root() / "fc", encoder.feature_width, train.num_classes, Default::default());
-    let mut opt = nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(&head_vs, cfg.lr)?;
+    let mut opt = crate::train::adam::Adam::for_var_store(&head_vs, cfg.lr, cfg.weight_decay);
 
     let mut final_train_loss = f64::NAN;
     for epoch in 1..=cfg.epochs {

@@ -2,8 +2,9 @@
 //! of the training set into environments on fixed features, maximizing the environments'
 //! contrastive loss and IRM penalty under a balance constraint.
 use serde::Serialize;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
+use super::adam::Adam;
 use crate::config::{IrmMode, MaximizeConfig};
 use crate::loss::{
     balance_constraint, info_nce_column_index, info_nce_logits_with_index, irm_penalty, irm_penalty_with_loss,
@@ -120,9 +121,8 @@ pub fn maximize_offline_with_order(
     let device = z1.device();
     let (z1, z2) = (z1.f_detach()?, z2.f_detach()?);
 
-    let vs = nn::VarStore::new(device);
-    let p = vs.root().f_var_copy("partition", &init.f_to_kind(Kind::Float)?)?;
-    let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;
+    let p = init.f_to_kind(Kind::Float)?.f_to_device(device)?.f_detach_copy()?.set_requires_grad(true);
+    let mut opt = Adam::new(vec![("partition".into(), p.shallow_clone())], cfg.lr, 0.0);
     let mut lr = cfg.lr;
 
     let mut index_cache: Option<(i64, Tensor, Tensor)> = None; // (B, column index, flat sample index)
@@ -216,7 +216,7 @@ pub fn maximize_offline_with_order(
         for _ in cfg.lr_milestones.iter().filter(|&&m| m == epoch + 1) {
             lr *= cfg.lr_gamma;
         }
-        opt.set_lr(lr);
+        opt.lr = lr;
 
         if epoch == 0 {
             best = p.f_detach_copy()?;

@@ -2,13 +2,14 @@
 //! (SimCLR baseline here; the IP-IRM minimize and maximize steps in their own modules).
 use std::time::Instant;
 
-use tch::{nn, nn::OptimizerConfig, Device, Tensor};
+use tch::{nn, Device, Tensor};
 
 use crate::config::{Config, Method};
 use crate::data::{augment, loader};
 use crate::model::Model;
 use crate::{loss, progress, rng, Result};
 
+pub mod adam;
 pub mod ipirm;
 pub mod maximize;
 pub mod minimize;
@@ -31,7 +32,7 @@ pub struct Trainer {
     pub device: Device,
     pub vs: nn::VarStore,
     pub model: Model,
-    pub opt: nn::Optimizer,
+    pub opt: adam::Adam,
     /// Epochs completed.
     pub epoch: usize,
 }
@@ -42,7 +43,7 @@ impl Trainer {
         rng::reseed(cfg.train.seed, "init", 0);
         let vs = nn::VarStore::new(device);
         let model = Model::new(&vs.root(), &cfg.model);
-        let opt = nn::Adam { wd: cfg.train.weight_decay, ..Default::default() }.build(&vs, cfg.train.lr)?;
+        let opt = adam::Adam::for_var_store(&vs, cfg.train.lr, cfg.train.weight_decay);
         Ok(Trainer { cfg: cfg.clone(), device, vs, model, opt, epoch: 0 })
     }
 
@@ -93,7 +94,7 @@ pub(crate) fn run_epoch(
     seed: u64,
     images: &Tensor,
     batch_size: i64,
-    opt: &mut nn::Optimizer,
+    opt: &mut adam::Adam,
     mut step: impl FnMut(&Tensor, &Tensor) -> Result<Tensor>,
 ) -> Result<EpochStats> {
     rng::reseed(seed, "train", epoch as u64);

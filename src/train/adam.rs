@@ -1,0 +1,100 @@
+//! Adam with L2 weight decay, step for step as `torch.optim.Adam` (single-tensor form), with its
+//! state open: the moments and the step count are plain tensors, so a checkpoint can hold them
+//! and a resumed run continues bit for bit. (tch's optimizer wraps libtorch's, whose state cannot
+//! be read or restored from Rust.)
+use tch::Tensor;
+
+use crate::{Error, Result};
+
+/// The optimizer over a fixed, named list of parameters.
+pub struct Adam {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Steps taken so far.
+    pub step: i64,
+    params: Vec<(String, Tensor)>,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+}
+
+impl Adam {
+    /// Adam over `params` (name, tensor that requires grad), PyTorch's defaults for betas and eps.
+    pub fn new(params: Vec<(String, Tensor)>, lr: f64, weight_decay: f64) -> Adam {
+        let exp_avg = params.iter().map(|(_, p)| p.zeros_like()).collect();
+        let exp_avg_sq = params.iter().map(|(_, p)| p.zeros_like()).collect();
+        Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, step: 0, params, exp_avg, exp_avg_sq }
+    }
+
+    /// Adam over the trainable variables of `vs`, in name order.
+    pub fn for_var_store(vs: &tch::nn::VarStore, lr: f64, weight_decay: f64) -> Adam {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        Adam::new(vars, lr, weight_decay)
+    }
+
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// One update of every parameter that has a gradient:
+    /// g ← g + wd·p; m ← lerp(m, g, 1−β1); v ← β2·v + (1−β2)·g²;
+    /// p ← p − lr/(1−β1^t) · m / (√v / √(1−β2^t) + eps).
+    pub fn step(&mut self) {
+        let _guard = tch::no_grad_guard();
+        self.step += 1;
+        let t = self.step as f64;
+        let bias1 = 1.0 - self.beta1.powf(t);
+        let bias2_sqrt = (1.0 - self.beta2.powf(t)).sqrt();
+        let step_size = self.lr / bias1;
+        for (i, (_, p)) in self.params.iter_mut().enumerate() {
+            let grad = p.grad();
+            if !grad.defined() {
+                continue;
+            }
+            let grad = if self.weight_decay != 0.0 { grad + &*p * self.weight_decay } else { grad };
+            let m = &mut self.exp_avg[i];
+            let _ = m.lerp_(&grad, 1.0 - self.beta1);
+            let v = &mut self.exp_avg_sq[i];
+            let _ = v.g_mul_scalar_(self.beta2);
+            let _ = v.g_add_(&(&grad * &grad * (1.0 - self.beta2)));
+            let denom = v.sqrt() / bias2_sqrt + self.eps;
+            let _ = p.g_sub_(&(&*m / &denom * step_size));
+        }
+    }
+
+    /// Zero gradients, back-propagate `loss`, step.
+    pub fn backward_step(&mut self, loss: &Tensor) {
+        self.zero_grad();
+        loss.backward();
+        self.step();
+    }
+
+    /// The state as named tensors (`adam.step`, `adam.exp_avg.<param>`, `adam.exp_avg_sq.<param>`).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("adam.step".to_string(), Tensor::from_slice(&[self.step]))];
+        for (i, (name, _)) in self.params.iter().enumerate() {
+            out.push((format!("adam.exp_avg.{name}"), self.exp_avg[i].shallow_clone()));
+            out.push((format!("adam.exp_avg_sq.{name}"), self.exp_avg_sq[i].shallow_clone()));
+        }
+        out
+    }
+
+    /// Restores what [`Adam::state`] returned.
+    pub fn load_state(&mut self, named: &[(String, Tensor)]) -> Result<()> {
+        let get = |n: &str| {
+            named.iter().find(|(k, _)| k == n).map(|(_, t)| t).ok_or_else(|| Error::Shape(format!("checkpoint has no optimizer tensor `{n}`")))
+        };
+        self.step = get("adam.step")?.int64_value(&[0]);
+        let _guard = tch::no_grad_guard();
+        for (i, (name, _)) in self.params.iter().enumerate() {
+            self.exp_avg[i].f_copy_(get(&format!("adam.exp_avg.{name}"))?)?;
+            self.exp_avg_sq[i].f_copy_(get(&format!("adam.exp_avg_sq.{name}"))?)?;
+        }
+        Ok(())
+    }
+}
