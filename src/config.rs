@@ -159,6 +159,21 @@ pub struct LinearConfig {
     pub seed: u64,
 }
 
+/// How a run uses the artifact store. No stage reads this section, so no result is keyed on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Store a checkpoint every N epochs (also after the last epoch and wherever a maximize step
+    /// runs); a killed run resumes from the latest one.
+    pub checkpoint_every: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { checkpoint_every: 25 }
+    }
+}
+
 /// The whole run. Sections mirror the pipeline's stages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -170,6 +185,7 @@ pub struct Config {
     pub maximize: MaximizeConfig,
     pub knn: KnnConfig,
     pub linear: LinearConfig,
+    pub store: StoreConfig,
 }
 
 impl Default for DataConfig {
@@ -348,7 +364,7 @@ impl Config {
     pub fn from_toml_file(path: &std::path::Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let cfg: Config = toml::from_str(&text)
-            .map_err(|e| Error::file(path, "a TOML run config (sections data, model, train, ipirm, maximize, knn, linear)", e.to_string()))?;
+            .map_err(|e| Error::file(path, "a TOML run config (sections data, model, train, ipirm, maximize, knn, linear, store)", e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -8,6 +8,8 @@ use ipirm::config::{Config, PRESETS};
 use ipirm::data::loader::RunData;
 use ipirm::eval::{knn, linear};
 use ipirm::pipeline;
+use ipirm::pipeline::stages::Ctx;
+use ipirm::store::Store;
 
 #[derive(Parser)]
 #[command(name = "ipirm", version, about = "IP-IRM (NeurIPS 2021) on libtorch: train, evaluate, reproduce")]
@@ -34,10 +36,47 @@ enum Command {
     /// Throughput of each piece (augmentation, minimize step, feature extraction, maximize
     /// epoch) on synthetic images; prints figures.
     Bench(BenchArgs),
+    /// The artifact store: list, show, verify, collect garbage, export, import.
+    Store {
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(subcommand)]
+        what: StoreCommand,
+    },
     /// List the named presets.
     Presets,
     /// Print the resolved configuration as TOML (what `--config` reads).
     Config(ConfigArgs),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Runs and stages, one line each.
+    Ls,
+    /// An artifact or a run (key, run id, run name or a unique prefix) with its inputs, config,
+    /// digests and provenance.
+    Show {
+        what: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every blob; report each damaged or missing one by key, and orphans.
+    Verify,
+    /// Remove what no pinned run and no latest run of a name reaches.
+    Gc {
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Pin a run (or unpin it with --off) so gc keeps everything it reaches.
+    Pin {
+        run: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Write a plain JSON manifest and the blob files to DIR (readable without sled).
+    Export { dir: PathBuf },
+    /// Read what `export` wrote, verifying every digest.
+    Import { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -65,9 +104,24 @@ struct ConfigArgs {
 }
 
 #[derive(Args, Clone)]
+struct StoreArg {
+    /// The artifact store (created if absent).
+    #[arg(long = "store", value_name = "DIR", default_value = "artifacts")]
+    dir: PathBuf,
+}
+
+impl StoreArg {
+    fn open(&self) -> Result<Store> {
+        Ok(Store::open(&self.dir)?)
+    }
+}
+
+#[derive(Args, Clone)]
 struct RunArgs {
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    store: StoreArg,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -135,8 +189,12 @@ impl ConfigArgs {
 }
 
 impl RunArgs {
+    /// The run's name in the store: the preset, or "run".
+    fn name(&self) -> &str {
+        self.config.preset.as_deref().unwrap_or("run")
+    }
     fn out_dir(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| pipeline::default_out_dir(self.config.preset.as_deref().unwrap_or("run")))
+        self.out.clone().unwrap_or_else(|| pipeline::default_out_dir(&self.store.dir, self.name()))
     }
 }
 
@@ -183,6 +241,28 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Store { store, what } => {
+            let store = store.open()?;
+            match what {
+                StoreCommand::Ls => print!("{}", store.ls()?),
+                StoreCommand::Show { what, json } => println!("{}", store.show(&what, json)?),
+                StoreCommand::Verify => {
+                    let report = store.verify()?;
+                    print!("{report}");
+                    if !report.is_clean() {
+                        anyhow::bail!("the store at {} has damaged or missing artifacts (listed above)", store.root().display());
+                    }
+                }
+                StoreCommand::Gc { dry_run } => print!("{}", store.gc(dry_run)?),
+                StoreCommand::Pin { run, off } => {
+                    store.pin(&run, !off)?;
+                    println!("{} {run}", if off { "unpinned" } else { "pinned" });
+                }
+                StoreCommand::Export { dir } => print!("{}", store.export(&dir)?),
+                StoreCommand::Import { dir } => print!("{}", store.import(&dir)?),
+            }
+            Ok(())
+        }
         Command::Config(args) => {
             print!("{}", args.resolve()?.to_toml());
             Ok(())
@@ -191,7 +271,8 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = args.config.resolve()?;
             let device = ipirm::device::parse_device(&args.device)?;
             eprintln!("device: {}", ipirm::device::describe(device));
-            let report = pipeline::main_job(&cfg, device, &args.out_dir())?;
+            let store = args.store.open()?;
+            let report = pipeline::main_job(&cfg, device, &store, args.name(), &args.out_dir())?;
             println!("{}", report.table());
             Ok(())
         }
@@ -200,6 +281,11 @@ fn run(cli: Cli) -> Result<()> {
             let device = ipirm::device::parse_device(&args.device)?;
             eprintln!("device: {}", ipirm::device::describe(device));
             let data = RunData::load(&cfg.data, device)?;
+            let store = args.store.open()?;
+            let run = store.start_run(args.name(), &cfg)?;
+            let ctx = Ctx { store: &store, run: run.id.clone(), device, cfg: &cfg };
+            eprintln!("run {} in store {}", run.id, store.root().display());
+            let dataset_key = pipeline::dataset_stage(&ctx, &data)?;
             let on_epoch = |_: &ipirm::train::Trainer, s: &ipirm::train::EpochStats| {
                 eprintln!("epoch {}/{}: loss {:.4}, {:.0} img/s, {:.1} s", s.epoch, cfg.train.epochs, s.loss, s.images_per_sec, s.seconds);
                 Ok(())
@@ -208,7 +294,10 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("{}", pipeline::PartitionSummary::new(p, &data.train.labels, data.train.num_classes).describe());
                 Ok(())
             };
-            let trainer = pipeline::train(&cfg, device, &data, on_epoch, on_partition)?.trainer;
+            let trained = pipeline::train(&ctx, &data, &dataset_key, on_epoch, on_partition)?;
+            store.finish_run(&run.id)?;
+            let trainer = trained.trainer;
+            println!("final checkpoint: {}", trained.checkpoint);
             let out = args.out_dir();
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let ckpt = out.join("model.safetensors");

@@ -22,9 +22,11 @@ pub struct PartitionRecord {
 }
 
 /// Both views' projections of every training image under the train transform, the encoder in
-/// eval mode, no gradients (the reference's offline feature extraction, batch = maximize batch).
-pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor) -> (Tensor, Tensor) {
+/// eval mode, no gradients (the reference's offline feature extraction, batch = maximize batch),
+/// for maximize step number `step`.
+pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor, step: u64) -> (Tensor, Tensor) {
     let _guard = tch::no_grad_guard();
+    rng::reseed(trainer.cfg.train.seed, "features", step);
     let n = images.size()[0];
     let idx = Tensor::arange(n, (Kind::Int64, images.device()));
     let batches = loader::ordered_batches(&idx, trainer.cfg.maximize.batch_size, false);
@@ -40,20 +42,19 @@ pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor) -> (Tensor, Tensor
     (Tensor::cat(&a, 0), Tensor::cat(&b, 0))
 }
 
-/// Runs maximize step number `step` (0-based) after `trainer.epoch` epochs, from fresh N(0,1)
-/// logits (`random_init`, or no previous partition) or from `previous`.
-pub fn maximize_step(trainer: &Trainer, images: &Tensor, previous: Option<&Tensor>, step: u64) -> Result<PartitionRecord> {
+/// Learns the partition of maximize step number `step` (0-based) on the view pairs `z1`, `z2`
+/// (N×d), from fresh N(0,1) logits (`random_init`, or no previous partition) or from `previous`.
+pub fn learn_partition(trainer: &Trainer, z1: &Tensor, z2: &Tensor, previous: Option<&Tensor>, step: u64) -> Result<PartitionRecord> {
     let cfg = &trainer.cfg;
     rng::reseed(cfg.train.seed, "maximize", step);
-    let n = images.size()[0];
+    let n = z1.size()[0];
     let init = match previous {
         Some(p) if !cfg.maximize.random_init => p.to_device(trainer.device),
         _ => Tensor::randn([n, cfg.maximize.env_num], (Kind::Float, tch::Device::Cpu)).to_device(trainer.device),
     };
-    let (z1, z2) = extract_view_pairs(trainer, images);
     let pb = progress::bar((cfg.maximize.max_epoch + 1) as u64, &format!("maximize {step}"));
     let MaximizeResult { partition, last_partition, risks, best_epoch, env_sizes } =
-        maximize_offline(&z1, &z2, &init, &cfg.maximize, cfg.maximize_temperature(), |_, r| {
+        maximize_offline(z1, z2, &init, &cfg.maximize, cfg.maximize_temperature(), |_, r| {
             pb.set_message(format!("risk {:.4}", r.total));
             pb.inc(1);
         })?;
@@ -67,6 +68,25 @@ pub fn maximize_step(trainer: &Trainer, images: &Tensor, previous: Option<&Tenso
         env_sizes,
         last_partition: last_partition.to_device(cpu),
     })
+}
+
+/// The partitions the minimize steps train on, on `device`: every one so far with `retain_group`,
+/// else the latest. Without `random_init` the reference optimises the previous partition's tensor
+/// in place, and from the third step on that tensor is also the kept one (the first is kept as a
+/// copy), so the kept partition k−1 becomes step k's last iterate; the paper's runs all use
+/// `random_init`, and the quirk is kept for parity.
+pub fn kept_partitions(records: &[PartitionRecord], cfg: &crate::config::Config, device: tch::Device) -> Vec<Tensor> {
+    let mut kept: Vec<Tensor> = records.iter().map(|r| r.partition.to_device(device)).collect();
+    if !cfg.maximize.random_init {
+        for k in 2..records.len() {
+            kept[k - 1] = records[k].last_partition.to_device(device);
+        }
+    }
+    if cfg.ipirm.retain_group {
+        kept
+    } else {
+        kept.split_off(kept.len().saturating_sub(1))
+    }
 }
 
 /// Class composition of each environment of a partition: `counts[e][c]` = training images of

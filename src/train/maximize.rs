@@ -1,7 +1,7 @@
 //! The offline maximize step (`utils.auto_split_offline` of the reference): learn a soft partition
 //! of the training set into environments on fixed features, maximizing the environments'
 //! contrastive loss and IRM penalty under a balance constraint.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::adam::Adam;
@@ -18,7 +18,7 @@ use crate::{Error, Result};
 /// Sign convention: `contrastive` and `penalty` are reported as the losses themselves (positive);
 /// the reference logs them negated (`Cont_Risk`, `Inv_Risk`). `total` is the minimized risk,
 /// `−(contrastive + irm_weight·penalty) + constraint`, the reference's `Loss`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EpochRisk {
     /// The risk Adam minimizes, `−(contrastive + irm_weight·penalty) + constraint`.
     pub total: f64,

@@ -14,16 +14,30 @@ pub mod ipirm;
 pub mod maximize;
 pub mod minimize;
 
-/// Figures of one training epoch.
+/// Figures of one training epoch (the training curve is a list of these).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochStats {
     /// 1-based epoch number.
     pub epoch: usize,
-    /// Mean training loss over the epoch's batches.
+    /// Mean over the epoch's batches of the loss back-propagated.
     pub loss: f64,
+    /// Its contrastive part (IP-IRM: mean env loss + the batch's InfoNCE with `keep_cont`;
+    /// SimCLR: the whole loss).
+    pub contrastive: f64,
+    /// Its IRM penalty part, before weighting (0 for SimCLR).
+    pub penalty: f64,
+    pub penalty_weight: f64,
+    pub lr: f64,
     /// Images per second (each image gives two views).
     pub images_per_sec: f64,
     pub seconds: f64,
+}
+
+/// One batch's loss as the epoch loop sees it.
+pub struct BatchLoss {
+    pub total: Tensor,
+    pub contrastive: Tensor,
+    pub penalty: Tensor,
 }
 
 /// The model being trained, its optimizer, and how many epochs it has seen.
@@ -56,8 +70,9 @@ impl Trainer {
         run_epoch(self.epoch + 1, cfg.epochs, cfg.seed, images, cfg.batch_size, &mut self.opt, |x, _| {
             let (_, z1) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
             let (_, z2) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
-            loss::nt_xent(&z1, &z2, tau, debiased)
-        })
+            let total = loss::nt_xent(&z1, &z2, tau, debiased)?;
+            Ok(BatchLoss { contrastive: total.detach(), penalty: total.zeros_like(), total })
+        }, 0.0)
         .inspect(|_| self.epoch += 1)
     }
 
@@ -71,9 +86,42 @@ impl Trainer {
         run_epoch(epoch, cfg.train.epochs, cfg.train.seed, images, cfg.train.batch_size, &mut self.opt, |x, idx| {
             let (_, z1) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
             let (_, z2) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
-            Ok(minimize::minimize_loss(&z1, &z2, idx, partitions, cfg, pw)?.total)
-        })
+            let l = minimize::minimize_loss(&z1, &z2, idx, partitions, cfg, pw)?;
+            Ok(BatchLoss { total: l.total, contrastive: l.contrastive.detach(), penalty: l.penalty.detach() })
+        }, pw)
         .inspect(|_| self.epoch += 1)
+    }
+
+    /// The model's variables (prefixed `model.`), the optimizer's state and the epoch count: what
+    /// a checkpoint holds. Restored by [`Trainer::load_state`].
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = self.vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+        out.extend(self.opt.state());
+        out.push(("epoch".into(), Tensor::from_slice(&[self.epoch as i64])));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Restores a [`Trainer::state`] (from a checkpoint of the same model config).
+    pub fn load_state(&mut self, named: &[(String, Tensor)]) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        let mut missing = Vec::new();
+        for (name, mut var) in self.vs.variables() {
+            match named.iter().find(|(n, _)| n.strip_prefix("model.") == Some(name.as_str())) {
+                Some((_, t)) if t.size() == var.size() => var.f_copy_(t)?,
+                Some((_, t)) => {
+                    return Err(crate::Error::Shape(format!("checkpoint variable `{name}` has shape {:?}, the model {:?}", t.size(), var.size())))
+                }
+                None => missing.push(name),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(crate::Error::Shape(format!("checkpoint lacks model variables {missing:?}")));
+        }
+        self.opt.load_state(named)?;
+        let epoch = named.iter().find(|(n, _)| n == "epoch").map(|(_, t)| t.int64_value(&[0]));
+        self.epoch = epoch.ok_or_else(|| crate::Error::Shape("checkpoint lacks `epoch`".into()))? as usize;
+        Ok(())
     }
 
     /// One epoch of the configured method (`partitions` is ignored by SimCLR).
@@ -95,7 +143,8 @@ pub(crate) fn run_epoch(
     images: &Tensor,
     batch_size: i64,
     opt: &mut adam::Adam,
-    mut step: impl FnMut(&Tensor, &Tensor) -> Result<Tensor>,
+    mut step: impl FnMut(&Tensor, &Tensor) -> Result<BatchLoss>,
+    penalty_weight: f64,
 ) -> Result<EpochStats> {
     rng::reseed(seed, "train", epoch as u64);
     let device = images.device();
@@ -108,15 +157,16 @@ pub(crate) fn run_epoch(
     }
     let pb = progress::bar(batches.len() as u64, &format!("epoch {epoch}/{epochs}"));
     let start = Instant::now();
-    let (mut total, mut seen) = (0.0, 0i64);
+    let (mut total, mut contrastive, mut penalty, mut seen) = (0.0, 0.0, 0.0, 0i64);
     for idx in &batches {
         let x = images.index_select(0, idx);
         let loss = step(&x, idx)?;
-        opt.zero_grad();
-        loss.backward();
-        opt.step();
+        opt.backward_step(&loss.total);
         let b = idx.size()[0];
-        total += loss.double_value(&[]) * b as f64;
+        let parts = Vec::<f64>::try_from(Tensor::stack(&[loss.total.detach(), loss.contrastive, loss.penalty], 0).to_kind(tch::Kind::Double))?;
+        total += parts[0] * b as f64;
+        contrastive += parts[1] * b as f64;
+        penalty += parts[2] * b as f64;
         seen += b;
         let secs = start.elapsed().as_secs_f64();
         pb.set_message(format!("loss {:.4}  {:.0} img/s", total / seen as f64, seen as f64 / secs));
@@ -124,5 +174,15 @@ pub(crate) fn run_epoch(
     }
     pb.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    Ok(EpochStats { epoch, loss: total / seen as f64, images_per_sec: seen as f64 / seconds, seconds })
+    let n = seen as f64;
+    Ok(EpochStats {
+        epoch,
+        loss: total / n,
+        contrastive: contrastive / n,
+        penalty: penalty / n,
+        penalty_weight,
+        lr: opt.lr,
+        images_per_sec: n / seconds,
+        seconds,
+    })
 }

@@ -8,12 +8,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::config::{Config, Method};
+use crate::config::Config;
 use crate::data::loader::RunData;
 use crate::eval::{knn, linear, Accuracy};
+use crate::store::Store;
 use crate::train::ipirm::{self, PartitionRecord};
+use crate::train::maximize::EpochRisk;
 use crate::train::{EpochStats, Trainer};
 use crate::{Error, Result};
+
+pub mod stages;
+use stages::{short, take, version, Ctx, Plan};
 
 /// Everything `ipirm run` measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,65 +119,206 @@ impl Report {
 /// What training produced.
 pub struct Trained {
     pub trainer: Trainer,
+    /// The figures of every epoch (those of epochs before a resume point from the store).
     pub epochs: Vec<EpochStats>,
     /// IP-IRM: the partition of every maximize step, in order (empty for SimCLR).
     pub partitions: Vec<PartitionRecord>,
+    /// Key of the final checkpoint.
+    pub checkpoint: String,
 }
 
-/// Trains a model on `data.train` for `cfg.train.epochs` with the configured method. IP-IRM runs
-/// a maximize step before epoch 1 and after every `ipirm.maximize_iter` epochs. `on_epoch` is
-/// called after each epoch (with the trainer, so a caller can run the kNN monitor or save a
-/// checkpoint), `on_partition` after each maximize step.
+/// Where a run can resume: the latest stored checkpoint whose partitions are all stored too.
+fn resume_point(ctx: &Ctx, plan: &Plan) -> Result<Option<usize>> {
+    for e in (0..plan.checkpoints.len()).rev() {
+        if !ctx.store.contains(&plan.checkpoints[e].key)? {
+            continue;
+        }
+        let mut ok = true;
+        for p in plan.partitions.iter().filter(|p| p.after_epoch < e) {
+            ok &= ctx.store.contains(&p.partition.key)?;
+        }
+        if ok {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
+}
+
+fn partition_tensors(rec: &PartitionRecord) -> Vec<(&'static str, Tensor)> {
+    let risk: Vec<f64> = rec.risks.iter().flat_map(|r| [r.total, r.contrastive, r.penalty, r.constraint]).collect();
+    vec![
+        ("partition", rec.partition.shallow_clone()),
+        ("last_partition", rec.last_partition.shallow_clone()),
+        ("risk", Tensor::from_slice(&risk).view([-1, 4])),
+        ("best_epoch", Tensor::from_slice(&[rec.best_epoch as i64])),
+        ("after_epoch", Tensor::from_slice(&[rec.after_epoch as i64])),
+    ]
+}
+
+/// A partition stored by [`train`], read back.
+pub fn partition_from_tensors(mut named: Vec<(String, Tensor)>) -> Result<PartitionRecord> {
+    let partition = take(&mut named, "partition")?;
+    let risk = Vec::<Vec<f64>>::try_from(take(&mut named, "risk")?)?;
+    let env_sizes = Vec::<i64>::try_from(partition.argmax(1, false).bincount::<Tensor>(None, partition.size()[1]))?;
+    Ok(PartitionRecord {
+        after_epoch: take(&mut named, "after_epoch")?.int64_value(&[0]) as usize,
+        best_epoch: take(&mut named, "best_epoch")?.int64_value(&[0]) as usize,
+        last_partition: take(&mut named, "last_partition")?,
+        risks: risk.iter().map(|r| EpochRisk { total: r[0], contrastive: r[1], penalty: r[2], constraint: r[3] }).collect(),
+        env_sizes,
+        partition,
+    })
+}
+
+/// Trains on `data.train` with the configured method through the store: resumes from the
+/// latest stored checkpoint of this config (a finished run is entirely a cache hit), stores the
+/// figures of every epoch, the features and partition of every maximize step, and a checkpoint
+/// every `store.checkpoint_every` epochs, after the last epoch and wherever a maximize step runs.
+/// IP-IRM runs a maximize step before epoch 1 and after every `ipirm.maximize_iter` epochs.
+/// `on_epoch` is called after each epoch trained (with the trainer, so a caller can run the kNN
+/// monitor), `on_partition` after each maximize step run or loaded.
 pub fn train(
-    cfg: &Config,
-    device: Device,
+    ctx: &Ctx,
     data: &RunData,
+    dataset_key: &str,
     mut on_epoch: impl FnMut(&Trainer, &EpochStats) -> Result<()>,
     mut on_partition: impl FnMut(&PartitionRecord) -> Result<()>,
 ) -> Result<Trained> {
-    let mut trainer = Trainer::new(cfg, device)?;
+    let cfg = ctx.cfg;
+    let plan = Plan::new(cfg, dataset_key)?;
     let images = &data.train.images;
-    let ipirm = cfg.train.method == Method::Ipirm;
-    let mut partitions: Vec<PartitionRecord> = Vec::new();
-    let mut on_device: Vec<Tensor> = Vec::new();
-    let mut maximize = |trainer: &Trainer, partitions: &mut Vec<PartitionRecord>, on_device: &mut Vec<Tensor>| -> Result<()> {
-        let previous = partitions.last().map(|p| &p.partition);
-        let step = partitions.len();
-        let rec = ipirm::maximize_step(trainer, images, previous, step as u64)?;
-        // The reference optimises the previous partition's tensor in place when it does not
-        // re-initialise, and from the third step on that tensor is also the last kept partition
-        // (the first is kept as a copy), so under `retain_group` the kept partition becomes this
-        // step's last iterate. The paper's runs all use `random_init`; the quirk is kept for parity.
-        if !cfg.maximize.random_init && step >= 2 {
-            *on_device.last_mut().expect("a previous partition") = rec.last_partition.to_device(device);
-            partitions.last_mut().expect("a previous partition").partition = rec.last_partition.shallow_clone();
+    let epochs_total = cfg.train.epochs;
+    let mut trainer = Trainer::new(cfg, ctx.device)?;
+    let start = resume_point(ctx, &plan)?;
+    let mut loaded = false;
+    if let Some(e) = start {
+        if let Some(state) = ctx.load_tensors(&plan.checkpoints[e].key)? {
+            trainer.load_state(&state)?;
+            loaded = true;
+            if e == epochs_total {
+                eprintln!("training: cached, all {e} epochs ({})", short(&plan.checkpoints[e].key));
+            } else if e > 0 {
+                eprintln!("training: resuming from the stored checkpoint after epoch {e} ({})", short(&plan.checkpoints[e].key));
+            }
         }
+    }
+    if !loaded {
+        ctx.store.put_tensors(&ctx.planned(&plan.checkpoints[0])?, &named_refs(&trainer.state()))?;
+    }
+
+    let mut epochs = Vec::new();
+    for (i, c) in plan.curves.iter().enumerate().take(trainer.epoch) {
+        match ctx.load_record::<EpochStats>(&c.key)? {
+            Some(s) => epochs.push(s),
+            None => eprintln!("note: the figures of epoch {} are not in the store", i + 1),
+        }
+    }
+
+    let mut partitions: Vec<PartitionRecord> = Vec::new();
+    let mut maximize = |trainer: &Trainer, partitions: &mut Vec<PartitionRecord>| -> Result<()> {
+        let step = partitions.len();
+        let planned = &plan.partitions[step];
+        let rec = match ctx.load_tensors(&planned.partition.key)? {
+            Some(named) => partition_from_tensors(named)?,
+            None => {
+                let st = ctx.planned(&planned.partition)?;
+                let (z1, z2) = match ctx.load_tensors(&planned.features.key)? {
+                    Some(mut f) => (take(&mut f, "z1")?.to_device(ctx.device), take(&mut f, "z2")?.to_device(ctx.device)),
+                    None => {
+                        let fst = ctx.planned(&planned.features)?;
+                        let (z1, z2) = ipirm::extract_view_pairs(trainer, images, step as u64);
+                        ctx.store.put_tensors(&fst, &[("z1", &z1), ("z2", &z2)])?;
+                        (z1, z2)
+                    }
+                };
+                let rec = ipirm::learn_partition(trainer, &z1, &z2, partitions.last().map(|p| &p.partition), step as u64)?;
+                ctx.store.put_tensors(&st, &named_refs_static(&partition_tensors(&rec)))?;
+                rec
+            }
+        };
         on_partition(&rec)?;
-        on_device.push(rec.partition.to_device(device));
         partitions.push(rec);
         Ok(())
     };
-    if ipirm {
-        maximize(&trainer, &mut partitions, &mut on_device)?;
+    // Partitions learned up to the resume point (and the one right at it, if it was stored).
+    // (Those before it are stored: `resume_point` checked; the one right at it is loaded if
+    // stored, else learned from the loaded checkpoint.)
+    for _ in plan.partitions.iter().filter(|p| p.after_epoch <= trainer.epoch) {
+        maximize(&trainer, &mut partitions)?;
     }
-    let mut stats = Vec::new();
-    while trainer.epoch < cfg.train.epochs {
-        let kept = if cfg.ipirm.retain_group { &on_device[..] } else { &on_device[on_device.len().saturating_sub(1)..] };
-        let s = trainer.train_epoch(images, kept)?;
+
+    let every = cfg.store.checkpoint_every.max(1);
+    while trainer.epoch < epochs_total {
+        let kept = ipirm::kept_partitions(&partitions, cfg, ctx.device);
+        let curve = &plan.curves[trainer.epoch];
+        let s = trainer.train_epoch(images, &kept)?;
+        let e = trainer.epoch;
+        ctx.store.put_record(&ctx.planned(curve)?, &s)?;
+        let maximize_next = plan.partitions.iter().any(|p| p.after_epoch == e);
+        if e % every == 0 || e == epochs_total || maximize_next {
+            ctx.store.put_tensors(&ctx.planned(&plan.checkpoints[e])?, &named_refs(&trainer.state()))?;
+        }
         on_epoch(&trainer, &s)?;
-        stats.push(s);
-        // The reference also runs a maximize step after the last epoch when maximize_iter divides
-        // it; no minimize step ever uses that partition, so it is skipped here.
-        if ipirm && trainer.epoch % cfg.ipirm.maximize_iter == 0 && trainer.epoch < cfg.train.epochs {
-            maximize(&trainer, &mut partitions, &mut on_device)?;
+        epochs.push(s);
+        if maximize_next {
+            maximize(&trainer, &mut partitions)?;
         }
     }
-    Ok(Trained { trainer, epochs: stats, partitions })
+    let checkpoint = plan.checkpoints[trainer.epoch].key.clone();
+    Ok(Trained { trainer, epochs, partitions, checkpoint })
 }
 
-/// The README's main job: reference points, training, kNN, linear probe.
-pub fn main_job(cfg: &Config, device: Device, out_dir: &Path) -> Result<Report> {
+fn named_refs(named: &[(String, Tensor)]) -> Vec<(&str, &Tensor)> {
+    named.iter().map(|(n, t)| (n.as_str(), t)).collect()
+}
+
+fn named_refs_static<'a>(named: &'a [(&'static str, Tensor)]) -> Vec<(&'a str, &'a Tensor)> {
+    named.iter().map(|(n, t)| (*n, t)).collect()
+}
+
+/// The dataset stage: a fingerprint of the three image sets (sha256 of their bytes and labels),
+/// computed every run so changed files are noticed; its key covers the data config and the
+/// fingerprint, so every later stage depends on the data's content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    pub names: Vec<String>,
+    pub counts: Vec<i64>,
+    pub sha256: String,
+}
+
+pub fn dataset_stage(ctx: &Ctx, data: &RunData) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let sets = [&data.train, &data.bank, &data.test];
+    for ds in sets {
+        for t in [&ds.images, &ds.labels] {
+            let cpu = t.to_device(Device::Cpu).contiguous();
+            let n = cpu.numel() * cpu.kind().elt_size_in_bytes();
+            let mut bytes = vec![0u8; n];
+            cpu.f_copy_data_u8(&mut bytes, cpu.numel())?;
+            h.update(&bytes);
+        }
+    }
+    let rec = DatasetRecord {
+        names: sets.iter().map(|d| d.name.clone()).collect(),
+        counts: sets.iter().map(|d| d.len()).collect(),
+        sha256: format!("{:x}", h.finalize()),
+    };
+    let st = ctx.stage("dataset", version::DATASET, &ctx.cfg.data, &[rec.sha256.clone()])?;
+    let key = st.key().to_string();
+    if ctx.load_record::<DatasetRecord>(&key)?.is_none() {
+        ctx.store.put_record(&st, &rec)?;
+    }
+    Ok(key)
+}
+
+/// The README's main job: reference points, training, kNN, linear probe, every stage through
+/// the store under a run named `name`.
+pub fn main_job(cfg: &Config, device: Device, store: &Store, name: &str, out_dir: &Path) -> Result<Report> {
     let start = std::time::Instant::now();
+    let run = store.start_run(name, cfg)?;
+    let ctx = Ctx { store, run: run.id.clone(), device, cfg };
+    eprintln!("run {} in store {}", run.id, store.root().display());
     let data = RunData::load(&cfg.data, device)?;
     let (k, tau, kb) = (cfg.knn.k, cfg.knn_temperature(), cfg.knn.batch_size);
     eprintln!(
@@ -184,21 +330,31 @@ pub fn main_job(cfg: &Config, device: Device, out_dir: &Path) -> Result<Report> 
         data.test.name,
         data.test.len()
     );
+    let dataset_key = dataset_stage(&ctx, &data)?;
+    let knn_sections = (&cfg.knn, &cfg.train);
 
-    let (pb, pt) = knn::pixel_features(&data.bank.images, &data.test.images);
-    let raw_pixels_knn = knn::knn_accuracy(&pb, &data.bank.labels, &pt, &data.test.labels, data.bank.num_classes, k, tau, kb)?;
-    drop((pb, pt));
+    let st = ctx.stage("knn-pixels", version::PIXEL_KNN, &knn_sections, &[dataset_key.clone()])?;
+    let raw_pixels_knn = ctx.cached_record(st, "kNN on raw pixels", || {
+        let (pb, pt) = knn::pixel_features(&data.bank.images, &data.test.images);
+        knn::knn_accuracy(&pb, &data.bank.labels, &pt, &data.test.labels, data.bank.num_classes, k, tau, kb)
+    })?;
     eprintln!("kNN on raw pixels: top-1 {:.2}", raw_pixels_knn.top1);
 
-    let init = Trainer::new(cfg, device)?;
-    let init_knn = knn::evaluate(&init.model, &data.bank, &data.test, k, tau, kb)?;
+    let plan = Plan::new(cfg, &dataset_key)?;
+    let st = ctx.stage("knn", version::KNN, &knn_sections, &[plan.checkpoints[0].key.clone(), dataset_key.clone()])?;
+    let init_knn = ctx.cached_record(st, "kNN of the encoder at initialisation", || {
+        let init = Trainer::new(cfg, device)?;
+        knn::evaluate(&init.model, &data.bank, &data.test, k, tau, kb)
+    })?;
     eprintln!("kNN of the encoder at initialisation: top-1 {:.2}", init_knn.top1);
-    drop(init);
 
     let every = cfg.train.knn_every;
     let mut partitions = Vec::new();
     let on_epoch = |t: &Trainer, s: &EpochStats| {
-        let mut line = format!("epoch {}/{}: loss {:.4}, {:.0} img/s, {:.1} s", s.epoch, cfg.train.epochs, s.loss, s.images_per_sec, s.seconds);
+        let mut line = format!(
+            "epoch {}/{}: loss {:.4} (contrastive {:.4}, penalty {:.5} × {}), {:.0} img/s, {:.1} s",
+            s.epoch, cfg.train.epochs, s.loss, s.contrastive, s.penalty, s.penalty_weight, s.images_per_sec, s.seconds
+        );
         if every > 0 && s.epoch % every == 0 && s.epoch < cfg.train.epochs {
             let acc = knn::evaluate(&t.model, &data.bank, &data.test, k, tau, kb)?;
             line += &format!(", kNN top-1 {:.2} top-5 {:.2}", acc.top1, acc.top5);
@@ -212,16 +368,14 @@ pub fn main_job(cfg: &Config, device: Device, out_dir: &Path) -> Result<Report> 
         partitions.push(summary);
         Ok(())
     };
-    let Trained { trainer, epochs, .. } = train(cfg, device, &data, on_epoch, on_partition)?;
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    let ckpt = out_dir.join("model.safetensors");
-    trainer.vs.save(&ckpt)?;
-    eprintln!("checkpoint: {}", ckpt.display());
+    let Trained { trainer, epochs, checkpoint, .. } = train(&ctx, &data, &dataset_key, on_epoch, on_partition)?;
 
-    let trained_knn = knn::evaluate(&trainer.model, &data.bank, &data.test, k, tau, kb)?;
+    let st = ctx.stage("knn", version::KNN, &knn_sections, &[checkpoint.clone(), dataset_key.clone()])?;
+    let trained_knn = ctx.cached_record(st, "kNN of the trained encoder", || knn::evaluate(&trainer.model, &data.bank, &data.test, k, tau, kb))?;
     eprintln!("kNN of the trained encoder: top-1 {:.2} top-5 {:.2}", trained_knn.top1, trained_knn.top5);
     let linear = if cfg.linear.epochs > 0 {
-        let r = linear::linear_probe(&trainer.vs, &cfg.model, &cfg.linear, &data.bank, &data.test)?;
+        let st = ctx.stage("linear", version::LINEAR, &(&cfg.linear, &cfg.model), &[checkpoint.clone(), dataset_key.clone()])?;
+        let r = ctx.cached_record(st, "linear probe", || linear::linear_probe(&trainer.vs, &cfg.model, &cfg.linear, &data.bank, &data.test))?;
         eprintln!("linear probe ({} epochs): top-1 {:.2} top-5 {:.2}", cfg.linear.epochs, r.test.top1, r.test.top5);
         Some(r)
     } else {
@@ -241,8 +395,14 @@ pub fn main_job(cfg: &Config, device: Device, out_dir: &Path) -> Result<Report> 
         partitions,
         seconds: start.elapsed().as_secs_f64(),
     };
+    let st = ctx.stage("report", version::REPORT, cfg, &[checkpoint.clone(), dataset_key])?;
+    store.put_record(&st, &report)?;
+    store.finish_run(&run.id)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    trainer.vs.save(out_dir.join("model.safetensors"))?;
     write_json(&out_dir.join("report.json"), &report)?;
     std::fs::write(out_dir.join("config.toml"), cfg.to_toml()).map_err(|e| Error::io(out_dir.join("config.toml"), e))?;
+    eprintln!("run {} finished; report, config and model also in {}", run.id, out_dir.display());
     Ok(report)
 }
 
@@ -252,9 +412,9 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }
 
-/// Default output folder of a run.
-pub fn default_out_dir(name: &str) -> PathBuf {
-    PathBuf::from("artifacts").join("runs").join(name)
+/// Default output folder of a run: `<store>/runs/<name>`.
+pub fn default_out_dir(store: &Path, name: &str) -> PathBuf {
+    store.join("runs").join(name)
 }
 
 /// `ipirm maximize`: one offline maximize step on features read from a safetensors file.
