@@ -106,7 +106,7 @@ struct ConfigArgs {
 #[derive(Args, Clone)]
 struct StoreArg {
     /// The artifact store (created if absent).
-    #[arg(long = "store", value_name = "DIR", default_value = "artifacts")]
+    #[arg(long = "store", value_name = "DIR", default_value = "artifacts", global = true)]
     dir: PathBuf,
 }
 
