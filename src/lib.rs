@@ -14,6 +14,7 @@ pub mod loss;
 pub mod model;
 pub mod pipeline;
 pub mod progress;
+pub mod replay;
 pub mod rng;
 pub mod store;
 pub mod train;

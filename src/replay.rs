@@ -1,0 +1,86 @@
+//! Stepping through a stored run (the notebooks' entry point): its config, its stages in the
+//! order it used them, the partition of every maximize step, the training curve, and a trainer
+//! restored from any stored checkpoint, ready to replay or continue an epoch.
+use tch::Device;
+
+use crate::config::Config;
+use crate::pipeline::partition_from_tensors;
+use crate::store::{Artifact, RunRecord, Store};
+use crate::train::ipirm::PartitionRecord;
+use crate::train::{EpochStats, Trainer};
+use crate::{Error, Result};
+
+/// A stored run, opened by id or by name (its latest run).
+pub struct RunView {
+    pub run: RunRecord,
+    pub cfg: Config,
+    /// The run's artifacts in the order it made or reused them.
+    pub artifacts: Vec<Artifact>,
+}
+
+impl RunView {
+    pub fn open(store: &Store, what: &str) -> Result<RunView> {
+        let runs = store.list_runs()?;
+        let run = runs
+            .iter()
+            .find(|r| r.id == what)
+            .or_else(|| runs.iter().filter(|r| r.name == what).max_by_key(|r| r.seq))
+            .cloned()
+            .ok_or_else(|| {
+                let names: std::collections::BTreeSet<_> = runs.iter().map(|r| r.name.as_str()).collect();
+                Error::Store(format!("store {}: no run `{what}`; runs are named {names:?}", store.root().display()))
+            })?;
+        let cfg: Config = serde_json::from_str(&run.config_json)
+            .map_err(|e| Error::Store(format!("run {}: its config does not read as this version's Config: {e}", run.id)))?;
+        let mut artifacts = Vec::new();
+        for key in &run.artifacts {
+            if let Some(a) = store.get_meta(key)? {
+                artifacts.push(a);
+            }
+        }
+        Ok(RunView { run, cfg, artifacts })
+    }
+
+    /// The run's artifacts of one stage (`checkpoint`, `partition`, `curve`, `knn`, …), in order.
+    pub fn stage(&self, name: &str) -> Vec<&Artifact> {
+        self.artifacts.iter().filter(|a| a.stage == name).collect()
+    }
+
+    /// One line per artifact: stage, short key, size.
+    pub fn describe(&self) -> String {
+        let mut s = format!("run {} ({}), {} artifacts\n", self.run.id, self.run.name, self.artifacts.len());
+        for a in &self.artifacts {
+            s += &format!("  {:<12} {}  {:>10} B\n", a.stage, &a.key[..12], a.size());
+        }
+        s
+    }
+
+    /// The partition of every maximize step, in the order of the steps.
+    pub fn partitions(&self, store: &Store) -> Result<Vec<PartitionRecord>> {
+        let mut out = Vec::new();
+        for a in self.stage("partition") {
+            let named = store.get_tensors(&a.key)?.ok_or_else(|| Error::Store(format!("partition {} is not in the store", a.key)))?;
+            out.push(partition_from_tensors(named)?);
+        }
+        out.sort_by_key(|p| p.after_epoch);
+        Ok(out)
+    }
+
+    /// The training curve: the figures of every epoch the run trained or loaded.
+    pub fn curves(&self, store: &Store) -> Result<Vec<EpochStats>> {
+        let mut out: Vec<EpochStats> = Vec::new();
+        for a in self.stage("curve") {
+            out.extend(store.get_record::<EpochStats>(&a.key)?);
+        }
+        out.sort_by_key(|s| s.epoch);
+        Ok(out)
+    }
+
+    /// A trainer restored from the stored checkpoint `key` (model, optimizer state, epoch).
+    pub fn trainer_at(&self, store: &Store, key: &str, device: Device) -> Result<Trainer> {
+        let state = store.get_tensors(key)?.ok_or_else(|| Error::Store(format!("checkpoint {key} is not in the store")))?;
+        let mut t = Trainer::new(&self.cfg, device)?;
+        t.load_state(&state)?;
+        Ok(t)
+    }
+}
