@@ -13,25 +13,19 @@
 //! `max|ours − ref| / max|ref|` at 1e-5 (`cargo test --test loss_parity -- --nocapture` prints
 //! every error).
 use std::collections::HashMap;
-use std::path::Path;
 
 use ipirm::loss::{
     balance_constraint, entropy, info_nce_column_index, info_nce_logits, info_nce_loss, info_nce_sample_index,
     irm_penalty, irm_penalty_with_loss, nt_xent, soft_contrastive_loss, SoftMode,
 };
 use ipirm::{Error, Result};
+mod common;
+use common::parity::{fixture, get};
 use tch::{Device, Kind, Reduction, Tensor};
 
 const TOL: f64 = 1e-5;
 
-fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.safetensors"));
-    Tensor::read_safetensors(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_iter().collect()
-}
 
-fn get<'a>(f: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
-    f.get(key).unwrap_or_else(|| panic!("fixture key {key} missing"))
-}
 
 fn scalar(f: &HashMap<String, Tensor>, key: &str) -> f64 {
     get(f, key).double_value(&[])

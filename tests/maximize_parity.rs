@@ -15,31 +15,18 @@
 //! means, the epoch count, the best epoch, and both partitions, at 1e-4 normwise relative error
 //! (`max|ours − ref| / max|ref|`) in float32 on CPU.
 use std::collections::HashMap;
-use std::path::Path;
 
 use ipirm::config::{IrmMode, MaximizeConfig};
 use ipirm::train::maximize::{maximize_offline, maximize_offline_with_order, EpochRisk};
 use ipirm::{Error, Result};
+mod common;
+use common::parity::{fixture, get, rel_err};
 use tch::{Device, Kind, Tensor};
 
 const TOL: f64 = 1e-4;
 
-fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.safetensors"));
-    Tensor::read_safetensors(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_iter().collect()
-}
 
-fn get<'a>(f: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
-    f.get(key).unwrap_or_else(|| panic!("fixture key {key} missing"))
-}
 
-fn rel_err(ours: &Tensor, reference: &Tensor) -> f64 {
-    let ours = ours.detach().to_kind(Kind::Double).reshape([-1]);
-    let reference = reference.detach().to_kind(Kind::Double).reshape([-1]);
-    assert_eq!(ours.size(), reference.size());
-    let scale = reference.abs().max().double_value(&[]).max(1e-30);
-    (&ours - &reference).abs().max().double_value(&[]) / scale
-}
 
 /// The config the fixture's call used: the defaults (the reference's hard-coded LR 0.5,
 /// milestones 5/35, γ 0.2, stop rule 50/5/60, batch 3096) plus the call's arguments.

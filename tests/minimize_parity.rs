@@ -7,20 +7,14 @@ use ipirm::config::Config;
 use ipirm::model::l2_normalize;
 use ipirm::train::minimize::minimize_loss;
 use ipirm::train::adam::Adam;
+mod common;
+use common::parity::{fixture, rel_err};
 use tch::{nn, nn::Module, Device, Tensor};
 
-fn fixture(name: &str) -> std::collections::HashMap<String, Tensor> {
-    let path = format!("{}/tests/fixtures/minimize_{name}.safetensors", env!("CARGO_MANIFEST_DIR"));
-    Tensor::read_safetensors(&path).unwrap().into_iter().collect()
-}
 
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let diff = (a - b).abs().max().double_value(&[]);
-    diff / b.abs().max().double_value(&[]).max(1e-12)
-}
 
 fn check(name: &str) {
-    let f = fixture(name);
+    let f = fixture(&format!("minimize_{name}"));
     let flags = Vec::<f32>::try_from(&f["flags"]).unwrap();
     let (keep_cont, retain) = (flags[0] == 1.0, flags[1] == 1.0);
     let pw = f["penalty_weight"].double_value(&[]);

@@ -1,5 +1,7 @@
 //! Writers of the datasets' official file formats, shared by the integration tests.
 #![allow(dead_code)]
+
+pub mod parity;
 use std::io::Write;
 use std::path::Path;
 
