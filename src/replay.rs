@@ -76,6 +76,18 @@ impl RunView {
         Ok(out)
     }
 
+    /// The key of the run's stored checkpoint after `epoch` epochs (0 = initialisation), if any.
+    pub fn checkpoint_at(&self, store: &Store, epoch: usize) -> Result<Option<String>> {
+        for a in self.stage("checkpoint") {
+            if let Some(named) = store.get_tensors(&a.key)? {
+                if named.iter().any(|(n, t)| n == "epoch" && t.int64_value(&[0]) == epoch as i64) {
+                    return Ok(Some(a.key.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// A trainer restored from the stored checkpoint `key` (model, optimizer state, epoch).
     pub fn trainer_at(&self, store: &Store, key: &str, device: Device) -> Result<Trainer> {
         let state = store.get_tensors(key)?.ok_or_else(|| Error::Store(format!("checkpoint {key} is not in the store")))?;

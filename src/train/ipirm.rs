@@ -21,6 +21,20 @@ pub struct PartitionRecord {
     pub last_partition: Tensor,
 }
 
+impl Clone for PartitionRecord {
+    /// Shares the tensors (they are never changed in place).
+    fn clone(&self) -> Self {
+        PartitionRecord {
+            after_epoch: self.after_epoch,
+            partition: self.partition.shallow_clone(),
+            risks: self.risks.clone(),
+            best_epoch: self.best_epoch,
+            env_sizes: self.env_sizes.clone(),
+            last_partition: self.last_partition.shallow_clone(),
+        }
+    }
+}
+
 /// Both views' projections of every training image under the train transform, the encoder in
 /// eval mode, no gradients (the reference's offline feature extraction, batch = maximize batch),
 /// for maximize step number `step`.
