@@ -108,6 +108,7 @@ pub fn paper_table_svg(rows: &[(String, f64, Option<f64>)]) -> String {
         chart.draw_series(
             bars.iter().map(|&(x, v, _)| Text::new(format!("{v:.2}"), (x + 19, v), value_style.clone())),
         )?;
-        legend(&side, &[("paper".to_string(), paper_color, Mark::Box), ("ours".to_string(), ours_color, Mark::Box)])
+        let entries = [("paper".to_string(), paper_color, Mark::Box), ("ours".to_string(), ours_color, Mark::Box)];
+        legend(&side, &entries)
     })
 }

@@ -38,14 +38,19 @@ pub fn training_curves_svg(curves: &[CurvePoint]) -> String {
         chart.configure_mesh().x_desc("epoch").y_desc("loss").label_style((FONT, 13)).draw()?;
         let mut entries = Vec::new();
         for (i, (name, points)) in left.iter().enumerate().filter(|(_, (_, s))| !s.is_empty()) {
-            chart.draw_series(LineSeries::new(points.iter().copied(), color(i).stroke_width(2)).point_size(3))?;
+            chart.draw_series(line(points, color(i)))?;
             entries.push((name.to_string(), color(i), Mark::Line));
         }
         if !penalty.is_empty() {
             chart.configure_secondary_axes().y_desc("penalty").label_style((FONT, 13)).draw()?;
-            chart.draw_secondary_series(LineSeries::new(penalty.iter().copied(), color(3).stroke_width(2)).point_size(3))?;
+            chart.draw_secondary_series(line(&penalty, color(3)))?;
             entries.push(("penalty (right axis)".to_string(), color(3), Mark::Line));
         }
         legend(&side, &entries)
     })
+}
+
+/// A 2-pixel line through `points` with a small circle on each.
+fn line<DB: DrawingBackend>(points: &[(usize, f64)], color: RGBColor) -> LineSeries<DB, (usize, f64)> {
+    LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(3)
 }
