@@ -13,6 +13,7 @@ pub mod eval;
 pub mod loss;
 pub mod model;
 pub mod pipeline;
+pub mod plot;
 pub mod progress;
 pub mod replay;
 pub mod rng;

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Executes notebooks headless with the evcxr (Rust) kernel, after scripts/setup-notebooks.sh.
+#
+#   scripts/run-notebooks.sh                 # every notebooks/*.ipynb, in name order
+#   scripts/run-notebooks.sh notebooks/00_smoke.ipynb [...]
+#
+# Executed copies (with their outputs and charts) go to target/notebooks/. Compiled crates persist
+# in target/evcxr/ (evcxr's EVCXR_TMPDIR), so only the first run compiles tch and ipirm; runs take
+# turns on it (a lock), since one evcxr at a time may use it. A failing cell (compile error,
+# panic, timeout) prints its source and error, the script goes on with the next notebook and
+# exits 1 at the end; the last line reads "notebooks: N passed, M failed".
+# Env: IPIRM_NB_TIMEOUT, seconds one cell may take (default 1800); EVCXR_TMPDIR, another build
+# folder (default target/evcxr).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+notebooks=()
+for nb in "$@"; do
+  [ -f "$nb" ] || { echo "run-notebooks: no notebook $nb" >&2; exit 2; }
+  notebooks+=("$(realpath "$nb")")
+done
+cd "$IPIRM_ROOT"
+if [ ${#notebooks[@]} -eq 0 ]; then
+  mapfile -t notebooks < <(find "$IPIRM_ROOT/notebooks" -maxdepth 1 -name '*.ipynb' | LC_ALL=C sort)
+fi
+if ! "$IPIRM_VENV/bin/jupyter" kernelspec list 2>/dev/null | grep -q '^ *rust '; then
+  echo "run-notebooks: no rust kernel for $IPIRM_VENV/bin/jupyter; run scripts/setup-notebooks.sh" >&2
+  exit 2
+fi
+
+out="$IPIRM_ROOT/target/notebooks"
+export EVCXR_TMPDIR="${EVCXR_TMPDIR:-$IPIRM_ROOT/target/evcxr}"
+mkdir -p "$out" "$EVCXR_TMPDIR"
+# The kernel builds tch (LIBTORCH, from env.sh) and loads libtorch (no rpath in evcxr's crate).
+export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+exec 9>"$EVCXR_TMPDIR.lock"
+if ! flock -n 9; then
+  echo "run-notebooks: waiting for another run to release $EVCXR_TMPDIR" >&2
+  flock 9
+fi
+# evcxr's crate (`:dep ipirm = { path = ".." }`) resolves its dependencies afresh; starting from
+# the project's lock file gives the notebooks the versions the project builds and tests with.
+cp Cargo.lock "$EVCXR_TMPDIR/Cargo.lock"
+
+# Runs one notebook with nbclient (what `jupyter nbconvert --execute` runs), cell by cell, and
+# writes the executed copy even when a cell fails. Two evcxr quirks it handles: a compile error's
+# text is only in the cell's outputs, not in the reply nbconvert prints (its message would be
+# empty), and a panic in a cell is caught by evcxr and reported as success (with its default
+# `:preserve_vars_on_panic 1`), so a cell whose stderr says "panicked at" counts as failed.
+runner='
+import re, sys, time, nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+path, out, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ansi = re.compile(r"\x1b\[[0-9;]*m")
+nb = nbformat.read(path, as_version=4)
+
+class Panicked(Exception):
+    pass
+
+def text_of(cell):
+    parts = []
+    for o in cell.get("outputs", []):
+        if o.output_type == "error":
+            parts += [o.get("evalue", "")] + o.get("traceback", [])
+        elif o.output_type == "stream" and o.name == "stderr":
+            parts.append(o.text)
+    return ansi.sub("", "\n".join(p.rstrip("\n") for p in parts if p))
+
+started = [time.time()]
+def on_cell_start(cell, cell_index):
+    started[0] = time.time()
+def on_cell_executed(cell, cell_index, execute_reply):
+    print(f"   cell {cell_index}: {time.time() - started[0]:.1f} s", file=sys.stderr, flush=True)
+    if any(o.output_type == "stream" and o.name == "stderr" and "panicked at" in o.text
+           for o in cell.outputs):
+        raise Panicked()
+
+client = NotebookClient(nb, timeout=timeout, kernel_name="rust", coalesce_streams=True,
+                        resources={"metadata": {"path": path.rsplit("/", 1)[0]}},
+                        on_cell_start=on_cell_start, on_cell_executed=on_cell_executed)
+failed = None
+try:
+    client.execute()
+except (CellExecutionError, Panicked) as e:
+    failed = next((c for c in nb.cells if c.cell_type == "code" and c.get("outputs") and
+                   (any(o.output_type == "error" for o in c.outputs) or "panicked at" in text_of(c))), None)
+    print("\n---- failing cell ----", file=sys.stderr)
+    print(failed.source if failed else "(unknown)", file=sys.stderr)
+    print("---- its error ----", file=sys.stderr)
+    print((text_of(failed) if failed else "") or str(e), file=sys.stderr)
+    print("----", file=sys.stderr)
+    failed = True
+except Exception as e:  # a dead kernel, a timeout
+    print(f"\n---- {type(e).__name__}: {e}", file=sys.stderr)
+    failed = True
+nbformat.write(nb, out)
+sys.exit(1 if failed else 0)
+'
+
+passed=0
+failed=()
+for nb in "${notebooks[@]}"; do
+  name="$(basename "$nb")"
+  echo "== $name" >&2
+  start=$SECONDS
+  # The kernel starts in the notebook's folder (as under nbconvert or Jupyter), so
+  # `:dep ipirm = { path = ".." }` and relative paths in cells resolve against notebooks/.
+  if "$IPIRM_PY" -c "$runner" "$nb" "$out/$name" "${IPIRM_NB_TIMEOUT:-1800}"; then
+    passed=$((passed + 1))
+    echo "== $name: ok in $((SECONDS - start)) s -> target/notebooks/$name" >&2
+  else
+    failed+=("$name")
+    echo "== $name: FAILED after $((SECONDS - start)) s (error above; what ran: target/notebooks/$name)" >&2
+  fi
+done
+echo "notebooks: ${passed} passed, ${#failed[@]} failed"
+[ ${#failed[@]} -eq 0 ] || { echo "failed: ${failed[*]}" >&2; exit 1; }
