@@ -1,16 +1,13 @@
 #!/usr/bin/env bash
-# README command two: set-up, then every test: `cargo test --release` (the numerical tests run
-# real training steps, and one build serves the binary and the tests), then the notebooks,
-# executed headless with the evcxr kernel against a small cached run.
+# README command two: set-up, then every test: the notebooks, executed headless with the evcxr
+# kernel against a small cached run, then `cargo test --release` (the numerical tests run real
+# training steps, and one build serves the binary and the tests).
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 bash "$here/setup.sh"
 bash "$here/setup-notebooks.sh"
 source "$here/env.sh"
 cd "$IPIRM_ROOT"
-
-echo "== cargo test --release" >&2
-cargo test --release "$@"
 
 # The run notebook 01 opens: IP-IRM on 512 Fashion-MNIST images, 2 epochs (a cache hit when the
 # store already holds it).
@@ -22,3 +19,6 @@ target/release/ipirm run --device cpu --store "$IPIRM_NOTEBOOK_STORE" --preset f
   --set knn.k=20 --set linear.epochs=1 >/dev/null
 echo "== notebooks" >&2
 bash "$here/run-notebooks.sh"
+
+echo "== cargo test --release" >&2
+cargo test --release "$@"
