@@ -100,3 +100,49 @@ fn presets_lists_every_preset_on_one_line_each() {
     }
     assert!(Path::new(env!("CARGO_BIN_EXE_ipirm")).exists());
 }
+
+/// Runs `ipirm train ARGS` in a fresh store and returns its output (stderr + stdout), asserting
+/// success.
+fn train_ok(store: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .arg("train")
+        .arg(format!("--store={}", store.display()))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn the_stl10_ipirm_preset_trains_on_an_stl10_format_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    stl_folder(tmp.path(), 16, 8, 48);
+    let d = tmp.path().to_str().unwrap();
+    let store = tmp.path().join("store");
+    // The paper's preset (ResNet-50, 96×96 images, 32×32 crops) for one epoch of 4 steps.
+    let text = train_ok(
+        &store,
+        &["--device=cpu", "--preset=stl10-ipirm", "--data-dir", d, "--set=train.epochs=1", "--set=train.batch_size=16", "--set=maximize.max_epoch=2"],
+    );
+    // The maximize step partitioned all 64 training images, 48 of them unlabelled.
+    assert!(text.contains("partition after epoch 0") && text.contains("unlabelled"), "{text}");
+    assert!(text.contains("epoch 1/1") && text.contains("final checkpoint"), "{text}");
+}
+
+#[test]
+fn the_online_maximize_step_runs_in_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    fashion_folder(tmp.path(), 64, 8);
+    let d = tmp.path().to_str().unwrap();
+    let text = train_ok(
+        &tmp.path().join("store"),
+        &[
+            "--device=cpu", "--preset=fmnist-ipirm-quick", "--data-dir", d, "--set=data.train_limit=0", "--set=model.width=4",
+            "--set=train.epochs=2", "--set=train.batch_size=16", "--set=ipirm.maximize_iter=1", "--set=maximize.offline=false",
+            "--set=maximize.batch_size=32", "--set=maximize.max_epoch=2",
+        ],
+    );
+    assert!(text.contains("partition after epoch 0") && text.contains("partition after epoch 1"), "{text}");
+}

@@ -212,3 +212,35 @@ fn timing() {
     })
     .unwrap();
 }
+
+/// The online form with features that happen to be fixed is the offline form (same batch
+/// orders; N a multiple of the batch, so dropping the last partial batch drops nothing).
+#[test]
+fn online_with_fixed_features_equals_offline() {
+    use ipirm::train::maximize::maximize_online_with_order;
+    let cfg = MaximizeConfig { batch_size: 16, max_epoch: 6, ..MaximizeConfig::default() };
+    let unit = |t: Tensor| &t / t.norm_scalaropt_dim(2, [1], true);
+    let g = |seed: i64, n: i64, d: i64| {
+        let x = Tensor::arange(n * d, (Kind::Float, Device::Cpu)) * (seed as f64 + 0.37);
+        x.sin().view([n, d])
+    };
+    let (z1, z2, init) = (unit(g(1, 48, 8)), unit(g(2, 48, 8)), g(3, 48, 2));
+    // A fixed order per epoch: a rotation of 0..48.
+    let order = |e: usize| Ok(Tensor::arange(48, (Kind::Int64, Device::Cpu)).roll([(7 * e as i64 + 5) % 48], [0]));
+    let off = maximize_offline_with_order(&z1, &z2, &init, &cfg, 0.5, order, |_, _| {}).unwrap();
+    let features = |idx: &Tensor| Ok((z1.index_select(0, idx), z2.index_select(0, idx)));
+    let on = maximize_online_with_order(48, &init, &cfg, 0.5, Device::Cpu, order, features, |_, _| {}).unwrap();
+    assert_eq!(off.risks, on.risks);
+    assert_eq!(off.best_epoch, on.best_epoch);
+    assert!(off.partition.equal(&on.partition));
+    // and the online form drops a last partial batch, which the offline form keeps
+    let cfg = MaximizeConfig { batch_size: 20, max_epoch: 0, ..cfg };
+    let calls = std::cell::Cell::new(0);
+    let counting = |idx: &Tensor| {
+        calls.set(calls.get() + 1);
+        assert_eq!(idx.size()[0], 20);
+        Ok((z1.index_select(0, idx), z2.index_select(0, idx)))
+    };
+    maximize_online_with_order(48, &init, &cfg, 0.5, Device::Cpu, order, counting, |_, _| {}).unwrap();
+    assert_eq!(calls.get(), 2);
+}

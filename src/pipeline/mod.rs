@@ -222,16 +222,21 @@ pub fn train(
             Some(named) => partition_from_tensors(named)?,
             None => {
                 let st = ctx.planned(&planned.partition)?;
-                let (z1, z2) = match ctx.load_tensors(&planned.features.key)? {
-                    Some(mut f) => (take(&mut f, "z1")?.to_device(ctx.device), take(&mut f, "z2")?.to_device(ctx.device)),
-                    None => {
-                        let fst = ctx.planned(&planned.features)?;
-                        let (z1, z2) = ipirm::extract_view_pairs(trainer, images, step as u64);
-                        ctx.store.put_tensors(&fst, &[("z1", &z1), ("z2", &z2)])?;
-                        (z1, z2)
-                    }
+                let views = match &planned.features {
+                    None => None,
+                    Some(fp) => Some(match ctx.load_tensors(&fp.key)? {
+                        Some(mut f) => (take(&mut f, "z1")?.to_device(ctx.device), take(&mut f, "z2")?.to_device(ctx.device)),
+                        None => {
+                            let fst = ctx.planned(fp)?;
+                            let (z1, z2) = ipirm::extract_view_pairs(trainer, images, step as u64);
+                            ctx.store.put_tensors(&fst, &[("z1", &z1), ("z2", &z2)])?;
+                            (z1, z2)
+                        }
+                    }),
                 };
-                let rec = ipirm::learn_partition(trainer, &z1, &z2, partitions.last().map(|p| &p.partition), step as u64)?;
+                let views = views.as_ref().map(|(a, b)| (a, b));
+                let previous = partitions.last().map(|p| &p.partition);
+                let rec = ipirm::learn_partition(trainer, images, views, previous, step as u64)?;
                 ctx.store.put_tensors(&st, &named_refs_static(&partition_tensors(&rec)))?;
                 rec
             }

@@ -57,7 +57,8 @@ pub struct Planned {
 pub struct PlannedPartition {
     /// Training epochs before it (0 = before epoch 1).
     pub after_epoch: usize,
-    pub features: Planned,
+    /// The offline step's extracted features (none for the online step).
+    pub features: Option<Planned>,
     pub partition: Planned,
 }
 
@@ -86,8 +87,13 @@ impl Plan {
         let mut curves = Vec::new();
         let mut partitions: Vec<PlannedPartition> = Vec::new();
         let add_partition = |after_epoch: usize, ckpt: &str, partitions: &mut Vec<PlannedPartition>| -> Result<()> {
-            let features = plan_stage("features", version::FEATURES, &s, vec![ckpt.to_string()])?;
-            let mut inputs = vec![ckpt.to_string(), features.key.clone()];
+            let features = if cfg.maximize.offline {
+                Some(plan_stage("features", version::FEATURES, &s, vec![ckpt.to_string()])?)
+            } else {
+                None
+            };
+            let mut inputs = vec![ckpt.to_string()];
+            inputs.extend(features.as_ref().map(|f| f.key.clone()));
             if !cfg.maximize.random_init {
                 inputs.extend(partitions.last().map(|p| p.partition.key.clone()));
             }

@@ -2,7 +2,7 @@
 //! minimize steps in between over the kept partitions.
 use tch::{Kind, Tensor};
 
-use super::maximize::{maximize_offline, EpochRisk, MaximizeResult};
+use super::maximize::{maximize_offline, maximize_online, EpochRisk, MaximizeResult};
 use super::Trainer;
 use crate::data::{augment, loader};
 use crate::{progress, rng, Result};
@@ -56,22 +56,43 @@ pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor, step: u64) -> (Ten
     (Tensor::cat(&a, 0), Tensor::cat(&b, 0))
 }
 
-/// Learns the partition of maximize step number `step` (0-based) on the view pairs `z1`, `z2`
-/// (N×d), from fresh N(0,1) logits (`random_init`, or no previous partition) or from `previous`.
-pub fn learn_partition(trainer: &Trainer, z1: &Tensor, z2: &Tensor, previous: Option<&Tensor>, step: u64) -> Result<PartitionRecord> {
+/// Learns the partition of maximize step number `step` (0-based) from fresh N(0,1) logits
+/// (`random_init`, or no previous partition) or from `previous`: offline on the view pairs
+/// `views` = (z1, z2) (N×d, see [`extract_view_pairs`]), or online (`views` = None) with both
+/// views of each batch of `images` augmented and encoded afresh (eval mode, no gradients).
+pub fn learn_partition(
+    trainer: &Trainer,
+    images: &Tensor,
+    views: Option<(&Tensor, &Tensor)>,
+    previous: Option<&Tensor>,
+    step: u64,
+) -> Result<PartitionRecord> {
     let cfg = &trainer.cfg;
     rng::reseed(cfg.train.seed, "maximize", step);
-    let n = z1.size()[0];
+    let n = images.size()[0];
     let init = match previous {
         Some(p) if !cfg.maximize.random_init => p.to_device(trainer.device),
         _ => Tensor::randn([n, cfg.maximize.env_num], (Kind::Float, tch::Device::Cpu)).to_device(trainer.device),
     };
     let pb = progress::bar((cfg.maximize.max_epoch + 1) as u64, &format!("maximize {step}"));
-    let MaximizeResult { partition, last_partition, risks, best_epoch, env_sizes } =
-        maximize_offline(z1, z2, &init, &cfg.maximize, cfg.maximize_temperature(), |_, r| {
-            pb.set_message(format!("risk {:.4}", r.total));
-            pb.inc(1);
-        })?;
+    let on_epoch = |_: usize, r: &EpochRisk| {
+        pb.set_message(format!("risk {:.4}", r.total));
+        pb.inc(1);
+    };
+    let tau = cfg.maximize_temperature();
+    let MaximizeResult { partition, last_partition, risks, best_epoch, env_sizes } = match views {
+        Some((z1, z2)) => maximize_offline(z1, z2, &init, &cfg.maximize, tau, on_epoch)?,
+        None => {
+            let encode = |idx: &Tensor| {
+                let _guard = tch::no_grad_guard();
+                let x = images.index_select(0, idx);
+                let z1 = trainer.model.forward(&augment::train_view(&x, augment::CROP_SIZE), false).1;
+                let z2 = trainer.model.forward(&augment::train_view(&x, augment::CROP_SIZE), false).1;
+                Ok((z1, z2))
+            };
+            maximize_online(n, &init, &cfg.maximize, tau, trainer.device, encode, on_epoch)?
+        }
+    };
     pb.finish_and_clear();
     let cpu = tch::Device::Cpu;
     Ok(PartitionRecord {

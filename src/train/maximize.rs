@@ -114,13 +114,72 @@ pub fn maximize_offline_with_order(
     init: &Tensor,
     cfg: &MaximizeConfig,
     temperature: f64,
-    mut order: impl FnMut(usize) -> Result<Tensor>,
-    mut on_epoch: impl FnMut(usize, &EpochRisk),
+    order: impl FnMut(usize) -> Result<Tensor>,
+    on_epoch: impl FnMut(usize, &EpochRisk),
 ) -> Result<MaximizeResult> {
     let (n, e_num) = check_inputs(z1, z2, init, cfg)?;
-    let device = z1.device();
     let (z1, z2) = (z1.f_detach()?, z2.f_detach()?);
+    let features = |idx: &Tensor| Ok((z1.f_index_select(0, idx)?, z2.f_index_select(0, idx)?));
+    maximize_core(n, e_num, z1.device(), init, cfg, temperature, order, false, features, on_epoch)
+}
 
+/// The online maximize step (`utils.auto_split`): as [`maximize_offline`], but the two views'
+/// features of each batch are computed afresh by `features(indices)` (the caller augments the
+/// batch's images and runs the encoder in eval mode without gradients), and the last partial
+/// batch of an epoch is dropped, as the reference's online loader does. `n`: training images.
+pub fn maximize_online(
+    n: i64,
+    init: &Tensor,
+    cfg: &MaximizeConfig,
+    temperature: f64,
+    device: Device,
+    features: impl FnMut(&Tensor) -> Result<(Tensor, Tensor)>,
+    on_epoch: impl FnMut(usize, &EpochRisk),
+) -> Result<MaximizeResult> {
+    let order = |_| Ok(Tensor::f_randperm(n, (Kind::Int64, device))?);
+    maximize_online_with_order(n, init, cfg, temperature, device, order, features, on_epoch)
+}
+
+/// [`maximize_online`] with the batch order of each epoch given by `order(epoch)` (see
+/// [`maximize_offline_with_order`]).
+#[allow(clippy::too_many_arguments)]
+pub fn maximize_online_with_order(
+    n: i64,
+    init: &Tensor,
+    cfg: &MaximizeConfig,
+    temperature: f64,
+    device: Device,
+    order: impl FnMut(usize) -> Result<Tensor>,
+    features: impl FnMut(&Tensor) -> Result<(Tensor, Tensor)>,
+    on_epoch: impl FnMut(usize, &EpochRisk),
+) -> Result<MaximizeResult> {
+    if init.size() != [n, cfg.env_num] {
+        return Err(Error::Shape(format!("maximize: the initial partition must be [{n}, {}], found {:?}", cfg.env_num, init.size())));
+    }
+    if n < cfg.batch_size {
+        return Err(Error::Shape(format!(
+            "maximize: the online step drops the last partial batch, so it needs at least maximize.batch_size = {} images, found {n}",
+            cfg.batch_size
+        )));
+    }
+    maximize_core(n, cfg.env_num, device, init, cfg, temperature, order, true, features, on_epoch)
+}
+
+/// The loop both forms share: per epoch, batches of `order(epoch)` (a permutation of `0..n`),
+/// their features from `features(indices)`, the risk, an Adam step on the partition logits.
+#[allow(clippy::too_many_arguments)]
+fn maximize_core(
+    n: i64,
+    e_num: i64,
+    device: Device,
+    init: &Tensor,
+    cfg: &MaximizeConfig,
+    temperature: f64,
+    mut order: impl FnMut(usize) -> Result<Tensor>,
+    drop_last: bool,
+    mut features: impl FnMut(&Tensor) -> Result<(Tensor, Tensor)>,
+    mut on_epoch: impl FnMut(usize, &EpochRisk),
+) -> Result<MaximizeResult> {
     let p = init.f_to_kind(Kind::Float)?.f_to_device(device)?.f_detach_copy()?.set_requires_grad(true);
     let mut opt = Adam::new(vec![("partition".into(), p.shallow_clone())], cfg.lr, 0.0);
     let mut lr = cfg.lr;
@@ -142,7 +201,7 @@ pub fn maximize_offline_with_order(
         let mut batches = 0usize;
         for idx in perm.f_split(cfg.batch_size, 0)? {
             let b = idx.size()[0];
-            if b < 2 {
+            if b < 2 || (drop_last && b < cfg.batch_size) {
                 continue;
             }
             if index_cache.as_ref().map(|c| c.0) != Some(b) {
@@ -152,8 +211,8 @@ pub fn maximize_offline_with_order(
             }
             let (_, col, sample) = index_cache.as_ref().expect("index cache was just filled");
             let rows = 2 * b;
-            let logits =
-                info_nce_logits_with_index(&z1.f_index_select(0, &idx)?, &z2.f_index_select(0, &idx)?, 1.0, col)?;
+            let (f1, f2) = features(&idx)?;
+            let logits = info_nce_logits_with_index(&f1, &f2, 1.0, col)?;
             let logits_cont = logits.f_div_scalar(temperature)?;
             let logits_pen = if shared_temperature || cfg.irm_mode == IrmMode::V2 {
                 logits_cont.shallow_clone() // not needed, or equal to logits / irm_temp
