@@ -178,6 +178,8 @@ fn a_damaged_blob_is_found_refused_and_recomputed() {
     assert!(!clean && verify.contains(&key), "verify must name the damaged key:\n{verify}");
     let again = ok(&store, &["train"], &args);
     assert!(again.contains("recomputing") && again.contains(&key[..12]), "{again}");
+    // It resumed from the checkpoint before the damaged one instead of starting over.
+    assert!(again.contains("resuming from the stored checkpoint after epoch 2") && again.contains("epoch 3/3"), "{again}");
     let (clean, verify) = ipirm(&store, &["store", "verify"], &[]);
     assert!(clean, "{verify}");
 }

@@ -144,15 +144,18 @@ fn resume_point(ctx: &Ctx, plan: &Plan) -> Result<Option<usize>> {
     Ok(None)
 }
 
-fn partition_tensors(rec: &PartitionRecord) -> Vec<(&'static str, Tensor)> {
+fn partition_tensors(rec: &PartitionRecord) -> Vec<(String, Tensor)> {
     let risk: Vec<f64> = rec.risks.iter().flat_map(|r| [r.total, r.contrastive, r.penalty, r.constraint]).collect();
-    vec![
+    [
         ("partition", rec.partition.shallow_clone()),
         ("last_partition", rec.last_partition.shallow_clone()),
         ("risk", Tensor::from_slice(&risk).view([-1, 4])),
         ("best_epoch", Tensor::from_slice(&[rec.best_epoch as i64])),
         ("after_epoch", Tensor::from_slice(&[rec.after_epoch as i64])),
     ]
+    .into_iter()
+    .map(|(n, t)| (n.to_string(), t))
+    .collect()
 }
 
 /// A partition stored by [`train`], read back.
@@ -189,18 +192,19 @@ pub fn train(
     let images = &data.train.images;
     let epochs_total = cfg.train.epochs;
     let mut trainer = Trainer::new(cfg, ctx.device)?;
-    let start = resume_point(ctx, &plan)?;
+    // The latest stored checkpoint; one found damaged is dropped by `load_tensors`, and the
+    // search goes on from what is left.
     let mut loaded = false;
-    if let Some(e) = start {
-        if let Some(state) = ctx.load_tensors(&plan.checkpoints[e].key)? {
-            trainer.load_state(&state)?;
-            loaded = true;
-            if e == epochs_total {
-                eprintln!("training: cached, all {e} epochs ({})", short(&plan.checkpoints[e].key));
-            } else if e > 0 {
-                eprintln!("training: resuming from the stored checkpoint after epoch {e} ({})", short(&plan.checkpoints[e].key));
-            }
+    while let Some(e) = resume_point(ctx, &plan)? {
+        let Some(state) = ctx.load_tensors(&plan.checkpoints[e].key)? else { continue };
+        trainer.load_state(&state)?;
+        loaded = true;
+        if e == epochs_total {
+            eprintln!("training: cached, all {e} epochs ({})", short(&plan.checkpoints[e].key));
+        } else if e > 0 {
+            eprintln!("training: resuming from the stored checkpoint after epoch {e} ({})", short(&plan.checkpoints[e].key));
         }
+        break;
     }
     if !loaded {
         ctx.store.put_tensors(&ctx.planned(&plan.checkpoints[0])?, &named_refs(&trainer.state()))?;
@@ -237,7 +241,7 @@ pub fn train(
                 let views = views.as_ref().map(|(a, b)| (a, b));
                 let previous = partitions.last().map(|p| &p.partition);
                 let rec = ipirm::learn_partition(trainer, images, views, previous, step as u64)?;
-                ctx.store.put_tensors(&st, &named_refs_static(&partition_tensors(&rec)))?;
+                ctx.store.put_tensors(&st, &named_refs(&partition_tensors(&rec)))?;
                 rec
             }
         };
@@ -275,10 +279,6 @@ pub fn train(
 
 fn named_refs(named: &[(String, Tensor)]) -> Vec<(&str, &Tensor)> {
     named.iter().map(|(n, t)| (n.as_str(), t)).collect()
-}
-
-fn named_refs_static<'a>(named: &'a [(&'static str, Tensor)]) -> Vec<(&'a str, &'a Tensor)> {
-    named.iter().map(|(n, t)| (*n, t)).collect()
 }
 
 /// The dataset stage: a fingerprint of the three image sets (sha256 of their bytes and labels),
