@@ -294,7 +294,7 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("{}", pipeline::PartitionSummary::new(p, &data.train.labels, data.train.num_classes).describe());
                 Ok(())
             };
-            let trained = pipeline::train(&ctx, &data, &dataset_key, on_epoch, on_partition)?;
+            let trained = pipeline::train(&ctx, &data, &pipeline::stages::Plan::new(&cfg, &dataset_key)?, on_epoch, on_partition)?;
             store.finish_run(&run.id)?;
             let trainer = trained.trainer;
             println!("final checkpoint: {}", trained.checkpoint);

@@ -173,7 +173,8 @@ pub fn partition_from_tensors(mut named: Vec<(String, Tensor)>) -> Result<Partit
     })
 }
 
-/// Trains on `data.train` with the configured method through the store: resumes from the
+/// Trains on `data.train` along `plan` (the stage keys of `ctx.cfg` on the dataset) with the
+/// configured method through the store: resumes from the
 /// latest stored checkpoint of this config (a finished run is entirely a cache hit), stores the
 /// figures of every epoch, the features and partition of every maximize step, and a checkpoint
 /// every `store.checkpoint_every` epochs, after the last epoch and wherever a maximize step runs.
@@ -183,19 +184,18 @@ pub fn partition_from_tensors(mut named: Vec<(String, Tensor)>) -> Result<Partit
 pub fn train(
     ctx: &Ctx,
     data: &RunData,
-    dataset_key: &str,
+    plan: &Plan,
     mut on_epoch: impl FnMut(&Trainer, &EpochStats) -> Result<()>,
     mut on_partition: impl FnMut(&PartitionRecord) -> Result<()>,
 ) -> Result<Trained> {
     let cfg = ctx.cfg;
-    let plan = Plan::new(cfg, dataset_key)?;
     let images = &data.train.images;
     let epochs_total = cfg.train.epochs;
     let mut trainer = Trainer::new(cfg, ctx.device)?;
     // The latest stored checkpoint; one found damaged is dropped by `load_tensors`, and the
     // search goes on from what is left.
     let mut loaded = false;
-    while let Some(e) = resume_point(ctx, &plan)? {
+    while let Some(e) = resume_point(ctx, plan)? {
         let Some(state) = ctx.load_tensors(&plan.checkpoints[e].key)? else { continue };
         trainer.load_state(&state)?;
         loaded = true;
@@ -373,7 +373,7 @@ pub fn main_job(cfg: &Config, device: Device, store: &Store, name: &str, out_dir
         partitions.push(summary);
         Ok(())
     };
-    let Trained { trainer, epochs, checkpoint, .. } = train(&ctx, &data, &dataset_key, on_epoch, on_partition)?;
+    let Trained { trainer, epochs, checkpoint, .. } = train(&ctx, &data, &plan, on_epoch, on_partition)?;
 
     let st = ctx.stage("knn", version::KNN, &knn_sections, &[checkpoint.clone(), dataset_key.clone()])?;
     let trained_knn = ctx.cached_record(st, "kNN of the trained encoder", || knn::evaluate(&trainer.model, &data.bank, &data.test, k, tau, kb))?;
