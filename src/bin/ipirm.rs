@@ -14,6 +14,9 @@ use ipirm::store::Store;
 #[derive(Parser)]
 #[command(name = "ipirm", version, about = "IP-IRM (NeurIPS 2021) on libtorch: train, evaluate, reproduce")]
 struct Cli {
+    /// The artifact store (created if absent); accepted before or after the command.
+    #[arg(long = "store", value_name = "DIR", default_value = ipirm::store::DEFAULT_ROOT, global = true)]
+    store: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,10 +39,8 @@ enum Command {
     /// Throughput of each piece (augmentation, minimize step, feature extraction, maximize
     /// epoch) on synthetic images; prints figures.
     Bench(BenchArgs),
-    /// The artifact store: list, show, verify, collect garbage, export, import.
+    /// The artifact store: list, show, verify, collect garbage, pin, export, import, repair.
     Store {
-        #[command(flatten)]
-        store: StoreArg,
         #[command(subcommand)]
         what: StoreCommand,
     },
@@ -67,16 +68,30 @@ enum StoreCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Pin a run (or unpin it with --off) so gc keeps everything it reaches.
+    /// Pin a run (id, name or unique id prefix; or unpin it with --off) so gc keeps everything
+    /// it reaches.
     Pin {
         run: String,
         #[arg(long)]
         off: bool,
     },
-    /// Write a plain JSON manifest and the blob files to DIR (readable without sled).
-    Export { dir: PathBuf },
-    /// Read what `export` wrote, verifying every digest.
-    Import { dir: PathBuf },
+    /// Write a plain JSON manifest and the blob files to a new folder (readable without sled).
+    Export {
+        #[arg(value_name = "EXPORT_DIR")]
+        export_dir: PathBuf,
+    },
+    /// Add what `export` wrote to this store, verifying every digest.
+    Import {
+        #[arg(value_name = "EXPORT_DIR")]
+        export_dir: PathBuf,
+    },
+    /// Rebuild a damaged index from the store's meta files (the old one is kept aside), then
+    /// optionally import an export on top.
+    Repair {
+        /// An export (`ipirm store export`) to import after the rebuild.
+        #[arg(long, value_name = "EXPORT_DIR")]
+        from: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,24 +119,9 @@ struct ConfigArgs {
 }
 
 #[derive(Args, Clone)]
-struct StoreArg {
-    /// The artifact store (created if absent).
-    #[arg(long = "store", value_name = "DIR", default_value = "artifacts", global = true)]
-    dir: PathBuf,
-}
-
-impl StoreArg {
-    fn open(&self) -> Result<Store> {
-        Ok(Store::open(&self.dir)?)
-    }
-}
-
-#[derive(Args, Clone)]
 struct RunArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    #[command(flatten)]
-    store: StoreArg,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -193,13 +193,31 @@ impl RunArgs {
     fn name(&self) -> &str {
         self.config.preset.as_deref().unwrap_or("run")
     }
-    fn out_dir(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| pipeline::default_out_dir(&self.store.dir, self.name()))
+    fn out_dir(&self, store: &std::path::Path) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| pipeline::default_out_dir(store, self.name()))
     }
+}
+
+/// Writes to stdout; a closed pipe (`ipirm store ls | head -1`) ends the program quietly, as
+/// it does for other command-line tools, instead of panicking.
+fn emit(text: impl std::fmt::Display) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match write!(out, "{text}").and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => Ok(r?),
+    }
+}
+
+/// [`emit`] with a newline.
+fn emitln(text: impl std::fmt::Display) -> Result<()> {
+    emit(format_args!("{text}\n"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Fault injection for the store's tests (`FAILPOINTS`, see ipirm::store::fault); inert unless set.
+    let _faults = fail::FailScenario::setup();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -210,26 +228,27 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let store_dir = cli.store;
+    let open_store = || -> Result<Store> { Ok(Store::open(&store_dir)?) };
     match cli.command {
         Command::Presets => {
             let w = PRESETS.iter().map(|p| p.name.len()).max().unwrap_or(0);
             for p in PRESETS {
-                println!("{:<w$}  {}", p.name, p.summary);
+                emitln(format_args!("{:<w$}  {}", p.name, p.summary))?;
             }
             Ok(())
         }
         Command::Maximize(args) => {
             let cfg = args.config.resolve()?;
             let r = pipeline::maximize_features(&args.features, &args.out, &cfg)?;
-            println!(
+            emitln(format_args!(
                 "{} epochs, best at epoch {} (risk {:.4}); environment sizes {:?}; written to {}",
                 r.risks.len(),
                 r.best_epoch,
                 r.risks[r.best_epoch].total,
                 r.env_sizes,
                 args.out.display()
-            );
-            Ok(())
+            ))
         }
         Command::Bench(a) => {
             let cfg = a.config.resolve()?;
@@ -241,47 +260,51 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Store { store, what } => {
-            let store = store.open()?;
+        Command::Store { what: StoreCommand::Repair { from } } => emit(Store::repair(&store_dir, from.as_deref())?),
+        Command::Store { what } => {
+            let store = open_store()?;
             match what {
-                StoreCommand::Ls => print!("{}", store.ls()?),
-                StoreCommand::Show { what, json } => println!("{}", store.show(&what, json)?),
+                StoreCommand::Ls => emit(store.ls()?),
+                StoreCommand::Show { what, json } => emitln(store.show(&what, json)?),
                 StoreCommand::Verify => {
                     let report = store.verify()?;
-                    print!("{report}");
+                    emit(&report)?;
                     if !report.is_clean() {
-                        anyhow::bail!("the store at {} has damaged or missing artifacts (listed above)", store.root().display());
+                        anyhow::bail!(
+                            "the store at {} has damaged or missing artifacts (listed above); a run recomputes them",
+                            store.root().display()
+                        );
                     }
+                    Ok(())
                 }
-                StoreCommand::Gc { dry_run } => print!("{}", store.gc(dry_run)?),
+                StoreCommand::Gc { dry_run } => emit(store.gc(dry_run)?),
                 StoreCommand::Pin { run, off } => {
-                    store.pin(&run, !off)?;
-                    println!("{} {run}", if off { "unpinned" } else { "pinned" });
+                    let run = store.resolve_run(&run)?;
+                    store.pin(&run.id, !off)?;
+                    emitln(format_args!("{} {}", if off { "unpinned" } else { "pinned" }, run.id))
                 }
-                StoreCommand::Export { dir } => print!("{}", store.export(&dir)?),
-                StoreCommand::Import { dir } => print!("{}", store.import(&dir)?),
+                StoreCommand::Export { export_dir } => emitln(store.export(&export_dir)?),
+                StoreCommand::Import { export_dir } => emit(store.import(&export_dir)?),
+                StoreCommand::Repair { .. } => unreachable!("handled above"),
             }
-            Ok(())
         }
-        Command::Config(args) => {
-            print!("{}", args.resolve()?.to_toml());
-            Ok(())
-        }
+        Command::Config(args) => emit(args.resolve()?.to_toml()),
         Command::Run(args) => {
             let cfg = args.config.resolve()?;
             let device = ipirm::device::parse_device(&args.device)?;
             eprintln!("device: {}", ipirm::device::describe(device));
-            let store = args.store.open()?;
-            let report = pipeline::main_job(&cfg, device, &store, args.name(), &args.out_dir())?;
-            println!("{}", report.table());
-            Ok(())
+            let store = open_store()?;
+            let report = pipeline::main_job(&cfg, device, &store, args.name(), &args.out_dir(&store_dir))?;
+            emitln(report.table())
         }
         Command::Train(args) => {
             let cfg = args.config.resolve()?;
             let device = ipirm::device::parse_device(&args.device)?;
             eprintln!("device: {}", ipirm::device::describe(device));
-            let data = RunData::load(&cfg.data, device)?;
-            let store = args.store.open()?;
+            let data = RunData::load(&cfg, device)?;
+            let out = args.out_dir(&store_dir);
+            std::fs::create_dir_all(&out).with_context(|| format!("creating the output folder {}", out.display()))?;
+            let store = open_store()?;
             let run = store.start_run(args.name(), &cfg)?;
             let ctx = Ctx { store: &store, run: run.id.clone(), device, cfg: &cfg };
             eprintln!("run {} in store {}", run.id, store.root().display());
@@ -297,14 +320,11 @@ fn run(cli: Cli) -> Result<()> {
             let trained = pipeline::train(&ctx, &data, &pipeline::stages::Plan::new(&cfg, &dataset_key)?, on_epoch, on_partition)?;
             store.finish_run(&run.id)?;
             let trainer = trained.trainer;
-            println!("final checkpoint: {}", trained.checkpoint);
-            let out = args.out_dir();
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            emitln(format_args!("final checkpoint: {}", trained.checkpoint))?;
             let ckpt = out.join("model.safetensors");
             trainer.vs.save(&ckpt)?;
             std::fs::write(out.join("config.toml"), cfg.to_toml())?;
-            println!("checkpoint: {}", ckpt.display());
-            Ok(())
+            emitln(format_args!("checkpoint: {}", ckpt.display()))
         }
         Command::Eval { what } => {
             let (args, is_knn) = match what {
@@ -323,13 +343,13 @@ fn run(cli: Cli) -> Result<()> {
                     cfg.model.width
                 )
             })?;
-            let data = RunData::load(&cfg.data, device)?;
+            let data = RunData::load(&cfg, device)?;
             if is_knn {
                 let acc = knn::evaluate(&model, &data.bank, &data.test, cfg.knn.k, cfg.knn_temperature(), cfg.knn.batch_size)?;
-                println!("kNN (k={}): top-1 {:.2} top-5 {:.2}", cfg.knn.k, acc.top1, acc.top5);
+                emitln(format_args!("kNN (k={}): top-1 {:.2} top-5 {:.2}", cfg.knn.k, acc.top1, acc.top5))?;
             } else {
                 let r = linear::linear_probe(&vs, &cfg.model, &cfg.linear, &data.bank, &data.test)?;
-                println!("linear probe ({} epochs): top-1 {:.2} top-5 {:.2}", cfg.linear.epochs, r.test.top1, r.test.top5);
+                emitln(format_args!("linear probe ({} epochs): top-1 {:.2} top-5 {:.2}", cfg.linear.epochs, r.test.top1, r.test.top5))?;
             }
             Ok(())
         }

@@ -314,7 +314,7 @@ fn short(key: &str) -> &str {
 }
 
 /// Every regular file under `dir` (recursively), sorted.
-fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -382,6 +382,29 @@ impl Store {
             );
         }
         Ok(out)
+    }
+
+    /// The run `what` names: a run id, a run name (its latest run: the most recent finished one,
+    /// else the most recent), or a unique prefix (at least 4 characters) of a run id.
+    pub fn resolve_run(&self, what: &str) -> Result<RunRecord> {
+        let runs = self.list_runs()?;
+        if let Some(r) = runs.iter().find(|r| r.id == what) {
+            return Ok(r.clone());
+        }
+        if let Some(r) = latest_of(&runs).into_iter().find(|r| r.name == what) {
+            return Ok(r);
+        }
+        let hits: Vec<&RunRecord> = if what.len() >= 4 { runs.iter().filter(|r| r.id.starts_with(what)).collect() } else { Vec::new() };
+        match hits.as_slice() {
+            [r] => Ok((*r).clone()),
+            [] => Err(Error::Store(format!("store at {}: no run id or run name `{what}` (see `ipirm store ls`)", self.root().display()))),
+            many => Err(Error::Store(format!(
+                "store at {}: `{what}` is a prefix of {} run ids ({}…): give more of it",
+                self.root().display(),
+                many.len(),
+                many.iter().take(5).map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
     }
 
     /// An artifact or a run, found by: artifact key, run id, run name (its latest run), or a
@@ -532,7 +555,7 @@ impl Store {
                         report.damaged.push(key.clone());
                         report.details.push(format!("damaged {key}: {} has sha256 {d} ({n} bytes), expected {digest} ({bytes} bytes)", path.display()));
                     }
-                    Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
                         report.missing.push(key.clone());
                         report.details.push(format!("missing {key}: {} does not exist", path.display()));
                     }
@@ -565,6 +588,9 @@ impl Store {
     /// artifacts (index entries first, flushed, then blob files), orphan blobs, and temp files
     /// older than the grace period. Holds the index throughout.
     pub fn gc_with(&self, opts: &GcOptions) -> Result<GcReport> {
+        if !opts.dry_run {
+            self.writable()?;
+        }
         let root = self.root().to_path_buf();
         self.with_index(|ix| {
             let now = now_secs();
@@ -607,13 +633,9 @@ impl Store {
             if opts.dry_run {
                 return Ok(report);
             }
-            for r in &removed_runs {
-                ix.handle.runs().remove(r.id.as_bytes()).map_err(|e| ix.sled_err(e))?;
-            }
-            for a in &removed_artifacts {
-                ix.handle.artifacts().remove(a.key.as_bytes()).map_err(|e| ix.sled_err(e))?;
-            }
-            ix.handle.flush()?;
+            let keys: Vec<&str> = removed_artifacts.iter().map(|a| a.key.as_str()).collect();
+            let ids: Vec<&str> = removed_runs.iter().map(|r| r.id.as_str()).collect();
+            ix.remove_entries(&keys, &ids)?;
             for p in report.removed_blobs.iter().chain(&report.removed_temp_files) {
                 match std::fs::remove_file(p) {
                     Ok(()) => {}
@@ -677,6 +699,7 @@ impl Store {
     /// digest, and adds what this store lacks: artifacts under keys it already has are kept as
     /// they are (listed as conflicts if they differ), runs with ids it already has are skipped.
     pub fn import(&self, dir: impl AsRef<Path>) -> Result<ImportReport> {
+        self.writable()?;
         let dir = dir.as_ref();
         let path = dir.join("manifest.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
@@ -735,8 +758,7 @@ impl Store {
                                 }
                             }
                         }
-                        let bytes = ix.encode(&format!("artifact {}", a.key), a)?;
-                        ix.handle.artifacts().insert(a.key.as_bytes(), bytes).map_err(|e| ix.sled_err(e))?;
+                        ix.index_artifact(a)?;
                         report.artifacts_added += 1;
                     }
                 }

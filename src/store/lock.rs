@@ -46,12 +46,19 @@ pub struct IndexHandle {
 impl IndexHandle {
     /// Opens `root/index`, waiting at most `timeout` for another holder to close it.
     pub(crate) fn open(root: &Path, timeout: Duration) -> Result<IndexHandle> {
+        IndexHandle::open_copy(root, root, timeout)
+    }
+
+    /// [`IndexHandle::open`] of the index under `root`, which is a copy of the index of the store
+    /// at `store` (a read-only store): errors name the store, and a damaged copy says so.
+    pub(crate) fn open_copy(root: &Path, store: &Path, timeout: Duration) -> Result<IndexHandle> {
         ensure_not_held_here(root)?;
         let index_dir = root.join(INDEX_DIR);
         let start = Instant::now();
         let mut pause = Duration::from_millis(1);
         let mut marker: Option<PathBuf> = None;
         let result = loop {
+            remove_stale_snapshots(&index_dir);
             match sled::Config::new().path(&index_dir).flush_every_ms(None).cache_capacity(64 << 20).open() {
                 Ok(db) => break Ok(db),
                 Err(e) if is_lock_error(&e) => {
@@ -65,7 +72,7 @@ impl IndexHandle {
                     std::thread::sleep(jitter(pause).min(left));
                     pause = (pause * 2).min(MAX_BACKOFF);
                 }
-                Err(e) => break Err(Error::Store(format!("store index {}: cannot open: {e}", index_dir.display()))),
+                Err(e) => break Err(damaged_index(store, &e.to_string())),
             }
         };
         if let Some(m) = marker {
@@ -73,7 +80,7 @@ impl IndexHandle {
         }
         let db = result?;
         let trees = (|| -> sled::Result<_> { Ok((db.open_tree("artifacts")?, db.open_tree("runs")?, db.open_tree("meta")?)) })();
-        let (artifacts, runs, meta) = trees.map_err(|e| Error::Store(format!("store index {}: cannot open its trees: {e}", index_dir.display())))?;
+        let (artifacts, runs, meta) = trees.map_err(|e| damaged_index(store, &format!("cannot open its trees: {e}")))?;
         write_holder(root);
         HELD.with(|h| h.borrow_mut().push(index_dir.clone()));
         Ok(IndexHandle { db: Some(db), trees: Some([artifacts, runs, meta]), root: root.to_path_buf(), index_dir })
@@ -132,6 +139,75 @@ pub(crate) fn ensure_not_held_here(root: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The error for an index sled cannot open, naming the repair.
+fn damaged_index(store: &Path, what: &str) -> Error {
+    Error::Store(format!(
+        "store index {} cannot be opened ({what}); if it is damaged, `ipirm store repair --store {}` rebuilds it from the files under {}",
+        store.join(INDEX_DIR).display(),
+        store.display(),
+        store.join(super::mirror::META_DIR).display()
+    ))
+}
+
+/// Removes `snap.*.generating` files from the index folder when no process holds the index.
+///
+/// sled writes a snapshot to `snap.<lsn>.generating` and renames it when complete; a process
+/// that dies or runs out of disk space in between leaves the file behind, and sled 0.34 then
+/// reads it as the newest snapshot and fails every open with "Read corrupted data". Such a file
+/// can only be in progress while another process holds sled's lock on `index/db`, so it is
+/// removed only after taking that lock (and releasing it before sled opens the folder).
+fn remove_stale_snapshots(index_dir: &Path) {
+    use fs2::FileExt;
+    let Ok(entries) = std::fs::read_dir(index_dir) else { return };
+    let stale: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating")))
+        .collect();
+    if stale.is_empty() {
+        return;
+    }
+    let Ok(db) = std::fs::OpenOptions::new().read(true).write(true).open(index_dir.join("db")) else { return };
+    if db.try_lock_exclusive().is_ok() {
+        for p in &stale {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = FileExt::unlock(&db);
+    }
+}
+
+/// Copies `root/index` into a new private folder and returns that folder (which then holds
+/// `index/`): how a read-only store is read. An absent index gives an empty folder.
+pub(crate) fn copy_index(root: &Path) -> Result<PathBuf> {
+    let dest = std::env::temp_dir().join(format!("ipirm-read-only-{}-{}", std::process::id(), NONCE.fetch_add(1, Ordering::Relaxed)));
+    let src = root.join(INDEX_DIR);
+    let mut stack = vec![(src.clone(), dest.join(INDEX_DIR))];
+    std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
+    while let Some((from, to)) = stack.pop() {
+        std::fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))?;
+        let entries = match std::fs::read_dir(&from) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&from, e)),
+        };
+        for e in entries {
+            let e = e.map_err(|err| Error::io(&from, err))?;
+            let (f, t) = (e.path(), to.join(e.file_name()));
+            if e.file_type().map_err(|err| Error::io(&f, err))?.is_dir() {
+                stack.push((f, t));
+            } else {
+                std::fs::copy(&f, &t).map_err(|err| Error::io(&f, err))?;
+                // The copy keeps the source's read-only mode; sled opens its files for writing.
+                let mut perm = std::fs::metadata(&t).map_err(|err| Error::io(&t, err))?.permissions();
+                #[allow(clippy::permissions_set_readonly_false)]
+                perm.set_readonly(false);
+                std::fs::set_permissions(&t, perm).map_err(|err| Error::io(&t, err))?;
+            }
+        }
+    }
+    Ok(dest)
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {

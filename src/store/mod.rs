@@ -8,12 +8,18 @@
 //!   index.holder      pid, since and command line of the process holding the index (while held)
 //!   index.wait/       markers of processes waiting for the index (fairness, see `lock`)
 //!   objects/ab/<sha256 hex>   large values, one file each, named by the sha256 of their bytes
-//!   tmp/              blobs being written
+//!   meta/             a file per index entry (see `mirror`): what `ipirm store repair` rebuilds
+//!                     the index from when sled's files are damaged
+//!   tmp/              blobs and meta files being written
 //! ```
 //! A blob is written to `tmp/`, fsynced, and then, holding the index, renamed into `objects/`,
 //! the folder fsynced, the artifact indexed and the index flushed: a crash leaves at worst an
 //! orphan blob or a temp file (which [`Store::verify`] lists and [`Store::gc`] removes), never an
 //! index entry pointing at nothing.
+//!
+//! A store the process cannot write to (a read-only mount, another user's folder) is opened
+//! read-only: `ls`, `show`, `verify` and `export` work on a private copy of its index, and every
+//! write is refused with an error saying so.
 //!
 //! Index values are bincode records in an envelope {magic `IPIRMST`, schema version} (see
 //! [`codec`]); the `meta` tree holds the `schema` record written at creation. A store written by a
@@ -44,9 +50,12 @@
 //! outside the lock. Within one process a `Store` (and its clones) serialises its own operations.
 pub mod codec;
 mod commands;
+pub mod fault;
 mod key;
 mod lock;
+mod mirror;
 mod provenance;
+mod repair;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -61,11 +70,14 @@ use sha2::{Digest, Sha256};
 use tch::Tensor;
 
 pub use commands::{ArtifactEntry, ExportReport, GcOptions, GcReport, ImportReport, VerifyReport, MANIFEST_FORMAT};
+pub use repair::RepairReport;
 pub use key::{canonical_json, stage_key};
+pub(crate) use key::{key_from_canon, Canon};
 pub use lock::{read_holder, Holder};
 pub use provenance::{libtorch_version, Provenance};
 
 use crate::{Error, Result};
+use fault::fault;
 use lock::IndexHandle;
 
 /// The schema this build writes and reads.
@@ -277,6 +289,16 @@ struct Inner {
     root: PathBuf,
     options: StoreOptions,
     local: Mutex<()>,
+    /// Read-only stores: the private folder holding a copy of the index (removed on drop).
+    read_only_copy: Option<PathBuf>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(copy) = &self.read_only_copy {
+            let _ = std::fs::remove_dir_all(copy);
+        }
+    }
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -287,15 +309,49 @@ impl Store {
         Store::open_with(root, StoreOptions::default())
     }
 
-    /// [`Store::open`] with options.
+    /// [`Store::open`] with options. A folder this process cannot write to is opened read-only
+    /// (see [`Store::is_read_only`]).
     pub fn open_with(root: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
-        for d in [root.clone(), root.join(OBJECTS_DIR), root.join(TMP_DIR)] {
-            std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
-        }
-        let store = Store { inner: Arc::new(Inner { root, options, local: Mutex::new(()) }) };
+        let read_only = match std::fs::metadata(&root) {
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::file(&root, "a store folder (--store DIR)", "a file, not a folder"));
+            }
+            Ok(_) => !is_writable(&root)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::io(&root, e)),
+        };
+        let read_only_copy = if read_only {
+            Some(lock::copy_index(&root)?)
+        } else {
+            for d in [root.clone(), root.join(OBJECTS_DIR), root.join(TMP_DIR)] {
+                std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            }
+            None
+        };
+        let store = Store { inner: Arc::new(Inner { root, options, local: Mutex::new(()), read_only_copy }) };
         store.with_index(|ix| ix.check_schema())?;
+        if !read_only && !mirror::is_complete(store.root()) {
+            store.with_index(|ix| ix.write_all_meta())?;
+        }
         Ok(store)
+    }
+
+    /// Whether the store was opened read-only (its folder is not writable by this process):
+    /// reads work, writes fail with an error saying so.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only_copy.is_some()
+    }
+
+    /// `Ok` unless the store is read-only.
+    fn writable(&self) -> Result<()> {
+        if self.is_read_only() {
+            return Err(Error::Store(format!(
+                "store at {} is read-only (this process cannot create files in it): `store ls`, `show`, `verify` and `export` work, this command has to write",
+                self.root().display()
+            )));
+        }
+        Ok(())
     }
 
     /// The store folder.
@@ -324,9 +380,17 @@ impl Store {
             }
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         };
-        let index = Index { handle: IndexHandle::open(root, self.inner.options.lock_timeout)?, root: root.clone() };
+        let index_root = self.inner.read_only_copy.as_deref().unwrap_or(root);
+        let index = Index {
+            handle: IndexHandle::open_copy(index_root, root, self.inner.options.lock_timeout)?,
+            root: root.clone(),
+            read_only: self.is_read_only(),
+        };
         let out = f(&index);
-        let flushed = index.handle.flush();
+        let flushed = (|| {
+            fault!("store::index-flush");
+            index.handle.flush()
+        })();
         drop(index);
         let out = out?;
         flushed?;
@@ -337,6 +401,7 @@ impl Store {
 
     /// Stores `source` as the blob of `stage` (format `bytes`); returns its digest.
     pub fn put_blob(&self, stage: &Stage, source: BlobSource<'_>) -> Result<String> {
+        self.writable()?;
         let tmp = self.tmp_path();
         let written = match source {
             BlobSource::Bytes(b) => write_tmp(&tmp, &mut &b[..]),
@@ -345,6 +410,10 @@ impl Store {
                 write_tmp(&tmp, &mut f)
             }
         };
+        let written = written.and_then(|w| {
+            fault!("store::blob-write");
+            Ok(w)
+        });
         let (digest, bytes) = written.inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })?;
@@ -354,11 +423,13 @@ impl Store {
     /// Stores named tensors as one safetensors blob for `stage` (moved to the CPU and made
     /// contiguous first); returns the blob's digest.
     pub fn put_tensors(&self, stage: &Stage, tensors: &[(&str, &Tensor)]) -> Result<String> {
+        self.writable()?;
         let tmp = self.tmp_path();
         let written = (|| {
             let cpu: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| Ok((*n, t.f_to_device(tch::Device::Cpu)?.f_contiguous()?))).collect::<Result<_>>()?;
             Tensor::write_safetensors(&cpu, &tmp)
                 .map_err(|e| Error::Store(format!("artifact {} (stage {}): cannot write its tensors to {}: {e}", stage.key, stage.name, tmp.display())))?;
+            fault!("store::blob-write");
             let f = File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             hash_file(&tmp)
@@ -427,6 +498,7 @@ impl Store {
     /// Stores a small value for `stage` in the index itself. See [`codec`] for what bincode can
     /// store (no `HashMap`, no `serde_json::Value`).
     pub fn put_record<T: Serialize + ?Sized>(&self, stage: &Stage, value: &T) -> Result<()> {
+        self.writable()?;
         let body = codec::encode_body(value).map_err(|e| Error::Store(format!("artifact {} (stage {}): the record does not encode: {e}", stage.key, stage.name)))?;
         let artifact = stage.artifact(ArtifactKind::Record(body));
         self.with_index(|ix| {
@@ -469,6 +541,7 @@ impl Store {
 
     /// Records the start of a run of `name` with its whole `config`; returns it (with its id).
     pub fn start_run<C: Serialize + ?Sized>(&self, name: &str, config: &C) -> Result<RunRecord> {
+        self.writable()?;
         let config_json = canonical_json(config)?;
         self.with_index(|ix| ix.start_run(name, &config_json))
     }
@@ -511,7 +584,12 @@ impl Store {
 
     /// Deletes a run record (not its artifacts: [`Store::gc`] does that). Returns whether it existed.
     pub fn delete_run(&self, run: &str) -> Result<bool> {
-        self.with_index(|ix| Ok(ix.handle.runs().remove(run.as_bytes()).map_err(|e| ix.sled_err(e))?.is_some()))
+        self.writable()?;
+        self.with_index(|ix| {
+            let existed = ix.get_run(run)?.is_some();
+            ix.remove_entries(&[], &[run])?;
+            Ok(existed)
+        })
     }
 
     // ----- paths ------------------------------------------------------------------------------
@@ -522,27 +600,28 @@ impl Store {
     }
 
     fn tmp_path(&self) -> PathBuf {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        self.root().join(TMP_DIR).join(format!("{}.{}.{nanos}.part", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)))
+        tmp_file(self.root())
     }
 
     #[doc(hidden)]
     /// Rewrites the schema record with `version` (tests of the refusal of newer stores).
     pub fn overwrite_schema_version_for_tests(root: impl AsRef<Path>, version: u32) -> Result<()> {
         let root = root.as_ref();
-        let ix = Index { handle: IndexHandle::open(root, DEFAULT_LOCK_TIMEOUT)?, root: root.to_path_buf() };
+        let ix = Index { handle: IndexHandle::open(root, DEFAULT_LOCK_TIMEOUT)?, root: root.to_path_buf(), read_only: false };
         let rec = SchemaRecord { version, created: now_secs(), crate_version: env!("CARGO_PKG_VERSION").into() };
         ix.handle.meta().insert(SCHEMA_KEY, codec::encode(version, &rec).map_err(Error::Store)?).map_err(|e| ix.sled_err(e))?;
         ix.handle.flush()
     }
 }
 
-/// The latest run of each name (by `created`, then `seq`), sorted by name.
+/// "The latest run" of each name, sorted by name: its most recent finished run (by `created`,
+/// then `seq`), or its most recent run when none finished. A run that failed or is still going
+/// never displaces a finished one (so `gc` keeps the finished run and what it reaches).
 fn latest_of(runs: &[RunRecord]) -> Vec<RunRecord> {
     let mut by_name: std::collections::BTreeMap<&str, &RunRecord> = std::collections::BTreeMap::new();
     for r in runs {
         let e = by_name.entry(&r.name).or_insert(r);
-        if (r.created, r.seq) > (e.created, e.seq) {
+        if (r.finished, r.created, r.seq) > (e.finished, e.created, e.seq) {
             *e = r;
         }
     }
@@ -553,9 +632,34 @@ fn latest_of(runs: &[RunRecord]) -> Vec<RunRecord> {
 pub struct Index {
     handle: IndexHandle,
     root: PathBuf,
+    read_only: bool,
 }
 
 impl Index {
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::Store(format!("store at {} is read-only: this operation has to write", self.root.display())));
+        }
+        Ok(())
+    }
+
+    /// Writes the meta file of every index entry (a store made before `meta/` existed), then
+    /// marks `meta/` complete.
+    fn write_all_meta(&self) -> Result<()> {
+        if mirror::is_complete(&self.root) {
+            return Ok(());
+        }
+        for tree in [self.handle.artifacts(), self.handle.runs()] {
+            for kv in tree.iter() {
+                let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+                let name = String::from_utf8_lossy(&k);
+                let path = if std::ptr::eq(tree, self.handle.artifacts()) { mirror::artifact_path(&self.root, &name) } else { mirror::run_path(&self.root, &name) };
+                mirror::write(&self.root, &path, &v)?;
+            }
+        }
+        mirror::mark_complete(&self.root)
+    }
+
     fn sled_err(&self, e: sled::Error) -> Error {
         self.handle.err(e.to_string())
     }
@@ -644,8 +748,11 @@ impl Index {
 
     /// See [`Store::invalidate`].
     pub fn invalidate(&self, key: &str) -> Result<bool> {
+        self.writable()?;
         let Some(a) = self.get_meta(key)? else { return Ok(false) };
         self.handle.artifacts().remove(key.as_bytes()).map_err(|e| self.sled_err(e))?;
+        self.handle.flush()?;
+        mirror::remove(&mirror::artifact_path(&self.root, key))?;
         if let Some(d) = a.digest() {
             if !self.list_artifacts()?.iter().any(|o| o.digest() == Some(d)) {
                 let p = object_path(&self.root, d);
@@ -669,6 +776,8 @@ impl Index {
     /// Renames a finished temp file into `objects/` (replacing a file of the same name, which can
     /// only be the same bytes or a damaged copy) and fsyncs the folder.
     fn install_blob(&self, tmp: &Path, digest: &str) -> Result<()> {
+        self.writable()?;
+        fault!("store::blob-install");
         let dest = object_path(&self.root, digest);
         let dir = dest.parent().expect("objects/ab");
         if !dir.exists() {
@@ -681,10 +790,38 @@ impl Index {
 
     /// Indexes `a` (replacing any artifact with its key) and attaches it to its run.
     fn insert_artifact(&self, a: &Artifact) -> Result<()> {
-        let bytes = self.encode(&format!("artifact {}", a.key), a)?;
-        self.handle.artifacts().insert(a.key.as_bytes(), bytes).map_err(|e| self.sled_err(e))?;
+        self.index_artifact(a)?;
         if let Some(run) = &a.run {
             self.attach(run, &a.key)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `a`'s meta file, then its index entry (replacing any artifact with its key).
+    pub(crate) fn index_artifact(&self, a: &Artifact) -> Result<()> {
+        self.writable()?;
+        let bytes = self.encode(&format!("artifact {}", a.key), a)?;
+        mirror::write(&self.root, &mirror::artifact_path(&self.root, &a.key), &bytes)?;
+        fault!("store::index-insert");
+        self.handle.artifacts().insert(a.key.as_bytes(), bytes).map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// Removes artifacts and runs from the index, flushes, then removes their meta files.
+    pub(crate) fn remove_entries(&self, artifacts: &[&str], runs: &[&str]) -> Result<()> {
+        self.writable()?;
+        for k in artifacts {
+            self.handle.artifacts().remove(k.as_bytes()).map_err(|e| self.sled_err(e))?;
+        }
+        for r in runs {
+            self.handle.runs().remove(r.as_bytes()).map_err(|e| self.sled_err(e))?;
+        }
+        self.handle.flush()?;
+        for k in artifacts {
+            mirror::remove(&mirror::artifact_path(&self.root, k))?;
+        }
+        for r in runs {
+            mirror::remove(&mirror::run_path(&self.root, r))?;
         }
         Ok(())
     }
@@ -706,11 +843,14 @@ impl Index {
     }
 
     pub fn put_run(&self, run: &RunRecord) -> Result<RunRecord> {
+        self.writable()?;
         let mut run = run.clone();
         if run.seq == 0 {
             run.seq = self.handle.generate_id()? + 1;
         }
         let bytes = self.encode(&format!("run {}", run.id), &run)?;
+        mirror::write(&self.root, &mirror::run_path(&self.root, &run.id), &bytes)?;
+        fault!("store::index-insert");
         self.handle.runs().insert(run.id.as_bytes(), bytes).map_err(|e| self.sled_err(e))?;
         Ok(run)
     }
@@ -811,8 +951,28 @@ fn check_blob(key: &str, path: &Path, digest: &str, bytes: u64) -> Result<()> {
     match hash_file(path) {
         Ok((d, n)) if d == digest && n == bytes => Ok(()),
         Ok((d, n)) => Err(damaged(format!("sha256 {d} ({n} bytes)"))),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Err(damaged("no such file".into())),
+        Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => Err(damaged("no such file".into())),
         Err(e) => Err(e),
+    }
+}
+
+/// A fresh temporary file name under `root/tmp`.
+pub(crate) fn tmp_file(root: &Path) -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    root.join(TMP_DIR).join(format!("{}.{}.{nanos}.part", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Whether this process can create files in the existing folder `root` (probed by creating and
+/// removing one).
+fn is_writable(root: &Path) -> Result<bool> {
+    let probe = root.join(format!(".write-probe.{}.{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+    match File::create_new(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(30) => Ok(false),
+        Err(e) => Err(Error::io(root, e)),
     }
 }
 

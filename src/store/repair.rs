@@ -1,0 +1,118 @@
+//! `ipirm store repair`: a new index rebuilt from the files under `meta/` (see `mirror`), and
+//! optionally from an export, when sled's own files are damaged.
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::lock::{IndexHandle, INDEX_DIR};
+use super::{check_blob, codec, compact_time, mirror, now_secs, Artifact, ArtifactKind, ImportReport, Index, RunRecord, Store, SCHEMA_VERSION};
+use crate::{Error, Result};
+
+/// What [`Store::repair`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RepairReport {
+    /// Where the old index was moved (nothing is deleted), if there was one.
+    pub old_index: Option<PathBuf>,
+    pub artifacts: usize,
+    pub runs: usize,
+    /// Meta files left out, each with the reason (damaged or missing blob, undecodable file).
+    pub skipped: Vec<String>,
+    /// What importing the export added, when one was given.
+    pub imported: Option<ImportReport>,
+}
+
+impl fmt::Display for RepairReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "rebuilt the index: {} artifacts, {} runs; {} entries left out", self.artifacts, self.runs, self.skipped.len())?;
+        for s in &self.skipped {
+            writeln!(f, "  left out {s}")?;
+        }
+        if let Some(old) = &self.old_index {
+            writeln!(f, "the old index is in {} (delete it once the store works)", old.display())?;
+        }
+        if let Some(i) = &self.imported {
+            write!(f, "{i}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Rebuilds the index of the store at `root` from its `meta/` files: the old `index/` is
+    /// moved aside (to `index.damaged-<time>`), a new one is written with every artifact whose
+    /// meta file decodes and whose blob is present and matches its digest, and every run; then,
+    /// if `export` is given, that export is imported on top ([`Store::import`]). Fails if another
+    /// process holds the index.
+    pub fn repair(root: impl AsRef<Path>, export: Option<&Path>) -> Result<RepairReport> {
+        let root = root.as_ref();
+        if !root.join(mirror::META_DIR).is_dir() && export.is_none() {
+            return Err(Error::file(
+                root.join(mirror::META_DIR),
+                "the store's meta files (written by ipirm 0.1 since the store gained `repair`)",
+                "no such folder; repair from an export instead: `ipirm store repair --from DIR`",
+            ));
+        }
+        let index = root.join(INDEX_DIR);
+        let old_index = if index.exists() {
+            ensure_unheld(&index)?;
+            let aside = root.join(format!("{INDEX_DIR}.damaged-{}", compact_time(now_secs())));
+            std::fs::rename(&index, &aside).map_err(|e| Error::io(&index, e))?;
+            Some(aside)
+        } else {
+            None
+        };
+        let mut report = RepairReport { old_index, ..Default::default() };
+        let ix = Index { handle: IndexHandle::open(root, super::DEFAULT_LOCK_TIMEOUT)?, root: root.to_path_buf(), read_only: false };
+        ix.check_schema()?;
+        let (arts, runs) = mirror::list(root)?;
+        for path in arts {
+            match restore_artifact(&ix, &path) {
+                Ok(()) => report.artifacts += 1,
+                Err(why) => report.skipped.push(format!("{}: {why}", path.display())),
+            }
+        }
+        for path in runs {
+            let run = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| codec::decode::<RunRecord>(SCHEMA_VERSION, &b).map_err(|e| e.to_string()));
+            match run {
+                Ok(run) => {
+                    ix.put_run(&run)?;
+                    report.runs += 1;
+                }
+                Err(why) => report.skipped.push(format!("{}: {why}", path.display())),
+            }
+        }
+        mirror::mark_complete(root)?;
+        ix.handle.flush()?;
+        drop(ix);
+        if let Some(dir) = export {
+            report.imported = Some(Store::open(root)?.import(dir)?);
+        }
+        Ok(report)
+    }
+}
+
+/// Indexes the artifact of one meta file, if it decodes and its blob is intact.
+fn restore_artifact(ix: &Index, path: &Path) -> std::result::Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let a: Artifact = codec::decode(SCHEMA_VERSION, &bytes).map_err(|e| e.to_string())?;
+    if mirror::artifact_path(&ix.root, &a.key) != path {
+        return Err(format!("holds artifact {}, not the one its name says", a.key));
+    }
+    if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
+        check_blob(&a.key, &super::object_path(&ix.root, digest), digest, *bytes).map_err(|e| e.to_string())?;
+    }
+    ix.index_artifact(&a).map_err(|e| e.to_string())
+}
+
+/// Fails if a process holds sled's lock on `index/db`.
+fn ensure_unheld(index: &Path) -> Result<()> {
+    use fs2::FileExt;
+    let db = index.join("db");
+    let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&db) else { return Ok(()) };
+    if f.try_lock_exclusive().is_err() {
+        return Err(Error::Store(format!("store index {} is in use by another process: stop it before repairing", index.display())));
+    }
+    let _ = FileExt::unlock(&f);
+    Ok(())
+}
