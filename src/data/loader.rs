@@ -6,7 +6,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::{load, Dataset, DatasetKind, Split};
-use crate::config::DataConfig;
+use crate::config::{Config, DataConfig};
 use crate::Result;
 
 /// The three image sets of a run, on the training device.
@@ -20,8 +20,16 @@ pub struct RunData {
 }
 
 impl RunData {
-    /// Reads the splits named by `cfg` (with their limits) and moves them to `device`.
-    pub fn load(cfg: &DataConfig, device: Device) -> Result<RunData> {
+    /// Reads the splits named by `cfg.data` (with their limits), checks that the rest of `cfg`
+    /// can use them ([`Config::check_against_data`]) and moves them to `device`.
+    pub fn load(cfg: &Config, device: Device) -> Result<RunData> {
+        let data = RunData::load_splits(&cfg.data, device)?;
+        cfg.check_against_data(data.train.len(), data.bank.len())?;
+        Ok(data)
+    }
+
+    /// The splits alone, unchecked.
+    fn load_splits(cfg: &DataConfig, device: Device) -> Result<RunData> {
         let dir = cfg.data_dir.as_deref();
         let train_split = if cfg.dataset == DatasetKind::Stl10 { Split::TrainUnlabeled } else { Split::Train };
         let labelled = load(cfg.dataset, Split::Train, dir)?;

@@ -239,7 +239,7 @@ pub(crate) fn resolve_dir(
     if nested.is_dir() {
         return Ok(nested);
     }
-    if data_dir.file_name().is_some_and(|n| n == subdir) || data_dir.join(probe).is_file() {
+    if data_dir.file_name().is_some_and(|n| n == subdir) || regular_file(&data_dir.join(probe), layout)? {
         return Ok(data_dir.to_path_buf());
     }
     Err(Error::file(
@@ -271,23 +271,49 @@ fn missing(path: &Path, what: &str) -> Error {
     Error::file(path, what, "no such file")
 }
 
+/// What stands at `path` when it is not a readable regular file: a folder, a dangling or looping
+/// symbolic link, something else; `None` when nothing is there.
+fn not_a_file(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Some("a file that changed while it was being checked".into()),
+        Ok(m) if m.is_dir() => Some("a folder, not a file".into()),
+        Ok(_) => Some("not a regular file".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::symlink_metadata(path).ok().map(|_| "a symbolic link to nothing".to_string())
+        }
+        Err(e) if e.raw_os_error() == Some(40) => Some("a symbolic link loop".into()),
+        Err(e) => Some(format!("unreadable ({e})")),
+    }
+}
+
+/// Whether `path` is a regular file: `Ok(false)` when nothing is there, an error naming what is
+/// there instead (a folder, a link loop, …) otherwise; `what` says what it should be.
+pub(crate) fn regular_file(path: &Path, what: &str) -> Result<bool> {
+    if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Ok(true);
+    }
+    match not_a_file(path) {
+        None => Ok(false),
+        Some(found) => Err(Error::file(path, what, found)),
+    }
+}
+
 /// The size in bytes of a file that must exist; `what` says what it should be.
 pub(crate) fn file_len(path: &Path, what: &str) -> Result<u64> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(m.len()),
-        Ok(_) => Err(Error::file(path, what, "not a regular file")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing(path, what)),
-        Err(e) => Err(Error::io(path, e)),
+        _ => Err(match not_a_file(path) {
+            None => missing(path, what),
+            Some(found) => Error::file(path, what, found),
+        }),
     }
 }
 
 /// Reads a whole file that must exist (one allocation of the file's size); `what` says what it
 /// should be.
 pub(crate) fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => missing(path, what),
-        _ => Error::io(path, e),
-    })
+    file_len(path, what)?;
+    std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
 /// The number of `record`-byte records in a file of `len` bytes: an error unless `len` is a
