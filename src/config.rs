@@ -79,6 +79,7 @@ pub struct TrainConfig {
     /// DCL's debiased estimator (baseline only).
     pub debiased: bool,
     pub tau_plus: f64,
+    #[serde(with = "seed")]
     pub seed: u64,
     /// Run the kNN monitor every N epochs (0 = never during training).
     pub knn_every: usize,
@@ -134,6 +135,7 @@ pub struct MaximizeConfig {
     pub patience: usize,
     /// Seed of the partition's random init and the batch order (the CLI tool); the training run
     /// derives it from `train.seed` and the step.
+    #[serde(with = "seed")]
     pub seed: u64,
 }
 
@@ -156,6 +158,7 @@ pub struct LinearConfig {
     /// The reference leaves the frozen encoder in train mode during the probe, so its BatchNorm
     /// uses batch statistics and its running statistics keep moving. `false` = eval mode.
     pub bn_train_quirk: bool,
+    #[serde(with = "seed")]
     pub seed: u64,
 }
 
@@ -266,6 +269,36 @@ impl Default for LinearConfig {
         LinearConfig { epochs: 100, batch_size: 512, lr: 1e-3, weight_decay: 1e-6, bn_train_quirk: true, seed: 1234 }
     }
 }
+
+/// Seeds take the whole `u64` range. TOML integers are signed 64-bit, so a seed above
+/// `i64::MAX` is written as a string (`seed = "18446744073709551615"`); either form is read.
+mod seed {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        if i64::try_from(*v).is_ok() {
+            s.serialize_u64(*v)
+        } else {
+            s.serialize_str(&v.to_string())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Seed {
+            Int(u64),
+            Text(String),
+        }
+        match Seed::deserialize(d)? {
+            Seed::Int(v) => Ok(v),
+            Seed::Text(t) => t.trim().parse().map_err(|_| serde::de::Error::custom(format!("a seed must be an integer in 0..=18446744073709551615, got `{t}`"))),
+        }
+    }
+}
+
+/// The largest `train.epochs` accepted.
+pub const MAX_EPOCHS: usize = 100_000;
 
 /// A named starting point for a run; `ipirm presets` lists them.
 pub struct Preset {
@@ -445,8 +478,11 @@ impl Config {
         if self.train.batch_size < 2 {
             return Err(Error::config("train.batch_size", "needs at least 2 images for a contrastive batch"));
         }
-        if self.train.epochs == 0 {
-            return Err(Error::config("train.epochs", "must be at least 1"));
+        if !(1..=MAX_EPOCHS).contains(&self.train.epochs) {
+            return Err(Error::config(
+                "train.epochs",
+                format!("must be in 1..={MAX_EPOCHS} (the paper's longest run is 1000; every epoch's stage key is planned up front), got {}", self.train.epochs),
+            ));
         }
         positive_f("train.lr", self.train.lr)?;
         non_negative_f("train.weight_decay", self.train.weight_decay)?;
@@ -466,7 +502,9 @@ impl Config {
         if self.maximize.env_num < 2 {
             return Err(Error::config("maximize.env_num", format!("must be at least 2, got {}", self.maximize.env_num)));
         }
-        positive_i("maximize.batch_size", self.maximize.batch_size)?;
+        if self.maximize.batch_size < 2 {
+            return Err(Error::config("maximize.batch_size", format!("must be at least 2 (a contrastive batch needs negatives), got {}", self.maximize.batch_size)));
+        }
         positive_f("maximize.lr", self.maximize.lr)?;
         positive_f("maximize.lr_gamma", self.maximize.lr_gamma)?;
         positive_i("knn.k", self.knn.k)?;
@@ -477,6 +515,31 @@ impl Config {
         positive_i("linear.batch_size", self.linear.batch_size)?;
         positive_f("linear.lr", self.linear.lr)?;
         non_negative_f("linear.weight_decay", self.linear.weight_decay)?;
+        Ok(())
+    }
+
+    /// Refuses settings that the loaded data cannot serve, before any work: called once the
+    /// datasets are read. `train` images for self-supervised training, `bank` labelled images for
+    /// the kNN bank and the probe.
+    pub fn check_against_data(&self, train: i64, bank: i64) -> Result<()> {
+        let images = |n: i64| format!("{n} training images (data.train_limit and --data-dir decide how many)");
+        if self.train.batch_size > train {
+            return Err(Error::config("train.batch_size", format!("{} is larger than the {}", self.train.batch_size, images(train))));
+        }
+        if self.train.method == Method::Ipirm {
+            if self.maximize.env_num > train {
+                return Err(Error::config("maximize.env_num", format!("{} environments cannot be filled by {}", self.maximize.env_num, images(train))));
+            }
+            if !self.maximize.offline && self.maximize.batch_size > train {
+                return Err(Error::config(
+                    "maximize.batch_size",
+                    format!("the online maximize step drops a last partial batch, so {} needs at least that many of the {}", self.maximize.batch_size, images(train)),
+                ));
+            }
+        }
+        if bank < 1 {
+            return Err(Error::config("data.bank_limit", "the kNN bank and the probe need at least one labelled image"));
+        }
         Ok(())
     }
 
@@ -501,7 +564,10 @@ fn parse_like(current: &serde_json::Value, raw: &str) -> std::result::Result<ser
         },
         Value::Number(n) => {
             if n.is_u64() || n.is_i64() {
+                // Unsigned fields (seeds) take the whole u64 range; the field's own type decides.
                 if let Ok(v) = raw.parse::<i64>() {
+                    Value::from(v)
+                } else if let Ok(v) = raw.parse::<u64>() {
                     Value::from(v)
                 } else {
                     return Err(format!("expected an integer, got `{raw}`"));

@@ -11,9 +11,14 @@ pub enum Error {
     /// A configuration key or value, a preset name or a command-line value.
     #[error("config `{key}`: {message}")]
     Config { key: String, message: String },
-    /// An I/O failure on a named path.
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    /// An I/O failure on a named path. (The OS error is part of the message and deliberately not
+    /// an error `source`, so a printed chain does not repeat it.)
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+    /// A loss, risk or score that is NaN or infinite: training diverged. Nothing non-finite is
+    /// stored; `what` names the value, `at` where it happened (epoch, step).
+    #[error("{what} is {value} at {at}: the run diverged and stops here, nothing of this stage was stored (lower the learning rate or raise the temperatures; `ipirm config` shows them)")]
+    NonFinite { what: String, at: String, value: f64 },
     /// A tensor given to a function has the wrong shape, dtype or values.
     #[error("{0}")]
     Shape(String),
@@ -39,6 +44,6 @@ impl Error {
         Error::Config { key: key.into(), message: message.into() }
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), error: source }
     }
 }

@@ -1,20 +1,97 @@
-//! Progress bars for long work (hidden when stderr is not a terminal, so logs stay clean), and
-//! a plain per-epoch line that is always printed.
+//! Progress of long work: a bar on a terminal; where stderr goes to a log instead (a file, a
+//! pipe, a batch system), a plain line every [`LOG_EVERY`] with the position, elapsed time, time
+//! left and the running figures, so a log never sits silent through a long epoch.
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// A bar over `len` items with a message slot for running figures (loss, images/s, …).
-pub fn bar(len: u64, prefix: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr_with_hz(4));
-    pb.set_style(
+/// How often a progress line is written when stderr is not a terminal (`IPIRM_LOG_EVERY`
+/// seconds overrides it).
+pub const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A bar over a known number of items, with a message slot for running figures.
+pub struct Progress {
+    bar: ProgressBar,
+    /// `Some` when writing lines to a log instead of drawing.
+    log: Option<Mutex<LogState>>,
+}
+
+struct LogState {
+    every: Duration,
+    last: Instant,
+    message: String,
+}
+
+/// A bar over `len` items named `prefix` (e.g. `epoch 3/400`).
+pub fn bar(len: u64, prefix: &str) -> Progress {
+    let terminal = std::io::stderr().is_terminal();
+    let target = if terminal { ProgressDrawTarget::stderr_with_hz(4) } else { ProgressDrawTarget::hidden() };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    bar.set_style(
         ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
-    pb.set_prefix(prefix.to_string());
-    pb
+    bar.set_prefix(prefix.to_string());
+    let every = std::env::var("IPIRM_LOG_EVERY").ok().and_then(|s| s.parse::<f64>().ok()).map_or(LOG_EVERY, Duration::from_secs_f64);
+    let log = (!terminal).then(|| Mutex::new(LogState { every, last: Instant::now(), message: String::new() }));
+    Progress { bar, log }
 }
 
-/// Prints a line above any active bar.
-pub fn line(pb: &ProgressBar, msg: impl AsRef<str>) {
-    pb.suspend(|| eprintln!("{}", msg.as_ref()));
+impl Progress {
+    /// Advances by `n` items; in a log, writes a line when [`LOG_EVERY`] has passed since the
+    /// last one.
+    pub fn inc(&self, n: u64) {
+        self.bar.inc(n);
+        if let Some(log) = &self.log {
+            let mut st = log.lock().unwrap_or_else(|p| p.into_inner());
+            if st.last.elapsed() >= st.every {
+                st.last = Instant::now();
+                eprintln!("{}", self.log_line(&st.message));
+            }
+        }
+    }
+
+    /// The running figures shown after the position (loss, images/s, …).
+    pub fn set_message(&self, msg: impl Into<String>) {
+        let msg = msg.into();
+        match &self.log {
+            Some(log) => log.lock().unwrap_or_else(|p| p.into_inner()).message = msg,
+            None => self.bar.set_message(msg),
+        }
+    }
+
+    /// Removes the bar (a log gets no closing line: the caller prints its summary).
+    pub fn finish_and_clear(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    /// Prints a line above the bar.
+    pub fn println(&self, msg: impl AsRef<str>) {
+        self.bar.suspend(|| eprintln!("{}", msg.as_ref()));
+    }
+
+    fn log_line(&self, message: &str) -> String {
+        let (pos, len) = (self.bar.position(), self.bar.length().unwrap_or(0));
+        let left = if pos > 0 { format!(", ~{} left", clock(self.bar.eta())) } else { String::new() };
+        let sep = if message.is_empty() { "" } else { ", " };
+        format!("{}: {pos}/{len}, {} elapsed{left}{sep}{message}", self.bar.prefix(), clock(self.bar.elapsed()))
+    }
+}
+
+/// `1h02m03s`, `4m05s`, `6s`.
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
+
+/// Prints a line above any active bar (kept for callers that hold a [`Progress`]).
+pub fn line(pb: &Progress, msg: impl AsRef<str>) {
+    pb.println(msg);
 }

@@ -146,3 +146,158 @@ fn the_online_maximize_step_runs_in_training() {
     );
     assert!(text.contains("partition after epoch 0") && text.contains("partition after epoch 1"), "{text}");
 }
+
+/// A tiny Fashion-MNIST run's flags (training is a few seconds).
+fn tiny_fashion<'a>(d: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "train", "--device=cpu", "--preset=fmnist-ipirm-quick", "--data-dir", d, "--set=data.train_limit=0", "--set=data.bank_limit=0",
+        "--set=data.test_limit=0", "--set=model.width=4", "--set=train.batch_size=16", "--set=train.epochs=2", "--set=maximize.batch_size=64",
+        "--set=maximize.max_epoch=2",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// The store's `ls` as text.
+fn store_ls(store: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm")).args(["store", "ls"]).arg(format!("--store={}", store.display())).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A loss that turns NaN or infinite ends the run with an error naming the epoch and batch, and
+/// no result of that epoch is stored (no curve, no checkpoint after the initial one).
+#[test]
+fn a_diverging_run_stops_and_stores_nothing_non_finite() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["--set=train.lr=1e300"], "training loss"),
+        (&["--set=train.temperature=1e-300", "--set=maximize.temperature=0.5"], "training loss"),
+        // The maximize step reads train.temperature too, and it comes first.
+        (&["--set=train.temperature=1e-300"], "maximize risk"),
+    ];
+    for (sets, what) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        fashion_folder(tmp.path(), 64, 16);
+        let store = tmp.path().join("store");
+        let store_flag = format!("--store={}", store.display());
+        let d = tmp.path().to_str().unwrap();
+        let mut extra = sets.to_vec();
+        extra.push(&store_flag);
+        let at = if what == "training loss" { "epoch 1, batch" } else { "maximize step 0 (after epoch 0), epoch 0" };
+        assert_clear_error(&tiny_fashion(d, &extra), &[what, at]);
+        let ls = store_ls(&store);
+        assert!(!ls.contains("stage curve") && ls.contains("unfinished"), "{sets:?}:\n{ls}");
+        if what == "maximize risk" {
+            assert!(!ls.contains("stage partition"), "{sets:?}:\n{ls}");
+        }
+        assert_eq!(ls.matches("stage checkpoint").count(), 1, "{sets:?}: only the initial checkpoint:\n{ls}");
+    }
+}
+
+fn features_file(dir: &Path, scale: f64) -> std::path::PathBuf {
+    use tch::{Device, Kind, Tensor};
+    tch::manual_seed(3);
+    let z = Tensor::randn([48, 8], (Kind::Float, Device::Cpu));
+    let z = &z / z.norm_scalaropt_dim(2, [1], true) * scale;
+    let path = dir.join("features.safetensors");
+    Tensor::write_safetensors(&[("z1", &z), ("z2", &z.roll([1], [0]))], &path).unwrap();
+    path
+}
+
+#[test]
+fn the_maximize_tool_refuses_non_finite_risks_and_unnormalised_features() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.safetensors");
+    let f = features_file(tmp.path(), 1.0);
+    let (fs, os) = (f.to_str().unwrap(), out.to_str().unwrap());
+    assert_clear_error(&["maximize", "--features", fs, "--out", os, "--set", "maximize.temperature=1e-300", "--set", "maximize.max_epoch=2"], &["maximize risk", "epoch 0"]);
+    assert_clear_error(&["maximize", "--features", fs, "--out", os, "--set", "maximize.irm_temp=1e-300", "--set", "maximize.max_epoch=2"], &["maximize risk"]);
+    assert!(!out.exists(), "nothing is written for a diverged step");
+    let big = features_file(tmp.path(), 1e30);
+    assert_clear_error(&["maximize", "--features", big.to_str().unwrap(), "--out", os], &["features.safetensors", "L2-normalised", "row 0"]);
+}
+
+#[test]
+fn the_maximize_tool_checks_out_and_env_num_before_computing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = features_file(tmp.path(), 1.0);
+    let fs = f.to_str().unwrap();
+    let (code, stderr) = ipirm(&["maximize", "--features", fs, "--out", "/nonexistent/dir/out.safetensors", "--set", "maximize.max_epoch=3"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--out") && stderr.contains("/nonexistent/dir") && !stderr.contains("risk"), "checked first:\n{stderr}");
+    let dir_out = tmp.path().to_str().unwrap();
+    assert_clear_error(&["maximize", "--features", fs, "--out", dir_out], &["--out", "a folder"]);
+    assert_clear_error(&["maximize", "--features", fs, "--out", "o.safetensors", "--set", "maximize.env_num=49"], &["maximize.env_num", "48 samples"]);
+}
+
+#[test]
+fn settings_the_data_cannot_serve_fail_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    fashion_folder(tmp.path(), 64, 16);
+    let d = tmp.path().to_str().unwrap();
+    assert_clear_error(&["train", "--set", "maximize.batch_size=1"], &["maximize.batch_size", "at least 2"]);
+    for (set, needle) in [("--set=maximize.env_num=65", "maximize.env_num"), ("--set=train.batch_size=65", "train.batch_size")] {
+        let (code, stderr) = ipirm(&tiny_fashion(d, &[set]));
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains(needle) && stderr.contains("64 training images") && !stderr.contains("epoch 1/"), "{stderr}");
+    }
+}
+
+/// Planning is linear in the number of epochs, and the number is bounded with a clear message.
+#[test]
+fn a_huge_epoch_count_is_refused_at_once() {
+    assert_clear_error(&["config", "--set", "train.epochs=1000000"], &["train.epochs", "100000"]);
+    let cfg = ipirm::config::Config::default().with_overrides(&["train.epochs=100000", "ipirm.maximize_iter=1"]).unwrap();
+    let plan = ipirm::pipeline::stages::Plan::new(&cfg, "dataset").unwrap();
+    assert_eq!(plan.checkpoints.len(), 100_001);
+    assert_eq!(plan.partitions.len(), 100_000);
+    // Every checkpoint names at most two inputs, however many partitions are kept.
+    assert!(plan.checkpoints.iter().all(|c| c.inputs.len() <= 2));
+}
+
+#[test]
+fn unsigned_seeds_take_the_whole_range() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm")).args(["config", "--set", "train.seed=18446744073709551615"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let toml = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(toml.contains("seed = \"18446744073709551615\""), "{toml}");
+    // ... and the TOML reads back.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("c.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let cfg = ipirm::config::Config::from_toml_file(&path).unwrap();
+    assert_eq!(cfg.train.seed, u64::MAX);
+}
+
+#[test]
+fn an_os_error_is_printed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, stderr) = ipirm(&["train", "--config", tmp.path().to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert_eq!(stderr.matches("os error 21").count(), 1, "{stderr}");
+}
+
+#[test]
+fn empty_folders_and_link_loops_in_place_of_data_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_str().unwrap();
+    // A Fashion-MNIST image file holding no image.
+    fashion_folder(tmp.path(), 4, 2);
+    write(&tmp.path().join("train-images-idx3-ubyte.gz"), &gzip(&idx(&[0, 28, 28], &[])));
+    write(&tmp.path().join("train-labels-idx1-ubyte.gz"), &gzip(&idx(&[0], &[])));
+    assert_clear_error(&tiny_fashion(d, &[]), &["train-images-idx3-ubyte.gz", "at least one image"]);
+    // A folder, then a link loop, where the file should be.
+    let f = tmp.path().join("train-images-idx3-ubyte.gz");
+    std::fs::remove_file(&f).unwrap();
+    std::fs::create_dir(&f).unwrap();
+    assert_clear_error(&tiny_fashion(d, &[]), &["train-images-idx3-ubyte.gz", "a folder"]);
+    std::fs::remove_dir(&f).unwrap();
+    std::os::unix::fs::symlink(&f, &f).unwrap();
+    assert_clear_error(&tiny_fashion(d, &[]), &["train-images-idx3-ubyte.gz", "symbolic link loop"]);
+    // STL-10 likewise.
+    let stl = tempfile::tempdir().unwrap();
+    stl_folder(stl.path(), 4, 2, 4);
+    let x = stl.path().join("stl10_binary/train_X.bin");
+    std::fs::remove_file(&x).unwrap();
+    std::fs::create_dir(&x).unwrap();
+    assert_clear_error(&train_args(stl.path().to_str().unwrap(), &[]), &["train_X.bin", "a folder"]);
+}

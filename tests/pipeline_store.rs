@@ -6,85 +6,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-
-/// A tiny Fashion-MNIST-format folder and the overrides that make a run take seconds.
-fn setup(dir: &Path) -> Vec<String> {
-    common::fashion_folder(&dir.join("data"), 64, 32);
-    [
-        "--preset=fmnist-ipirm-quick",
-        "--device=cpu",
-        "--set=data.train_limit=0",
-        "--set=data.bank_limit=0",
-        "--set=data.test_limit=0",
-        "--set=model.width=4",
-        "--set=model.head_hidden=16",
-        "--set=model.feature_dim=8",
-        "--set=train.batch_size=16",
-        "--set=train.epochs=3",
-        "--set=ipirm.maximize_iter=1",
-        "--set=maximize.batch_size=64",
-        "--set=maximize.max_epoch=3",
-        "--set=knn.k=10",
-        "--set=linear.epochs=1",
-        "--set=linear.batch_size=32",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([format!("--data-dir={}", dir.join("data").display())])
-    .collect()
-}
-
-fn ipirm(store: &Path, cmd: &[&str], args: &[String]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
-        .args(cmd)
-        .arg(format!("--store={}", store.display()))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.success(), text)
-}
-
-fn ok(store: &Path, cmd: &[&str], args: &[String]) -> String {
-    let (success, text) = ipirm(store, cmd, args);
-    assert!(success, "ipirm {cmd:?} failed:\n{text}");
-    text
-}
-
-fn with(args: &[String], extra: &[&str]) -> Vec<String> {
-    args.iter().cloned().chain(extra.iter().map(|s| s.to_string())).collect()
-}
+use common::run::{flip_byte, blob_file, ipirm, ok, shown_digests, stage_keys, tiny_run as setup, with};
 
 /// The digests of every blob the latest run of `fmnist-ipirm-quick` used, keyed by artifact key.
 fn digests(store: &Path) -> Vec<(String, String)> {
     shown_digests(store, "fmnist-ipirm-quick")
-}
-
-/// The (key, digest) pairs `ipirm store show WHAT --json` lists.
-fn shown_digests(store: &Path, what: &str) -> Vec<(String, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
-        .args(["store", &format!("--store={}", store.display()), "show", what, "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut found = Vec::new();
-    collect_digests(&v, &mut found);
-    found.sort();
-    found
-}
-
-fn collect_digests(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            if let (Some(k), Some(d)) = (m.get("key").and_then(|k| k.as_str()), m.get("digest").and_then(|d| d.as_str())) {
-                out.push((k.to_string(), d.to_string()));
-            }
-            m.values().for_each(|x| collect_digests(x, out));
-        }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_digests(x, out)),
-        _ => {}
-    }
 }
 
 #[test]
@@ -168,11 +94,7 @@ fn a_damaged_blob_is_found_refused_and_recomputed() {
     let out = ok(&store, &["train"], &args);
     let key = out.lines().find_map(|l| l.strip_prefix("final checkpoint: ")).unwrap().trim().to_string();
     let blob = digests(&store).into_iter().find(|(k, _)| *k == key).unwrap().1;
-    let file = store.join("objects").join(&blob[..2]).join(&blob);
-    let mut bytes = std::fs::read(&file).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&file, bytes).unwrap();
+    flip_byte(&blob_file(&store, &blob));
 
     let (clean, verify) = ipirm(&store, &["store", "verify"], &[]);
     assert!(!clean && verify.contains(&key), "verify must name the damaged key:\n{verify}");
@@ -182,4 +104,39 @@ fn a_damaged_blob_is_found_refused_and_recomputed() {
     assert!(again.contains("resuming from the stored checkpoint after epoch 2") && again.contains("epoch 3/3"), "{again}");
     let (clean, verify) = ipirm(&store, &["store", "verify"], &[]);
     assert!(clean, "{verify}");
+}
+
+/// Damage deep in the chain: the first maximize step's features and partition changed by a byte,
+/// the final checkpoint's blob gone. The rerun must recompute each from exactly its own inputs
+/// (going back to the initial checkpoint), ending on the digests of the undamaged run, never
+/// filing something computed from a later model under an earlier key.
+#[test]
+fn damage_before_the_resume_point_is_recomputed_from_its_own_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = setup(tmp.path());
+    let store = tmp.path().join("store");
+    let first = ok(&store, &["run"], &args);
+    let clean = digests(&store);
+    let run = "fmnist-ipirm-quick";
+    let digest_of = |key: &str| clean.iter().find(|(k, _)| k == key).map(|(_, d)| d.clone()).unwrap();
+    let features = stage_keys(&store, run, "features");
+    let partitions = stage_keys(&store, run, "partition");
+    let checkpoints = stage_keys(&store, run, "checkpoint");
+    assert!(features.len() >= 2 && partitions.len() >= 2 && checkpoints.len() == 4, "{features:?} {partitions:?} {checkpoints:?}");
+    flip_byte(&blob_file(&store, &digest_of(&features[0])));
+    flip_byte(&blob_file(&store, &digest_of(&partitions[0])));
+    std::fs::remove_file(blob_file(&store, &digest_of(checkpoints.last().unwrap()))).unwrap();
+
+    let again = ok(&store, &["run"], &args);
+    assert!(again.contains("recomputing") && again.contains(&partitions[0][..12]), "{again}");
+    assert!(!again.contains("resuming from the stored checkpoint after epoch"), "the partition learned before epoch 1 was damaged, so training restarts from the initial checkpoint:\n{again}");
+    for (key, digest) in &clean {
+        let found = shown_digests(&store, key);
+        assert!(found.contains(&(key.clone(), digest.clone())), "artifact {key}: {digest} before the damage, {found:?} after the rerun");
+    }
+    let (verified, v) = ipirm(&store, &["store", "verify"], &[]);
+    assert!(verified, "{v}");
+    // The same results table, line for line (the figures come from the same stages).
+    let table = |out: &str| out.lines().filter(|l| l.starts_with("| ")).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(table(&first), table(&again));
 }

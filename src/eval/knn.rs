@@ -82,5 +82,10 @@ pub fn knn_accuracy(
 pub fn evaluate(model: &Model, bank: &Dataset, test: &Dataset, k: i64, temperature: f64, batch_size: i64) -> Result<Accuracy> {
     let bank_f = extract_features(model, &bank.images, batch_size, "kNN bank");
     let test_f = extract_features(model, &test.images, batch_size, "kNN test");
+    for (f, set) in [(&bank_f, "bank"), (&test_f, "test")] {
+        if !bool::try_from(f.isfinite().all())? {
+            return Err(Error::NonFinite { what: "the encoder's features".into(), at: format!("the kNN {set} set"), value: f64::NAN });
+        }
+    }
     knn_accuracy(&bank_f, &bank.labels, &test_f, &test.labels, bank.num_classes, k, temperature, batch_size)
 }

@@ -60,6 +60,9 @@ pub fn linear_probe(vs: &nn::VarStore, model_cfg: &ModelConfig, cfg: &LinearConf
         }
         pb.finish_and_clear();
         final_train_loss = total / seen.max(1) as f64;
+        if !final_train_loss.is_finite() {
+            return Err(crate::Error::NonFinite { what: "the linear probe's training loss".into(), at: format!("probe epoch {epoch}"), value: final_train_loss });
+        }
     }
 
     let _guard = tch::no_grad_guard();

@@ -127,7 +127,8 @@ pub struct Trained {
     pub checkpoint: String,
 }
 
-/// Where a run can resume: the latest stored checkpoint whose partitions are all stored too.
+/// Where a run can resume: the latest stored checkpoint whose earlier partitions are all stored
+/// too (by the index and the blobs' sizes; the bytes are checked when loaded).
 fn resume_point(ctx: &Ctx, plan: &Plan) -> Result<Option<usize>> {
     for e in (0..plan.checkpoints.len()).rev() {
         if !ctx.store.contains(&plan.checkpoints[e].key)? {
@@ -140,6 +141,25 @@ fn resume_point(ctx: &Ctx, plan: &Plan) -> Result<Option<usize>> {
         if ok {
             return Ok(Some(e));
         }
+    }
+    Ok(None)
+}
+
+/// The state to resume from: the latest checkpoint that loads intact, with every partition
+/// learned before it, all hash-checked. A damaged one is dropped from the index (by
+/// `Ctx::load_tensors`) and the search starts again, so it ends at an earlier checkpoint, from
+/// which that artifact is recomputed from exactly its own inputs. `None`: start afresh.
+fn resume(ctx: &Ctx, plan: &Plan) -> Result<Option<(usize, Vec<(String, Tensor)>, Vec<PartitionRecord>)>> {
+    'search: while let Some(e) = resume_point(ctx, plan)? {
+        let Some(state) = ctx.load_tensors(&plan.checkpoints[e].key)? else { continue };
+        let mut partitions = Vec::new();
+        for p in plan.partitions.iter().filter(|p| p.after_epoch < e) {
+            match ctx.load_tensors(&p.partition.key)? {
+                Some(named) => partitions.push(partition_from_tensors(named)?),
+                None => continue 'search,
+            }
+        }
+        return Ok(Some((e, state, partitions)));
     }
     Ok(None)
 }
@@ -192,22 +212,26 @@ pub fn train(
     let images = &data.train.images;
     let epochs_total = cfg.train.epochs;
     let mut trainer = Trainer::new(cfg, ctx.device)?;
-    // The latest stored checkpoint; one found damaged is dropped by `load_tensors`, and the
-    // search goes on from what is left.
-    let mut loaded = false;
-    while let Some(e) = resume_point(ctx, plan)? {
-        let Some(state) = ctx.load_tensors(&plan.checkpoints[e].key)? else { continue };
-        trainer.load_state(&state)?;
-        loaded = true;
-        if e == epochs_total {
-            eprintln!("training: cached, all {e} epochs ({})", short(&plan.checkpoints[e].key));
-        } else if e > 0 {
-            eprintln!("training: resuming from the stored checkpoint after epoch {e} ({})", short(&plan.checkpoints[e].key));
+    let mut partitions: Vec<PartitionRecord> = Vec::new();
+    match resume(ctx, plan)? {
+        Some((e, state, loaded)) => {
+            trainer.load_state(&state)?;
+            if trainer.epoch != e {
+                return Err(Error::Store(format!("checkpoint {} holds epoch {}, its key says {e}", plan.checkpoints[e].key, trainer.epoch)));
+            }
+            partitions = loaded;
+            if e == epochs_total {
+                eprintln!("training: cached, all {e} epochs ({})", short(&plan.checkpoints[e].key));
+            } else if e > 0 {
+                eprintln!("training: resuming from the stored checkpoint after epoch {e} ({})", short(&plan.checkpoints[e].key));
+            }
         }
-        break;
+        None => {
+            ctx.store.put_tensors(&ctx.planned(&plan.checkpoints[0])?, &named_refs(&trainer.state()))?;
+        }
     }
-    if !loaded {
-        ctx.store.put_tensors(&ctx.planned(&plan.checkpoints[0])?, &named_refs(&trainer.state()))?;
+    for p in &partitions {
+        on_partition(p)?;
     }
 
     let mut epochs = Vec::new();
@@ -218,10 +242,17 @@ pub fn train(
         }
     }
 
-    let mut partitions: Vec<PartitionRecord> = Vec::new();
+    // The maximize step planned next, learned from `trainer`, which must be the checkpoint its
+    // key names (the one after `after_epoch` epochs), or loaded when stored.
     let mut maximize = |trainer: &Trainer, partitions: &mut Vec<PartitionRecord>| -> Result<()> {
         let step = partitions.len();
         let planned = &plan.partitions[step];
+        if planned.after_epoch != trainer.epoch {
+            return Err(Error::Store(format!(
+                "maximize step {step} is keyed on the checkpoint after epoch {}, but the model is at epoch {}",
+                planned.after_epoch, trainer.epoch
+            )));
+        }
         let rec = match ctx.load_tensors(&planned.partition.key)? {
             Some(named) => partition_from_tensors(named)?,
             None => {
@@ -249,10 +280,8 @@ pub fn train(
         partitions.push(rec);
         Ok(())
     };
-    // Partitions learned up to the resume point (and the one right at it, if it was stored).
-    // (Those before it are stored: `resume_point` checked; the one right at it is loaded if
-    // stored, else learned from the loaded checkpoint.)
-    for _ in plan.partitions.iter().filter(|p| p.after_epoch <= trainer.epoch) {
+    // The partition learned right at the resume point, if the plan has one there.
+    if plan.partitions.get(partitions.len()).is_some_and(|p| p.after_epoch == trainer.epoch) {
         maximize(&trainer, &mut partitions)?;
     }
 
@@ -321,10 +350,12 @@ pub fn dataset_stage(ctx: &Ctx, data: &RunData) -> Result<String> {
 /// the store under a run named `name`.
 pub fn main_job(cfg: &Config, device: Device, store: &Store, name: &str, out_dir: &Path) -> Result<Report> {
     let start = std::time::Instant::now();
+    // The output folder first: a bad --out fails before any work.
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let run = store.start_run(name, cfg)?;
     let ctx = Ctx { store, run: run.id.clone(), device, cfg };
     eprintln!("run {} in store {}", run.id, store.root().display());
-    let data = RunData::load(&cfg.data, device)?;
+    let data = RunData::load(cfg, device)?;
     let (k, tau, kb) = (cfg.knn.k, cfg.knn_temperature(), cfg.knn.batch_size);
     eprintln!(
         "data: {} ({} images) for training, {} ({}) as kNN bank, {} ({}) as test",
@@ -403,7 +434,6 @@ pub fn main_job(cfg: &Config, device: Device, store: &Store, name: &str, out_dir
     let st = ctx.stage("report", version::REPORT, cfg, &[checkpoint.clone(), dataset_key])?;
     store.put_record(&st, &report)?;
     store.finish_run(&run.id)?;
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     trainer.vs.save(out_dir.join("model.safetensors"))?;
     write_json(&out_dir.join("report.json"), &report)?;
     std::fs::write(out_dir.join("config.toml"), cfg.to_toml()).map_err(|e| Error::io(out_dir.join("config.toml"), e))?;
@@ -415,6 +445,26 @@ pub fn main_job(cfg: &Config, device: Device, store: &Store, name: &str, out_dir
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("serialisable");
     std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// Fails unless a file can be written at `path` (named by `flag` in the message): its folder
+/// exists and takes new files, and `path` is not a folder. Checked before long work, so a typo
+/// costs nothing. Leaves nothing behind.
+pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::file(path, format!("a file path for {flag}"), "a folder"));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::file(dir, format!("an existing folder for {flag} {}", path.display()), "no such folder"));
+    }
+    let probe = dir.join(format!(".ipirm-write-probe-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| Error::file(dir, format!("a writable folder for {flag} {}", path.display()), e.to_string()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// Default output folder of a run: `<store>/runs/<name>`.
@@ -429,6 +479,7 @@ pub fn default_out_dir(store: &Path, name: &str) -> PathBuf {
 /// N(0,1) drawn from `maximize.seed`). `output` receives `partition` (N×env_num logits, the best
 /// found) and `risk` (epochs×4 float64: total, contrastive, penalty, constraint per epoch run).
 pub fn maximize_features(input: &Path, output: &Path, cfg: &Config) -> Result<crate::train::maximize::MaximizeResult> {
+    check_output_file(output, "--out")?;
     let named = tch::Tensor::read_safetensors(input).map_err(|e| match std::fs::metadata(input) {
         Err(io) => Error::io(input, io),
         Ok(_) => Error::file(input, "a safetensors file with float32 tensors z1, z2 (and optionally init)", e.to_string()),
@@ -448,10 +499,22 @@ pub fn maximize_features(input: &Path, output: &Path, cfg: &Config) -> Result<cr
         }
         Ok(())
     };
+    // The maximize step's logits are dot products of unit vectors; other scales overflow.
+    let unit_rows = |name: &str, t: &Tensor| -> Result<()> {
+        let dev = (t.norm_scalaropt_dim(2, [1], false) - 1.0).abs();
+        let (worst, row) = (dev.max().double_value(&[]), dev.argmax(0, false).int64_value(&[]));
+        if worst > 1e-3 {
+            let norm = t.get(row).norm().double_value(&[]);
+            return Err(Error::file(input, format!("`{name}` with L2-normalised rows (norm 1 within 1e-3)"), format!("row {row} of norm {norm:e}")));
+        }
+        Ok(())
+    };
     let z1 = get("z1").ok_or_else(|| bad("a tensor `z1` (N×d float32)".into()))?;
     let z2 = get("z2").ok_or_else(|| bad("a tensor `z2` (N×d float32)".into()))?;
     check("z1", &z1)?;
     check("z2", &z2)?;
+    unit_rows("z1", &z1)?;
+    unit_rows("z2", &z2)?;
     if z1.size() != z2.size() {
         return Err(Error::file(input, "`z1` and `z2` of the same shape", format!("{:?} and {:?}", z1.size(), z2.size())));
     }
@@ -460,6 +523,9 @@ pub fn maximize_features(input: &Path, output: &Path, cfg: &Config) -> Result<cr
         return Err(Error::file(input, "at least 2 samples", format!("{n}")));
     }
     let e = cfg.maximize.env_num;
+    if e > n {
+        return Err(Error::config("maximize.env_num", format!("{e} environments cannot be filled by the {n} samples of {}", input.display())));
+    }
     let init = match get("init") {
         Some(init) => {
             check("init", &init)?;
@@ -480,6 +546,7 @@ pub fn maximize_features(input: &Path, output: &Path, cfg: &Config) -> Result<cr
         pb.inc(1);
     })?;
     pb.finish_and_clear();
+    crate::train::ipirm::check_finite(&result.risks, &result.partition, "the maximize step")?;
     let risk: Vec<f64> = result.risks.iter().flat_map(|r| [r.total, r.contrastive, r.penalty, r.constraint]).collect();
     let risk = Tensor::from_slice(&risk).view([-1, 4]);
     Tensor::write_safetensors(&[("partition", &result.partition), ("risk", &risk)], output)

@@ -11,13 +11,14 @@ use serde::Serialize;
 use tch::{Device, Tensor};
 
 use crate::config::{Config, IpirmConfig, MaximizeConfig, Method, ModelConfig, TrainConfig};
-use crate::store::{Stage, Store};
+use crate::store::{key_from_canon, Canon, Stage, Store};
 use crate::{Error, Result};
 
 /// Versions of the stages' code: bump one when its output changes for the same inputs.
 pub mod version {
     pub const DATASET: u32 = 1;
-    pub const CHECKPOINT: u32 = 1;
+    /// 2: a checkpoint's inputs are the previous checkpoint and the newest kept partition.
+    pub const CHECKPOINT: u32 = 2;
     pub const CURVE: u32 = 1;
     pub const FEATURES: u32 = 1;
     pub const PARTITION: u32 = 1;
@@ -72,47 +73,44 @@ pub struct Plan {
     pub partitions: Vec<PlannedPartition>,
 }
 
-fn plan_stage(name: &'static str, version: u32, sections: &TrainSections, inputs: Vec<String>) -> Result<Planned> {
+fn plan_stage(name: &'static str, version: u32, sections: &Canon, inputs: Vec<String>) -> Planned {
     let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    let key = Stage::new(name, version, sections, &refs)?.key().to_string();
-    Ok(Planned { name, version, inputs, key })
+    let key = key_from_canon(name, version, sections, &refs);
+    Planned { name, version, inputs, key }
 }
 
 impl Plan {
+    /// Time and memory linear in `train.epochs` (the config is canonicalised once; a checkpoint's
+    /// inputs are the previous checkpoint and the newest partition: the older kept partitions
+    /// are inputs of earlier checkpoints, so the chain commits to all of them).
     pub fn new(cfg: &Config, dataset_key: &str) -> Result<Plan> {
-        let s = TrainSections::of(cfg);
+        let s = Canon::of(&TrainSections::of(cfg))?;
         let ipirm = cfg.train.method == Method::Ipirm;
         let epochs = cfg.train.epochs;
-        let mut checkpoints = vec![plan_stage("checkpoint", version::CHECKPOINT, &s, vec![dataset_key.to_string()])?];
+        let mut checkpoints = vec![plan_stage("checkpoint", version::CHECKPOINT, &s, vec![dataset_key.to_string()])];
         let mut curves = Vec::new();
         let mut partitions: Vec<PlannedPartition> = Vec::new();
-        let add_partition = |after_epoch: usize, ckpt: &str, partitions: &mut Vec<PlannedPartition>| -> Result<()> {
-            let features = if cfg.maximize.offline {
-                Some(plan_stage("features", version::FEATURES, &s, vec![ckpt.to_string()])?)
-            } else {
-                None
-            };
+        let add_partition = |after_epoch: usize, ckpt: &str, partitions: &mut Vec<PlannedPartition>| {
+            let features = cfg.maximize.offline.then(|| plan_stage("features", version::FEATURES, &s, vec![ckpt.to_string()]));
             let mut inputs = vec![ckpt.to_string()];
             inputs.extend(features.as_ref().map(|f| f.key.clone()));
             if !cfg.maximize.random_init {
                 inputs.extend(partitions.last().map(|p| p.partition.key.clone()));
             }
-            let partition = plan_stage("partition", version::PARTITION, &s, inputs)?;
+            let partition = plan_stage("partition", version::PARTITION, &s, inputs);
             partitions.push(PlannedPartition { after_epoch, features, partition });
-            Ok(())
         };
         if ipirm {
-            add_partition(0, &checkpoints[0].key.clone(), &mut partitions)?;
+            add_partition(0, &checkpoints[0].key.clone(), &mut partitions);
         }
         for e in 1..=epochs {
             let mut inputs = vec![checkpoints[e - 1].key.clone()];
-            let kept = if cfg.ipirm.retain_group { &partitions[..] } else { &partitions[partitions.len().saturating_sub(1)..] };
-            inputs.extend(kept.iter().map(|p| p.partition.key.clone()));
-            let ck = plan_stage("checkpoint", version::CHECKPOINT, &s, inputs)?;
-            curves.push(plan_stage("curve", version::CURVE, &s, vec![ck.key.clone()])?);
+            inputs.extend(partitions.last().map(|p| p.partition.key.clone()));
+            let ck = plan_stage("checkpoint", version::CHECKPOINT, &s, inputs);
+            curves.push(plan_stage("curve", version::CURVE, &s, vec![ck.key.clone()]));
             checkpoints.push(ck);
             if ipirm && e % cfg.ipirm.maximize_iter == 0 && e < epochs {
-                add_partition(e, &checkpoints[e].key.clone(), &mut partitions)?;
+                add_partition(e, &checkpoints[e].key.clone(), &mut partitions);
             }
         }
         Ok(Plan { checkpoints, curves, partitions })

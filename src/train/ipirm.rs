@@ -94,6 +94,7 @@ pub fn learn_partition(
         }
     };
     pb.finish_and_clear();
+    check_finite(&risks, &partition, &format!("maximize step {step} (after epoch {})", trainer.epoch))?;
     let cpu = tch::Device::Cpu;
     Ok(PartitionRecord {
         after_epoch: trainer.epoch,
@@ -103,6 +104,18 @@ pub fn learn_partition(
         env_sizes,
         last_partition: last_partition.to_device(cpu),
     })
+}
+
+/// An error naming the first epoch of a maximize step (`label`) whose risk is NaN or infinite,
+/// or a partition with non-finite logits: such a partition is never returned, so never stored.
+pub fn check_finite(risks: &[EpochRisk], partition: &Tensor, label: &str) -> Result<()> {
+    if let Some((t, r)) = risks.iter().enumerate().find(|(_, r)| !r.total.is_finite()) {
+        return Err(crate::Error::NonFinite { what: "the maximize risk".into(), at: format!("{label}, epoch {t}"), value: r.total });
+    }
+    if !bool::try_from(partition.isfinite().all())? {
+        return Err(crate::Error::NonFinite { what: "the learned partition's logits".into(), at: label.to_string(), value: f64::NAN });
+    }
+    Ok(())
 }
 
 /// The partitions the minimize steps train on, on `device`: every one so far with `retain_group`,

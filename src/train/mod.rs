@@ -158,12 +158,20 @@ pub(crate) fn run_epoch(
     let pb = progress::bar(batches.len() as u64, &format!("epoch {epoch}/{epochs}"));
     let start = Instant::now();
     let (mut total, mut contrastive, mut penalty, mut seen) = (0.0, 0.0, 0.0, 0i64);
-    for idx in &batches {
+    for (i, idx) in batches.iter().enumerate() {
         let x = images.index_select(0, idx);
         let loss = step(&x, idx)?;
-        opt.backward_step(&loss.total);
         let b = idx.size()[0];
         let parts = Vec::<f64>::try_from(Tensor::stack(&[loss.total.detach(), loss.contrastive, loss.penalty], 0).to_kind(tch::Kind::Double))?;
+        if !parts[0].is_finite() {
+            pb.finish_and_clear();
+            return Err(crate::Error::NonFinite {
+                what: "the training loss".into(),
+                at: format!("epoch {epoch}, batch {} of {}", i + 1, batches.len()),
+                value: parts[0],
+            });
+        }
+        opt.backward_step(&loss.total);
         total += parts[0] * b as f64;
         contrastive += parts[1] * b as f64;
         penalty += parts[2] * b as f64;
