@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # README command two: set-up, then every test: the notebooks, executed headless with the evcxr
-# kernel against a small cached run, then `cargo test --release` (the numerical tests run real
-# training steps, and one build serves the binary and the tests).
+# kernel against a small cached run, the formatting and lint checks, then `cargo test --release`
+# (the numerical tests run real training steps, and one build serves the binary and the tests).
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 bash "$here/setup.sh"
 bash "$here/setup-notebooks.sh"
 source "$here/env.sh"
 cd "$IPIRM_ROOT"
+
+echo "== cargo fmt --check; cargo clippy (warnings are errors)" >&2
+cargo fmt --check
+cargo clippy --release --all-targets --quiet -- -D warnings
 
 # The run notebook 01 opens: IP-IRM on 512 Fashion-MNIST images, 2 epochs (a cache hit when the
 # store already holds it).

@@ -101,6 +101,10 @@ pub struct IpirmConfig {
     pub retain_group: bool,
     /// A maximize step after every N epochs (and one before epoch 1).
     pub maximize_iter: usize,
+    /// Branch from a stored partition: its key (or a unique prefix), or `RUN@EPOCH` (the
+    /// partition run RUN learned after EPOCH epochs). The run starts from the checkpoint that
+    /// partition was learned from, with it as its first partition (`--from-partition`).
+    pub from_partition: Option<String>,
 }
 
 /// The maximize step (`auto_split_offline` / `auto_split`): learn a soft partition.
@@ -173,7 +177,9 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { checkpoint_every: 25 }
+        StoreConfig {
+            checkpoint_every: 25,
+        }
     }
 }
 
@@ -193,13 +199,24 @@ pub struct Config {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { dataset: DatasetKind::Stl10, data_dir: None, train_limit: 0, bank_limit: 0, test_limit: 0 }
+        DataConfig {
+            dataset: DatasetKind::Stl10,
+            data_dir: None,
+            train_limit: 0,
+            bank_limit: 0,
+            test_limit: 0,
+        }
     }
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { arch: Arch::Resnet50, width: 64, head_hidden: 512, feature_dim: 128 }
+        ModelConfig {
+            arch: Arch::Resnet50,
+            width: 64,
+            head_hidden: 512,
+            feature_dim: 128,
+        }
     }
 }
 
@@ -229,6 +246,7 @@ impl Default for IpirmConfig {
             keep_cont: true,
             retain_group: true,
             maximize_iter: 50,
+            from_partition: None,
         }
     }
 }
@@ -260,13 +278,24 @@ impl Default for MaximizeConfig {
 
 impl Default for KnnConfig {
     fn default() -> Self {
-        KnnConfig { k: 200, temperature: None, batch_size: 512 }
+        KnnConfig {
+            k: 200,
+            temperature: None,
+            batch_size: 512,
+        }
     }
 }
 
 impl Default for LinearConfig {
     fn default() -> Self {
-        LinearConfig { epochs: 100, batch_size: 512, lr: 1e-3, weight_decay: 1e-6, bn_train_quirk: true, seed: 1234 }
+        LinearConfig {
+            epochs: 100,
+            batch_size: 512,
+            lr: 1e-3,
+            weight_decay: 1e-6,
+            bn_train_quirk: true,
+            seed: 1234,
+        }
     }
 }
 
@@ -292,7 +321,11 @@ mod seed {
         }
         match Seed::deserialize(d)? {
             Seed::Int(v) => Ok(v),
-            Seed::Text(t) => t.trim().parse().map_err(|_| serde::de::Error::custom(format!("a seed must be an integer in 0..=18446744073709551615, got `{t}`"))),
+            Seed::Text(t) => t.trim().parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "a seed must be an integer in 0..=18446744073709551615, got `{t}`"
+                ))
+            }),
         }
     }
 }
@@ -379,14 +412,21 @@ const FMNIST_QUICK: &[&str] = &[
 const QUICK_MAXIMIZE: &[&str] = &["ipirm.maximize_iter=3", "maximize.batch_size=1024"];
 
 /// All of Fashion-MNIST on a GPU: a width-64 ResNet-18 for 100 epochs.
-const FMNIST_FULL: &[&str] = &["data.dataset=fashion-mnist", "model.arch=resnet18", "train.epochs=100"];
+const FMNIST_FULL: &[&str] = &[
+    "data.dataset=fashion-mnist",
+    "model.arch=resnet18",
+    "train.epochs=100",
+];
 
 impl Config {
     /// The defaults (the paper's STL-10 run) with a preset's overrides applied and validated.
     pub fn preset(name: &str) -> Result<Config> {
         let preset = PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
             let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
-            Error::config("--preset", format!("no preset `{name}`; the presets are {}", names.join(", ")))
+            Error::config(
+                "--preset",
+                format!("no preset `{name}`; the presets are {}", names.join(", ")),
+            )
         })?;
         let mut cfg = Config::default();
         for o in preset.overrides.iter().copied().flatten() {
@@ -420,15 +460,28 @@ impl Config {
         let sections = tree.as_object_mut().expect("config is an object");
         let known: Vec<String> = sections.keys().cloned().collect();
         let sec = sections.get_mut(section).ok_or_else(|| {
-            Error::config(path, format!("unknown section `{section}`; sections are {}", known.join(", ")))
+            Error::config(
+                path,
+                format!(
+                    "unknown section `{section}`; sections are {}",
+                    known.join(", ")
+                ),
+            )
         })?;
         let sec = sec.as_object_mut().expect("sections are objects");
         let keys: Vec<String> = sec.keys().cloned().collect();
         let slot = sec.get_mut(key).ok_or_else(|| {
-            Error::config(path, format!("unknown key `{key}` in section `{section}`; keys are {}", keys.join(", ")))
+            Error::config(
+                path,
+                format!(
+                    "unknown key `{key}` in section `{section}`; keys are {}",
+                    keys.join(", ")
+                ),
+            )
         })?;
         *slot = parse_like(slot, raw.trim()).map_err(|m| Error::config(path, m))?;
-        *self = serde_json::from_value(tree).map_err(|e| Error::config(path, format!("bad value `{}`: {e}", raw.trim())))?;
+        *self = serde_json::from_value(tree)
+            .map_err(|e| Error::config(path, format!("bad value `{}`: {e}", raw.trim())))?;
         Ok(())
     }
 
@@ -455,13 +508,19 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         fn positive_i(key: &str, v: i64) -> Result<()> {
             if v <= 0 {
-                return Err(Error::config(key, format!("must be a positive integer, got {v}")));
+                return Err(Error::config(
+                    key,
+                    format!("must be a positive integer, got {v}"),
+                ));
             }
             Ok(())
         }
         fn positive_f(key: &str, v: f64) -> Result<()> {
             if !(v.is_finite() && v > 0.0) {
-                return Err(Error::config(key, format!("must be a positive number, got {v}")));
+                return Err(Error::config(
+                    key,
+                    format!("must be a positive number, got {v}"),
+                ));
             }
             Ok(())
         }
@@ -476,7 +535,10 @@ impl Config {
         positive_i("model.feature_dim", self.model.feature_dim)?;
         positive_i("train.batch_size", self.train.batch_size)?;
         if self.train.batch_size < 2 {
-            return Err(Error::config("train.batch_size", "needs at least 2 images for a contrastive batch"));
+            return Err(Error::config(
+                "train.batch_size",
+                "needs at least 2 images for a contrastive batch",
+            ));
         }
         if !(1..=MAX_EPOCHS).contains(&self.train.epochs) {
             return Err(Error::config(
@@ -488,7 +550,10 @@ impl Config {
         non_negative_f("train.weight_decay", self.train.weight_decay)?;
         positive_f("train.temperature", self.train.temperature)?;
         if !(0.0..1.0).contains(&self.train.tau_plus) {
-            return Err(Error::config("train.tau_plus", format!("must be in [0, 1), got {}", self.train.tau_plus)));
+            return Err(Error::config(
+                "train.tau_plus",
+                format!("must be in [0, 1), got {}", self.train.tau_plus),
+            ));
         }
         non_negative_f("ipirm.penalty_weight", self.ipirm.penalty_weight)?;
         if self.ipirm.maximize_iter == 0 {
@@ -500,10 +565,19 @@ impl Config {
         positive_f("maximize.irm_temp", self.maximize.irm_temp)?;
         non_negative_f("maximize.irm_weight", self.maximize.irm_weight)?;
         if self.maximize.env_num < 2 {
-            return Err(Error::config("maximize.env_num", format!("must be at least 2, got {}", self.maximize.env_num)));
+            return Err(Error::config(
+                "maximize.env_num",
+                format!("must be at least 2, got {}", self.maximize.env_num),
+            ));
         }
         if self.maximize.batch_size < 2 {
-            return Err(Error::config("maximize.batch_size", format!("must be at least 2 (a contrastive batch needs negatives), got {}", self.maximize.batch_size)));
+            return Err(Error::config(
+                "maximize.batch_size",
+                format!(
+                    "must be at least 2 (a contrastive batch needs negatives), got {}",
+                    self.maximize.batch_size
+                ),
+            ));
         }
         positive_f("maximize.lr", self.maximize.lr)?;
         positive_f("maximize.lr_gamma", self.maximize.lr_gamma)?;
@@ -522,13 +596,29 @@ impl Config {
     /// datasets are read. `train` images for self-supervised training, `bank` labelled images for
     /// the kNN bank and the probe.
     pub fn check_against_data(&self, train: i64, bank: i64) -> Result<()> {
-        let images = |n: i64| format!("{n} training images (data.train_limit and --data-dir decide how many)");
+        let images = |n: i64| {
+            format!("{n} training images (data.train_limit and --data-dir decide how many)")
+        };
         if self.train.batch_size > train {
-            return Err(Error::config("train.batch_size", format!("{} is larger than the {}", self.train.batch_size, images(train))));
+            return Err(Error::config(
+                "train.batch_size",
+                format!(
+                    "{} is larger than the {}",
+                    self.train.batch_size,
+                    images(train)
+                ),
+            ));
         }
         if self.train.method == Method::Ipirm {
             if self.maximize.env_num > train {
-                return Err(Error::config("maximize.env_num", format!("{} environments cannot be filled by {}", self.maximize.env_num, images(train))));
+                return Err(Error::config(
+                    "maximize.env_num",
+                    format!(
+                        "{} environments cannot be filled by {}",
+                        self.maximize.env_num,
+                        images(train)
+                    ),
+                ));
             }
             if !self.maximize.offline && self.maximize.batch_size > train {
                 return Err(Error::config(
@@ -538,7 +628,10 @@ impl Config {
             }
         }
         if bank < 1 {
-            return Err(Error::config("data.bank_limit", "the kNN bank and the probe need at least one labelled image"));
+            return Err(Error::config(
+                "data.bank_limit",
+                "the kNN bank and the probe need at least one labelled image",
+            ));
         }
         Ok(())
     }
@@ -550,7 +643,10 @@ impl Config {
 }
 
 /// Parses `raw` into a JSON value of the same kind as `current`.
-fn parse_like(current: &serde_json::Value, raw: &str) -> std::result::Result<serde_json::Value, String> {
+fn parse_like(
+    current: &serde_json::Value,
+    raw: &str,
+) -> std::result::Result<serde_json::Value, String> {
     use serde_json::Value;
     let lower = raw.to_ascii_lowercase();
     if matches!(lower.as_str(), "none" | "null") {
@@ -573,8 +669,12 @@ fn parse_like(current: &serde_json::Value, raw: &str) -> std::result::Result<ser
                     return Err(format!("expected an integer, got `{raw}`"));
                 }
             } else {
-                let v: f64 = raw.parse().map_err(|_| format!("expected a number, got `{raw}`"))?;
-                serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| format!("expected a finite number, got `{raw}`"))?
+                let v: f64 = raw
+                    .parse()
+                    .map_err(|_| format!("expected a number, got `{raw}`"))?;
+                serde_json::Number::from_f64(v)
+                    .map(Value::Number)
+                    .ok_or_else(|| format!("expected a finite number, got `{raw}`"))?
             }
         }
         Value::Array(_) => {
@@ -583,13 +683,19 @@ fn parse_like(current: &serde_json::Value, raw: &str) -> std::result::Result<ser
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<u64>().map(Value::from).map_err(|_| format!("expected a list of integers, got `{raw}`")))
+                .map(|s| {
+                    s.parse::<u64>()
+                        .map(Value::from)
+                        .map_err(|_| format!("expected a list of integers, got `{raw}`"))
+                })
                 .collect();
             Value::Array(items?)
         }
         // Strings, enums and unset optionals: numbers stay numbers so an `Option<f64>` can be set.
         Value::Null => match raw.parse::<f64>() {
-            Ok(v) => serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::String(raw.into())),
+            Ok(v) => serde_json::Number::from_f64(v)
+                .map(Value::Number)
+                .unwrap_or(Value::String(raw.into())),
             Err(_) => Value::String(raw.into()),
         },
         _ => Value::String(raw.into()),

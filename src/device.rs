@@ -22,7 +22,10 @@ pub fn parse_device(s: &str) -> Result<Device> {
         "cuda" | "gpu" => cuda(0),
         _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(i)) => cuda(i),
-            _ => Err(Error::config("--device", format!("expected auto, cpu, cuda or cuda:N, got `{s}`"))),
+            _ => Err(Error::config(
+                "--device",
+                format!("expected auto, cpu, cuda or cuda:N, got `{s}`"),
+            )),
         },
     }
 }

@@ -27,16 +27,31 @@ struct LogState {
 /// A bar over `len` items named `prefix` (e.g. `epoch 3/400`).
 pub fn bar(len: u64, prefix: &str) -> Progress {
     let terminal = std::io::stderr().is_terminal();
-    let target = if terminal { ProgressDrawTarget::stderr_with_hz(4) } else { ProgressDrawTarget::hidden() };
+    let target = if terminal {
+        ProgressDrawTarget::stderr_with_hz(4)
+    } else {
+        ProgressDrawTarget::hidden()
+    };
     let bar = ProgressBar::with_draw_target(Some(len), target);
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_prefix(prefix.to_string());
-    let every = std::env::var("IPIRM_LOG_EVERY").ok().and_then(|s| s.parse::<f64>().ok()).map_or(LOG_EVERY, Duration::from_secs_f64);
-    let log = (!terminal).then(|| Mutex::new(LogState { every, last: Instant::now(), message: String::new() }));
+    let every = std::env::var("IPIRM_LOG_EVERY")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .map_or(LOG_EVERY, Duration::from_secs_f64);
+    let log = (!terminal).then(|| {
+        Mutex::new(LogState {
+            every,
+            last: Instant::now(),
+            message: String::new(),
+        })
+    });
     Progress { bar, log }
 }
 
@@ -75,9 +90,17 @@ impl Progress {
 
     fn log_line(&self, message: &str) -> String {
         let (pos, len) = (self.bar.position(), self.bar.length().unwrap_or(0));
-        let left = if pos > 0 { format!(", ~{} left", clock(self.bar.eta())) } else { String::new() };
+        let left = if pos > 0 {
+            format!(", ~{} left", clock(self.bar.eta()))
+        } else {
+            String::new()
+        };
         let sep = if message.is_empty() { "" } else { ", " };
-        format!("{}: {pos}/{len}, {} elapsed{left}{sep}{message}", self.bar.prefix(), clock(self.bar.elapsed()))
+        format!(
+            "{}: {pos}/{len}, {} elapsed{left}{sep}{message}",
+            self.bar.prefix(),
+            clock(self.bar.elapsed())
+        )
     }
 }
 

@@ -4,7 +4,7 @@
 use tch::Device;
 
 use crate::config::Config;
-use crate::pipeline::partition_from_tensors;
+use crate::pipeline::{Checkpoint, StageKind, TensorArtifact};
 use crate::store::{Artifact, RunRecord, Store};
 use crate::train::ipirm::PartitionRecord;
 use crate::train::{EpochStats, Trainer};
@@ -19,36 +19,45 @@ pub struct RunView {
 }
 
 impl RunView {
+    /// The run `what` names: an id, a name (its latest finished run, else its latest) or a
+    /// unique id prefix.
     pub fn open(store: &Store, what: &str) -> Result<RunView> {
-        let runs = store.list_runs()?;
-        let run = runs
-            .iter()
-            .find(|r| r.id == what)
-            .or_else(|| runs.iter().filter(|r| r.name == what).max_by_key(|r| r.seq))
-            .cloned()
-            .ok_or_else(|| {
-                let names: std::collections::BTreeSet<_> = runs.iter().map(|r| r.name.as_str()).collect();
-                Error::Store(format!("store {}: no run `{what}`; runs are named {names:?}", store.root().display()))
-            })?;
-        let cfg: Config = serde_json::from_str(&run.config_json)
-            .map_err(|e| Error::Store(format!("run {}: its config does not read as this version's Config: {e}", run.id)))?;
+        let run = store.resolve_run(what)?;
+        let cfg: Config = serde_json::from_str(&run.config_json).map_err(|e| {
+            Error::Store(format!(
+                "run {}: its config does not read as this version's Config: {e}",
+                run.id
+            ))
+        })?;
         let mut artifacts = Vec::new();
         for key in &run.artifacts {
             if let Some(a) = store.get_meta(key)? {
                 artifacts.push(a);
             }
         }
-        Ok(RunView { run, cfg, artifacts })
+        Ok(RunView {
+            run,
+            cfg,
+            artifacts,
+        })
     }
 
-    /// The run's artifacts of one stage (`checkpoint`, `partition`, `curve`, `knn`, …), in order.
-    pub fn stage(&self, name: &str) -> Vec<&Artifact> {
-        self.artifacts.iter().filter(|a| a.stage == name).collect()
+    /// The run's artifacts of one stage, in order.
+    pub fn stage(&self, kind: StageKind) -> Vec<&Artifact> {
+        self.artifacts
+            .iter()
+            .filter(|a| a.stage == kind.name())
+            .collect()
     }
 
     /// One line per artifact: stage, short key, size.
     pub fn describe(&self) -> String {
-        let mut s = format!("run {} ({}), {} artifacts\n", self.run.id, self.run.name, self.artifacts.len());
+        let mut s = format!(
+            "run {} ({}), {} artifacts\n",
+            self.run.id,
+            self.run.name,
+            self.artifacts.len()
+        );
         for a in &self.artifacts {
             s += &format!("  {:<12} {}  {:>10} B\n", a.stage, &a.key[..12], a.size());
         }
@@ -58,9 +67,11 @@ impl RunView {
     /// The partition of every maximize step, in the order of the steps.
     pub fn partitions(&self, store: &Store) -> Result<Vec<PartitionRecord>> {
         let mut out = Vec::new();
-        for a in self.stage("partition") {
-            let named = store.get_tensors(&a.key)?.ok_or_else(|| Error::Store(format!("partition {} is not in the store", a.key)))?;
-            out.push(partition_from_tensors(named)?);
+        for a in self.stage(StageKind::Partition) {
+            let named = store
+                .get_tensors(&a.key)?
+                .ok_or_else(|| Error::Store(format!("partition {} is not in the store", a.key)))?;
+            out.push(PartitionRecord::from_tensors(named)?);
         }
         out.sort_by_key(|p| p.after_epoch);
         Ok(out)
@@ -69,20 +80,20 @@ impl RunView {
     /// The training curve: the figures of every epoch the run trained or loaded.
     pub fn curves(&self, store: &Store) -> Result<Vec<EpochStats>> {
         let mut out: Vec<EpochStats> = Vec::new();
-        for a in self.stage("curve") {
+        for a in self.stage(StageKind::Curve) {
             out.extend(store.get_record::<EpochStats>(&a.key)?);
         }
         out.sort_by_key(|s| s.epoch);
         Ok(out)
     }
 
-    /// The key of the run's stored checkpoint after `epoch` epochs (0 = initialisation), if any.
+    /// The key of the run's stored checkpoint after `epoch` epochs (0 = initialisation), if any,
+    /// found from the checkpoints' headers (no weights are read).
     pub fn checkpoint_at(&self, store: &Store, epoch: usize) -> Result<Option<String>> {
-        for a in self.stage("checkpoint") {
-            if let Some(named) = store.get_tensors(&a.key)? {
-                if named.iter().any(|(n, t)| n == "epoch" && t.int64_value(&[0]) == epoch as i64) {
-                    return Ok(Some(a.key.clone()));
-                }
+        for a in self.stage(StageKind::Checkpoint) {
+            let meta = store.tensor_meta(&a.key)?.unwrap_or_default();
+            if meta.get("epoch").and_then(|e| e.parse::<usize>().ok()) == Some(epoch) {
+                return Ok(Some(a.key.clone()));
             }
         }
         Ok(None)
@@ -90,9 +101,11 @@ impl RunView {
 
     /// A trainer restored from the stored checkpoint `key` (model, optimizer state, epoch).
     pub fn trainer_at(&self, store: &Store, key: &str, device: Device) -> Result<Trainer> {
-        let state = store.get_tensors(key)?.ok_or_else(|| Error::Store(format!("checkpoint {key} is not in the store")))?;
+        let named = store
+            .get_tensors(key)?
+            .ok_or_else(|| Error::Store(format!("checkpoint {key} is not in the store")))?;
         let mut t = Trainer::new(&self.cfg, device)?;
-        t.load_state(&state)?;
+        t.load_state(&Checkpoint::from_tensors(named)?.state)?;
         Ok(t)
     }
 }

@@ -13,24 +13,49 @@ fn ipirm(args: &[&str]) -> (i32, String) {
         .env("RUST_BACKTRACE", "1")
         .output()
         .expect("the binary runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Checks a failed run: status 2, one paragraph starting `error:` that contains every `needle`.
 fn assert_clear_error(args: &[&str], needles: &[&str]) {
     let (code, stderr) = ipirm(args);
-    let msg = stderr.lines().filter(|l| l.starts_with("error:")).collect::<Vec<_>>();
+    let msg = stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect::<Vec<_>>();
     assert_eq!(code, 2, "exit status for {args:?}; stderr:\n{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "no panic or backtrace for {args:?}:\n{stderr}");
-    assert_eq!(msg.len(), 1, "exactly one error line for {args:?}:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "no panic or backtrace for {args:?}:\n{stderr}"
+    );
+    assert_eq!(
+        msg.len(),
+        1,
+        "exactly one error line for {args:?}:\n{stderr}"
+    );
     assert!(!msg[0].contains('\n'));
     for n in needles {
-        assert!(msg[0].contains(n), "`{n}` missing from the message for {args:?}: {}", msg[0]);
+        assert!(
+            msg[0].contains(n),
+            "`{n}` missing from the message for {args:?}: {}",
+            msg[0]
+        );
     }
 }
 
 fn train_args<'a>(data_dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["train", "--device", "cpu", "--preset", "stl10-ipirm", "--data-dir", data_dir];
+    let mut v = vec![
+        "train",
+        "--device",
+        "cpu",
+        "--preset",
+        "stl10-ipirm",
+        "--data-dir",
+        data_dir,
+    ];
     v.extend_from_slice(extra);
     v
 }
@@ -47,7 +72,10 @@ fn truncated_stl10_file() {
     let f = tmp.path().join("stl10_binary/train_X.bin");
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() - 100]).unwrap();
-    assert_clear_error(&train_args(tmp.path().to_str().unwrap(), &[]), &["train_X.bin", "27648"]);
+    assert_clear_error(
+        &train_args(tmp.path().to_str().unwrap(), &[]),
+        &["train_X.bin", "27648"],
+    );
 }
 
 #[test]
@@ -55,7 +83,10 @@ fn stl10_label_out_of_range() {
     let tmp = tempfile::tempdir().unwrap();
     stl_folder(tmp.path(), 4, 2, 4);
     write(&tmp.path().join("stl10_binary/train_y.bin"), &[1, 2, 11, 3]);
-    assert_clear_error(&train_args(tmp.path().to_str().unwrap(), &[]), &["train_y.bin", "11"]);
+    assert_clear_error(
+        &train_args(tmp.path().to_str().unwrap(), &[]),
+        &["train_y.bin", "11"],
+    );
 }
 
 #[test]
@@ -66,37 +97,70 @@ fn wrong_idx_magic() {
     bad[2] = 9; // not the unsigned-byte type code
     write(&tmp.path().join("train-images-idx3-ubyte.gz"), &gzip(&bad));
     let d = tmp.path().to_str().unwrap();
-    assert_clear_error(&["train", "--device", "cpu", "--preset", "fmnist-quick", "--data-dir", d], &["train-images-idx3-ubyte", "magic"]);
+    assert_clear_error(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--preset",
+            "fmnist-quick",
+            "--data-dir",
+            d,
+        ],
+        &["train-images-idx3-ubyte", "magic"],
+    );
 }
 
 #[test]
 fn unknown_config_key() {
-    assert_clear_error(&["train", "--set", "train.bogus=1"], &["train.bogus", "unknown key"]);
+    assert_clear_error(
+        &["train", "--set", "train.bogus=1"],
+        &["train.bogus", "unknown key"],
+    );
 }
 
 #[test]
 fn negative_batch_size() {
-    assert_clear_error(&["train", "--set", "train.batch_size=-4"], &["train.batch_size", "-4"]);
+    assert_clear_error(
+        &["train", "--set", "train.batch_size=-4"],
+        &["train.batch_size", "-4"],
+    );
 }
 
 #[test]
 fn bad_device_and_preset() {
     assert_clear_error(&["train", "--device", "tpu"], &["--device", "tpu"]);
-    assert_clear_error(&["train", "--preset", "imagenet"], &["--preset", "imagenet"]);
+    assert_clear_error(
+        &["train", "--preset", "imagenet"],
+        &["--preset", "imagenet"],
+    );
 }
 
 #[test]
 fn missing_config_file() {
-    assert_clear_error(&["train", "--config", "/nonexistent/run.toml"], &["/nonexistent/run.toml"]);
+    assert_clear_error(
+        &["train", "--config", "/nonexistent/run.toml"],
+        &["/nonexistent/run.toml"],
+    );
 }
 
 #[test]
 fn presets_lists_every_preset_on_one_line_each() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipirm")).arg("presets").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .arg("presets")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     for p in ipirm::config::PRESETS {
-        assert_eq!(text.lines().filter(|l| l.starts_with(p.name) && l.contains(p.summary)).count(), 1, "{}", p.name);
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with(p.name) && l.contains(p.summary))
+                .count(),
+            1,
+            "{}",
+            p.name
+        );
     }
     assert!(Path::new(env!("CARGO_BIN_EXE_ipirm")).exists());
 }
@@ -110,7 +174,8 @@ fn train_ok(store: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     text
 }
@@ -124,11 +189,25 @@ fn the_stl10_ipirm_preset_trains_on_an_stl10_format_folder() {
     // The paper's preset (ResNet-50, 96×96 images, 32×32 crops) for one epoch of 4 steps.
     let text = train_ok(
         &store,
-        &["--device=cpu", "--preset=stl10-ipirm", "--data-dir", d, "--set=train.epochs=1", "--set=train.batch_size=16", "--set=maximize.max_epoch=2"],
+        &[
+            "--device=cpu",
+            "--preset=stl10-ipirm",
+            "--data-dir",
+            d,
+            "--set=train.epochs=1",
+            "--set=train.batch_size=16",
+            "--set=maximize.max_epoch=2",
+        ],
     );
     // The maximize step partitioned all 64 training images, 48 of them unlabelled.
-    assert!(text.contains("partition after epoch 0") && text.contains("unlabelled"), "{text}");
-    assert!(text.contains("epoch 1/1") && text.contains("final checkpoint"), "{text}");
+    assert!(
+        text.contains("partition after epoch 0") && text.contains("unlabelled"),
+        "{text}"
+    );
+    assert!(
+        text.contains("epoch 1/1") && text.contains("final checkpoint"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -139,19 +218,41 @@ fn the_online_maximize_step_runs_in_training() {
     let text = train_ok(
         &tmp.path().join("store"),
         &[
-            "--device=cpu", "--preset=fmnist-ipirm-quick", "--data-dir", d, "--set=data.train_limit=0", "--set=model.width=4",
-            "--set=train.epochs=2", "--set=train.batch_size=16", "--set=ipirm.maximize_iter=1", "--set=maximize.offline=false",
-            "--set=maximize.batch_size=32", "--set=maximize.max_epoch=2",
+            "--device=cpu",
+            "--preset=fmnist-ipirm-quick",
+            "--data-dir",
+            d,
+            "--set=data.train_limit=0",
+            "--set=model.width=4",
+            "--set=train.epochs=2",
+            "--set=train.batch_size=16",
+            "--set=ipirm.maximize_iter=1",
+            "--set=maximize.offline=false",
+            "--set=maximize.batch_size=32",
+            "--set=maximize.max_epoch=2",
         ],
     );
-    assert!(text.contains("partition after epoch 0") && text.contains("partition after epoch 1"), "{text}");
+    assert!(
+        text.contains("partition after epoch 0") && text.contains("partition after epoch 1"),
+        "{text}"
+    );
 }
 
 /// A tiny Fashion-MNIST run's flags (training is a few seconds).
 fn tiny_fashion<'a>(d: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
-        "train", "--device=cpu", "--preset=fmnist-ipirm-quick", "--data-dir", d, "--set=data.train_limit=0", "--set=data.bank_limit=0",
-        "--set=data.test_limit=0", "--set=model.width=4", "--set=train.batch_size=16", "--set=train.epochs=2", "--set=maximize.batch_size=64",
+        "train",
+        "--device=cpu",
+        "--preset=fmnist-ipirm-quick",
+        "--data-dir",
+        d,
+        "--set=data.train_limit=0",
+        "--set=data.bank_limit=0",
+        "--set=data.test_limit=0",
+        "--set=model.width=4",
+        "--set=train.batch_size=16",
+        "--set=train.epochs=2",
+        "--set=maximize.batch_size=64",
         "--set=maximize.max_epoch=2",
     ];
     v.extend_from_slice(extra);
@@ -160,7 +261,11 @@ fn tiny_fashion<'a>(d: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 /// The store's `ls` as text.
 fn store_ls(store: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipirm")).args(["store", "ls"]).arg(format!("--store={}", store.display())).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .args(["store", "ls"])
+        .arg(format!("--store={}", store.display()))
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -170,7 +275,13 @@ fn store_ls(store: &Path) -> String {
 fn a_diverging_run_stops_and_stores_nothing_non_finite() {
     let cases: [(&[&str], &str); 3] = [
         (&["--set=train.lr=1e300"], "training loss"),
-        (&["--set=train.temperature=1e-300", "--set=maximize.temperature=0.5"], "training loss"),
+        (
+            &[
+                "--set=train.temperature=1e-300",
+                "--set=maximize.temperature=0.5",
+            ],
+            "training loss",
+        ),
         // The maximize step reads train.temperature too, and it comes first.
         (&["--set=train.temperature=1e-300"], "maximize risk"),
     ];
@@ -182,14 +293,25 @@ fn a_diverging_run_stops_and_stores_nothing_non_finite() {
         let d = tmp.path().to_str().unwrap();
         let mut extra = sets.to_vec();
         extra.push(&store_flag);
-        let at = if what == "training loss" { "epoch 1, batch" } else { "maximize step 0 (after epoch 0), epoch 0" };
+        let at = if what == "training loss" {
+            "epoch 1, batch"
+        } else {
+            "maximize step 0 (after epoch 0), epoch 0"
+        };
         assert_clear_error(&tiny_fashion(d, &extra), &[what, at]);
         let ls = store_ls(&store);
-        assert!(!ls.contains("stage curve") && ls.contains("unfinished"), "{sets:?}:\n{ls}");
+        assert!(
+            !ls.contains("stage curve") && ls.contains("unfinished"),
+            "{sets:?}:\n{ls}"
+        );
         if what == "maximize risk" {
             assert!(!ls.contains("stage partition"), "{sets:?}:\n{ls}");
         }
-        assert_eq!(ls.matches("stage checkpoint").count(), 1, "{sets:?}: only the initial checkpoint:\n{ls}");
+        assert_eq!(
+            ls.matches("stage checkpoint").count(),
+            1,
+            "{sets:?}: only the initial checkpoint:\n{ls}"
+        );
     }
 }
 
@@ -209,11 +331,40 @@ fn the_maximize_tool_refuses_non_finite_risks_and_unnormalised_features() {
     let out = tmp.path().join("out.safetensors");
     let f = features_file(tmp.path(), 1.0);
     let (fs, os) = (f.to_str().unwrap(), out.to_str().unwrap());
-    assert_clear_error(&["maximize", "--features", fs, "--out", os, "--set", "maximize.temperature=1e-300", "--set", "maximize.max_epoch=2"], &["maximize risk", "epoch 0"]);
-    assert_clear_error(&["maximize", "--features", fs, "--out", os, "--set", "maximize.irm_temp=1e-300", "--set", "maximize.max_epoch=2"], &["maximize risk"]);
+    assert_clear_error(
+        &[
+            "maximize",
+            "--features",
+            fs,
+            "--out",
+            os,
+            "--set",
+            "maximize.temperature=1e-300",
+            "--set",
+            "maximize.max_epoch=2",
+        ],
+        &["maximize risk", "epoch 0"],
+    );
+    assert_clear_error(
+        &[
+            "maximize",
+            "--features",
+            fs,
+            "--out",
+            os,
+            "--set",
+            "maximize.irm_temp=1e-300",
+            "--set",
+            "maximize.max_epoch=2",
+        ],
+        &["maximize risk"],
+    );
     assert!(!out.exists(), "nothing is written for a diverged step");
     let big = features_file(tmp.path(), 1e30);
-    assert_clear_error(&["maximize", "--features", big.to_str().unwrap(), "--out", os], &["features.safetensors", "L2-normalised", "row 0"]);
+    assert_clear_error(
+        &["maximize", "--features", big.to_str().unwrap(), "--out", os],
+        &["features.safetensors", "L2-normalised", "row 0"],
+    );
 }
 
 #[test]
@@ -221,12 +372,37 @@ fn the_maximize_tool_checks_out_and_env_num_before_computing() {
     let tmp = tempfile::tempdir().unwrap();
     let f = features_file(tmp.path(), 1.0);
     let fs = f.to_str().unwrap();
-    let (code, stderr) = ipirm(&["maximize", "--features", fs, "--out", "/nonexistent/dir/out.safetensors", "--set", "maximize.max_epoch=3"]);
+    let (code, stderr) = ipirm(&[
+        "maximize",
+        "--features",
+        fs,
+        "--out",
+        "/nonexistent/dir/out.safetensors",
+        "--set",
+        "maximize.max_epoch=3",
+    ]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("--out") && stderr.contains("/nonexistent/dir") && !stderr.contains("risk"), "checked first:\n{stderr}");
+    assert!(
+        stderr.contains("--out") && stderr.contains("/nonexistent/dir") && !stderr.contains("risk"),
+        "checked first:\n{stderr}"
+    );
     let dir_out = tmp.path().to_str().unwrap();
-    assert_clear_error(&["maximize", "--features", fs, "--out", dir_out], &["--out", "a folder"]);
-    assert_clear_error(&["maximize", "--features", fs, "--out", "o.safetensors", "--set", "maximize.env_num=49"], &["maximize.env_num", "48 samples"]);
+    assert_clear_error(
+        &["maximize", "--features", fs, "--out", dir_out],
+        &["--out", "a folder"],
+    );
+    assert_clear_error(
+        &[
+            "maximize",
+            "--features",
+            fs,
+            "--out",
+            "o.safetensors",
+            "--set",
+            "maximize.env_num=49",
+        ],
+        &["maximize.env_num", "48 samples"],
+    );
 }
 
 #[test]
@@ -234,30 +410,54 @@ fn settings_the_data_cannot_serve_fail_before_training() {
     let tmp = tempfile::tempdir().unwrap();
     fashion_folder(tmp.path(), 64, 16);
     let d = tmp.path().to_str().unwrap();
-    assert_clear_error(&["train", "--set", "maximize.batch_size=1"], &["maximize.batch_size", "at least 2"]);
-    for (set, needle) in [("--set=maximize.env_num=65", "maximize.env_num"), ("--set=train.batch_size=65", "train.batch_size")] {
+    assert_clear_error(
+        &["train", "--set", "maximize.batch_size=1"],
+        &["maximize.batch_size", "at least 2"],
+    );
+    for (set, needle) in [
+        ("--set=maximize.env_num=65", "maximize.env_num"),
+        ("--set=train.batch_size=65", "train.batch_size"),
+    ] {
         let (code, stderr) = ipirm(&tiny_fashion(d, &[set]));
         assert_eq!(code, 2, "{stderr}");
-        assert!(stderr.contains(needle) && stderr.contains("64 training images") && !stderr.contains("epoch 1/"), "{stderr}");
+        assert!(
+            stderr.contains(needle)
+                && stderr.contains("64 training images")
+                && !stderr.contains("epoch 1/"),
+            "{stderr}"
+        );
     }
 }
 
 /// Planning is linear in the number of epochs, and the number is bounded with a clear message.
 #[test]
 fn a_huge_epoch_count_is_refused_at_once() {
-    assert_clear_error(&["config", "--set", "train.epochs=1000000"], &["train.epochs", "100000"]);
-    let cfg = ipirm::config::Config::default().with_overrides(&["train.epochs=100000", "ipirm.maximize_iter=1"]).unwrap();
-    let plan = ipirm::pipeline::stages::Plan::new(&cfg, "dataset").unwrap();
+    assert_clear_error(
+        &["config", "--set", "train.epochs=1000000"],
+        &["train.epochs", "100000"],
+    );
+    let cfg = ipirm::config::Config::default()
+        .with_overrides(&["train.epochs=100000", "ipirm.maximize_iter=1"])
+        .unwrap();
+    let plan = ipirm::pipeline::stages::Plan::new(&cfg, "dataset", None).unwrap();
     assert_eq!(plan.checkpoints.len(), 100_001);
     assert_eq!(plan.partitions.len(), 100_000);
-    // Every checkpoint names at most two inputs, however many partitions are kept.
-    assert!(plan.checkpoints.iter().all(|c| c.inputs.len() <= 2));
+    // Every checkpoint names at most three inputs (the previous one, the dataset, the newest
+    // partition), however many partitions are kept.
+    assert!(plan.checkpoints.iter().all(|c| c.inputs.len() <= 3));
 }
 
 #[test]
 fn unsigned_seeds_take_the_whole_range() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipirm")).args(["config", "--set", "train.seed=18446744073709551615"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .args(["config", "--set", "train.seed=18446744073709551615"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let toml = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(toml.contains("seed = \"18446744073709551615\""), "{toml}");
     // ... and the TOML reads back.
@@ -282,22 +482,40 @@ fn empty_folders_and_link_loops_in_place_of_data_files() {
     let d = tmp.path().to_str().unwrap();
     // A Fashion-MNIST image file holding no image.
     fashion_folder(tmp.path(), 4, 2);
-    write(&tmp.path().join("train-images-idx3-ubyte.gz"), &gzip(&idx(&[0, 28, 28], &[])));
-    write(&tmp.path().join("train-labels-idx1-ubyte.gz"), &gzip(&idx(&[0], &[])));
-    assert_clear_error(&tiny_fashion(d, &[]), &["train-images-idx3-ubyte.gz", "at least one image"]);
+    write(
+        &tmp.path().join("train-images-idx3-ubyte.gz"),
+        &gzip(&idx(&[0, 28, 28], &[])),
+    );
+    write(
+        &tmp.path().join("train-labels-idx1-ubyte.gz"),
+        &gzip(&idx(&[0], &[])),
+    );
+    assert_clear_error(
+        &tiny_fashion(d, &[]),
+        &["train-images-idx3-ubyte.gz", "at least one image"],
+    );
     // A folder, then a link loop, where the file should be.
     let f = tmp.path().join("train-images-idx3-ubyte.gz");
     std::fs::remove_file(&f).unwrap();
     std::fs::create_dir(&f).unwrap();
-    assert_clear_error(&tiny_fashion(d, &[]), &["train-images-idx3-ubyte.gz", "a folder"]);
+    assert_clear_error(
+        &tiny_fashion(d, &[]),
+        &["train-images-idx3-ubyte.gz", "a folder"],
+    );
     std::fs::remove_dir(&f).unwrap();
     std::os::unix::fs::symlink(&f, &f).unwrap();
-    assert_clear_error(&tiny_fashion(d, &[]), &["train-images-idx3-ubyte.gz", "symbolic link loop"]);
+    assert_clear_error(
+        &tiny_fashion(d, &[]),
+        &["train-images-idx3-ubyte.gz", "symbolic link loop"],
+    );
     // STL-10 likewise.
     let stl = tempfile::tempdir().unwrap();
     stl_folder(stl.path(), 4, 2, 4);
     let x = stl.path().join("stl10_binary/train_X.bin");
     std::fs::remove_file(&x).unwrap();
     std::fs::create_dir(&x).unwrap();
-    assert_clear_error(&train_args(stl.path().to_str().unwrap(), &[]), &["train_X.bin", "a folder"]);
+    assert_clear_error(
+        &train_args(stl.path().to_str().unwrap(), &[]),
+        &["train_X.bin", "a folder"],
+    );
 }

@@ -6,11 +6,26 @@ fn defaults_are_the_papers_stl10_run() {
     let c = Config::default();
     c.validate().unwrap();
     assert_eq!(c.model.arch, Arch::Resnet50);
-    assert_eq!((c.train.batch_size, c.train.epochs, c.train.temperature), (256, 400, 0.5));
-    assert_eq!((c.ipirm.penalty_weight, c.maximize.irm_weight, c.ipirm.maximize_iter), (0.2, 0.5, 50));
-    assert!(c.ipirm.keep_cont && c.ipirm.retain_group && c.maximize.random_init && c.maximize.offline);
+    assert_eq!(
+        (c.train.batch_size, c.train.epochs, c.train.temperature),
+        (256, 400, 0.5)
+    );
+    assert_eq!(
+        (
+            c.ipirm.penalty_weight,
+            c.maximize.irm_weight,
+            c.ipirm.maximize_iter
+        ),
+        (0.2, 0.5, 50)
+    );
+    assert!(
+        c.ipirm.keep_cont && c.ipirm.retain_group && c.maximize.random_init && c.maximize.offline
+    );
     assert!(c.maximize.constrain && c.maximize.constrain_relax);
-    assert_eq!((c.knn.k, c.linear.epochs, c.linear.batch_size), (200, 100, 512));
+    assert_eq!(
+        (c.knn.k, c.linear.epochs, c.linear.batch_size),
+        (200, 100, 512)
+    );
 }
 
 #[test]
@@ -26,7 +41,14 @@ fn every_preset_builds() {
 #[test]
 fn overrides_parse_by_type() {
     let c = Config::default()
-        .with_overrides(&["train.epochs=3", "train.lr=0.01", "ipirm.keep_cont=false", "model.arch=resnet18", "maximize.temperature=0.2", "maximize.lr_milestones=[2,4]"])
+        .with_overrides(&[
+            "train.epochs=3",
+            "train.lr=0.01",
+            "ipirm.keep_cont=false",
+            "model.arch=resnet18",
+            "maximize.temperature=0.2",
+            "maximize.lr_milestones=[2,4]",
+        ])
         .unwrap();
     assert_eq!(c.train.epochs, 3);
     assert_eq!(c.train.lr, 0.01);
@@ -40,15 +62,24 @@ fn overrides_parse_by_type() {
 }
 
 fn err(overrides: &[&str]) -> String {
-    Config::default().with_overrides(overrides).unwrap_err().to_string()
+    Config::default()
+        .with_overrides(overrides)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
 fn bad_overrides_name_the_key_and_the_expectation() {
     let e = err(&["train.batch_size=-4"]);
-    assert!(e.contains("train.batch_size") && e.contains("positive"), "{e}");
+    assert!(
+        e.contains("train.batch_size") && e.contains("positive"),
+        "{e}"
+    );
     let e = err(&["train.bogus=1"]);
-    assert!(e.contains("unknown key `bogus`") && e.contains("epochs"), "{e}");
+    assert!(
+        e.contains("unknown key `bogus`") && e.contains("epochs"),
+        "{e}"
+    );
     let e = err(&["nosection.x=1"]);
     assert!(e.contains("unknown section"), "{e}");
     let e = err(&["train.epochs=many"]);

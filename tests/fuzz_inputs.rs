@@ -110,17 +110,29 @@ fn load_checked(kind: DatasetKind, split: Split, dir: &Path, label: &str) -> Res
     let r = catch_unwind(AssertUnwindSafe(|| load(kind, split, Some(dir))));
     let took = start.elapsed();
     let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
-    assert!(took < Duration::from_secs(10), "{label}: {took:?} on small files (a hang?)");
-    assert!(peak as u64 <= bound, "{label}: the reader allocated {peak} bytes for files of {raw} + {gz} (gz) bytes");
+    assert!(
+        took < Duration::from_secs(10),
+        "{label}: {took:?} on small files (a hang?)"
+    );
+    assert!(
+        peak as u64 <= bound,
+        "{label}: the reader allocated {peak} bytes for files of {raw} + {gz} (gz) bytes"
+    );
     match r {
         Err(_) => panic!("{label}: the reader panicked"),
         Ok(Ok(ds)) => {
-            assert!(ds.len() > 0, "{label}: an empty dataset was returned instead of an error");
+            assert!(
+                !ds.is_empty(),
+                "{label}: an empty dataset was returned instead of an error"
+            );
             Ok(())
         }
         Ok(Err(e)) => {
             let msg = e.to_string();
-            assert!(!msg.is_empty() && msg.contains(dir.to_str().unwrap()), "{label}: the error does not name the file: {msg}");
+            assert!(
+                !msg.is_empty() && msg.contains(dir.to_str().unwrap()),
+                "{label}: the error does not name the file: {msg}"
+            );
             Err(msg)
         }
     }
@@ -139,14 +151,20 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Valid files of each format: (dataset, split, folder layout as (relative path, bytes)).
-fn corpus() -> Vec<(DatasetKind, Split, Vec<(String, Vec<u8>)>)> {
+/// A folder's files: (relative path, bytes).
+type Files = Vec<(String, Vec<u8>)>;
+
+/// Valid files of each format: (dataset, split, folder layout).
+fn corpus() -> Vec<(DatasetKind, Split, Files)> {
     let fashion = |gz: bool| {
         let mut files = Vec::new();
         for (prefix, n) in [("train", 5usize), ("t10k", 3)] {
             let images = idx(&[n as u32, 28, 28], &expected_images(0, n, 1, 28));
             let labels = idx(&[n as u32], &(0..n as u8).collect::<Vec<_>>());
-            for (stem, bytes) in [(format!("{prefix}-images-idx3-ubyte"), images), (format!("{prefix}-labels-idx1-ubyte"), labels)] {
+            for (stem, bytes) in [
+                (format!("{prefix}-images-idx3-ubyte"), images),
+                (format!("{prefix}-labels-idx1-ubyte"), labels),
+            ] {
                 if gz {
                     files.push((format!("{stem}.gz"), gzip(&bytes)));
                 } else {
@@ -163,12 +181,27 @@ fn corpus() -> Vec<(DatasetKind, Split, Vec<(String, Vec<u8>)>)> {
         ("stl10_binary/test_y.bin".to_string(), vec![3, 4]),
         ("stl10_binary/unlabeled_X.bin".to_string(), stl_images(9, 1)),
     ];
-    let mut cifar10: Vec<(String, Vec<u8>)> =
-        (1..=5).map(|b| (format!("cifar-10-batches-bin/data_batch_{b}.bin"), [cifar_record(b, &[b as u8]), cifar_record(b + 9, &[2])].concat())).collect();
-    cifar10.push(("cifar-10-batches-bin/test_batch.bin".into(), cifar_record(30, &[7])));
+    let mut cifar10: Vec<(String, Vec<u8>)> = (1..=5)
+        .map(|b| {
+            (
+                format!("cifar-10-batches-bin/data_batch_{b}.bin"),
+                [cifar_record(b, &[b as u8]), cifar_record(b + 9, &[2])].concat(),
+            )
+        })
+        .collect();
+    cifar10.push((
+        "cifar-10-batches-bin/test_batch.bin".into(),
+        cifar_record(30, &[7]),
+    ));
     let cifar100 = vec![
-        ("cifar-100-binary/train.bin".to_string(), [cifar_record(1, &[3, 99]), cifar_record(2, &[0, 5])].concat()),
-        ("cifar-100-binary/test.bin".to_string(), cifar_record(3, &[19, 42])),
+        (
+            "cifar-100-binary/train.bin".to_string(),
+            [cifar_record(1, &[3, 99]), cifar_record(2, &[0, 5])].concat(),
+        ),
+        (
+            "cifar-100-binary/test.bin".to_string(),
+            cifar_record(3, &[19, 42]),
+        ),
     ];
     vec![
         (DatasetKind::FashionMnist, Split::Train, fashion(true)),
@@ -191,20 +224,40 @@ fn mutated_dataset_files_give_errors_never_panics() {
         for (rel, bytes) in &files {
             write(&dir.path().join(rel), bytes);
         }
-        assert!(load_checked(kind, split, dir.path(), &format!("{kind} {split} unchanged")).is_ok());
+        assert!(load_checked(
+            kind,
+            split,
+            dir.path(),
+            &format!("{kind} {split} unchanged")
+        )
+        .is_ok());
         for case in 0..60 {
             let dir = tempfile::tempdir().unwrap();
             let victim = rng.below(files.len());
             for (i, (rel, bytes)) in files.iter().enumerate() {
-                let b = if i == victim { mutate(&mut rng, bytes) } else { bytes.clone() };
+                let b = if i == victim {
+                    mutate(&mut rng, bytes)
+                } else {
+                    bytes.clone()
+                };
                 write(&dir.path().join(rel), &b);
             }
-            if load_checked(kind, split, dir.path(), &format!("{kind} {split} case {case} ({})", files[victim].0)).is_err() {
+            if load_checked(
+                kind,
+                split,
+                dir.path(),
+                &format!("{kind} {split} case {case} ({})", files[victim].0),
+            )
+            .is_err()
+            {
                 errors += 1;
             }
         }
     }
-    assert!(errors > 100, "the mutations must reach the checks ({errors} of 360 refused)");
+    assert!(
+        errors > 100,
+        "the mutations must reach the checks ({errors} of 360 refused)"
+    );
 }
 
 /// A gzip'd IDX file whose header declares 5 images but whose stream inflates to 64 MiB: read no
@@ -215,19 +268,38 @@ fn a_decompression_bomb_is_not_inflated() {
     let dir = tempfile::tempdir().unwrap();
     let mut payload = idx(&[5, 28, 28], &[]);
     payload.resize(payload.len() + (64 << 20), 0);
-    write(&dir.path().join("train-images-idx3-ubyte.gz"), &gzip(&payload));
-    write(&dir.path().join("train-labels-idx1-ubyte.gz"), &gzip(&idx(&[5], &[0, 1, 2, 3, 4])));
+    write(
+        &dir.path().join("train-images-idx3-ubyte.gz"),
+        &gzip(&payload),
+    );
+    write(
+        &dir.path().join("train-labels-idx1-ubyte.gz"),
+        &gzip(&idx(&[5], &[0, 1, 2, 3, 4])),
+    );
     let base = CURRENT.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
-    let err = load(DatasetKind::FashionMnist, Split::Train, Some(dir.path())).unwrap_err().to_string();
+    let err = load(DatasetKind::FashionMnist, Split::Train, Some(dir.path()))
+        .unwrap_err()
+        .to_string();
     let peak = PEAK.load(Ordering::Relaxed) - base;
-    assert!(err.contains("train-images-idx3-ubyte.gz") && err.contains("more data"), "{err}");
-    assert!(peak < 4 << 20, "read {peak} bytes of a 64 MiB stream declared as 5 images");
+    assert!(
+        err.contains("train-images-idx3-ubyte.gz") && err.contains("more data"),
+        "{err}"
+    );
+    assert!(
+        peak < 4 << 20,
+        "read {peak} bytes of a 64 MiB stream declared as 5 images"
+    );
     // A header declaring far more than the file can hold is refused before reading.
-    write(&dir.path().join("train-images-idx3-ubyte.gz"), &gzip(&idx(&[4_000_000, 28, 28], &[0; 100])));
+    write(
+        &dir.path().join("train-images-idx3-ubyte.gz"),
+        &gzip(&idx(&[4_000_000, 28, 28], &[0; 100])),
+    );
     let base = CURRENT.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
-    let err = load(DatasetKind::FashionMnist, Split::Train, Some(dir.path())).unwrap_err().to_string();
+    let err = load(DatasetKind::FashionMnist, Split::Train, Some(dir.path()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("more than a gzip file"), "{err}");
     assert!(PEAK.load(Ordering::Relaxed) - base < 1 << 20);
 }
@@ -240,33 +312,53 @@ fn features_bytes(seed: i64) -> Vec<u8> {
     let init = Tensor::randn([12, 2], (Kind::Float, Device::Cpu));
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("f.safetensors");
-    Tensor::write_safetensors(&[("z1", &z), ("z2", &z.roll([1], [0])), ("init", &init)], &p).unwrap();
+    Tensor::write_safetensors(
+        &[("z1", &z), ("z2", &z.roll([1], [0])), ("init", &init)],
+        &p,
+    )
+    .unwrap();
     std::fs::read(p).unwrap()
 }
 
 #[test]
 fn mutated_maximize_inputs_give_errors_never_panics() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let cfg = ipirm::config::Config::default().with_overrides(&["maximize.max_epoch=1", "maximize.batch_size=8"]).unwrap();
+    let cfg = ipirm::config::Config::default()
+        .with_overrides(&["maximize.max_epoch=1", "maximize.batch_size=8"])
+        .unwrap();
     let good = features_bytes(1);
     let mut rng = Rng(99);
     let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in.safetensors"), dir.path().join("out.safetensors"));
+    let (input, output) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
     write(&input, &good);
-    assert!(ipirm::pipeline::maximize_features(&input, &output, &cfg).is_ok());
+    assert!(ipirm::pipeline::maximize_file(&input, &output, &cfg).is_ok());
     let mut refused = 0;
     for case in 0..120 {
         write(&input, &mutate(&mut rng, &good));
         let start = Instant::now();
-        let r = catch_unwind(AssertUnwindSafe(|| ipirm::pipeline::maximize_features(&input, &output, &cfg)));
-        assert!(start.elapsed() < Duration::from_secs(10), "case {case}: a hang?");
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            ipirm::pipeline::maximize_file(&input, &output, &cfg)
+        }));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "case {case}: a hang?"
+        );
         match r {
             Err(_) => panic!("case {case}: ipirm maximize panicked"),
             Ok(Err(e)) => {
                 refused += 1;
-                assert!(e.to_string().contains("in.safetensors") || e.to_string().contains("maximize"), "case {case}: {e}");
+                assert!(
+                    e.to_string().contains("in.safetensors") || e.to_string().contains("maximize"),
+                    "case {case}: {e}"
+                );
             }
-            Ok(Ok(r)) => assert!(r.risks.iter().all(|x| x.total.is_finite()), "case {case}: a non-finite result was returned"),
+            Ok(Ok(r)) => assert!(
+                r.risks.iter().all(|x| x.total.is_finite()),
+                "case {case}: a non-finite result was returned"
+            ),
         }
     }
     assert!(refused > 60, "{refused}");
@@ -282,27 +374,49 @@ fn the_binary_reports_mutated_inputs_with_exit_status_2() {
     while checked < 4 {
         let dir = tempfile::tempdir().unwrap();
         for (i, (rel, bytes)) in files.iter().enumerate() {
-            let b = if i == 0 { mutate(&mut rng, bytes) } else { bytes.clone() };
+            let b = if i == 0 {
+                mutate(&mut rng, bytes)
+            } else {
+                bytes.clone()
+            };
             write(&dir.path().join(rel), &b);
         }
         if load(kind, split, Some(dir.path())).is_ok() {
             continue;
         }
         let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
-            .args(["train", "--device=cpu", "--preset=fmnist-quick", "--data-dir"])
+            .args([
+                "train",
+                "--device=cpu",
+                "--preset=fmnist-quick",
+                "--data-dir",
+            ])
             .arg(dir.path())
             .arg(format!("--store={}", dir.path().join("store").display()))
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.lines().filter(|l| l.starts_with("error:")).count() == 1 && !err.contains("panicked"), "{err}");
+        assert!(
+            err.lines().filter(|l| l.starts_with("error:")).count() == 1
+                && !err.contains("panicked"),
+            "{err}"
+        );
         checked += 1;
     }
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.safetensors");
     write(&input, &mutate(&mut Rng(3), &features_bytes(2))[..100]);
-    let out = Command::new(env!("CARGO_BIN_EXE_ipirm")).args(["maximize", "--features"]).arg(&input).arg("--out").arg(dir.path().join("o")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .args(["maximize", "--features"])
+        .arg(&input)
+        .arg("--out")
+        .arg(dir.path().join("o"))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.code() == Some(2) && err.starts_with("error:") && err.contains("in.safetensors"), "{err}");
+    assert!(
+        out.status.code() == Some(2) && err.starts_with("error:") && err.contains("in.safetensors"),
+        "{err}"
+    );
 }

@@ -15,8 +15,9 @@
 use std::collections::HashMap;
 
 use ipirm::loss::{
-    balance_constraint, entropy, info_nce_column_index, info_nce_logits, info_nce_loss, info_nce_sample_index,
-    irm_penalty, irm_penalty_with_loss, nt_xent, soft_contrastive_loss, SoftMode,
+    balance_constraint, entropy, info_nce_column_index, info_nce_logits, info_nce_loss,
+    info_nce_sample_index, irm_penalty, irm_penalty_with_loss, nt_xent, soft_contrastive_loss,
+    SoftMode,
 };
 use ipirm::{Error, Result};
 mod common;
@@ -25,15 +26,16 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 const TOL: f64 = 1e-5;
 
-
-
 fn scalar(f: &HashMap<String, Tensor>, key: &str) -> f64 {
     get(f, key).double_value(&[])
 }
 
 /// A fresh float32 leaf that requires grad.
 fn leaf(f: &HashMap<String, Tensor>, key: &str) -> Tensor {
-    get(f, key).to_kind(Kind::Float).detach().set_requires_grad(true)
+    get(f, key)
+        .to_kind(Kind::Float)
+        .detach()
+        .set_requires_grad(true)
 }
 
 /// Normwise relative error `max|a − b| / max|b|`, asserted `≤ TOL`.
@@ -73,7 +75,10 @@ fn info_nce_matches_reference() {
     check("info_nce d/dz2", &g[1], get(&f, "grad_z2"));
 
     let index = info_nce_sample_index(b, Device::Cpu).unwrap();
-    assert!(index.equal(get(&f, "sample_index")), "sample index differs from the reference's `indexs`");
+    assert!(
+        index.equal(get(&f, "sample_index")),
+        "sample index differs from the reference's `indexs`"
+    );
     let col = info_nce_column_index(b, Device::Cpu).unwrap();
     assert!(col.remainder(b).equal(&index));
 }
@@ -99,21 +104,42 @@ fn nt_xent_matches_reference_train() {
     let f = fixture("nt_xent");
     let tau = scalar(&f, "tau");
     for name in ["plain", "debiased", "debiased_clamped"] {
-        let (z1, z2) = (leaf(&f, &format!("{name}_z1")), leaf(&f, &format!("{name}_z2")));
+        let (z1, z2) = (
+            leaf(&f, &format!("{name}_z1")),
+            leaf(&f, &format!("{name}_z2")),
+        );
         let debiased = (name != "plain").then(|| scalar(&f, &format!("{name}_tau_plus")));
         let loss = nt_xent(&z1, &z2, tau, debiased).unwrap();
-        check(&format!("nt_xent {name} loss"), &loss, get(&f, &format!("{name}_loss")));
+        check(
+            &format!("nt_xent {name} loss"),
+            &loss,
+            get(&f, &format!("{name}_loss")),
+        );
         let g = grads(&loss, &[&z1, &z2]);
-        check(&format!("nt_xent {name} d/dz1"), &g[0], get(&f, &format!("{name}_grad_z1")));
-        check(&format!("nt_xent {name} d/dz2"), &g[1], get(&f, &format!("{name}_grad_z2")));
+        check(
+            &format!("nt_xent {name} d/dz1"),
+            &g[0],
+            get(&f, &format!("{name}_grad_z1")),
+        );
+        check(
+            &format!("nt_xent {name} d/dz2"),
+            &g[1],
+            get(&f, &format!("{name}_grad_z2")),
+        );
     }
-    assert!(get(&f, "debiased_clamped_rows_clamped").int64_value(&[]) > 0, "the clamp case must clamp some rows");
+    assert!(
+        get(&f, "debiased_clamped_rows_clamped").int64_value(&[]) > 0,
+        "the clamp case must clamp some rows"
+    );
 }
 
 /// Weights as the maximize step builds them: `softmax(P)[:, env]` gathered by the sample index.
 fn env_weights(p: &Tensor, env: i64, b: i64) -> Tensor {
     let index = info_nce_sample_index(b, Device::Cpu).unwrap();
-    p.softmax(-1, Kind::Float).select(1, env).index_select(0, &index.reshape([-1])).reshape([2 * b, 2 * b - 1])
+    p.softmax(-1, Kind::Float)
+        .select(1, env)
+        .index_select(0, &index.reshape([-1]))
+        .reshape([2 * b, 2 * b - 1])
 }
 
 #[test]
@@ -125,15 +151,33 @@ fn soft_contrastive_matches_reference() {
     let w = env_weights(&p, 0, b);
     check("soft contrastive weights", &w, get(&f, "weights"));
     let logits = info_nce_logits(&z1, &z2, 1.0).unwrap() / tau;
-    for (name, mode, nonorm) in
-        [("v2", SoftMode::V2, false), ("v2_nonorm", SoftMode::V2, true), ("v1", SoftMode::V1, false)]
-    {
+    for (name, mode, nonorm) in [
+        ("v2", SoftMode::V2, false),
+        ("v2_nonorm", SoftMode::V2, true),
+        ("v1", SoftMode::V1, false),
+    ] {
         let loss = soft_contrastive_loss(&logits, &w, mode, nonorm).unwrap();
-        check(&format!("soft contrastive {name} loss"), &loss, get(&f, &format!("{name}_loss")));
+        check(
+            &format!("soft contrastive {name} loss"),
+            &loss,
+            get(&f, &format!("{name}_loss")),
+        );
         let g = grads(&loss, &[&p, &z1, &z2]);
-        check(&format!("soft contrastive {name} d/dP"), &g[0], get(&f, &format!("{name}_grad_partition")));
-        check(&format!("soft contrastive {name} d/dz1"), &g[1], get(&f, &format!("{name}_grad_z1")));
-        check(&format!("soft contrastive {name} d/dz2"), &g[2], get(&f, &format!("{name}_grad_z2")));
+        check(
+            &format!("soft contrastive {name} d/dP"),
+            &g[0],
+            get(&f, &format!("{name}_grad_partition")),
+        );
+        check(
+            &format!("soft contrastive {name} d/dz1"),
+            &g[1],
+            get(&f, &format!("{name}_grad_z1")),
+        );
+        check(
+            &format!("soft contrastive {name} d/dz2"),
+            &g[2],
+            get(&f, &format!("{name}_grad_z2")),
+        );
     }
 }
 
@@ -152,36 +196,70 @@ fn irm_penalty_matches_reference() {
     check("irm penalty (CE) d/dz2", &g[1], get(&f, "ce_grad_z2"));
 
     // Maximize step: soft contrastive v2 with partition weights (double backward into P too).
-    let (z1, z2, p) = (leaf(&f, "soft_z1"), leaf(&f, "soft_z2"), leaf(&f, "soft_partition"));
+    let (z1, z2, p) = (
+        leaf(&f, "soft_z1"),
+        leaf(&f, "soft_z2"),
+        leaf(&f, "soft_partition"),
+    );
     let b = z1.size()[0];
     let w = env_weights(&p, 1, b);
     let logits = info_nce_logits(&z1, &z2, 1.0).unwrap() / irm_temp;
-    let (pen, loss) = irm_penalty_with_loss(&logits, |l| soft_contrastive_loss(l, &w, SoftMode::V2, false)).unwrap();
+    let (pen, loss) = irm_penalty_with_loss(&logits, |l| {
+        soft_contrastive_loss(l, &w, SoftMode::V2, false)
+    })
+    .unwrap();
     let direct = soft_contrastive_loss(&logits, &w, SoftMode::V2, false).unwrap();
-    assert!(loss.equal(&direct), "the loss at s = 1 must equal the unscaled loss bit for bit");
+    assert!(
+        loss.equal(&direct),
+        "the loss at s = 1 must equal the unscaled loss bit for bit"
+    );
     check("irm penalty (soft) value", &pen, get(&f, "soft_penalty"));
     let g = grads(&pen, &[&z1, &z2, &p]);
     check("irm penalty (soft) d/dz1", &g[0], get(&f, "soft_grad_z1"));
     check("irm penalty (soft) d/dz2", &g[1], get(&f, "soft_grad_z2"));
-    check("irm penalty (soft) d/dP", &g[2], get(&f, "soft_grad_partition"));
+    check(
+        "irm penalty (soft) d/dP",
+        &g[2],
+        get(&f, "soft_grad_partition"),
+    );
 }
 
 #[test]
 fn balance_constraint_matches_reference() {
     let f = fixture("balance");
     for case in ["even", "skewed", "three"] {
-        let forms = [("plain", false, false), ("relax", true, false), ("nonorm", false, true), ("nonorm", true, true)];
+        let forms = [
+            ("plain", false, false),
+            ("relax", true, false),
+            ("nonorm", false, true),
+            ("nonorm", true, true),
+        ];
         for (form, relax, nonorm) in forms {
             let p = leaf(&f, &format!("{case}_partition"));
             let probs = p.softmax(-1, Kind::Float);
             let value = balance_constraint(&probs, relax, nonorm).unwrap();
-            let what = format!("balance {case} {form}{}", if relax && nonorm { " (+relax)" } else { "" });
-            check(&format!("{what} value"), &value, get(&f, &format!("{case}_{form}")));
+            let what = format!(
+                "balance {case} {form}{}",
+                if relax && nonorm { " (+relax)" } else { "" }
+            );
+            check(
+                &format!("{what} value"),
+                &value,
+                get(&f, &format!("{case}_{form}")),
+            );
             let g = grads(&value, &[&p]);
-            check(&format!("{what} d/dP"), &g[0], get(&f, &format!("{case}_{form}_grad")));
+            check(
+                &format!("{what} d/dP"),
+                &g[0],
+                get(&f, &format!("{case}_{form}_grad")),
+            );
         }
         let probs = get(&f, &format!("{case}_partition")).softmax(-1, Kind::Float);
-        check(&format!("entropy {case} rows"), &entropy(&probs, 1).unwrap(), get(&f, &format!("{case}_entropy_rows")));
+        check(
+            &format!("entropy {case} rows"),
+            &entropy(&probs, 1).unwrap(),
+            get(&f, &format!("{case}_entropy_rows")),
+        );
         check(
             &format!("entropy {case} rows (dim -1)"),
             &entropy(&probs, -1).unwrap(),
@@ -201,20 +279,53 @@ fn bad_shapes_are_refused() {
     let z = Tensor::randn([4, 3], (Kind::Float, Device::Cpu));
     let z_other = Tensor::randn([5, 3], (Kind::Float, Device::Cpu));
     assert!(is_shape_err(info_nce_logits(&z, &z_other, 0.5)));
-    assert!(is_shape_err(info_nce_logits(&z.reshape([12]), &z.reshape([12]), 0.5)));
-    assert!(is_shape_err(info_nce_logits(&z.to_kind(Kind::Int64), &z.to_kind(Kind::Int64), 0.5)));
-    assert!(is_shape_err(info_nce_loss(&z.narrow(0, 0, 0), &z.narrow(0, 0, 0), 0.5)));
-    assert!(is_shape_err(nt_xent(&z.narrow(0, 0, 1), &z.narrow(0, 0, 1), 0.5, None)));
+    assert!(is_shape_err(info_nce_logits(
+        &z.reshape([12]),
+        &z.reshape([12]),
+        0.5
+    )));
+    assert!(is_shape_err(info_nce_logits(
+        &z.to_kind(Kind::Int64),
+        &z.to_kind(Kind::Int64),
+        0.5
+    )));
+    assert!(is_shape_err(info_nce_loss(
+        &z.narrow(0, 0, 0),
+        &z.narrow(0, 0, 0),
+        0.5
+    )));
+    assert!(is_shape_err(nt_xent(
+        &z.narrow(0, 0, 1),
+        &z.narrow(0, 0, 1),
+        0.5,
+        None
+    )));
     assert!(is_shape_err(nt_xent(&z, &z, 0.5, Some(1.0))));
     assert!(is_shape_err(info_nce_sample_index(0, Device::Cpu)));
 
     let logits = Tensor::randn([8, 7], (Kind::Float, Device::Cpu));
     let w = Tensor::rand([8, 7], (Kind::Float, Device::Cpu));
-    assert!(is_shape_err(soft_contrastive_loss(&logits, &w.narrow(1, 0, 6), SoftMode::V2, false)));
-    assert!(is_shape_err(soft_contrastive_loss(&logits.narrow(1, 0, 1), &w.narrow(1, 0, 1), SoftMode::V2, false)));
+    assert!(is_shape_err(soft_contrastive_loss(
+        &logits,
+        &w.narrow(1, 0, 6),
+        SoftMode::V2,
+        false
+    )));
+    assert!(is_shape_err(soft_contrastive_loss(
+        &logits.narrow(1, 0, 1),
+        &w.narrow(1, 0, 1),
+        SoftMode::V2,
+        false
+    )));
     assert!(is_shape_err(irm_penalty(&logits.reshape([56]), ce_target0)));
-    assert!(is_shape_err(irm_penalty(&logits, |l| Ok(l.sum_dim_intlist(1, false, None::<Kind>)))));
-    assert!(is_shape_err(balance_constraint(&w.reshape([56]), true, false)));
+    assert!(is_shape_err(irm_penalty(&logits, |l| Ok(
+        l.sum_dim_intlist(1, false, None::<Kind>)
+    ))));
+    assert!(is_shape_err(balance_constraint(
+        &w.reshape([56]),
+        true,
+        false
+    )));
     assert!(is_shape_err(entropy(&w, 2)));
 
     // B = 1 in InfoNCE: one column (the positive), loss 0, no NaN.
@@ -235,10 +346,15 @@ fn stable_for_small_temperatures() {
     let ours = nt_xent(&z1, &z2, tau, None).unwrap().double_value(&[]);
     let (d1, d2) = (z1.to_kind(Kind::Double), z2.to_kind(Kind::Double));
     let plain = info_nce_loss(&d1, &d2, tau).unwrap().double_value(&[]);
-    assert!(ours.is_finite() && (ours - plain).abs() <= 1e-4 * plain.abs().max(1.0), "{ours} vs {plain}");
+    assert!(
+        ours.is_finite() && (ours - plain).abs() <= 1e-4 * plain.abs().max(1.0),
+        "{ours} vs {plain}"
+    );
 
     let logits = info_nce_logits(&z1, &z2, tau).unwrap();
     let w = Tensor::rand([12, 11], (Kind::Float, Device::Cpu));
-    let v = soft_contrastive_loss(&logits, &w, SoftMode::V2, false).unwrap().double_value(&[]);
+    let v = soft_contrastive_loss(&logits, &w, SoftMode::V2, false)
+        .unwrap()
+        .double_value(&[]);
     assert!(v.is_finite());
 }

@@ -25,9 +25,6 @@ use tch::{Device, Kind, Tensor};
 
 const TOL: f64 = 1e-4;
 
-
-
-
 /// The config the fixture's call used: the defaults (the reference's hard-coded LR 0.5,
 /// milestones 5/35, γ 0.2, stop rule 50/5/60, batch 3096) plus the call's arguments.
 fn config(f: &HashMap<String, Tensor>) -> (MaximizeConfig, f64) {
@@ -36,7 +33,11 @@ fn config(f: &HashMap<String, Tensor>) -> (MaximizeConfig, f64) {
         irm_temp: get(f, "irm_temp").double_value(&[]),
         irm_weight: get(f, "irm_weight").double_value(&[]),
         env_num: get(f, "init").size()[1],
-        irm_mode: if flag("irm_mode_v2") { IrmMode::V2 } else { IrmMode::V1 },
+        irm_mode: if flag("irm_mode_v2") {
+            IrmMode::V2
+        } else {
+            IrmMode::V1
+        },
         constrain: flag("constrain"),
         constrain_relax: flag("constrain_relax"),
         nonorm: flag("nonorm"),
@@ -54,7 +55,15 @@ fn reference_epochs(steps: &Tensor) -> Vec<(EpochRisk, f64)> {
     for r in rows {
         let e = r[0] as usize;
         if out.len() == e {
-            out.push((EpochRisk { total: 0.0, contrastive: 0.0, penalty: 0.0, constraint: 0.0 }, r[5]));
+            out.push((
+                EpochRisk {
+                    total: 0.0,
+                    contrastive: 0.0,
+                    penalty: 0.0,
+                    constraint: 0.0,
+                },
+                r[5],
+            ));
             counts.push(0.0);
         }
         let (acc, _) = &mut out[e];
@@ -90,7 +99,11 @@ fn run_parity(name: &str) {
     .unwrap();
 
     let reference = reference_epochs(get(&f, "steps"));
-    assert_eq!(result.risks.len(), reference.len(), "{name}: number of epochs run");
+    assert_eq!(
+        result.risks.len(),
+        reference.len(),
+        "{name}: number of epochs run"
+    );
     assert_eq!(seen.len(), reference.len(), "{name}: on_epoch calls");
     let mut worst = [0f64; 4];
     for (epoch, (ours, (theirs, _lr))) in result.risks.iter().zip(&reference).enumerate() {
@@ -102,9 +115,16 @@ fn run_parity(name: &str) {
             (ours.constraint, theirs.constraint),
         ];
         for (i, (a, b)) in pairs.into_iter().enumerate() {
-            let err = if a == b { 0.0 } else { (a - b).abs() / b.abs().max(1e-30) };
+            let err = if a == b {
+                0.0
+            } else {
+                (a - b).abs() / b.abs().max(1e-30)
+            };
             worst[i] = worst[i].max(err);
-            assert!(err <= TOL, "{name} epoch {epoch} field {i}: ours {a} vs reference {b} (rel err {err:e})");
+            assert!(
+                err <= TOL,
+                "{name} epoch {epoch} field {i}: ours {a} vs reference {b} (rel err {err:e})"
+            );
         }
     }
     let best_epoch = get(&f, "best_epoch").int64_value(&[]) as usize;
@@ -125,9 +145,18 @@ fn run_parity(name: &str) {
     assert!(e_best <= TOL, "{name}: best partition rel err {e_best:e}");
     assert!(e_last <= TOL, "{name}: last partition rel err {e_last:e}");
 
-    let hard = get(&f, "best").argmax(1, false).bincount::<Tensor>(None, cfg.env_num);
-    assert_eq!(result.env_sizes, Vec::<i64>::try_from(&hard).unwrap(), "{name}: env sizes");
-    assert_eq!(result.env_sizes.iter().sum::<i64>(), get(&f, "init").size()[0]);
+    let hard = get(&f, "best")
+        .argmax(1, false)
+        .bincount::<Tensor>(None, cfg.env_num);
+    assert_eq!(
+        result.env_sizes,
+        Vec::<i64>::try_from(&hard).unwrap(),
+        "{name}: env sizes"
+    );
+    assert_eq!(
+        result.env_sizes.iter().sum::<i64>(),
+        get(&f, "init").size()[0]
+    );
 }
 
 #[test]
@@ -160,15 +189,26 @@ fn random_order_runs_and_reports() {
     let (z1, z2) = (norm(&z1), norm(&z2));
     let init = Tensor::randn([n, 2], (Kind::Float, Device::Cpu));
     // A trailing batch of one sample (40 = 3·13 + 1) is skipped, not turned into NaN.
-    let cfg = MaximizeConfig { batch_size: 13, max_epoch: 6, ..MaximizeConfig::default() };
+    let cfg = MaximizeConfig {
+        batch_size: 13,
+        max_epoch: 6,
+        ..MaximizeConfig::default()
+    };
     let mut calls = 0;
     let r = maximize_offline(&z1, &z2, &init, &cfg, 0.5, |_, _| calls += 1).unwrap();
     assert_eq!(r.risks.len(), 7);
     assert_eq!(calls, 7);
-    assert!(r.risks.iter().all(|x| x.total.is_finite() && x.penalty >= 0.0));
+    assert!(r
+        .risks
+        .iter()
+        .all(|x| x.total.is_finite() && x.penalty >= 0.0));
     assert_eq!(r.partition.size(), [n, 2]);
     assert_eq!(r.env_sizes.iter().sum::<i64>(), n);
-    let best = r.risks.iter().map(|x| x.total).fold(f64::INFINITY, f64::min);
+    let best = r
+        .risks
+        .iter()
+        .map(|x| x.total)
+        .fold(f64::INFINITY, f64::min);
     assert_eq!(r.risks[r.best_epoch].total, best);
     // The caller's initial partition is not modified.
     assert!(init.equal(&init.copy()));
@@ -178,14 +218,49 @@ fn random_order_runs_and_reports() {
 fn bad_inputs_are_refused() {
     let z = Tensor::randn([10, 4], (Kind::Float, Device::Cpu));
     let init = Tensor::randn([10, 2], (Kind::Float, Device::Cpu));
-    let cfg = MaximizeConfig { max_epoch: 0, ..MaximizeConfig::default() };
+    let cfg = MaximizeConfig {
+        max_epoch: 0,
+        ..MaximizeConfig::default()
+    };
     let shape_err = |r: Result<_>| matches!(r, Err(Error::Shape(_)));
-    assert!(shape_err(maximize_offline(&z, &z.narrow(0, 0, 9), &init, &cfg, 0.5, |_, _| {})));
-    assert!(shape_err(maximize_offline(&z, &z, &init.narrow(0, 0, 9), &cfg, 0.5, |_, _| {})));
-    let three = MaximizeConfig { env_num: 3, ..cfg.clone() };
-    assert!(shape_err(maximize_offline(&z, &z, &init, &three, 0.5, |_, _| {})));
+    assert!(shape_err(maximize_offline(
+        &z,
+        &z.narrow(0, 0, 9),
+        &init,
+        &cfg,
+        0.5,
+        |_, _| {}
+    )));
+    assert!(shape_err(maximize_offline(
+        &z,
+        &z,
+        &init.narrow(0, 0, 9),
+        &cfg,
+        0.5,
+        |_, _| {}
+    )));
+    let three = MaximizeConfig {
+        env_num: 3,
+        ..cfg.clone()
+    };
+    assert!(shape_err(maximize_offline(
+        &z,
+        &z,
+        &init,
+        &three,
+        0.5,
+        |_, _| {}
+    )));
     let not_perm = |_| Ok(Tensor::zeros([10], (Kind::Int64, Device::Cpu)));
-    assert!(shape_err(maximize_offline_with_order(&z, &z, &init, &cfg, 0.5, not_perm, |_, _| {})));
+    assert!(shape_err(maximize_offline_with_order(
+        &z,
+        &z,
+        &init,
+        &cfg,
+        0.5,
+        not_perm,
+        |_, _| {}
+    )));
     assert!(maximize_offline(&z, &z, &init, &cfg, 0.5, |_, _| {}).is_ok());
 }
 
@@ -195,19 +270,29 @@ fn bad_inputs_are_refused() {
 #[test]
 #[ignore]
 fn timing() {
-    let n: i64 = std::env::var("IPIRM_MAX_N").ok().and_then(|s| s.parse().ok()).unwrap_or(4096);
+    let n: i64 = std::env::var("IPIRM_MAX_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4096);
     let device = Device::cuda_if_available();
     tch::manual_seed(0);
     let norm = |z: Tensor| &z / z.norm_scalaropt_dim(2, [1], true);
     let z1 = norm(Tensor::randn([n, 128], (Kind::Float, device)));
     let z2 = norm(&z1 + 0.5 * Tensor::randn([n, 128], (Kind::Float, device)));
     let init = Tensor::randn([n, 2], (Kind::Float, device));
-    let cfg = MaximizeConfig { max_epoch: 1, ..MaximizeConfig::default() };
+    let cfg = MaximizeConfig {
+        max_epoch: 1,
+        ..MaximizeConfig::default()
+    };
     let start = std::time::Instant::now();
     let mut last = start;
     maximize_offline(&z1, &z2, &init, &cfg, 0.5, |epoch, risk| {
         let now = std::time::Instant::now();
-        println!("N = {n} on {device:?}: epoch {epoch} {:.2} s (risk {:.4})", (now - last).as_secs_f64(), risk.total);
+        println!(
+            "N = {n} on {device:?}: epoch {epoch} {:.2} s (risk {:.4})",
+            (now - last).as_secs_f64(),
+            risk.total
+        );
         last = now;
     })
     .unwrap();
@@ -218,7 +303,11 @@ fn timing() {
 #[test]
 fn online_with_fixed_features_equals_offline() {
     use ipirm::train::maximize::maximize_online_with_order;
-    let cfg = MaximizeConfig { batch_size: 16, max_epoch: 6, ..MaximizeConfig::default() };
+    let cfg = MaximizeConfig {
+        batch_size: 16,
+        max_epoch: 6,
+        ..MaximizeConfig::default()
+    };
     let unit = |t: Tensor| &t / t.norm_scalaropt_dim(2, [1], true);
     let g = |seed: i64, n: i64, d: i64| {
         let x = Tensor::arange(n * d, (Kind::Float, Device::Cpu)) * (seed as f64 + 0.37);
@@ -226,21 +315,47 @@ fn online_with_fixed_features_equals_offline() {
     };
     let (z1, z2, init) = (unit(g(1, 48, 8)), unit(g(2, 48, 8)), g(3, 48, 2));
     // A fixed order per epoch: a rotation of 0..48.
-    let order = |e: usize| Ok(Tensor::arange(48, (Kind::Int64, Device::Cpu)).roll([(7 * e as i64 + 5) % 48], [0]));
+    let order = |e: usize| {
+        Ok(Tensor::arange(48, (Kind::Int64, Device::Cpu)).roll([(7 * e as i64 + 5) % 48], [0]))
+    };
     let off = maximize_offline_with_order(&z1, &z2, &init, &cfg, 0.5, order, |_, _| {}).unwrap();
     let features = |idx: &Tensor| Ok((z1.index_select(0, idx), z2.index_select(0, idx)));
-    let on = maximize_online_with_order(48, &init, &cfg, 0.5, Device::Cpu, order, features, |_, _| {}).unwrap();
+    let on = maximize_online_with_order(
+        48,
+        &init,
+        &cfg,
+        0.5,
+        Device::Cpu,
+        order,
+        features,
+        |_, _| {},
+    )
+    .unwrap();
     assert_eq!(off.risks, on.risks);
     assert_eq!(off.best_epoch, on.best_epoch);
     assert!(off.partition.equal(&on.partition));
     // and the online form drops a last partial batch, which the offline form keeps
-    let cfg = MaximizeConfig { batch_size: 20, max_epoch: 0, ..cfg };
+    let cfg = MaximizeConfig {
+        batch_size: 20,
+        max_epoch: 0,
+        ..cfg
+    };
     let calls = std::cell::Cell::new(0);
     let counting = |idx: &Tensor| {
         calls.set(calls.get() + 1);
         assert_eq!(idx.size()[0], 20);
         Ok((z1.index_select(0, idx), z2.index_select(0, idx)))
     };
-    maximize_online_with_order(48, &init, &cfg, 0.5, Device::Cpu, order, counting, |_, _| {}).unwrap();
+    maximize_online_with_order(
+        48,
+        &init,
+        &cfg,
+        0.5,
+        Device::Cpu,
+        order,
+        counting,
+        |_, _| {},
+    )
+    .unwrap();
     assert_eq!(calls.get(), 2);
 }

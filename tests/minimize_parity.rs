@@ -5,13 +5,11 @@
 //! Fixtures: `source scripts/env.sh && $IPIRM_PY tests/fixtures/gen_minimize.py --ref /path/to/IP-IRM`.
 use ipirm::config::Config;
 use ipirm::model::l2_normalize;
-use ipirm::train::minimize::minimize_loss;
 use ipirm::train::adam::Adam;
+use ipirm::train::minimize::minimize_loss;
 mod common;
 use common::parity::{fixture, rel_err};
 use tch::{nn, nn::Module, Device, Tensor};
-
-
 
 fn check(name: &str) {
     let f = fixture(&format!("minimize_{name}"));
@@ -39,20 +37,43 @@ fn check(name: &str) {
 
     let z1 = l2_normalize(&fc.forward(&f["x1"]));
     let z2 = l2_normalize(&fc.forward(&f["x2"]));
-    let parts = if retain { vec![f["partition0"].shallow_clone(), f["partition1"].shallow_clone()] } else { vec![f["partition1"].shallow_clone()] };
+    let parts = if retain {
+        vec![
+            f["partition0"].shallow_clone(),
+            f["partition1"].shallow_clone(),
+        ]
+    } else {
+        vec![f["partition1"].shallow_clone()]
+    };
     let loss = minimize_loss(&z1, &z2, &f["idx"], &parts, &cfg, pw).unwrap();
     assert_eq!(loss.skipped_envs, 0);
-    for (ours, theirs) in [(&loss.total, "loss"), (&loss.contrastive, "loss_cont"), (&loss.penalty, "irm_penalty")] {
+    for (ours, theirs) in [
+        (&loss.total, "loss"),
+        (&loss.contrastive, "loss_cont"),
+        (&loss.penalty, "irm_penalty"),
+    ] {
         let e = rel_err(ours, &f[theirs]);
-        assert!(e < 1e-5, "{name}: {theirs} rel. error {e:e} (ours {}, reference {})", ours.double_value(&[]), f[theirs].double_value(&[]));
+        assert!(
+            e < 1e-5,
+            "{name}: {theirs} rel. error {e:e} (ours {}, reference {})",
+            ours.double_value(&[]),
+            f[theirs].double_value(&[])
+        );
     }
     opt.backward_step(&loss.total);
     for (ours, theirs) in [(&fc.ws, "w_after"), (fc.bs.as_ref().unwrap(), "b_after")] {
         let e = rel_err(ours, &f[theirs]);
         assert!(e < 1e-4, "{name}: {theirs} rel. error {e:e}");
         // The step moved the parameters (so the comparison above is not vacuous).
-        let before = if theirs == "w_after" { &f["w"] } else { &f["b"] };
-        assert!(rel_err(ours, before) > 1e-5, "{name}: {theirs} did not move");
+        let before = if theirs == "w_after" {
+            &f["w"]
+        } else {
+            &f["b"]
+        };
+        assert!(
+            rel_err(ours, before) > 1e-5,
+            "{name}: {theirs} did not move"
+        );
     }
 }
 

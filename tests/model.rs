@@ -6,7 +6,11 @@ use tch::{nn, Device, Kind, Tensor};
 
 fn build(arch: Arch, width: i64) -> (nn::VarStore, Model) {
     let vs = nn::VarStore::new(Device::Cpu);
-    let cfg = ModelConfig { arch, width, ..Default::default() };
+    let cfg = ModelConfig {
+        arch,
+        width,
+        ..Default::default()
+    };
     let m = Model::new(&vs.root(), &cfg);
     (vs, m)
 }
@@ -56,8 +60,16 @@ fn resnet18_width_multiplier_and_normalised_outputs() {
     assert_eq!(f.size(), [4, 128]);
     assert_eq!(z.size(), [4, 128]);
     let norms = z.norm_scalaropt_dim(2, [1], false);
-    assert!(norms.allclose(&Tensor::ones([4], (Kind::Float, Device::Cpu)), 1e-5, 1e-5, false));
+    assert!(norms.allclose(
+        &Tensor::ones([4], (Kind::Float, Device::Cpu)),
+        1e-5,
+        1e-5,
+        false
+    ));
     // Any input size works (the test transform does not resize: STL-10 at 96, Fashion-MNIST at 28).
-    let (f, _) = m.forward(&Tensor::randn([2, 3, 28, 28], (Kind::Float, Device::Cpu)), false);
+    let (f, _) = m.forward(
+        &Tensor::randn([2, 3, 28, 28], (Kind::Float, Device::Cpu)),
+        false,
+    );
     assert_eq!(f.size(), [2, 128]);
 }

@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::run::{flip_byte, blob_file, ipirm, ok, shown_digests, stage_keys, tiny_run as setup, with};
+use common::run::{
+    blob_file, flip_byte, ipirm, ok, shown_digests, stage_keys, tiny_run as setup, with,
+};
 
 /// The digests of every blob the latest run of `fmnist-ipirm-quick` used, keyed by artifact key.
 fn digests(store: &Path) -> Vec<(String, String)> {
@@ -19,27 +21,48 @@ fn rerun_is_a_cache_hit_and_changes_invalidate_only_what_depends_on_them() {
     let args = setup(tmp.path());
     let store = tmp.path().join("store");
     let first = ok(&store, &["run"], &args);
-    assert!(first.contains("epoch 3/3") && !first.contains("cached"), "{first}");
+    assert!(
+        first.contains("epoch 3/3") && !first.contains("cached"),
+        "{first}"
+    );
 
     let second = ok(&store, &["run"], &args);
-    for stage in ["kNN on raw pixels: cached", "initialisation: cached", "training: cached", "trained encoder: cached", "linear probe: cached"] {
+    for stage in [
+        "kNN on raw pixels: cached",
+        "initialisation: cached",
+        "training: cached",
+        "trained encoder: cached",
+        "linear probe: cached",
+    ] {
         assert!(second.contains(stage), "missing `{stage}` in:\n{second}");
     }
     assert!(!second.contains("epoch 1/3"), "{second}");
 
     // A new linear-probe setting reuses pretraining and kNN, and recomputes the probe.
     let probe = ok(&store, &["run"], &with(&args, &["--set=linear.lr=0.02"]));
-    assert!(probe.contains("training: cached") && probe.contains("trained encoder: cached"), "{probe}");
+    assert!(
+        probe.contains("training: cached") && probe.contains("trained encoder: cached"),
+        "{probe}"
+    );
     assert!(!probe.contains("linear probe: cached"), "{probe}");
 
     // A new temperature reuses nothing after the dataset.
-    let tau = ok(&store, &["run"], &with(&args, &["--set=train.temperature=0.3"]));
+    let tau = ok(
+        &store,
+        &["run"],
+        &with(&args, &["--set=train.temperature=0.3"]),
+    );
     assert!(!tau.contains("cached"), "{tau}");
     assert!(tau.contains("epoch 1/3"), "{tau}");
 
     // A new kNN k reuses training but not the kNN results.
     let k = ok(&store, &["run"], &with(&args, &["--set=knn.k=5"]));
-    assert!(k.contains("training: cached") && !k.contains("trained encoder: cached") && k.contains("linear probe: cached"), "{k}");
+    assert!(
+        k.contains("training: cached")
+            && !k.contains("trained encoder: cached")
+            && k.contains("linear probe: cached"),
+        "{k}"
+    );
 }
 
 #[test]
@@ -71,18 +94,30 @@ fn killed_runs_resume_bit_identical_to_an_uninterrupted_run() {
         }
         child.wait().unwrap();
         let (clean, verify) = ipirm(&killed, &["store", "verify"], &[]);
-        assert!(clean, "after kill {i} the store must verify (orphans allowed):\n{verify}");
+        assert!(
+            clean,
+            "after kill {i} the store must verify (orphans allowed):\n{verify}"
+        );
     }
-    assert!(kills >= 2, "the runs finished before they could be killed; the test needs slower runs");
+    assert!(
+        kills >= 2,
+        "the runs finished before they could be killed; the test needs slower runs"
+    );
     let last = ok(&killed, &["train"], &args);
     assert!(last.contains("final checkpoint"), "{last}");
     let (clean_verify, v) = ipirm(&killed, &["store", "verify"], &[]);
-    assert!(clean_verify, "the store left by the kills must verify (orphans allowed):\n{v}");
+    assert!(
+        clean_verify,
+        "the store left by the kills must verify (orphans allowed):\n{v}"
+    );
     // Every artifact of the uninterrupted run is in the killed-and-resumed store, with the same
     // bytes (the last resumed run itself may have reused most of them from the cache).
     for (key, digest) in &want {
         let found = shown_digests(&killed, key);
-        assert!(found.contains(&(key.clone(), digest.clone())), "artifact {key}: {digest} in the clean store, {found:?} after the kills");
+        assert!(
+            found.contains(&(key.clone(), digest.clone())),
+            "artifact {key}: {digest} in the clean store, {found:?} after the kills"
+        );
     }
 }
 
@@ -92,16 +127,35 @@ fn a_damaged_blob_is_found_refused_and_recomputed() {
     let args = setup(tmp.path());
     let store = tmp.path().join("store");
     let out = ok(&store, &["train"], &args);
-    let key = out.lines().find_map(|l| l.strip_prefix("final checkpoint: ")).unwrap().trim().to_string();
-    let blob = digests(&store).into_iter().find(|(k, _)| *k == key).unwrap().1;
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("final checkpoint: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let blob = digests(&store)
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .unwrap()
+        .1;
     flip_byte(&blob_file(&store, &blob));
 
     let (clean, verify) = ipirm(&store, &["store", "verify"], &[]);
-    assert!(!clean && verify.contains(&key), "verify must name the damaged key:\n{verify}");
+    assert!(
+        !clean && verify.contains(&key),
+        "verify must name the damaged key:\n{verify}"
+    );
     let again = ok(&store, &["train"], &args);
-    assert!(again.contains("recomputing") && again.contains(&key[..12]), "{again}");
+    assert!(
+        again.contains("recomputing") && again.contains(&key[..12]),
+        "{again}"
+    );
     // It resumed from the checkpoint before the damaged one instead of starting over.
-    assert!(again.contains("resuming from the stored checkpoint after epoch 2") && again.contains("epoch 3/3"), "{again}");
+    assert!(
+        again.contains("resuming from the stored checkpoint after epoch 2")
+            && again.contains("epoch 3/3"),
+        "{again}"
+    );
     let (clean, verify) = ipirm(&store, &["store", "verify"], &[]);
     assert!(clean, "{verify}");
 }
@@ -118,25 +172,220 @@ fn damage_before_the_resume_point_is_recomputed_from_its_own_inputs() {
     let first = ok(&store, &["run"], &args);
     let clean = digests(&store);
     let run = "fmnist-ipirm-quick";
-    let digest_of = |key: &str| clean.iter().find(|(k, _)| k == key).map(|(_, d)| d.clone()).unwrap();
+    let digest_of = |key: &str| {
+        clean
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, d)| d.clone())
+            .unwrap()
+    };
     let features = stage_keys(&store, run, "features");
     let partitions = stage_keys(&store, run, "partition");
     let checkpoints = stage_keys(&store, run, "checkpoint");
-    assert!(features.len() >= 2 && partitions.len() >= 2 && checkpoints.len() == 4, "{features:?} {partitions:?} {checkpoints:?}");
+    assert!(
+        features.len() >= 2 && partitions.len() >= 2 && checkpoints.len() == 4,
+        "{features:?} {partitions:?} {checkpoints:?}"
+    );
     flip_byte(&blob_file(&store, &digest_of(&features[0])));
     flip_byte(&blob_file(&store, &digest_of(&partitions[0])));
     std::fs::remove_file(blob_file(&store, &digest_of(checkpoints.last().unwrap()))).unwrap();
 
     let again = ok(&store, &["run"], &args);
-    assert!(again.contains("recomputing") && again.contains(&partitions[0][..12]), "{again}");
+    assert!(
+        again.contains("recomputing") && again.contains(&partitions[0][..12]),
+        "{again}"
+    );
     assert!(!again.contains("resuming from the stored checkpoint after epoch"), "the partition learned before epoch 1 was damaged, so training restarts from the initial checkpoint:\n{again}");
     for (key, digest) in &clean {
         let found = shown_digests(&store, key);
-        assert!(found.contains(&(key.clone(), digest.clone())), "artifact {key}: {digest} before the damage, {found:?} after the rerun");
+        assert!(
+            found.contains(&(key.clone(), digest.clone())),
+            "artifact {key}: {digest} before the damage, {found:?} after the rerun"
+        );
     }
     let (verified, v) = ipirm(&store, &["store", "verify"], &[]);
     assert!(verified, "{v}");
     // The same results table, line for line (the figures come from the same stages).
-    let table = |out: &str| out.lines().filter(|l| l.starts_with("| ")).map(str::to_string).collect::<Vec<_>>();
+    let table = |out: &str| {
+        out.lines()
+            .filter(|l| l.starts_with("| "))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(table(&first), table(&again));
+}
+
+/// `train.epochs` enters no checkpoint's key: a 4-epoch run extended to 5 trains one epoch (and
+/// the maximize step after epoch 4 that the longer run needs) and ends on the same model file,
+/// byte for byte, as a 5-epoch run from scratch.
+#[test]
+fn a_longer_run_continues_a_shorter_one_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = setup(tmp.path());
+    let (store, fresh) = (tmp.path().join("store"), tmp.path().join("fresh"));
+    let (out_a, out_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let four = ok(
+        &store,
+        &["train"],
+        &with(
+            &args,
+            &[
+                "--set=train.epochs=4",
+                &format!("--out={}", out_a.display()),
+            ],
+        ),
+    );
+    assert!(
+        four.contains("epoch 4/4") && !four.contains("partition after epoch 4"),
+        "{four}"
+    );
+    let five = ok(
+        &store,
+        &["train"],
+        &with(
+            &args,
+            &[
+                "--set=train.epochs=5",
+                &format!("--out={}", out_a.display()),
+            ],
+        ),
+    );
+    assert!(
+        five.contains("resuming from the stored checkpoint after epoch 4"),
+        "{five}"
+    );
+    assert!(
+        five.contains("partition after epoch 4") && five.contains("epoch 5/5"),
+        "{five}"
+    );
+    for e in 1..=4 {
+        assert!(
+            !five.contains(&format!("epoch {e}/5")),
+            "epoch {e} was trained again:\n{five}"
+        );
+    }
+    ok(
+        &fresh,
+        &["train"],
+        &with(
+            &args,
+            &[
+                "--set=train.epochs=5",
+                &format!("--out={}", out_b.display()),
+            ],
+        ),
+    );
+    let (a, b) = (
+        std::fs::read(out_a.join("model.safetensors")).unwrap(),
+        std::fs::read(out_b.join("model.safetensors")).unwrap(),
+    );
+    assert!(
+        a == b,
+        "the extended run's model differs from a 5-epoch run's"
+    );
+}
+
+/// Stages that never read `train.lr` are reused when it changes.
+#[test]
+fn a_new_learning_rate_reuses_the_reference_points() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = setup(tmp.path());
+    let store = tmp.path().join("store");
+    ok(&store, &["run"], &with(&args, &["--set=train.epochs=1"]));
+    let lr = ok(
+        &store,
+        &["run"],
+        &with(&args, &["--set=train.epochs=1", "--set=train.lr=0.002"]),
+    );
+    assert!(
+        lr.contains("kNN on raw pixels: cached")
+            && lr.contains("kNN of the encoder at initialisation: cached"),
+        "{lr}"
+    );
+    // The first maximize step reads the initial checkpoint only: reused too. Training is not.
+    assert!(
+        lr.contains("partition after epoch 0")
+            && lr.contains("epoch 1/1")
+            && !lr.contains("training: cached"),
+        "{lr}"
+    );
+}
+
+/// A run branched from a stored partition starts from the checkpoint it was learned from, with
+/// it as its first partition, under other settings; its keys record where it came from.
+#[test]
+fn a_run_branches_from_a_stored_partition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = setup(tmp.path());
+    let store = tmp.path().join("store");
+    ok(&store, &["run"], &args);
+    let source_ckpts = stage_keys(&store, "fmnist-ipirm-quick", "checkpoint");
+    let branch = ok(
+        &store,
+        &["run"],
+        &with(
+            &args,
+            &[
+                "--name=branch",
+                "--from-partition=fmnist-ipirm-quick@1",
+                "--set=ipirm.penalty_weight=0.5",
+            ],
+        ),
+    );
+    assert!(
+        branch.contains("branching from partition") && branch.contains("learned after epoch 1"),
+        "{branch}"
+    );
+    assert!(
+        branch.contains("starting from the checkpoint after epoch 1"),
+        "{branch}"
+    );
+    assert!(
+        branch.contains("epoch 2/3")
+            && branch.contains("epoch 3/3")
+            && !branch.contains("epoch 1/3"),
+        "{branch}"
+    );
+    assert!(
+        branch.contains("partition after epoch 2") && branch.contains("kNN of the trained encoder"),
+        "{branch}"
+    );
+    let shown = ok(&store, &["store", "show", "branch"], &[]);
+    assert!(
+        shown.contains("branched  from partition") && shown.contains("fmnist-ipirm-quick-"),
+        "{shown}"
+    );
+    // Its own checkpoints are new keys; it starts from the source's checkpoint after epoch 1.
+    let own = stage_keys(&store, "branch", "checkpoint");
+    assert!(
+        own.iter().filter(|k| source_ckpts.contains(k)).count() == 1,
+        "{own:?} vs {source_ckpts:?}"
+    );
+    // With the source's own settings, a branch is still not the source run: no key is shared
+    // past the branch point (the source kept its partition 0 too).
+    let same = ok(
+        &store,
+        &["run"],
+        &with(
+            &args,
+            &["--name=same", "--from-partition=fmnist-ipirm-quick@1"],
+        ),
+    );
+    assert!(
+        same.contains("epoch 2/3") && !same.contains("training: cached"),
+        "{same}"
+    );
+    // Bad specifications are clear errors.
+    for (spec, needle) in [
+        ("fmnist-ipirm-quick@9", "after epoch 9"),
+        ("nosuchrun@1", "nosuchrun"),
+        ("fmnist-ipirm-quick@x", "EPOCH"),
+    ] {
+        let (success, text) = ipirm(
+            &store,
+            &["run"],
+            &with(&args, &["--name=bad", &format!("--from-partition={spec}")]),
+        );
+        assert!(!success && text.contains(needle), "{spec}:\n{text}");
+    }
 }

@@ -3,8 +3,15 @@
 use ipirm::plot::{composition_svg, paper_table_svg, save_svg, training_curves_svg, CurvePoint};
 
 fn assert_svg(svg: &str) {
-    assert!(svg.starts_with("<svg"), "not an SVG document: {}", &svg[..svg.len().min(80)]);
-    assert!(svg.trim_end().ends_with("</svg>"), "unterminated SVG document");
+    assert!(
+        svg.starts_with("<svg"),
+        "not an SVG document: {}",
+        &svg[..svg.len().min(80)]
+    );
+    assert!(
+        svg.trim_end().ends_with("</svg>"),
+        "unterminated SVG document"
+    );
 }
 
 fn count(svg: &str, needle: &str) -> usize {
@@ -19,7 +26,9 @@ fn fill(hex: &str) -> String {
 /// The elements `tag` (`<circle`, `<polyline`) stroked in one of our palette's colours.
 fn stroked(svg: &str, tag: &str, hex: &str) -> usize {
     let stroke = format!("stroke=\"#{hex}\"");
-    svg.lines().filter(|l| l.starts_with(tag) && l.contains(&stroke)).count()
+    svg.lines()
+        .filter(|l| l.starts_with(tag) && l.contains(&stroke))
+        .count()
 }
 const BLUE: &str = "1F77B4";
 const ORANGE: &str = "FF7F0E";
@@ -41,14 +50,28 @@ fn curve(epochs: usize, contrastive: bool, penalty: bool) -> Vec<CurvePoint> {
 fn training_curves_draw_one_marked_line_per_series() {
     let svg = training_curves_svg(&curve(7, true, true));
     assert_svg(&svg);
-    for label in ["Training curves", "epoch", "loss", "contrastive", "penalty (right axis)"] {
+    for label in [
+        "Training curves",
+        "epoch",
+        "loss",
+        "contrastive",
+        "penalty (right axis)",
+    ] {
         assert!(svg.contains(label), "missing label {label:?}");
     }
     // Each series: its line, its legend line and one circle per epoch, in the series' colour.
     assert_eq!(count(&svg, "<circle"), 3 * 7);
     for colour in [BLUE, ORANGE, RED] {
-        assert_eq!(stroked(&svg, "<polyline", colour), 2, "line and legend of series {colour}");
-        assert_eq!(stroked(&svg, "<circle", colour), 7, "points of series {colour}");
+        assert_eq!(
+            stroked(&svg, "<polyline", colour),
+            2,
+            "line and legend of series {colour}"
+        );
+        assert_eq!(
+            stroked(&svg, "<circle", colour),
+            7,
+            "points of series {colour}"
+        );
     }
 }
 
@@ -69,8 +92,16 @@ fn training_curves_one_epoch_and_non_finite_values() {
     points[2].penalty = Some(f64::INFINITY);
     let svg = training_curves_svg(&points);
     assert_svg(&svg);
-    assert_eq!(stroked(&svg, "<circle", BLUE), 2, "the NaN loss is left out");
-    assert_eq!(stroked(&svg, "<circle", RED), 2, "the infinite penalty is left out");
+    assert_eq!(
+        stroked(&svg, "<circle", BLUE),
+        2,
+        "the NaN loss is left out"
+    );
+    assert_eq!(
+        stroked(&svg, "<circle", RED),
+        2,
+        "the infinite penalty is left out"
+    );
     assert!(!svg.contains("NaN") && !svg.contains("inf"));
 
     let svg = training_curves_svg(&curve(1, false, false));
@@ -80,7 +111,15 @@ fn training_curves_one_epoch_and_non_finite_values() {
 
 #[test]
 fn training_curves_empty_says_no_data() {
-    for points in [vec![], vec![CurvePoint { epoch: 0, loss: f64::NAN, contrastive: None, penalty: None }]] {
+    for points in [
+        vec![],
+        vec![CurvePoint {
+            epoch: 0,
+            loss: f64::NAN,
+            contrastive: None,
+            penalty: None,
+        }],
+    ] {
         let svg = training_curves_svg(&points);
         assert_svg(&svg);
         assert!(svg.contains("no data"));
@@ -92,12 +131,24 @@ fn composition_stacks_one_segment_per_nonzero_count() {
     let composition = vec![vec![10, 0, 5], vec![3, 4, 6]];
     let svg = composition_svg(&composition, Some(&["T-shirt", "Trouser", "Pullover"]));
     assert_svg(&svg);
-    for label in ["Class composition", "images", "env 0 (15)", "env 1 (13)", "T-shirt", "Trouser", "Pullover"] {
+    for label in [
+        "Class composition",
+        "images",
+        "env 0 (15)",
+        "env 1 (13)",
+        "T-shirt",
+        "Trouser",
+        "Pullover",
+    ] {
         assert!(svg.contains(label), "missing label {label:?}");
     }
     // Background + 5 non-zero segments + 3 legend boxes.
     assert_eq!(count(&svg, "<rect"), 1 + 5 + 3);
-    assert_eq!(count(&svg, &fill(BLUE)), 2 + 1, "class 0 in both environments, and its legend box");
+    assert_eq!(
+        count(&svg, &fill(BLUE)),
+        2 + 1,
+        "class 0 in both environments, and its legend box"
+    );
     assert_eq!(count(&svg, &fill(ORANGE)), 1 + 1, "class 1 only in env 1");
 }
 
@@ -132,11 +183,23 @@ fn paper_table_draws_paper_and_ours_bars_with_values() {
     assert_svg(&svg);
     let runs = ["stl10-ipirm", "stl10-baseline", "fmnist-ipirm-quick"];
     let values = ["84.44", "81.20", "80.15", "90.00"];
-    for label in ["paper vs ours", "top-1 (%)", "paper", "ours"].iter().chain(&runs).chain(&values) {
+    for label in ["paper vs ours", "top-1 (%)", "paper", "ours"]
+        .iter()
+        .chain(&runs)
+        .chain(&values)
+    {
         assert!(svg.contains(label), "missing label {label:?}");
     }
-    assert_eq!(count(&svg, &fill(GREY)), 3 + 1, "3 paper bars and a legend box");
-    assert_eq!(count(&svg, &fill(BLUE)), 1 + 1, "1 finite 'ours' bar and a legend box");
+    assert_eq!(
+        count(&svg, &fill(GREY)),
+        3 + 1,
+        "3 paper bars and a legend box"
+    );
+    assert_eq!(
+        count(&svg, &fill(BLUE)),
+        1 + 1,
+        "1 finite 'ours' bar and a legend box"
+    );
     assert_eq!(count(&svg, "<rect"), 1 + 4 + 2);
     assert!(!svg.contains("NaN"));
 }
@@ -167,13 +230,31 @@ fn save_svg_writes_the_document_and_names_the_path_on_failure() {
 /// With `IPIRM_PLOT_DUMP=DIR`, writes one example of each chart to DIR to look at.
 #[test]
 fn dump_examples_when_asked() {
-    let Some(dir) = std::env::var_os("IPIRM_PLOT_DUMP") else { return };
+    let Some(dir) = std::env::var_os("IPIRM_PLOT_DUMP") else {
+        return;
+    };
     let dir = std::path::PathBuf::from(dir);
-    save_svg(&training_curves_svg(&curve(20, true, true)), dir.join("curves.svg")).unwrap();
-    let composition: Vec<Vec<i64>> =
-        (0..2).map(|e| (0..10).map(|c| 600 + 300 * ((c + 3 * e) % 4) as i64).collect()).collect();
-    let names = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"];
-    save_svg(&composition_svg(&composition, Some(&names)), dir.join("composition.svg")).unwrap();
+    save_svg(
+        &training_curves_svg(&curve(20, true, true)),
+        dir.join("curves.svg"),
+    )
+    .unwrap();
+    let composition: Vec<Vec<i64>> = (0..2)
+        .map(|e| {
+            (0..10)
+                .map(|c| 600 + 300 * ((c + 3 * e) % 4) as i64)
+                .collect()
+        })
+        .collect();
+    let names = [
+        "T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+        "Boot",
+    ];
+    save_svg(
+        &composition_svg(&composition, Some(&names)),
+        dir.join("composition.svg"),
+    )
+    .unwrap();
     let rows = vec![
         ("stl10-ipirm".to_string(), 84.44, Some(81.2)),
         ("stl10-baseline".to_string(), 80.15, None),

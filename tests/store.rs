@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ipirm::store::{self, BlobSource, GcOptions, Stage, Store, StoreOptions, SCHEMA_VERSION};
+use ipirm::store::{self, GcOptions, Meta, Stage, Store, StoreOptions, SCHEMA_VERSION};
 use ipirm::Error;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -37,7 +37,17 @@ struct Nested {
 }
 
 fn section() -> Section {
-    Section { lr: 0.5, epochs: 10, name: "stl10".into(), nested: Nested { tau: 0.2, flag: true }, list: vec![1.0, 2.0], maybe: None }
+    Section {
+        lr: 0.5,
+        epochs: 10,
+        name: "stl10".into(),
+        nested: Nested {
+            tau: 0.2,
+            flag: true,
+        },
+        list: vec![1.0, 2.0],
+        maybe: None,
+    }
 }
 
 fn fresh() -> (tempfile::TempDir, Store) {
@@ -50,7 +60,9 @@ fn tensors() -> Vec<(String, Tensor)> {
     let x = Tensor::arange(24, (Kind::Float, Device::Cpu)).reshape([2, 3, 4]) / 7.0;
     let y = Tensor::from_slice(&[3i64, -1, 4, 1, 5]);
     // A non-contiguous view: the store makes it contiguous.
-    let z = Tensor::arange(12, (Kind::Double, Device::Cpu)).reshape([3, 4]).transpose(0, 1);
+    let z = Tensor::arange(12, (Kind::Double, Device::Cpu))
+        .reshape([3, 4])
+        .transpose(0, 1);
     vec![("x".into(), x), ("labels".into(), y), ("zt".into(), z)]
 }
 
@@ -77,8 +89,25 @@ fn flip_a_byte(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Stores raw bytes as a one-tensor (uint8) artifact.
+fn put_bytes(store: &Store, st: &Stage, bytes: &[u8]) -> String {
+    store
+        .put_tensors(st, &[("bytes", &Tensor::from_slice(bytes))], &Meta::new())
+        .unwrap()
+}
+
+/// The bytes [`put_bytes`] stored under `key`, verified like any load.
+fn get_bytes(store: &Store, key: &str) -> ipirm::Result<Option<Vec<u8>>> {
+    Ok(store
+        .get_tensors(key)?
+        .map(|t| Vec::<u8>::try_from(&t[0].1).unwrap()))
+}
+
 fn sha256_hex(path: &Path) -> String {
-    Sha256::digest(std::fs::read(path).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(std::fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -91,42 +120,94 @@ fn tensors_and_records_round_trip_with_provenance() {
     assert!(run.id.starts_with("smoke-"));
 
     let t = tensors();
-    let st = Stage::new("features", 1, &section(), &[]).unwrap().run(&run.id).device("cpu (2 threads)");
-    assert_eq!(st.key(), store::stage_key("features", 1, &section(), &[]).unwrap());
+    let st = Stage::new("features", 1, &section(), &[])
+        .unwrap()
+        .run(&run.id)
+        .device("cpu (2 threads)");
+    assert_eq!(
+        st.key(),
+        store::stage_key("features", 1, &section(), &[]).unwrap()
+    );
     assert!(!store.contains(st.key()).unwrap());
     assert!(store.get_tensors(st.key()).unwrap().is_none());
-    let digest = store.put_tensors(&st, &named(&t)).unwrap();
+    let digest = store.put_tensors(&st, &named(&t), &Meta::new()).unwrap();
     assert!(store.contains(st.key()).unwrap());
     assert_same_tensors(&t, &store.get_tensors(st.key()).unwrap().unwrap());
     let path = store.object_path(&digest);
     assert_eq!(sha256_hex(&path), digest);
     assert!(path.starts_with(store.root().join("objects").join(&digest[..2])));
 
-    let m = Metrics { top1: 81.25, per_class: vec![0.1, f64::MIN_POSITIVE, -0.0], notes: [("k".to_string(), "v".to_string())].into() };
-    let rs = Stage::new("knn", 2, &section(), &[st.key()]).unwrap().run(&run.id).wall_seconds(1.5);
+    let m = Metrics {
+        top1: 81.25,
+        per_class: vec![0.1, f64::MIN_POSITIVE, -0.0],
+        notes: [("k".to_string(), "v".to_string())].into(),
+    };
+    let rs = Stage::new("knn", 2, &section(), &[st.key()])
+        .unwrap()
+        .run(&run.id)
+        .wall_seconds(1.5);
     store.put_record(&rs, &m).unwrap();
     assert!(store.contains(rs.key()).unwrap());
-    assert_eq!(store.get_record::<Metrics>(rs.key()).unwrap(), Some(m.clone()));
-    assert!(store.get_record::<Metrics>("no-such-key").unwrap().is_none());
+    assert_eq!(
+        store.get_record::<Metrics>(rs.key()).unwrap(),
+        Some(m.clone())
+    );
+    assert!(store
+        .get_record::<Metrics>("no-such-key")
+        .unwrap()
+        .is_none());
     // Wrong kinds and types are refused with the key in the message.
-    let e = store.get_record::<Metrics>(st.key()).unwrap_err().to_string();
+    let e = store
+        .get_record::<Metrics>(st.key())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(st.key()) && e.contains("blob"), "{e}");
     let e = store.get_tensors(rs.key()).unwrap_err().to_string();
     assert!(e.contains(rs.key()) && e.contains("record"), "{e}");
-    let e = store.get_record::<Vec<String>>(rs.key()).unwrap_err().to_string();
+    let e = store
+        .get_record::<Vec<String>>(rs.key())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(rs.key()) && e.contains("does not decode"), "{e}");
 
-    // Raw bytes from memory and from a file.
+    // The same content under two keys: one blob, the same digest.
     let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let bs = Stage::new("raw", 1, &"bytes", &[]).unwrap();
-    let d1 = store.put_blob(&bs, BlobSource::Bytes(&bytes)).unwrap();
-    assert_eq!(store.get_blob(bs.key()).unwrap().unwrap(), bytes);
-    let src = store.root().parent().unwrap().join("src.bin");
-    std::fs::write(&src, &bytes).unwrap();
-    let fs = Stage::new("raw", 1, &"file", &[]).unwrap();
-    assert_eq!(store.put_blob(&fs, BlobSource::File(&src)).unwrap(), d1, "same bytes, same digest");
-    assert!(src.exists(), "the source file is left in place");
-    assert!(std::fs::read_dir(store.root().join("tmp")).unwrap().next().is_none(), "no temp file left");
+    let d1 = put_bytes(&store, &bs, &bytes);
+    assert_eq!(get_bytes(&store, bs.key()).unwrap().unwrap(), bytes);
+    let again = Stage::new("raw", 1, &"again", &[]).unwrap();
+    assert_eq!(
+        put_bytes(&store, &again, &bytes),
+        d1,
+        "same bytes, same digest"
+    );
+    assert!(
+        std::fs::read_dir(store.root().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no temp file left"
+    );
+    // Header metadata is written sorted (same content, same digest) and read back alone.
+    let meta = Meta::from([
+        ("z".to_string(), "1".to_string()),
+        ("a".to_string(), "2".to_string()),
+        ("m".to_string(), "3".to_string()),
+    ]);
+    let ms = Stage::new("meta", 1, &0, &[]).unwrap();
+    let dm = store.put_tensors(&ms, &named(&t), &meta).unwrap();
+    assert_eq!(store.tensor_meta(ms.key()).unwrap().unwrap(), meta);
+    assert_eq!(
+        store
+            .put_tensors(
+                &Stage::new("meta", 1, &1, &[]).unwrap(),
+                &named(&t),
+                &meta.clone()
+            )
+            .unwrap(),
+        dm
+    );
+    assert!(store.tensor_meta(st.key()).unwrap().unwrap().is_empty());
 
     let meta = store.get_meta(rs.key()).unwrap().unwrap();
     assert_eq!(meta.stage, "knn");
@@ -134,19 +215,32 @@ fn tensors_and_records_round_trip_with_provenance() {
     assert_eq!(meta.inputs, vec![st.key().to_string()]);
     assert_eq!(meta.run.as_deref(), Some(run.id.as_str()));
     assert_eq!(meta.config_json, store::canonical_json(&section()).unwrap());
-    assert_eq!(meta.config_json, r#"{"epochs":10,"list":[1.0,2.0],"lr":0.5,"maybe":null,"name":"stl10","nested":{"flag":true,"tau":0.20000000298023224}}"#);
+    assert_eq!(
+        meta.config_json,
+        r#"{"epochs":10,"list":[1.0,2.0],"lr":0.5,"maybe":null,"name":"stl10","nested":{"flag":true,"tau":0.20000000298023224}}"#
+    );
     let p = &meta.provenance;
     assert_eq!(p.wall_seconds, 1.5);
     assert_eq!(p.crate_version, env!("CARGO_PKG_VERSION"));
     assert!(p.created > 1_600_000_000);
     assert!(!p.host.is_empty() && !p.git_commit.is_empty() && !p.libtorch.is_empty());
-    assert_eq!(store.get_meta(st.key()).unwrap().unwrap().provenance.device, "cpu (2 threads)");
+    assert_eq!(
+        store.get_meta(st.key()).unwrap().unwrap().provenance.device,
+        "cpu (2 threads)"
+    );
 
     // Puts with a run attach to it, in order; attach adds a reused key once.
     store.attach(&run.id, bs.key()).unwrap();
     store.attach(&run.id, bs.key()).unwrap();
     let r = store.get_run(&run.id).unwrap().unwrap();
-    assert_eq!(r.artifacts, vec![st.key().to_string(), rs.key().to_string(), bs.key().to_string()]);
+    assert_eq!(
+        r.artifacts,
+        vec![
+            st.key().to_string(),
+            rs.key().to_string(),
+            bs.key().to_string()
+        ]
+    );
     assert!(!r.finished && !r.pinned);
     store.finish_run(&run.id).unwrap();
     store.pin(&run.id, true).unwrap();
@@ -171,9 +265,22 @@ fn stage_key_changes_with_every_keyed_input_and_only_those() {
     assert_eq!(base.len(), 64);
     assert!(base.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(base, key(&section()), "stable");
-    assert_eq!(base, Stage::new("features", 3, &section(), &["in-a", "in-b"]).unwrap().key());
+    assert_eq!(
+        base,
+        Stage::new("features", 3, &section(), &["in-a", "in-b"])
+            .unwrap()
+            .key()
+    );
     // Provenance is not keyed on.
-    assert_eq!(base, Stage::new("features", 3, &section(), &["in-a", "in-b"]).unwrap().device("cuda:7").libtorch("9.9").wall_seconds(3.0).key());
+    assert_eq!(
+        base,
+        Stage::new("features", 3, &section(), &["in-a", "in-b"])
+            .unwrap()
+            .device("cuda:7")
+            .libtorch("9.9")
+            .wall_seconds(3.0)
+            .key()
+    );
 
     let mut variants: Vec<(&str, String)> = Vec::new();
     let mut push = |what: &'static str, f: &dyn Fn(&mut Section)| {
@@ -182,7 +289,9 @@ fn stage_key_changes_with_every_keyed_input_and_only_those() {
         variants.push((what, key(&s)));
     };
     push("lr 0.5 -> 0.5000001", &|s| s.lr = 0.5000001);
-    push("lr 0.5 -> next float", &|s| s.lr = f64::from_bits(0.5f64.to_bits() + 1));
+    push("lr 0.5 -> next float", &|s| {
+        s.lr = f64::from_bits(0.5f64.to_bits() + 1)
+    });
     push("epochs", &|s| s.epochs = 11);
     push("name", &|s| s.name = "cifar10".into());
     push("nested float", &|s| s.nested.tau = 0.2000001);
@@ -193,13 +302,34 @@ fn stage_key_changes_with_every_keyed_input_and_only_those() {
     push("none -> some", &|s| s.maybe = Some(0.0));
     push("-0.0", &|s| s.list[0] = -0.0);
     push("NaN", &|s| s.lr = f64::NAN);
-    variants.push(("stage version", store::stage_key("features", 4, &section(), &["in-a", "in-b"]).unwrap()));
-    variants.push(("stage name", store::stage_key("feature", 3, &section(), &["in-a", "in-b"]).unwrap()));
-    variants.push(("input key", store::stage_key("features", 3, &section(), &["in-a", "in-c"]).unwrap()));
-    variants.push(("input order", store::stage_key("features", 3, &section(), &["in-b", "in-a"]).unwrap()));
-    variants.push(("extra input", store::stage_key("features", 3, &section(), &["in-a", "in-b", "in-c"]).unwrap()));
-    variants.push(("fewer inputs", store::stage_key("features", 3, &section(), &["in-a"]).unwrap()));
-    variants.push(("inputs joined", store::stage_key("features", 3, &section(), &["in-ain-b"]).unwrap()));
+    variants.push((
+        "stage version",
+        store::stage_key("features", 4, &section(), &["in-a", "in-b"]).unwrap(),
+    ));
+    variants.push((
+        "stage name",
+        store::stage_key("feature", 3, &section(), &["in-a", "in-b"]).unwrap(),
+    ));
+    variants.push((
+        "input key",
+        store::stage_key("features", 3, &section(), &["in-a", "in-c"]).unwrap(),
+    ));
+    variants.push((
+        "input order",
+        store::stage_key("features", 3, &section(), &["in-b", "in-a"]).unwrap(),
+    ));
+    variants.push((
+        "extra input",
+        store::stage_key("features", 3, &section(), &["in-a", "in-b", "in-c"]).unwrap(),
+    ));
+    variants.push((
+        "fewer inputs",
+        store::stage_key("features", 3, &section(), &["in-a"]).unwrap(),
+    ));
+    variants.push((
+        "inputs joined",
+        store::stage_key("features", 3, &section(), &["in-ain-b"]).unwrap(),
+    ));
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for (what, k) in &variants {
         assert_ne!(*k, base, "{what} must change the key");
@@ -208,19 +338,46 @@ fn stage_key_changes_with_every_keyed_input_and_only_those() {
         }
     }
     // Floats by bit pattern, whatever their text.
-    assert_ne!(store::stage_key("s", 1, &0.1f64, &[]).unwrap(), store::stage_key("s", 1, &0.1000000001f64, &[]).unwrap());
-    assert_eq!(store::stage_key("s", 1, &0.1f64, &[]).unwrap(), store::stage_key("s", 1, &"0.1".parse::<f64>().unwrap(), &[]).unwrap());
-    assert_eq!(store::stage_key("s", 1, &1e-1f64, &[]).unwrap(), store::stage_key("s", 1, &0.100f64, &[]).unwrap());
-    assert_ne!(store::stage_key("s", 1, &0.5f32, &[]).unwrap(), store::stage_key("s", 1, &0.5000001f32, &[]).unwrap());
+    assert_ne!(
+        store::stage_key("s", 1, &0.1f64, &[]).unwrap(),
+        store::stage_key("s", 1, &0.1000000001f64, &[]).unwrap()
+    );
+    assert_eq!(
+        store::stage_key("s", 1, &0.1f64, &[]).unwrap(),
+        store::stage_key("s", 1, &"0.1".parse::<f64>().unwrap(), &[]).unwrap()
+    );
+    assert_eq!(
+        store::stage_key("s", 1, &1e-1f64, &[]).unwrap(),
+        store::stage_key("s", 1, &0.100f64, &[]).unwrap()
+    );
+    assert_ne!(
+        store::stage_key("s", 1, &0.5f32, &[]).unwrap(),
+        store::stage_key("s", 1, &0.5000001f32, &[]).unwrap()
+    );
     // Map key order never matters; integer width does not either.
     let a: HashMap<String, f64> = (0..50).map(|i| (format!("k{i}"), i as f64 / 3.0)).collect();
-    let b: HashMap<String, f64> = (0..50).rev().map(|i| (format!("k{i}"), i as f64 / 3.0)).collect();
-    assert_eq!(store::stage_key("s", 1, &a, &[]).unwrap(), store::stage_key("s", 1, &b, &[]).unwrap());
-    assert_eq!(store::stage_key("s", 1, &7u8, &[]).unwrap(), store::stage_key("s", 1, &7i64, &[]).unwrap());
-    assert_ne!(store::stage_key("s", 1, &7i64, &[]).unwrap(), store::stage_key("s", 1, &7.0f64, &[]).unwrap());
+    let b: HashMap<String, f64> = (0..50)
+        .rev()
+        .map(|i| (format!("k{i}"), i as f64 / 3.0))
+        .collect();
+    assert_eq!(
+        store::stage_key("s", 1, &a, &[]).unwrap(),
+        store::stage_key("s", 1, &b, &[]).unwrap()
+    );
+    assert_eq!(
+        store::stage_key("s", 1, &7u8, &[]).unwrap(),
+        store::stage_key("s", 1, &7i64, &[]).unwrap()
+    );
+    assert_ne!(
+        store::stage_key("s", 1, &7i64, &[]).unwrap(),
+        store::stage_key("s", 1, &7.0f64, &[]).unwrap()
+    );
     // The whole config of the crate serialises canonically.
     let cfg = ipirm::config::Config::default();
-    assert_eq!(store::stage_key("s", 1, &cfg, &[]).unwrap(), store::stage_key("s", 1, &cfg.clone(), &[]).unwrap());
+    assert_eq!(
+        store::stage_key("s", 1, &cfg, &[]).unwrap(),
+        store::stage_key("s", 1, &cfg.clone(), &[]).unwrap()
+    );
 }
 
 #[test]
@@ -228,9 +385,9 @@ fn a_damaged_blob_is_found_refused_and_recomputed() {
     let (_dir, store) = fresh();
     let t = tensors();
     let st = Stage::new("features", 1, &section(), &[]).unwrap();
-    let digest = store.put_tensors(&st, &named(&t)).unwrap();
+    let digest = store.put_tensors(&st, &named(&t), &Meta::new()).unwrap();
     let other = Stage::new("other", 1, &1, &[]).unwrap();
-    store.put_blob(&other, BlobSource::Bytes(b"fine")).unwrap();
+    put_bytes(&store, &other, b"fine");
     let path = store.object_path(&digest);
     flip_a_byte(&path);
 
@@ -241,42 +398,59 @@ fn a_damaged_blob_is_found_refused_and_recomputed() {
     assert!(report.to_string().contains(st.key()));
 
     let e = store.get_tensors(st.key()).unwrap_err();
-    assert!(matches!(&e, Error::Damaged { key, file, .. } if key == st.key() && file == &path), "{e}");
+    assert!(
+        matches!(&e, Error::Damaged { key, file, .. } if key == st.key() && file == &path),
+        "{e}"
+    );
     let msg = e.to_string();
-    assert!(msg.contains(st.key()) && msg.contains(&path.display().to_string()) && msg.contains("damaged"), "{msg}");
-    assert!(store.get_blob(st.key()).is_err());
+    assert!(
+        msg.contains(st.key())
+            && msg.contains(&path.display().to_string())
+            && msg.contains("damaged"),
+        "{msg}"
+    );
+    assert!(get_bytes(&store, st.key()).is_err());
     // Same size: `contains` cannot tell; the load does.
     assert!(store.contains(st.key()).unwrap());
 
     assert!(store.invalidate(st.key()).unwrap());
     assert!(!store.contains(st.key()).unwrap());
-    assert!(!path.exists(), "the damaged file is deleted with its only entry");
+    assert!(
+        !path.exists(),
+        "the damaged file is deleted with its only entry"
+    );
     assert!(!store.invalidate(st.key()).unwrap());
-    store.put_tensors(&st, &named(&t)).unwrap();
+    store.put_tensors(&st, &named(&t), &Meta::new()).unwrap();
     assert_same_tensors(&t, &store.get_tensors(st.key()).unwrap().unwrap());
     assert!(store.verify().unwrap().is_clean());
 
-    // A missing blob: `contains` is false, verify lists it, the or-invalidate load drops it.
+    // A missing blob: `contains` is false, verify lists it, the load says so and invalidate drops it.
     std::fs::remove_file(&path).unwrap();
     assert!(!store.contains(st.key()).unwrap());
     let report = store.verify().unwrap();
     assert_eq!(report.missing, vec![st.key().to_string()], "{report}");
-    assert!(store.get_tensors_or_invalidate(st.key()).unwrap().is_none());
+    assert!(matches!(
+        store.get_tensors(st.key()),
+        Err(Error::Damaged { .. })
+    ));
+    assert!(store.invalidate(st.key()).unwrap());
     assert!(store.get_meta(st.key()).unwrap().is_none());
     assert!(store.verify().unwrap().is_clean());
     // The damaged blob's rewrite also heals a damaged file left in place.
-    store.put_tensors(&st, &named(&t)).unwrap();
+    store.put_tensors(&st, &named(&t), &Meta::new()).unwrap();
     flip_a_byte(&path);
-    store.put_tensors(&st, &named(&t)).unwrap();
+    store.put_tensors(&st, &named(&t), &Meta::new()).unwrap();
     assert_same_tensors(&t, &store.get_tensors(st.key()).unwrap().unwrap());
-    assert_eq!(store.get_blob(other.key()).unwrap().unwrap(), b"fine");
+    assert_eq!(get_bytes(&store, other.key()).unwrap().unwrap(), b"fine");
 }
 
 /// The child side of `killed_writer_leaves_a_consistent_store`: writes blobs and records until
 /// killed. A no-op in a normal test run.
 #[test]
 fn writer_child() {
-    let Ok(root) = std::env::var(CHILD_ROOT) else { return };
+    let Ok(root) = std::env::var(CHILD_ROOT) else {
+        return;
+    };
     let store = Store::open(&root).unwrap();
     let run = store.start_run("victim", &0).unwrap();
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
@@ -289,8 +463,13 @@ fn writer_child() {
         let st = Stage::new("victim", 1, &i, &[]).unwrap().run(&run.id);
         let mut b = big.clone();
         b[..8].copy_from_slice(&i.to_le_bytes());
-        store.put_blob(&st, BlobSource::Bytes(&b)).unwrap();
-        store.put_record(&Stage::new("victim-rec", 1, &i, &[]).unwrap().run(&run.id), &i).unwrap();
+        put_bytes(&store, &st, &b);
+        store
+            .put_record(
+                &Stage::new("victim-rec", 1, &i, &[]).unwrap().run(&run.id),
+                &i,
+            )
+            .unwrap();
         if i == 0 {
             std::fs::write(Path::new(&root).join("started"), b"").unwrap();
         }
@@ -304,7 +483,7 @@ fn killed_writer_leaves_a_consistent_store() {
     let store = Store::open(&root).unwrap();
     let kept = Stage::new("kept", 1, &section(), &[]).unwrap();
     let t = tensors();
-    store.put_tensors(&kept, &named(&t)).unwrap();
+    store.put_tensors(&kept, &named(&t), &Meta::new()).unwrap();
 
     // Kill a real writer at several points of its loop.
     for round in 0..3 {
@@ -317,7 +496,10 @@ fn killed_writer_leaves_a_consistent_store() {
             .unwrap();
         let t0 = Instant::now();
         while !root.join("started").exists() {
-            assert!(t0.elapsed() < Duration::from_secs(60), "the writer never started");
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the writer never started"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(150 + 97 * round));
@@ -330,43 +512,77 @@ fn killed_writer_leaves_a_consistent_store() {
     // into objects/ but never indexed.
     std::fs::write(root.join("tmp/123.0.0.part"), b"half a blo").unwrap();
     let orphan_bytes = b"never indexed";
-    let od: String = Sha256::digest(orphan_bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let od: String = Sha256::digest(orphan_bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     std::fs::create_dir_all(root.join("objects").join(&od[..2])).unwrap();
     std::fs::write(root.join("objects").join(&od[..2]).join(&od), orphan_bytes).unwrap();
     let renamed = Stage::new("renamed", 1, &0, &[]).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let other = Store::open(tmp.path()).unwrap();
     let t2 = vec![("other".to_string(), Tensor::from_slice(&[1.5f32, 2.5]))];
-    let rd = other.put_tensors(&renamed, &named(&t2)).unwrap();
+    let rd = other
+        .put_tensors(&renamed, &named(&t2), &Meta::new())
+        .unwrap();
     std::fs::create_dir_all(root.join("objects").join(&rd[..2])).unwrap();
-    std::fs::copy(other.object_path(&rd), root.join("objects").join(&rd[..2]).join(&rd)).unwrap();
+    std::fs::copy(
+        other.object_path(&rd),
+        root.join("objects").join(&rd[..2]).join(&rd),
+    )
+    .unwrap();
 
     let store = Store::open(&root).unwrap();
     let report = store.verify().unwrap();
     assert!(report.is_clean(), "{report}");
     assert!(report.dangling_run_refs.is_empty(), "{report}");
-    assert!(report.temp_files.contains(&root.join("tmp/123.0.0.part")), "{report}");
-    assert!(report.orphans.contains(&root.join("objects").join(&od[..2]).join(&od)), "{report}");
+    assert!(
+        report.temp_files.contains(&root.join("tmp/123.0.0.part")),
+        "{report}"
+    );
+    assert!(
+        report
+            .orphans
+            .contains(&root.join("objects").join(&od[..2]).join(&od)),
+        "{report}"
+    );
     assert!(report.orphans.contains(&store.object_path(&rd)), "{report}");
     assert!(!store.contains(renamed.key()).unwrap());
     // Every indexed artifact loads.
     let arts = store.list_artifacts().unwrap();
-    assert!(arts.len() > 1, "the writer stored something before it was killed");
+    assert!(
+        arts.len() > 1,
+        "the writer stored something before it was killed"
+    );
     for a in &arts {
         assert!(store.contains(&a.key).unwrap(), "{}", a.key);
         match a.stage.as_str() {
             "kept" => assert_same_tensors(&t, &store.get_tensors(&a.key).unwrap().unwrap()),
-            "victim" => assert_eq!(store.get_blob(&a.key).unwrap().unwrap().len(), 1_000_000),
+            "victim" => assert_eq!(get_bytes(&store, &a.key).unwrap().unwrap().len(), 1_000_000),
             "victim-rec" => assert!(store.get_record::<u64>(&a.key).unwrap().is_some()),
             s => panic!("unexpected stage {s}"),
         }
     }
     // And the store keeps working: gc removes the leftovers, a write succeeds.
-    let gc = store.gc_with(&GcOptions { grace_secs: 0, ..GcOptions::default() }).unwrap();
-    assert!(gc.removed_temp_files.contains(&root.join("tmp/123.0.0.part")), "{gc}");
+    let gc = store
+        .gc_with(&GcOptions {
+            grace_secs: 0,
+            ..GcOptions::default()
+        })
+        .unwrap();
+    assert!(
+        gc.removed_temp_files
+            .contains(&root.join("tmp/123.0.0.part")),
+        "{gc}"
+    );
     let after = store.verify().unwrap();
-    assert!(after.orphans.is_empty() && after.temp_files.is_empty() && after.is_clean(), "{after}");
-    store.put_record(&Stage::new("after", 1, &0, &[]).unwrap(), &1u32).unwrap();
+    assert!(
+        after.orphans.is_empty() && after.temp_files.is_empty() && after.is_clean(),
+        "{after}"
+    );
+    store
+        .put_record(&Stage::new("after", 1, &0, &[]).unwrap(), &1u32)
+        .unwrap();
 }
 
 #[test]
@@ -377,7 +593,7 @@ fn gc_keeps_what_pinned_and_latest_runs_reach() {
         if let Some(r) = run {
             st = st.run(r);
         }
-        store.put_blob(&st, BlobSource::Bytes(bytes)).unwrap();
+        put_bytes(&store, &st, bytes);
         st.key().to_string()
     };
     let shared = put("shared-input", &[], None, b"shared");
@@ -402,10 +618,21 @@ fn gc_keeps_what_pinned_and_latest_runs_reach() {
     std::fs::write(&orphan, b"orphan").unwrap();
     std::fs::write(store.root().join("tmp/old.part"), b"partial").unwrap();
 
-    let latest: Vec<String> = store.latest_runs().unwrap().into_iter().map(|r| r.id).collect();
+    let latest: Vec<String> = store
+        .latest_runs()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(latest, vec![a2.id.clone(), b2.id.clone()]);
 
-    let keys = |s: &Store| -> Vec<String> { s.list_artifacts().unwrap().into_iter().map(|a| a.key).collect() };
+    let keys = |s: &Store| -> Vec<String> {
+        s.list_artifacts()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.key)
+            .collect()
+    };
     let before = keys(&store);
     let x1_blob = store.object_path(store.get_meta(&x1).unwrap().unwrap().digest().unwrap());
     let loose_blob = store.object_path(store.get_meta(&loose).unwrap().unwrap().digest().unwrap());
@@ -415,7 +642,11 @@ fn gc_keeps_what_pinned_and_latest_runs_reach() {
     assert_eq!(gentle.removed_artifacts, vec![x1.clone()], "{gentle}");
     assert!(gentle.removed_temp_files.is_empty());
 
-    let opts = GcOptions { dry_run: true, grace_secs: 0, ..GcOptions::default() };
+    let opts = GcOptions {
+        dry_run: true,
+        grace_secs: 0,
+        ..GcOptions::default()
+    };
     let dry = store.gc_with(&opts).unwrap();
     assert!(dry.dry_run);
     assert_eq!(dry.removed_runs, vec![a1.id.clone()]);
@@ -424,41 +655,90 @@ fn gc_keeps_what_pinned_and_latest_runs_reach() {
     let mut removed = dry.removed_artifacts.clone();
     removed.sort();
     assert_eq!(removed, expect_removed, "{dry}");
-    assert!(dry.removed_blobs.contains(&x1_blob) && dry.removed_blobs.contains(&loose_blob) && dry.removed_blobs.contains(&orphan), "{dry}");
+    assert!(
+        dry.removed_blobs.contains(&x1_blob)
+            && dry.removed_blobs.contains(&loose_blob)
+            && dry.removed_blobs.contains(&orphan),
+        "{dry}"
+    );
     assert_eq!(dry.removed_blobs.len(), 3, "{dry}");
-    assert_eq!(dry.removed_temp_files, vec![store.root().join("tmp/old.part")]);
+    assert_eq!(
+        dry.removed_temp_files,
+        vec![store.root().join("tmp/old.part")]
+    );
     assert!(dry.to_string().contains("would remove"));
     // Nothing removed.
     assert_eq!(keys(&store), before);
     assert!(x1_blob.exists() && orphan.exists() && store.root().join("tmp/old.part").exists());
     assert_eq!(store.list_runs().unwrap().len(), 4);
 
-    let done = store.gc_with(&GcOptions { dry_run: false, ..opts }).unwrap();
-    assert_eq!((done.removed_runs.clone(), done.removed_artifacts.len(), done.removed_blobs.len()), (dry.removed_runs.clone(), 2, 3));
+    let done = store
+        .gc_with(&GcOptions {
+            dry_run: false,
+            ..opts
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            done.removed_runs.clone(),
+            done.removed_artifacts.len(),
+            done.removed_blobs.len()
+        ),
+        (dry.removed_runs.clone(), 2, 3)
+    );
     assert!(done.freed_bytes > 0);
-    assert!(!x1_blob.exists() && !loose_blob.exists() && !orphan.exists() && !store.root().join("tmp/old.part").exists());
+    assert!(
+        !x1_blob.exists()
+            && !loose_blob.exists()
+            && !orphan.exists()
+            && !store.root().join("tmp/old.part").exists()
+    );
     let mut left = keys(&store);
     left.sort();
     let mut want = vec![shared, deep, mid, x2, y, z];
     want.sort();
     assert_eq!(left, want);
     for k in &left {
-        assert!(store.contains(k).unwrap() && store.get_blob(k).unwrap().is_some());
+        assert!(store.contains(k).unwrap() && get_bytes(&store, k).unwrap().is_some());
     }
     assert!(store.get_run(&a1.id).unwrap().is_none());
     assert!(store.verify().unwrap().is_clean());
     // A second gc has nothing left to do.
-    let again = store.gc_with(&GcOptions { dry_run: false, ..opts }).unwrap();
-    assert!(again.removed_artifacts.is_empty() && again.removed_blobs.is_empty() && again.removed_runs.is_empty(), "{again}");
+    let again = store
+        .gc_with(&GcOptions {
+            dry_run: false,
+            ..opts
+        })
+        .unwrap();
+    assert!(
+        again.removed_artifacts.is_empty()
+            && again.removed_blobs.is_empty()
+            && again.removed_runs.is_empty(),
+        "{again}"
+    );
 
     // An unfinished run is kept while recent, even when not the latest of its name.
     let c1 = store.start_run("c", &1).unwrap();
     let w = put("w", &[], Some(&c1.id), b"w");
     let c2 = store.start_run("c", &2).unwrap();
     store.finish_run(&c2.id).unwrap();
-    let g = store.gc_with(&GcOptions { dry_run: false, ..opts }).unwrap();
-    assert!(g.kept_runs.contains(&c1.id) && store.contains(&w).unwrap(), "{g}");
-    let g = store.gc_with(&GcOptions { dry_run: false, unfinished_run_secs: 0, ..opts }).unwrap();
+    let g = store
+        .gc_with(&GcOptions {
+            dry_run: false,
+            ..opts
+        })
+        .unwrap();
+    assert!(
+        g.kept_runs.contains(&c1.id) && store.contains(&w).unwrap(),
+        "{g}"
+    );
+    let g = store
+        .gc_with(&GcOptions {
+            dry_run: false,
+            unfinished_run_secs: 0,
+            ..opts
+        })
+        .unwrap();
     assert_eq!(g.removed_runs, vec![c1.id.clone()]);
     assert!(!store.contains(&w).unwrap());
 }
@@ -468,10 +748,18 @@ fn export_import_round_trip_through_plain_json() {
     let (_dir, store) = fresh();
     let run = store.start_run("exp", &section()).unwrap();
     let t = tensors();
-    let feats = Stage::new("features", 1, &section(), &[]).unwrap().run(&run.id);
-    let digest = store.put_tensors(&feats, &named(&t)).unwrap();
-    let m = Metrics { top1: 55.5, per_class: vec![1.0], notes: BTreeMap::new() };
-    let rec = Stage::new("knn", 1, &section(), &[feats.key()]).unwrap().run(&run.id);
+    let feats = Stage::new("features", 1, &section(), &[])
+        .unwrap()
+        .run(&run.id);
+    let digest = store.put_tensors(&feats, &named(&t), &Meta::new()).unwrap();
+    let m = Metrics {
+        top1: 55.5,
+        per_class: vec![1.0],
+        notes: BTreeMap::new(),
+    };
+    let rec = Stage::new("knn", 1, &section(), &[feats.key()])
+        .unwrap()
+        .run(&run.id);
     store.put_record(&rec, &m).unwrap();
     store.finish_run(&run.id).unwrap();
     store.pin(&run.id, true).unwrap();
@@ -481,7 +769,9 @@ fn export_import_round_trip_through_plain_json() {
     let rep = store.export(&exp_dir).unwrap();
     assert_eq!((rep.artifacts, rep.runs, rep.blobs), (2, 1, 1));
     // Plain JSON, readable without sled.
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(exp_dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(exp_dir.join("manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(manifest["format"], store::MANIFEST_FORMAT);
     let arts = manifest["artifacts"].as_array().unwrap();
     let blob = arts.iter().find(|a| a["key"] == feats.key()).unwrap();
@@ -489,34 +779,80 @@ fn export_import_round_trip_through_plain_json() {
     assert_eq!(blob["kind"], "blob");
     assert_eq!(blob["file"], format!("objects/{digest}"));
     assert_eq!(sha256_hex(&exp_dir.join("objects").join(&digest)), digest);
-    assert_eq!(blob["config_json"], store::canonical_json(&section()).unwrap());
+    assert_eq!(
+        blob["config_json"],
+        store::canonical_json(&section()).unwrap()
+    );
     assert!(blob["provenance"]["git_commit"].is_string());
     let r = arts.iter().find(|a| a["key"] == rec.key()).unwrap();
     assert_eq!(r["kind"], "record");
     assert!(r["record_hex"].is_string());
     assert_eq!(manifest["runs"][0]["id"], run.id.as_str());
-    assert_eq!(manifest["runs"][0]["artifacts"].as_array().unwrap().len(), 2);
-    assert!(store.export(&exp_dir).is_err(), "refuses a non-empty folder");
+    assert_eq!(
+        manifest["runs"][0]["artifacts"].as_array().unwrap().len(),
+        2
+    );
+    assert!(
+        store.export(&exp_dir).is_err(),
+        "refuses a non-empty folder"
+    );
 
     let other_dir = tempfile::tempdir().unwrap();
     let other = Store::open(other_dir.path()).unwrap();
     let imp = other.import(&exp_dir).unwrap();
-    assert_eq!((imp.artifacts_added, imp.runs_added, imp.blobs_copied), (2, 1, 1), "{imp}");
-    assert_eq!(other.list_artifacts().unwrap(), store.list_artifacts().unwrap());
-    let (a, b) = (store.get_run(&run.id).unwrap().unwrap(), other.get_run(&run.id).unwrap().unwrap());
-    assert_eq!((a.name, a.config_json, a.artifacts, a.pinned, a.created, a.finished), (b.name, b.config_json, b.artifacts, b.pinned, b.created, b.finished));
+    assert_eq!(
+        (imp.artifacts_added, imp.runs_added, imp.blobs_copied),
+        (2, 1, 1),
+        "{imp}"
+    );
+    assert_eq!(
+        other.list_artifacts().unwrap(),
+        store.list_artifacts().unwrap()
+    );
+    let (a, b) = (
+        store.get_run(&run.id).unwrap().unwrap(),
+        other.get_run(&run.id).unwrap().unwrap(),
+    );
+    assert_eq!(
+        (
+            a.name,
+            a.config_json,
+            a.artifacts,
+            a.pinned,
+            a.created,
+            a.finished
+        ),
+        (
+            b.name,
+            b.config_json,
+            b.artifacts,
+            b.pinned,
+            b.created,
+            b.finished
+        )
+    );
     assert_same_tensors(&t, &other.get_tensors(feats.key()).unwrap().unwrap());
     assert_eq!(other.get_record::<Metrics>(rec.key()).unwrap(), Some(m));
     assert!(other.verify().unwrap().is_clean());
     let again = other.import(&exp_dir).unwrap();
-    assert_eq!((again.artifacts_added, again.artifacts_skipped, again.runs_skipped), (0, 2, 1));
+    assert_eq!(
+        (
+            again.artifacts_added,
+            again.artifacts_skipped,
+            again.runs_skipped
+        ),
+        (0, 2, 1)
+    );
 
     // A damaged export is refused, naming the key, and nothing is added.
     flip_a_byte(&exp_dir.join("objects").join(&digest));
     let third_dir = tempfile::tempdir().unwrap();
     let third = Store::open(third_dir.path()).unwrap();
     let e = third.import(&exp_dir).unwrap_err();
-    assert!(matches!(&e, Error::Damaged { key, .. } if key == feats.key()), "{e}");
+    assert!(
+        matches!(&e, Error::Damaged { key, .. } if key == feats.key()),
+        "{e}"
+    );
     assert!(third.list_artifacts().unwrap().is_empty() && third.list_runs().unwrap().is_empty());
     assert!(third.verify().unwrap().temp_files.is_empty());
 }
@@ -537,57 +873,115 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
     Store::open(&root).unwrap();
 }
 
+/// `ipirm store ARGS --store ROOT`: stdout, asserting success.
+fn store_cmd(root: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .arg("store")
+        .args(args)
+        .arg("--store")
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn ls_and_show_describe_runs_and_artifacts() {
     let (_dir, store) = fresh();
     let run = store.start_run("preset-x", &section()).unwrap();
     let t = tensors();
-    let feats = Stage::new("features", 1, &section(), &[]).unwrap().run(&run.id).device("cpu");
-    let digest = store.put_tensors(&feats, &named(&t)).unwrap();
-    let rec = Stage::new("knn", 1, &section(), &[feats.key()]).unwrap().run(&run.id);
+    let feats = Stage::new("features", 1, &section(), &[])
+        .unwrap()
+        .run(&run.id)
+        .device("cpu");
+    let digest = store.put_tensors(&feats, &named(&t), &Meta::new()).unwrap();
+    let rec = Stage::new("knn", 1, &section(), &[feats.key()])
+        .unwrap()
+        .run(&run.id);
     store.put_record(&rec, &3.5f64).unwrap();
+    let root = store.root().to_path_buf();
+    drop(store);
 
-    let ls = store.ls().unwrap();
-    assert!(ls.lines().any(|l| l.starts_with(&format!("run {}", run.id)) && l.contains("latest")), "{ls}");
-    assert!(ls.lines().any(|l| l.starts_with("stage features v1") && l.contains(&feats.key()[..16])), "{ls}");
-    assert!(ls.lines().any(|l| l.starts_with("stage knn v1") && l.contains("record")), "{ls}");
+    let ls = store_cmd(&root, &["ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&format!("run {}", run.id)) && l.contains("latest")),
+        "{ls}"
+    );
+    // Stage versions this build does not write are marked as never reused.
+    assert!(
+        ls.lines().any(|l| l.starts_with("stage features v1")
+            && l.contains(&feats.key()[..16])
+            && l.contains("stale")),
+        "{ls}"
+    );
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("stage knn v1") && l.contains("record")),
+        "{ls}"
+    );
 
-    let text = store.show(rec.key(), false).unwrap();
-    assert!(text.contains(feats.key()) && text.contains(&digest) && text.contains("\"epochs\":10") && text.contains("git"), "{text}");
-    let text = store.show("preset-x", false).unwrap();
-    assert!(text.contains(&run.id) && text.contains(feats.key()) && text.contains(&digest), "{text}");
-    let j: serde_json::Value = serde_json::from_str(&store.show(&run.id, true).unwrap()).unwrap();
+    let text = store_cmd(&root, &["show", rec.key()]);
+    assert!(
+        text.contains(feats.key())
+            && text.contains(&digest)
+            && text.contains("\"epochs\":10")
+            && text.contains("git"),
+        "{text}"
+    );
+    let text = store_cmd(&root, &["show", "preset-x"]);
+    assert!(
+        text.contains(&run.id) && text.contains(feats.key()) && text.contains(&digest),
+        "{text}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&store_cmd(&root, &["show", &run.id, "--json"])).unwrap();
     assert_eq!(j["id"], run.id.as_str());
     let details = j["artifact_details"].as_array().unwrap();
     assert_eq!(details.len(), 2);
     assert_eq!(details[0]["digest"], digest.as_str());
-    let j: serde_json::Value = serde_json::from_str(&store.show(&feats.key()[..10], true).unwrap()).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&store_cmd(&root, &["show", &feats.key()[..10], "--json"])).unwrap();
     assert_eq!(j["digest"], digest.as_str());
     assert_eq!(j["provenance"]["device"], "cpu");
-    let e = store.show("nothing-like-this", false).unwrap_err().to_string();
+    let e = Store::open(&root)
+        .unwrap()
+        .find("nothing-like-this")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nothing-like-this"), "{e}");
 }
 
 #[test]
-fn a_batch_shares_one_open_and_refuses_nested_use() {
+fn two_handles_in_one_process_take_turns() {
     let (_dir, store) = fresh();
-    let st = Stage::new("r", 1, &0, &[]).unwrap();
-    store.put_record(&st, &5u32).unwrap();
-    let (has, v) = store.batch(|ix| Ok((ix.contains(st.key())?, ix.get_record::<u32>(st.key())?))).unwrap();
-    assert!(has);
-    assert_eq!(v, Some(5));
-    let e = store.batch(|_| store.contains(st.key())).unwrap_err().to_string();
-    assert!(e.contains("already holds the index"), "{e}");
-    // Two handles in one process take turns.
-    let second = Store::open_with(store.root(), StoreOptions { lock_timeout: Duration::from_secs(5) }).unwrap();
+    store
+        .put_record(&Stage::new("r", 1, &0, &[]).unwrap(), &5u32)
+        .unwrap();
+    let second = Store::open_with(
+        store.root(),
+        StoreOptions {
+            lock_timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
     std::thread::scope(|s| {
         s.spawn(|| {
             for i in 0..20u32 {
-                second.put_record(&Stage::new("t", 1, &i, &[]).unwrap(), &i).unwrap();
+                second
+                    .put_record(&Stage::new("t", 1, &i, &[]).unwrap(), &i)
+                    .unwrap();
             }
         });
         for i in 20..40u32 {
-            store.put_record(&Stage::new("t", 1, &i, &[]).unwrap(), &i).unwrap();
+            store
+                .put_record(&Stage::new("t", 1, &i, &[]).unwrap(), &i)
+                .unwrap();
         }
     });
     assert_eq!(store.list_artifacts().unwrap().len(), 41);
@@ -606,6 +1000,10 @@ fn one_open_put_flush_close_takes_milliseconds() {
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let mean = times.iter().sum::<f64>() / n as f64;
-    eprintln!("open+put_record+flush+close: mean {mean:.2} ms, median {:.2} ms, max {:.2} ms over {n}", times[n / 2], times[n - 1]);
+    eprintln!(
+        "open+put_record+flush+close: mean {mean:.2} ms, median {:.2} ms, max {:.2} ms over {n}",
+        times[n / 2],
+        times[n - 1]
+    );
     assert!(mean < 500.0, "mean {mean} ms");
 }

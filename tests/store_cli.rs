@@ -25,7 +25,12 @@ fn finished() -> &'static (PathBuf, Vec<String>) {
 fn copy_of_finished() -> (tempfile::TempDir, PathBuf, Vec<String>) {
     let (dir, args) = finished();
     let tmp = tempfile::tempdir().unwrap();
-    let st = Command::new("cp").arg("-a").arg(dir.join("store")).arg(tmp.path()).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(dir.join("store"))
+        .arg(tmp.path())
+        .status()
+        .unwrap();
     assert!(st.success());
     let store = tmp.path().join("store");
     (tmp, store, args.clone())
@@ -33,8 +38,14 @@ fn copy_of_finished() -> (tempfile::TempDir, PathBuf, Vec<String>) {
 
 /// `ipirm ARGS` with no `--store` added: (exit code, stdout, stderr).
 fn raw(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipirm")).args(args).output().unwrap();
-    let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .args(args)
+        .output()
+        .unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
     assert!(!e.contains("panicked"), "ipirm {args:?} panicked:\n{e}");
     (out.status.code().unwrap_or(-1), o, e)
 }
@@ -49,7 +60,11 @@ fn export_and_import_through_the_cli_with_the_flag_anywhere() {
     let want = shown_digests(&store, RUN);
     assert!(want.len() > 8);
     // `--store` before the subcommand, after it, and before `store`.
-    let (e1, e2, e3) = (tmp.path().join("e1"), tmp.path().join("e2"), tmp.path().join("e3"));
+    let (e1, e2, e3) = (
+        tmp.path().join("e1"),
+        tmp.path().join("e2"),
+        tmp.path().join("e3"),
+    );
     for (args, dir) in [
         (vec!["store", "--store", s(&store), "export", s(&e1)], &e1),
         (vec!["store", "export", s(&e2), "--store", s(&store)], &e2),
@@ -57,18 +72,33 @@ fn export_and_import_through_the_cli_with_the_flag_anywhere() {
     ] {
         let (code, out, err) = raw(&args);
         assert_eq!(code, 0, "{args:?}: {err}");
-        assert!(out.contains("exported") && dir.join("manifest.json").is_file(), "{args:?}: {out}");
-        assert!(!dir.join("index").exists() && !store.join("e1").exists(), "the export folder is not opened as a store");
+        assert!(
+            out.contains("exported") && dir.join("manifest.json").is_file(),
+            "{args:?}: {out}"
+        );
+        assert!(
+            !dir.join("index").exists() && !store.join("e1").exists(),
+            "the export folder is not opened as a store"
+        );
     }
     // Exporting into a folder that is not empty is refused, naming it.
     let (code, _, err) = raw(&["store", "--store", s(&store), "export", s(&e1)]);
-    assert!(code == 2 && err.contains("not empty") && err.contains(s(&e1)), "{err}");
+    assert!(
+        code == 2 && err.contains("not empty") && err.contains(s(&e1)),
+        "{err}"
+    );
 
     let fresh = tmp.path().join("fresh");
     let (code, out, err) = raw(&["store", "--store", s(&fresh), "import", s(&e2)]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("imported") && fresh.join("index").is_dir(), "{out}");
-    assert!(!e2.join("index").exists(), "import must not open the export as a store");
+    assert!(
+        out.contains("imported") && fresh.join("index").is_dir(),
+        "{out}"
+    );
+    assert!(
+        !e2.join("index").exists(),
+        "import must not open the export as a store"
+    );
     assert_eq!(shown_digests(&fresh, RUN), want);
     let (code, out, _) = raw(&["store", "import", s(&e3), "--store", s(&fresh)]);
     assert!(code == 0 && out.contains("already present"), "{out}");
@@ -81,15 +111,25 @@ fn a_failed_or_running_run_never_displaces_the_finished_one() {
     let (tmp, store, args) = copy_of_finished();
     let want = shown_digests(&store, RUN);
     // A run of the same name that fails (no data) is recorded, unfinished.
-    let args: Vec<String> = args.into_iter().filter(|a| !a.starts_with("--data-dir")).collect();
+    let args: Vec<String> = args
+        .into_iter()
+        .filter(|a| !a.starts_with("--data-dir"))
+        .collect();
     let (success, text) = ipirm(&store, &["run"], &with(&args, &["--data-dir=/nonexistent"]));
     assert!(!success && text.contains("/nonexistent"), "{text}");
     let gc = ok(&store, &["store", "gc"], &[]);
     assert!(gc.contains("removed 0 runs, 0 artifacts"), "{gc}");
-    assert_eq!(shown_digests(&store, RUN), want, "`show NAME` still names the finished run");
+    assert_eq!(
+        shown_digests(&store, RUN),
+        want,
+        "`show NAME` still names the finished run"
+    );
     let ls = ok(&store, &["store", "ls"], &[]);
     let latest = ls.lines().find(|l| l.contains("latest")).unwrap();
-    assert!(latest.contains("finished") && !latest.contains("unfinished"), "{ls}");
+    assert!(
+        latest.contains("finished") && !latest.contains("unfinished"),
+        "{ls}"
+    );
     let (verified, v) = ipirm(&store, &["store", "verify"], &[]);
     assert!(verified, "{v}");
     drop(tmp);
@@ -114,7 +154,10 @@ fn a_store_path_naming_a_file_is_a_clear_error() {
     std::fs::write(&file, "x").unwrap();
     let (code, _, err) = raw(&["store", "--store", s(&file), "ls"]);
     assert_eq!(code, 2);
-    assert!(err.contains(s(&file)) && err.contains("not a folder") && !err.contains("File exists"), "{err}");
+    assert!(
+        err.contains(s(&file)) && err.contains("not a folder") && !err.contains("File exists"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -129,7 +172,10 @@ fn a_closed_stdout_pipe_ends_quietly() {
     drop(child.stdout.take()); // the reader goes away, as `| head -0` or `| true` does
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
     assert!(out.status.success(), "{:?} {err}", out.status);
 }
 
@@ -139,13 +185,18 @@ fn as_reader(args: &[&str]) -> (i32, String, String) {
     let root = unsafe_is_root();
     let mut cmd = if root {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(env!("CARGO_BIN_EXE_ipirm"));
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_ipirm"));
         c
     } else {
         Command::new(env!("CARGO_BIN_EXE_ipirm"))
     };
     let out = cmd.args(args).env("TMPDIR", "/tmp").output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn unsafe_is_root() -> bool {
@@ -158,12 +209,20 @@ fn a_read_only_store_can_be_listed_verified_shown_and_exported() {
     let before = shown_digests(&store, RUN);
     // Everyone may read and enter; nobody but the owner may write (and, as root, the commands
     // run as `nobody`).
-    let st = Command::new("chmod").args(["-R", "a+rX,a-w"]).arg(tmp.path()).status().unwrap();
+    let st = Command::new("chmod")
+        .args(["-R", "a+rX,a-w"])
+        .arg(tmp.path())
+        .status()
+        .unwrap();
     assert!(st.success());
     let out_dir = std::env::temp_dir().join(format!("ipirm-ro-export-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out_dir);
     std::fs::create_dir_all(&out_dir).unwrap();
-    Command::new("chmod").arg("777").arg(&out_dir).status().unwrap();
+    Command::new("chmod")
+        .arg("777")
+        .arg(&out_dir)
+        .status()
+        .unwrap();
     let export = out_dir.join("export");
 
     let (code, out, err) = as_reader(&["store", "--store", s(&store), "ls"]);
@@ -178,8 +237,16 @@ fn a_read_only_store_can_be_listed_verified_shown_and_exported() {
     let (code, _, err) = as_reader(&["store", "--store", s(&store), "gc"]);
     assert!(code == 2 && err.contains("read-only"), "{err}");
 
-    Command::new("chmod").args(["-R", "u+w"]).arg(tmp.path()).status().unwrap();
-    assert_eq!(shown_digests(&store, RUN), before, "reading left the store as it was");
+    Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(tmp.path())
+        .status()
+        .unwrap();
+    assert_eq!(
+        shown_digests(&store, RUN),
+        before,
+        "reading left the store as it was"
+    );
     let _ = std::fs::remove_dir_all(&out_dir);
 }
 
@@ -189,7 +256,11 @@ fn a_read_only_store_can_be_listed_verified_shown_and_exported() {
 #[test]
 fn a_stale_snapshot_file_does_not_lock_users_out() {
     let (_tmp, store, _) = copy_of_finished();
-    std::fs::write(store.join("index").join("snap.FFFFFFFFFFFFFFFF.generating"), b"").unwrap();
+    std::fs::write(
+        store.join("index").join("snap.FFFFFFFFFFFFFFFF.generating"),
+        b"",
+    )
+    .unwrap();
     let ls = ok(&store, &["store", "ls"], &[]);
     assert!(ls.contains("1 runs"), "{ls}");
     let (verified, v) = ipirm(&store, &["store", "verify"], &[]);
@@ -215,9 +286,15 @@ fn a_damaged_index_is_named_and_repaired() {
         }
     }
     let (success, text) = ipirm(&store, &["store", "ls"], &[]);
-    assert!(!success && text.contains("store repair"), "the error names the repair:\n{text}");
+    assert!(
+        !success && text.contains("store repair"),
+        "the error names the repair:\n{text}"
+    );
     let rep = ok(&store, &["store", "repair"], &[]);
-    assert!(rep.contains("rebuilt the index") && rep.contains("0 entries left out"), "{rep}");
+    assert!(
+        rep.contains("rebuilt the index") && rep.contains("0 entries left out"),
+        "{rep}"
+    );
     assert_eq!(ok(&store, &["store", "ls"], &[]), ls_before);
     assert_eq!(shown_digests(&store, RUN), want);
     let (verified, v) = ipirm(&store, &["store", "verify"], &[]);
@@ -236,7 +313,10 @@ fn repair_from_an_export_when_the_meta_files_are_gone_too() {
     std::fs::remove_dir_all(store.join("index")).unwrap();
     std::fs::remove_dir_all(store.join("meta")).unwrap();
     let (success, text) = ipirm(&store, &["store", "repair"], &[]);
-    assert!(!success && text.contains("--from"), "without meta files the error points at an export:\n{text}");
+    assert!(
+        !success && text.contains("--from"),
+        "without meta files the error points at an export:\n{text}"
+    );
     let rep = ok(&store, &["store", "repair", "--from", s(&export)], &[]);
     assert!(rep.contains("imported"), "{rep}");
     assert_eq!(shown_digests(&store, RUN), want);
@@ -258,7 +338,11 @@ fn a_full_disk_leaves_a_readable_store() {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
-    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"]).arg(&mnt).status().is_ok_and(|s| s.success());
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
     if !mounted {
         eprintln!("skipped: cannot mount a tmpfs here");
         return;
@@ -273,14 +357,29 @@ fn a_full_disk_leaves_a_readable_store() {
 
     // 1. A finished store on a disk filled to the last byte.
     let store = mnt.join("store");
-    assert!(Command::new("cp").arg("-a").arg(dir.join("store")).arg(&mnt).status().unwrap().success());
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(dir.join("store"))
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success());
     let ls = ok(&store, &["store", "ls"], &[]);
-    let id = ls.lines().find_map(|l| l.strip_prefix("run ")).and_then(|l| l.split_whitespace().next()).unwrap().to_string();
+    let id = ls
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
     let filler = mnt.join("filler");
     fill(&filler);
     // Writes fail (or fit in space sled already holds); none may break the index.
     for off in [false, true, false] {
-        let (success, t) = ipirm(&store, &["store", "pin", &id], &with(&[], if off { &["--off"] } else { &[] }));
+        let (success, t) = ipirm(
+            &store,
+            &["store", "pin", &id],
+            &with(&[], if off { &["--off"] } else { &[] }),
+        );
         assert!(success || t.contains("No space left"), "{t}");
     }
     let (success, t) = ipirm(&store, &["run"], &with(args, &["--set=linear.lr=0.5"]));
@@ -298,7 +397,10 @@ fn a_full_disk_leaves_a_readable_store() {
     std::fs::remove_dir_all(mnt.join("store")).unwrap();
     std::fs::write(&filler, vec![7u8; 7 * 1024 * 1024 + 512 * 1024]).unwrap();
     let (success, text) = ipirm(&store, &["run"], args);
-    assert!(!success && text.contains("No space left"), "the run cannot fit:\n{text}");
+    assert!(
+        !success && text.contains("No space left"),
+        "the run cannot fit:\n{text}"
+    );
     std::fs::remove_file(&filler).unwrap();
     assert!(ok(&store, &["store", "ls"], &[]).starts_with("store "));
     ok(&store, &["run"], args);
@@ -311,7 +413,10 @@ fn a_full_disk_leaves_a_readable_store() {
 fn same_digests(store: &Path, want: &[(String, String)]) {
     for (key, digest) in want {
         let found = shown_digests(store, key);
-        assert!(found.contains(&(key.clone(), digest.clone())), "artifact {key}: {digest} expected, {found:?} found");
+        assert!(
+            found.contains(&(key.clone(), digest.clone())),
+            "artifact {key}: {digest} expected, {found:?} found"
+        );
     }
 }
 

@@ -17,7 +17,11 @@ const RUN: &str = "fmnist-ipirm-quick";
 fn all_digests(store: &Path) -> BTreeMap<String, String> {
     let ls = ok(store, &["store", "ls"], &[]);
     let mut out = BTreeMap::new();
-    for prefix in ls.lines().filter(|l| l.starts_with("stage ")).filter_map(|l| l.split_whitespace().nth(3)) {
+    for prefix in ls
+        .lines()
+        .filter(|l| l.starts_with("stage "))
+        .filter_map(|l| l.split_whitespace().nth(3))
+    {
         for (k, d) in shown_digests(store, prefix) {
             out.insert(k, d);
         }
@@ -38,20 +42,32 @@ fn check_faults(action: &str, nth: usize) {
         let (success, text) = ipirm_env(&store, &["train"], &args, &[("FAILPOINTS", &spec)]);
         assert!(!success, "{spec}: the fault was never reached:\n{text}");
         if action == "fail" {
-            assert!(text.contains(&format!("fault injection: the write at {point} failed")), "{spec}:\n{text}");
+            assert!(
+                text.contains(&format!("fault injection: the write at {point} failed")),
+                "{spec}:\n{text}"
+            );
         }
         let (verified, v) = ipirm(&store, &["store", "verify"], &[]);
-        assert!(verified || v.contains("damaged") || v.contains("missing"), "{spec}: verify must pass or name the damage:\n{v}");
+        assert!(
+            verified || v.contains("damaged") || v.contains("missing"),
+            "{spec}: verify must pass or name the damage:\n{v}"
+        );
         // Nothing indexed so far holds other content than the same key in the clean store.
         for (k, d) in all_digests(&store) {
             if let Some(w) = want.get(&k) {
-                assert_eq!(&d, w, "{spec}: artifact {k} holds other bytes than in the clean store");
+                assert_eq!(
+                    &d, w,
+                    "{spec}: artifact {k} holds other bytes than in the clean store"
+                );
             }
         }
         let again = ok(&store, &["train"], &args);
         assert!(again.contains("final checkpoint"), "{spec}:\n{again}");
         let got: BTreeMap<String, String> = shown_digests(&store, RUN).into_iter().collect();
-        assert_eq!(got, want, "{spec}: the rerun must end on the clean run's digests");
+        assert_eq!(
+            got, want,
+            "{spec}: the rerun must end on the clean run's digests"
+        );
         let (verified, v) = ipirm(&store, &["store", "verify"], &[]);
         assert!(verified, "{spec}: {v}");
     }

@@ -1,10 +1,12 @@
 //! Two processes on one store. The second process is this test binary again, started with
-//! `--exact child_role` and an environment variable that picks its role.
+//! `--exact child_role` and an environment variable that picks its role, or the `ipirm` binary
+//! holding the index (its flush paused by fault injection).
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ipirm::store::{BlobSource, Stage, Store, StoreOptions};
+use ipirm::store::{Meta, Stage, Store, StoreOptions};
+use tch::Tensor;
 
 const ROLE: &str = "IPIRM_STORE_CHILD_ROLE";
 const ROOT: &str = "IPIRM_STORE_CHILD_ROOT";
@@ -32,17 +34,32 @@ fn worker(store: &Store, tag: &str, other: &str) -> Duration {
         slowest = slowest.max(t0.elapsed());
     };
     for i in 0..OPS {
-        let st = Stage::new(&format!("rec-{tag}"), 1, &i, &[]).unwrap().run(&run.id);
+        let st = Stage::new(&format!("rec-{tag}"), 1, &i, &[])
+            .unwrap()
+            .run(&run.id);
         timed(&mut || store.put_record(&st, &(tag.to_string(), i)).unwrap());
         if i % 10 == 0 {
-            let bs = Stage::new(&format!("blob-{tag}"), 1, &i, &[]).unwrap().run(&run.id);
+            let bs = Stage::new(&format!("blob-{tag}"), 1, &i, &[])
+                .unwrap()
+                .run(&run.id);
             let bytes = format!("{tag}:{i}").repeat(1000);
             timed(&mut || {
-                store.put_blob(&bs, BlobSource::Bytes(bytes.as_bytes())).unwrap();
+                store
+                    .put_tensors(
+                        &bs,
+                        &[("bytes", &Tensor::from_slice(bytes.as_bytes()))],
+                        &Meta::new(),
+                    )
+                    .unwrap();
             });
         }
         let mine = Stage::new(&format!("rec-{tag}"), 1, &(i / 2), &[]).unwrap();
-        timed(&mut || assert_eq!(store.get_record::<(String, u64)>(mine.key()).unwrap(), Some((tag.to_string(), i / 2))));
+        timed(&mut || {
+            assert_eq!(
+                store.get_record::<(String, u64)>(mine.key()).unwrap(),
+                Some((tag.to_string(), i / 2))
+            )
+        });
         let theirs = Stage::new(&format!("rec-{other}"), 1, &i, &[]).unwrap();
         timed(&mut || {
             if let Some(v) = store.get_record::<(String, u64)>(theirs.key()).unwrap() {
@@ -57,20 +74,15 @@ fn worker(store: &Store, tag: &str, other: &str) -> Duration {
 /// The second process's side; a no-op in a normal test run.
 #[test]
 fn child_role() {
-    let (Ok(role), Ok(root)) = (std::env::var(ROLE), std::env::var(ROOT)) else { return };
+    let (Ok(role), Ok(root)) = (std::env::var(ROLE), std::env::var(ROOT)) else {
+        return;
+    };
     let store = Store::open(&root).unwrap();
     match role.as_str() {
         "worker" => {
             let slowest = worker(&store, "B", "A");
             println!("CHILD slowest_ms={}", slowest.as_millis());
         }
-        "holder" => store
-            .batch(|_ix| {
-                std::fs::write(Path::new(&root).join("holding"), b"").unwrap();
-                std::thread::sleep(Duration::from_secs(3));
-                Ok(())
-            })
-            .unwrap(),
         r => panic!("unknown role {r}"),
     }
 }
@@ -99,10 +111,18 @@ fn two_processes_write_and_read_concurrently() {
     for tag in ["A", "B"] {
         for i in 0..OPS {
             let st = Stage::new(&format!("rec-{tag}"), 1, &i, &[]).unwrap();
-            assert_eq!(store.get_record::<(String, u64)>(st.key()).unwrap(), Some((tag.to_string(), i)), "{tag} {i}");
+            assert_eq!(
+                store.get_record::<(String, u64)>(st.key()).unwrap(),
+                Some((tag.to_string(), i)),
+                "{tag} {i}"
+            );
             if i % 10 == 0 {
                 let bs = Stage::new(&format!("blob-{tag}"), 1, &i, &[]).unwrap();
-                assert_eq!(store.get_blob(bs.key()).unwrap().unwrap(), format!("{tag}:{i}").repeat(1000).into_bytes());
+                let t = store.get_tensors(bs.key()).unwrap().unwrap();
+                assert_eq!(
+                    Vec::<u8>::try_from(&t[0].1).unwrap(),
+                    format!("{tag}:{i}").repeat(1000).into_bytes()
+                );
             }
         }
     }
@@ -112,11 +132,20 @@ fn two_processes_write_and_read_concurrently() {
         assert!(r.finished);
         assert_eq!(r.artifacts.len() as u64, OPS + OPS / 10, "{}", r.id);
     }
-    assert_eq!(store.list_artifacts().unwrap().len() as u64, 2 * (OPS + OPS / 10));
+    assert_eq!(
+        store.list_artifacts().unwrap().len() as u64,
+        2 * (OPS + OPS / 10)
+    );
     let report = store.verify().unwrap();
-    assert!(report.is_clean() && report.orphans.is_empty() && report.temp_files.is_empty(), "{report}");
+    assert!(
+        report.is_clean() && report.orphans.is_empty() && report.temp_files.is_empty(),
+        "{report}"
+    );
     // Nobody waited without bound: far below the 30 s lock timeout.
-    assert!(slowest_here < Duration::from_secs(10) && slowest_child < 10_000, "slowest {slowest_here:?} / {slowest_child} ms");
+    assert!(
+        slowest_here < Duration::from_secs(10) && slowest_child < 10_000,
+        "slowest {slowest_here:?} / {slowest_child} ms"
+    );
 }
 
 #[test]
@@ -124,14 +153,29 @@ fn a_process_that_gives_up_names_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("artifacts");
     Store::open(&root).unwrap();
-    let mut child = spawn_child("holder", &root);
+    // `ipirm store ls` holding the index for 3 s: its flush is paused by fault injection.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .args(["store", "ls", "--store"])
+        .arg(&root)
+        .env("FAILPOINTS", "store::index-flush=sleep(3000)")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
-    while !root.join("holding").exists() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "the holder never started");
+    while ipirm::store::read_holder(&root).is_none_or(|h| h.pid != child.id()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the holder never started"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let t1 = Instant::now();
-    let impatient = Store::open_with(&root, StoreOptions { lock_timeout: Duration::from_millis(500) });
+    let impatient = Store::open_with(
+        &root,
+        StoreOptions {
+            lock_timeout: Duration::from_millis(500),
+        },
+    );
     let e = match impatient {
         // Opening already needs the index.
         Err(e) => e,
@@ -140,12 +184,24 @@ fn a_process_that_gives_up_names_the_holder() {
     .to_string();
     let waited = t1.elapsed();
     assert!(e.contains(&format!("held by pid {}", child.id())), "{e}");
-    assert!(e.contains("child_role"), "the holder's command line: {e}");
+    assert!(e.contains("store ls"), "the holder's command line: {e}");
     assert!(e.contains(&root.join("index").display().to_string()), "{e}");
-    assert!(waited >= Duration::from_millis(450) && waited < Duration::from_millis(2500), "gave up after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_millis(2500),
+        "gave up after {waited:?}"
+    );
     // A patient process gets in once the holder is done.
-    let patient = Store::open_with(&root, StoreOptions { lock_timeout: Duration::from_secs(30) }).unwrap();
+    let patient = Store::open_with(
+        &root,
+        StoreOptions {
+            lock_timeout: Duration::from_secs(30),
+        },
+    )
+    .unwrap();
     assert!(!patient.contains("x").unwrap());
     assert!(child.wait().unwrap().success());
-    assert!(ipirm::store::read_holder(&root).is_none(), "the holder file is removed on release");
+    assert!(
+        ipirm::store::read_holder(&root).is_none(),
+        "the holder file is removed on release"
+    );
 }

@@ -32,7 +32,11 @@ const LAYOUT: &str =
 pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
     check_split(DatasetKind::FashionMnist, split)?;
     check_folder(dir, LAYOUT)?;
-    let prefix = if split == Split::Train { "train" } else { "t10k" };
+    let prefix = if split == Split::Train {
+        "train"
+    } else {
+        "t10k"
+    };
 
     let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let ([n, rows, cols], pixels) = read_idx::<3>(&images_path, |[n, rows, cols]| {
@@ -40,7 +44,10 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
             return Err(("28×28 images".into(), format!("{rows}×{cols} images")));
         }
         if n == 0 {
-            return Err(("at least one image".into(), "a header declaring 0 images".into()));
+            return Err((
+                "at least one image".into(),
+                "a header declaring 0 images".into(),
+            ));
         }
         Ok(())
     })?;
@@ -49,12 +56,21 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
     let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
     let (_, labels) = read_idx::<1>(&labels_path, |[m]| {
         if m != n {
-            return Err((format!("{n} labels, one per image of {}", images_path.display()), format!("{m} labels")));
+            return Err((
+                format!("{n} labels, one per image of {}", images_path.display()),
+                format!("{m} labels"),
+            ));
         }
         Ok(())
     })?;
     check_count(&labels_path, labels.len(), &images_path, n)?;
-    check_label_range(&labels_path, labels.iter().copied(), 0..=9, "labels", "image")?;
+    check_label_range(
+        &labels_path,
+        labels.iter().copied(),
+        0..=9,
+        "labels",
+        "image",
+    )?;
 
     let side = SIDE as i64;
     let images = Tensor::f_from_slice(&pixels)?.f_view([n as i64, 1, side, side])?;
@@ -98,7 +114,11 @@ fn read_idx<const N: usize>(
     let file_len = file_len(path, "a Fashion-MNIST IDX file")?;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let gz = path.extension().is_some_and(|e| e == "gz");
-    let mut reader: Box<dyn Read> = if gz { Box::new(GzDecoder::new(file)) } else { Box::new(file) };
+    let mut reader: Box<dyn Read> = if gz {
+        Box::new(GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
     let corrupt = |e: std::io::Error| {
         if gz {
             Error::file(path, "a gzip stream", format!("a corrupt one ({e})"))
@@ -115,38 +135,77 @@ fn read_idx<const N: usize>(
         let found = if got < 4 {
             format!("{got} bytes in all")
         } else {
-            format!("0x{:08x}", u32::from_be_bytes([header[0], header[1], header[2], header[3]]))
+            format!(
+                "0x{:08x}",
+                u32::from_be_bytes([header[0], header[1], header[2], header[3]])
+            )
         };
-        return Err(Error::file(path, format!("IDX magic 0x{magic:08x} (unsigned bytes, {N} dimensions)"), found));
+        return Err(Error::file(
+            path,
+            format!("IDX magic 0x{magic:08x} (unsigned bytes, {N} dimensions)"),
+            found,
+        ));
     }
     if got < header_len {
-        return Err(Error::file(path, format!("an IDX header of {header_len} bytes"), format!("{got} bytes in all")));
+        return Err(Error::file(
+            path,
+            format!("an IDX header of {header_len} bytes"),
+            format!("{got} bytes in all"),
+        ));
     }
     let mut dims = [0usize; N];
     for (d, c) in dims.iter_mut().zip(header[4..].chunks_exact(4)) {
         *d = u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize;
     }
-    let shape = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
+    let shape = dims
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×");
     check(dims).map_err(|(expected, found)| Error::file(path, expected, found))?;
-    let declared = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
-    let limit = if gz { file_len.saturating_mul(MAX_GZIP_RATIO) } else { file_len.saturating_sub(header_len as u64) };
+    let declared = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    let limit = if gz {
+        file_len.saturating_mul(MAX_GZIP_RATIO)
+    } else {
+        file_len.saturating_sub(header_len as u64)
+    };
     let declared = match declared {
         Some(d) if d <= limit => d,
         _ => {
             let found = if gz {
                 format!("a header declaring {shape} bytes of data, more than a gzip file of {file_len} bytes can hold")
             } else {
-                format!("{} data bytes after the header (dimensions {shape})", file_len.saturating_sub(header_len as u64))
+                format!(
+                    "{} data bytes after the header (dimensions {shape})",
+                    file_len.saturating_sub(header_len as u64)
+                )
             };
-            return Err(Error::file(path, format!("as many data bytes as the dimensions declare ({shape})"), found));
+            return Err(Error::file(
+                path,
+                format!("as many data bytes as the dimensions declare ({shape})"),
+                found,
+            ));
         }
     };
     // Grown as the data arrives: what is allocated follows what the stream really holds.
     let mut data = Vec::with_capacity(declared.min(1 << 26) as usize);
-    (&mut reader).take(declared + 1).read_to_end(&mut data).map_err(corrupt)?;
+    (&mut reader)
+        .take(declared + 1)
+        .read_to_end(&mut data)
+        .map_err(corrupt)?;
     if data.len() as u64 != declared {
-        let found = if data.len() as u64 > declared { "more data after them".to_string() } else { format!("{} bytes", data.len()) };
-        return Err(Error::file(path, format!("{declared} data bytes after the header (dimensions {shape})"), found));
+        let found = if data.len() as u64 > declared {
+            "more data after them".to_string()
+        } else {
+            format!("{} bytes", data.len())
+        };
+        return Err(Error::file(
+            path,
+            format!("{declared} data bytes after the header (dimensions {shape})"),
+            found,
+        ));
     }
     Ok((dims, data))
 }

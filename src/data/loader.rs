@@ -31,7 +31,11 @@ impl RunData {
     /// The splits alone, unchecked.
     fn load_splits(cfg: &DataConfig, device: Device) -> Result<RunData> {
         let dir = cfg.data_dir.as_deref();
-        let train_split = if cfg.dataset == DatasetKind::Stl10 { Split::TrainUnlabeled } else { Split::Train };
+        let train_split = if cfg.dataset == DatasetKind::Stl10 {
+            Split::TrainUnlabeled
+        } else {
+            Split::Train
+        };
         let labelled = load(cfg.dataset, Split::Train, dir)?;
         // The labelled train split is also the training set except for STL-10; each use takes
         // its own prefix of it.
@@ -42,7 +46,11 @@ impl RunData {
         };
         let bank = limit(labelled, cfg.bank_limit);
         let test = limit(load(cfg.dataset, Split::Test, dir)?, cfg.test_limit);
-        Ok(RunData { train: to_device(train, device), bank: to_device(bank, device), test: to_device(test, device) })
+        Ok(RunData {
+            train: to_device(train, device),
+            bank: to_device(bank, device),
+            test: to_device(test, device),
+        })
     }
 }
 
@@ -63,11 +71,20 @@ pub fn limit(ds: Dataset, n: usize) -> Dataset {
 
 /// Another handle on the same tensors.
 fn share(ds: &Dataset) -> Dataset {
-    Dataset { name: ds.name.clone(), images: ds.images.shallow_clone(), labels: ds.labels.shallow_clone(), num_classes: ds.num_classes }
+    Dataset {
+        name: ds.name.clone(),
+        images: ds.images.shallow_clone(),
+        labels: ds.labels.shallow_clone(),
+        num_classes: ds.num_classes,
+    }
 }
 
 fn to_device(ds: Dataset, device: Device) -> Dataset {
-    Dataset { images: ds.images.to_device(device), labels: ds.labels.to_device(device), ..ds }
+    Dataset {
+        images: ds.images.to_device(device),
+        labels: ds.labels.to_device(device),
+        ..ds
+    }
 }
 
 /// Index batches of one epoch: a permutation of `0..n` drawn from tch's global CPU generator,

@@ -239,7 +239,9 @@ pub(crate) fn resolve_dir(
     if nested.is_dir() {
         return Ok(nested);
     }
-    if data_dir.file_name().is_some_and(|n| n == subdir) || regular_file(&data_dir.join(probe), layout)? {
+    if data_dir.file_name().is_some_and(|n| n == subdir)
+        || regular_file(&data_dir.join(probe), layout)?
+    {
         return Ok(data_dir.to_path_buf());
     }
     Err(Error::file(
@@ -278,9 +280,9 @@ fn not_a_file(path: &Path) -> Option<String> {
         Ok(m) if m.is_file() => Some("a file that changed while it was being checked".into()),
         Ok(m) if m.is_dir() => Some("a folder, not a file".into()),
         Ok(_) => Some("not a regular file".into()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::symlink_metadata(path).ok().map(|_| "a symbolic link to nothing".to_string())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::symlink_metadata(path)
+            .ok()
+            .map(|_| "a symbolic link to nothing".to_string()),
         Err(e) if e.raw_os_error() == Some(40) => Some("a symbolic link loop".into()),
         Err(e) => Some(format!("unreadable ({e})")),
     }

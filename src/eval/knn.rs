@@ -39,6 +39,29 @@ pub fn pixel_features(bank: &Tensor, test: &Tensor) -> (Tensor, Tensor) {
     (norm(b), norm(t))
 }
 
+/// The kNN monitor's settings, resolved from the config.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Knn {
+    /// Neighbours (clamped to the bank's size).
+    pub k: i64,
+    /// Weighting temperature τ: each neighbour votes exp(sim/τ).
+    pub temperature: f64,
+    /// Test images per batch.
+    pub batch_size: i64,
+}
+
+impl Knn {
+    /// `knn.k`, the resolved temperature (`knn.temperature`, else `train.temperature`) and
+    /// `knn.batch_size` of `cfg`.
+    pub fn of(cfg: &crate::config::Config) -> Knn {
+        Knn {
+            k: cfg.knn.k,
+            temperature: cfg.knn_temperature(),
+            batch_size: cfg.knn.batch_size,
+        }
+    }
+}
+
 /// Weighted kNN accuracy of `test_features` against a bank, as the reference's `test()`:
 /// sim = test·bankᵀ, top-k, weight exp(sim/τ), per-class sums, top-1/top-5 of the class scores.
 /// `bank_features`: N×D, `bank_labels`: N int64 in 0..classes, `test_features`: M×D, `test_labels`: M.
@@ -50,13 +73,18 @@ pub fn knn_accuracy(
     test_features: &Tensor,
     test_labels: &Tensor,
     classes: i64,
-    k: i64,
-    temperature: f64,
-    batch_size: i64,
+    knn: &Knn,
 ) -> Result<Accuracy> {
+    let Knn {
+        k,
+        temperature,
+        batch_size,
+    } = *knn;
     let n = bank_features.size()[0];
     if n == 0 || test_features.size()[0] == 0 {
-        return Err(Error::Shape("kNN needs a non-empty memory bank and test set".into()));
+        return Err(Error::Shape(
+            "kNN needs a non-empty memory bank and test set".into(),
+        ));
     }
     let k = k.min(n);
     let _guard = tch::no_grad_guard();
@@ -70,22 +98,37 @@ pub fn knn_accuracy(
         let (w, i) = sim.topk(k, -1, true, true);
         let labels = bank_labels.index_select(0, &i.flatten(0, -1)).view([-1, k]);
         let weights = (w / temperature).exp();
-        let scores = Tensor::zeros([b.size()[0], classes], (Kind::Float, f.device())).scatter_add(1, &labels, &weights);
+        let scores = Tensor::zeros([b.size()[0], classes], (Kind::Float, f.device()))
+            .scatter_add(1, &labels, &weights);
         let (t1, t5) = topk_hits(&scores, &test_labels.index_select(0, &b));
         top1 += t1;
         top5 += t5;
     }
-    Ok(Accuracy { top1: 100.0 * top1 as f64 / m as f64, top5: 100.0 * top5 as f64 / m as f64 })
+    Ok(Accuracy {
+        top1: 100.0 * top1 as f64 / m as f64,
+        top5: 100.0 * top5 as f64 / m as f64,
+    })
 }
 
 /// kNN accuracy of `model`'s encoder: bank = `bank` under the test transform, queries = `test`.
-pub fn evaluate(model: &Model, bank: &Dataset, test: &Dataset, k: i64, temperature: f64, batch_size: i64) -> Result<Accuracy> {
-    let bank_f = extract_features(model, &bank.images, batch_size, "kNN bank");
-    let test_f = extract_features(model, &test.images, batch_size, "kNN test");
+pub fn evaluate(model: &Model, bank: &Dataset, test: &Dataset, knn: &Knn) -> Result<Accuracy> {
+    let bank_f = extract_features(model, &bank.images, knn.batch_size, "kNN bank");
+    let test_f = extract_features(model, &test.images, knn.batch_size, "kNN test");
     for (f, set) in [(&bank_f, "bank"), (&test_f, "test")] {
         if !bool::try_from(f.isfinite().all())? {
-            return Err(Error::NonFinite { what: "the encoder's features".into(), at: format!("the kNN {set} set"), value: f64::NAN });
+            return Err(Error::NonFinite {
+                what: "the encoder's features".into(),
+                at: format!("the kNN {set} set"),
+                value: f64::NAN,
+            });
         }
     }
-    knn_accuracy(&bank_f, &bank.labels, &test_f, &test.labels, bank.num_classes, k, temperature, batch_size)
+    knn_accuracy(
+        &bank_f,
+        &bank.labels,
+        &test_f,
+        &test.labels,
+        bank.num_classes,
+        knn,
+    )
 }

@@ -27,7 +27,13 @@ pub struct LinearResult {
 }
 
 /// Trains a linear classifier on the frozen encoder of (`vs`, `model_cfg`) and scores it.
-pub fn linear_probe(vs: &nn::VarStore, model_cfg: &ModelConfig, cfg: &LinearConfig, train: &Dataset, test: &Dataset) -> Result<LinearResult> {
+pub fn linear_probe(
+    vs: &nn::VarStore,
+    model_cfg: &ModelConfig,
+    cfg: &LinearConfig,
+    train: &Dataset,
+    test: &Dataset,
+) -> Result<LinearResult> {
     let start = Instant::now();
     let device = vs.device();
     // A private copy of the encoder: the quirk moves its BatchNorm statistics.
@@ -38,14 +44,22 @@ pub fn linear_probe(vs: &nn::VarStore, model_cfg: &ModelConfig, cfg: &LinearConf
 
     rng::reseed(cfg.seed, "linear-init", 0);
     let head_vs = nn::VarStore::new(device);
-    let fc = nn::linear(head_vs.root() / "fc", encoder.feature_width, train.num_classes, Default::default());
+    let fc = nn::linear(
+        head_vs.root() / "fc",
+        encoder.feature_width,
+        train.num_classes,
+        Default::default(),
+    );
     let mut opt = crate::train::adam::Adam::for_var_store(&head_vs, cfg.lr, cfg.weight_decay);
 
     let mut final_train_loss = f64::NAN;
     for epoch in 1..=cfg.epochs {
         rng::reseed(cfg.seed, "linear", epoch as u64);
         let batches = loader::shuffled_batches(train.len(), cfg.batch_size, false, device);
-        let pb = progress::bar(batches.len() as u64, &format!("probe {epoch}/{}", cfg.epochs));
+        let pb = progress::bar(
+            batches.len() as u64,
+            &format!("probe {epoch}/{}", cfg.epochs),
+        );
         let (mut total, mut seen) = (0.0, 0i64);
         for idx in &batches {
             let x = augment::train_view(&train.images.index_select(0, idx), augment::CROP_SIZE);
@@ -61,7 +75,11 @@ pub fn linear_probe(vs: &nn::VarStore, model_cfg: &ModelConfig, cfg: &LinearConf
         pb.finish_and_clear();
         final_train_loss = total / seen.max(1) as f64;
         if !final_train_loss.is_finite() {
-            return Err(crate::Error::NonFinite { what: "the linear probe's training loss".into(), at: format!("probe epoch {epoch}"), value: final_train_loss });
+            return Err(crate::Error::NonFinite {
+                what: "the linear probe's training loss".into(),
+                at: format!("probe epoch {epoch}"),
+                value: final_train_loss,
+            });
         }
     }
 
@@ -76,7 +94,10 @@ pub fn linear_probe(vs: &nn::VarStore, model_cfg: &ModelConfig, cfg: &LinearConf
     }
     let m = test.len().max(1) as f64;
     Ok(LinearResult {
-        test: Accuracy { top1: 100.0 * top1 as f64 / m, top5: 100.0 * top5 as f64 / m },
+        test: Accuracy {
+            top1: 100.0 * top1 as f64 / m,
+            top5: 100.0 * top5 as f64 / m,
+        },
         final_train_loss,
         seconds: start.elapsed().as_secs_f64(),
     })

@@ -13,11 +13,20 @@ pub const RELAXED_ENTROPY_FLOOR: f64 = 0.6365;
 pub fn entropy(prob: &Tensor, dim: i64) -> Result<Tensor> {
     let size = prob.size();
     check_float("entropy input", prob, size.len())?;
-    let d = if dim < 0 { dim + size.len() as i64 } else { dim };
+    let d = if dim < 0 {
+        dim + size.len() as i64
+    } else {
+        dim
+    };
     if d < 0 || d >= size.len() as i64 {
-        return Err(Error::Shape(format!("entropy: dim {dim} out of range for shape {size:?}")));
+        return Err(Error::Shape(format!(
+            "entropy: dim {dim} out of range for shape {size:?}"
+        )));
     }
-    Ok(prob.f_mul(&prob.f_log()?)?.f_sum_dim_intlist(d, false, None::<Kind>)?.f_neg()?)
+    Ok(prob
+        .f_mul(&prob.f_log()?)?
+        .f_sum_dim_intlist(d, false, None::<Kind>)?
+        .f_neg()?)
 }
 
 /// Balance constraint added to the maximize risk (`constrain` branch of `auto_split_offline`).
@@ -32,14 +41,19 @@ pub fn entropy(prob: &Tensor, dim: i64) -> Result<Tensor> {
 pub fn balance_constraint(probs: &Tensor, constrain_relax: bool, nonorm: bool) -> Result<Tensor> {
     let size = check_float("balance constraint probabilities", probs, 2)?;
     if size[0] < 1 || size[1] < 1 {
-        return Err(Error::Shape(format!("balance constraint: expected B×E with B, E ≥ 1, found {size:?}")));
+        return Err(Error::Shape(format!(
+            "balance constraint: expected B×E with B, E ≥ 1, found {size:?}"
+        )));
     }
     let h_mean = entropy(&probs.f_mean_dim(0, false, None::<Kind>)?, 0)?;
     if nonorm {
         let mean_h = entropy(probs, 1)?.f_mean(None::<Kind>)?;
         Ok(h_mean.f_neg()?.f_add(&mean_h)?.f_mul_scalar(0.2)?)
     } else if constrain_relax {
-        Ok(h_mean.f_neg()?.f_add_scalar(RELAXED_ENTROPY_FLOOR)?.f_relu()?)
+        Ok(h_mean
+            .f_neg()?
+            .f_add_scalar(RELAXED_ENTROPY_FLOOR)?
+            .f_relu()?)
     } else {
         Ok(h_mean.f_neg()?)
     }

@@ -17,7 +17,9 @@ use crate::{Error, Result};
 /// compute it once per batch size and reuse it (see [`info_nce_logits_with_index`]).
 pub fn info_nce_column_index(b: i64, device: Device) -> Result<Tensor> {
     if b < 1 {
-        return Err(Error::Shape(format!("InfoNCE column index: batch size must be at least 1, found {b}")));
+        return Err(Error::Shape(format!(
+            "InfoNCE column index: batch size must be at least 1, found {b}"
+        )));
     }
     let opts = (Kind::Int64, device);
     let rows = 2 * b;
@@ -33,7 +35,9 @@ pub fn info_nce_column_index(b: i64, device: Device) -> Result<Tensor> {
     let j = c.f_add(&c.f_ge_tensor(&r)?.f_to_kind(Kind::Int64)?)?;
     // Output column 0 is the positive.
     let is_first = k.f_eq(0)?;
-    Ok(pos.f_expand([rows, rows - 1], false)?.f_where_self(&is_first, &j)?)
+    Ok(pos
+        .f_expand([rows, rows - 1], false)?
+        .f_where_self(&is_first, &j)?)
 }
 
 /// The sample (`0..B`) each logit column of [`info_nce_logits`] belongs to: int64, `2B × (2B − 1)`,
@@ -47,10 +51,14 @@ fn check_views(z1: &Tensor, z2: &Tensor) -> Result<i64> {
     let s1 = check_float("z1", z1, 2)?;
     let s2 = check_float("z2", z2, 2)?;
     if s1 != s2 {
-        return Err(Error::Shape(format!("z1 and z2 must have one shape B×d, found {s1:?} and {s2:?}")));
+        return Err(Error::Shape(format!(
+            "z1 and z2 must have one shape B×d, found {s1:?} and {s2:?}"
+        )));
     }
     if s1[0] < 1 {
-        return Err(Error::Shape("z1, z2: need at least one sample, found an empty batch".into()));
+        return Err(Error::Shape(
+            "z1, z2: need at least one sample, found an empty batch".into(),
+        ));
     }
     check_same_device("z1", z1, "z2", z2)?;
     Ok(s1[0])
@@ -71,7 +79,12 @@ pub fn info_nce_logits(z1: &Tensor, z2: &Tensor, temperature: f64) -> Result<Ten
 
 /// [`info_nce_logits`] with a precomputed `info_nce_column_index(B)` (`2B × (2B − 1)`, int64, on
 /// the features' device), for callers that run many batches of one size.
-pub fn info_nce_logits_with_index(z1: &Tensor, z2: &Tensor, temperature: f64, column_index: &Tensor) -> Result<Tensor> {
+pub fn info_nce_logits_with_index(
+    z1: &Tensor,
+    z2: &Tensor,
+    temperature: f64,
+    column_index: &Tensor,
+) -> Result<Tensor> {
     let b = check_views(z1, z2)?;
     let size = column_index.size();
     if size != [2 * b, 2 * b - 1] || column_index.f_kind()? != Kind::Int64 {
@@ -85,7 +98,9 @@ pub fn info_nce_logits_with_index(z1: &Tensor, z2: &Tensor, temperature: f64, co
     check_same_device("z1", z1, "column index", column_index)?;
     let z = Tensor::f_cat(&[z1, z2], 0)?;
     let sim = z.f_matmul(&z.f_tr()?)?;
-    Ok(sim.f_gather(1, column_index, false)?.f_div_scalar(temperature)?)
+    Ok(sim
+        .f_gather(1, column_index, false)?
+        .f_div_scalar(temperature)?)
 }
 
 /// InfoNCE loss: `mean_r CE(info_nce_logits(z1, z2, τ)[r], 0)` over the `2B` rows

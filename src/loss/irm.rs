@@ -19,15 +19,24 @@ pub fn irm_penalty(logits: &Tensor, loss: impl Fn(&Tensor) -> Result<Tensor>) ->
 /// [`irm_penalty`] that also returns `loss(logits · s)` at `s = 1`: `(penalty, loss)`, both 0-dim.
 /// The loss equals `loss(logits)` bit for bit (`x · 1 = x`), so a caller that needs both (the
 /// maximize step when its two temperatures coincide) computes the forward once.
-pub fn irm_penalty_with_loss(logits: &Tensor, loss: impl Fn(&Tensor) -> Result<Tensor>) -> Result<(Tensor, Tensor)> {
+pub fn irm_penalty_with_loss(
+    logits: &Tensor,
+    loss: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Tensor)> {
     let size = check_float("IRM penalty logits", logits, 2)?;
-    let scale = Tensor::f_ones([1, size[1]], (logits.f_kind()?, logits.device()))?.set_requires_grad(true);
+    let scale =
+        Tensor::f_ones([1, size[1]], (logits.f_kind()?, logits.device()))?.set_requires_grad(true);
     let value = loss(&logits.f_mul(&scale)?)?;
     if value.numel() != 1 {
-        return Err(Error::Shape(format!("IRM penalty: the loss must be a scalar, found shape {:?}", value.size())));
+        return Err(Error::Shape(format!(
+            "IRM penalty: the loss must be a scalar, found shape {:?}",
+            value.size()
+        )));
     }
     let grad = Tensor::f_run_backward(&[&value], &[&scale], true, true)?
         .pop()
-        .ok_or_else(|| Error::Shape("IRM penalty: autograd returned no gradient for the scale".into()))?;
+        .ok_or_else(|| {
+            Error::Shape("IRM penalty: autograd returned no gradient for the scale".into())
+        })?;
     Ok((grad.f_square()?.f_sum(None::<Kind>)?, value))
 }

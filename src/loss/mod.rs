@@ -27,7 +27,8 @@ mod soft_contrastive;
 
 pub use constraint::{balance_constraint, entropy, RELAXED_ENTROPY_FLOOR};
 pub use info_nce::{
-    cross_entropy_first, info_nce_column_index, info_nce_logits, info_nce_logits_with_index, info_nce_loss, info_nce_sample_index,
+    cross_entropy_first, info_nce_column_index, info_nce_logits, info_nce_logits_with_index,
+    info_nce_loss, info_nce_sample_index,
 };
 pub use irm::{irm_penalty, irm_penalty_with_loss};
 pub use nt_xent::nt_xent;
@@ -41,11 +42,18 @@ use crate::{Error, Result};
 pub(crate) fn check_float(name: &str, t: &Tensor, dims: usize) -> Result<Vec<i64>> {
     let size = t.size();
     if size.len() != dims {
-        return Err(Error::Shape(format!("{name}: expected a {dims}-D tensor, found shape {size:?}")));
+        return Err(Error::Shape(format!(
+            "{name}: expected a {dims}-D tensor, found shape {size:?}"
+        )));
     }
     let kind = t.f_kind()?;
-    if !matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
-        return Err(Error::Shape(format!("{name}: expected a floating-point tensor, found {kind:?}")));
+    if !matches!(
+        kind,
+        Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+    ) {
+        return Err(Error::Shape(format!(
+            "{name}: expected a floating-point tensor, found {kind:?}"
+        )));
     }
     Ok(size)
 }

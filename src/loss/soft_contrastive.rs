@@ -33,7 +33,12 @@ pub enum SoftMode {
 /// not. The side effect never matters in the reference: its callers pass a fresh temporary
 /// (`logits / temperature`, `logits_pen * scale`) that is not read again, and `V1` is never
 /// selected by `main.py` anyway.
-pub fn soft_contrastive_loss(logits: &Tensor, weights: &Tensor, mode: SoftMode, nonorm: bool) -> Result<Tensor> {
+pub fn soft_contrastive_loss(
+    logits: &Tensor,
+    weights: &Tensor,
+    mode: SoftMode,
+    nonorm: bool,
+) -> Result<Tensor> {
     let size = check_float("soft contrastive logits", logits, 2)?;
     let wsize = check_float("soft contrastive weights", weights, 2)?;
     if size != wsize {
@@ -49,7 +54,13 @@ pub fn soft_contrastive_loss(logits: &Tensor, weights: &Tensor, mode: SoftMode, 
     match mode {
         SoftMode::V1 => {
             let target = Tensor::f_zeros([rows], (Kind::Int64, logits.device()))?;
-            Ok(logits.f_mul(weights)?.f_cross_entropy_loss::<Tensor>(&target, None, Reduction::Mean, -100, 0.0)?)
+            Ok(logits.f_mul(weights)?.f_cross_entropy_loss::<Tensor>(
+                &target,
+                None,
+                Reduction::Mean,
+                -100,
+                0.0,
+            )?)
         }
         SoftMode::V2 => {
             if cols < 2 {
@@ -67,7 +78,10 @@ pub fn soft_contrastive_loss(logits: &Tensor, weights: &Tensor, mode: SoftMode, 
                 .f_div(&w_neg.f_sum_dim_intlist(1, false, None::<Kind>)?)?
                 .f_mul_scalar((cols - 1) as f64)?;
             let l0 = logits.f_select(1, 0)?;
-            let row_loss = m.f_squeeze_dim(1)?.f_sub(&l0)?.f_add(&e.f_select(1, 0)?.f_add(&neg)?.f_log()?)?;
+            let row_loss = m
+                .f_squeeze_dim(1)?
+                .f_sub(&l0)?
+                .f_add(&e.f_select(1, 0)?.f_add(&neg)?.f_log()?)?;
             let total = row_loss.f_mul(&w_pos)?.f_sum(None::<Kind>)?;
             if nonorm {
                 Ok(total.f_div_scalar(rows as f64)?)

@@ -18,7 +18,13 @@ const CONV_INIT: nn::Init = nn::Init::Kaiming {
 };
 
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig { stride, padding: k / 2, bias: false, ws_init: CONV_INIT, ..Default::default() };
+    let cfg = nn::ConvConfig {
+        stride,
+        padding: k / 2,
+        bias: false,
+        ws_init: CONV_INIT,
+        ..Default::default()
+    };
     nn::conv2d(p, c_in, c_out, k, cfg)
 }
 
@@ -39,14 +45,23 @@ impl Block {
         let c_out = planes * expansion;
         // (kernel, in, out, stride) of each conv, named conv1.. / bn1..
         let shapes: Vec<(i64, i64, i64, i64)> = if bottleneck {
-            vec![(1, c_in, planes, 1), (3, planes, planes, stride), (1, planes, c_out, 1)]
+            vec![
+                (1, c_in, planes, 1),
+                (3, planes, planes, stride),
+                (1, planes, c_out, 1),
+            ]
         } else {
             vec![(3, c_in, planes, stride), (3, planes, planes, 1)]
         };
         let convs = shapes
             .iter()
             .enumerate()
-            .map(|(i, &(k, ci, co, s))| (conv(p / format!("conv{}", i + 1), ci, co, k, s), bn(p / format!("bn{}", i + 1), co)))
+            .map(|(i, &(k, ci, co, s))| {
+                (
+                    conv(p / format!("conv{}", i + 1), ci, co, k, s),
+                    bn(p / format!("bn{}", i + 1), co),
+                )
+            })
             .collect();
         let downsample = (stride != 1 || c_in != c_out).then(|| {
             let d = p / "downsample";
@@ -106,17 +121,39 @@ impl Model {
             let mut blocks = Vec::new();
             for i in 0..depth {
                 let stride = if i == 0 && stage > 0 { 2 } else { 1 };
-                let (block, c_out) = Block::new(&(&lp / i.to_string()), c_in, planes, stride, bottleneck);
+                let (block, c_out) =
+                    Block::new(&(&lp / i.to_string()), c_in, planes, stride, bottleneck);
                 blocks.push(block);
                 c_in = c_out;
             }
             layers.push(blocks);
         }
         let g = root / "g";
-        let head_fc1 = nn::linear(&g / "0", c_in, cfg.head_hidden, nn::LinearConfig { bias: false, ..Default::default() });
+        let head_fc1 = nn::linear(
+            &g / "0",
+            c_in,
+            cfg.head_hidden,
+            nn::LinearConfig {
+                bias: false,
+                ..Default::default()
+            },
+        );
         let head_bn = nn::batch_norm1d(&g / "1", cfg.head_hidden, Default::default());
-        let head_fc2 = nn::linear(&g / "3", cfg.head_hidden, cfg.feature_dim, Default::default());
-        Model { conv1, bn1, layers, head_fc1, head_bn, head_fc2, feature_width: c_in }
+        let head_fc2 = nn::linear(
+            &g / "3",
+            cfg.head_hidden,
+            cfg.feature_dim,
+            Default::default(),
+        );
+        Model {
+            conv1,
+            bn1,
+            layers,
+            head_fc1,
+            head_bn,
+            head_fc2,
+            feature_width: c_in,
+        }
     }
 
     /// The encoder's un-normalised pooled output, B×feature_width.
@@ -130,7 +167,10 @@ impl Model {
 
     /// The projection head on an encoder output, B×feature_dim (not normalised).
     pub fn project(&self, h: &Tensor, train: bool) -> Tensor {
-        h.apply(&self.head_fc1).apply_t(&self.head_bn, train).relu().apply(&self.head_fc2)
+        h.apply(&self.head_fc1)
+            .apply_t(&self.head_bn, train)
+            .relu()
+            .apply(&self.head_fc2)
     }
 
     /// `(normalize(feature), normalize(projection))`, as the reference's `Model.forward`.

@@ -1,56 +1,312 @@
-//! The stages of a run and their keys in the store.
+//! The stages of a run, what each one reads, and their keys in the store.
 //!
-//! Training is a chain: the checkpoint after epoch e is keyed on the checkpoint after epoch e−1
-//! and the partitions that epoch trained on; a partition is keyed on the checkpoint it was learned
-//! from (and on the previous partition when it continues from it). Every key is known before any
-//! work, so a run finds the last stage it can resume from by asking the store, and a changed
-//! setting invalidates exactly the stages that read it: each stage's key covers the whole config
-//! sections it reads ([`TrainSections`] for training), its inputs' keys, its version and the crate
-//! version.
-use serde::Serialize;
-use tch::{Device, Tensor};
+//! Each stage's key covers exactly the resolved parameters it reads (the `*_params` functions
+//! below) and the keys of its inputs. The functions destructure every config section they touch
+//! without `..`, so a new config field does not compile until someone decides which stages read
+//! it.
+//!
+//! | stage | inputs | parameters |
+//! |---|---|---|
+//! | `dataset` | the data's sha256 | dataset, limits (not the folder: the content is hashed) |
+//! | `checkpoint` 0 (initialisation) | none | model, `train.seed` |
+//! | `checkpoint` e ≥ 1 | checkpoint e−1, dataset, newest partition | e, model, the minimize step's settings (`train` without `epochs`, `knn_every`; IP-IRM: `ipirm` without `maximize_iter`, `env_num`, `irm_temp`; `epochs` only with `increasing_weight`), the partition a branched run started from |
+//! | `curve` e | checkpoint e | none (the same computation as the checkpoint) |
+//! | `features` k | the checkpoint it is learned after | k, `train.seed`, `maximize.batch_size` |
+//! | `partition` k | that checkpoint, its features (offline), the previous partition (without `random_init`) | k, `train.seed`, every `maximize` setting but `seed`, the resolved temperature |
+//! | `knn-pixels` | dataset | `knn`, the resolved temperature |
+//! | `knn` | a checkpoint, dataset | `knn`, the resolved temperature |
+//! | `linear` | a checkpoint, dataset | `linear`, model |
+//! | `report` | final checkpoint, dataset | the whole config |
+//!
+//! So `train.epochs` enters no checkpoint's key (a longer run reuses a shorter one's epochs),
+//! and a stage that never reads `train.lr` (the raw-pixel kNN, the initial encoder's kNN) is
+//! reused when it changes. Training is a chain: the checkpoint after epoch e is keyed on the one
+//! after e−1 and the partition the epoch trained on, so every key is known before any work and
+//! a run resumes from the last stage it finds.
+use serde_json::{json, Value};
 
-use crate::config::{Config, IpirmConfig, MaximizeConfig, Method, ModelConfig, TrainConfig};
-use crate::store::{key_from_canon, Canon, Stage, Store};
+use crate::config::{
+    Config, DataConfig, IpirmConfig, KnnConfig, LinearConfig, MaximizeConfig, Method, ModelConfig,
+    TrainConfig,
+};
+use crate::store::{canonical_json, key_from_json};
+use crate::train::schedule::Schedule;
 use crate::{Error, Result};
 
-/// Versions of the stages' code: bump one when its output changes for the same inputs.
-pub mod version {
-    pub const DATASET: u32 = 1;
-    /// 2: a checkpoint's inputs are the previous checkpoint and the newest kept partition.
-    pub const CHECKPOINT: u32 = 2;
-    pub const CURVE: u32 = 1;
-    pub const FEATURES: u32 = 1;
-    pub const PARTITION: u32 = 1;
-    pub const KNN: u32 = 1;
-    pub const PIXEL_KNN: u32 = 1;
-    pub const LINEAR: u32 = 1;
-    pub const REPORT: u32 = 1;
+/// The kinds of stage a run stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StageKind {
+    Dataset,
+    Checkpoint,
+    Curve,
+    Features,
+    Partition,
+    PixelKnn,
+    Knn,
+    Linear,
+    Report,
 }
 
-/// The config sections the training stages read (the minimize step reads the maximize section's
-/// `env_num` and `irm_temp`; the maximize step reads `train.temperature` and `train.seed`).
-#[derive(Serialize)]
-pub struct TrainSections<'a> {
-    pub model: &'a ModelConfig,
-    pub train: &'a TrainConfig,
-    pub ipirm: &'a IpirmConfig,
-    pub maximize: &'a MaximizeConfig,
-}
+impl StageKind {
+    pub const ALL: [StageKind; 9] = [
+        StageKind::Dataset,
+        StageKind::Checkpoint,
+        StageKind::Curve,
+        StageKind::Features,
+        StageKind::Partition,
+        StageKind::PixelKnn,
+        StageKind::Knn,
+        StageKind::Linear,
+        StageKind::Report,
+    ];
 
-impl<'a> TrainSections<'a> {
-    pub fn of(cfg: &'a Config) -> Self {
-        TrainSections { model: &cfg.model, train: &cfg.train, ipirm: &cfg.ipirm, maximize: &cfg.maximize }
+    /// The name in the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Dataset => "dataset",
+            StageKind::Checkpoint => "checkpoint",
+            StageKind::Curve => "curve",
+            StageKind::Features => "features",
+            StageKind::Partition => "partition",
+            StageKind::PixelKnn => "knn-pixels",
+            StageKind::Knn => "knn",
+            StageKind::Linear => "linear",
+            StageKind::Report => "report",
+        }
+    }
+
+    /// The version of the stage's code and parameters: bumped when its output changes for the
+    /// same key (2: keys over what each stage reads; checkpoints 3).
+    pub fn version(self) -> u32 {
+        match self {
+            StageKind::Checkpoint => 3,
+            _ => 2,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<StageKind> {
+        StageKind::ALL.into_iter().find(|k| k.name() == name)
     }
 }
 
-/// A planned stage: its name, version and input keys (the config sections are the caller's).
+fn model_params(m: &ModelConfig) -> Value {
+    let ModelConfig {
+        arch,
+        width,
+        head_hidden,
+        feature_dim,
+    } = m;
+    json!({"arch": arch, "width": width, "head_hidden": head_hidden, "feature_dim": feature_dim})
+}
+
+/// The dataset stage: which images (their bytes are hashed into the stage's input).
+pub fn dataset_params(cfg: &Config) -> Value {
+    let DataConfig {
+        dataset,
+        data_dir: _,
+        train_limit,
+        bank_limit,
+        test_limit,
+    } = &cfg.data;
+    json!({"dataset": dataset, "train_limit": train_limit, "bank_limit": bank_limit, "test_limit": test_limit})
+}
+
+/// The initial checkpoint: the model drawn from the seed (and Adam's empty state).
+pub fn init_params(cfg: &Config) -> Value {
+    json!({"model": model_params(&cfg.model), "seed": cfg.train.seed})
+}
+
+/// The checkpoint after training epoch `epoch` (1-based) from the one before; `origin` is the
+/// partition a branched run started from.
+pub fn epoch_params(cfg: &Config, epoch: usize, origin: Option<&str>) -> Value {
+    let TrainConfig {
+        method,
+        epochs,
+        batch_size,
+        lr,
+        weight_decay,
+        temperature,
+        debiased,
+        tau_plus,
+        seed,
+        knn_every: _,
+    } = &cfg.train;
+    let mut p = json!({
+        "epoch": epoch,
+        "model": model_params(&cfg.model),
+        "method": method,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "temperature": temperature,
+        "seed": seed,
+        "origin": origin,
+    });
+    match method {
+        Method::Simclr => {
+            p["debiased"] = json!(debiased);
+            p["tau_plus"] = json!(tau_plus);
+        }
+        Method::Ipirm => {
+            let IpirmConfig {
+                penalty_weight,
+                penalty_iters,
+                increasing_weight,
+                keep_cont,
+                retain_group,
+                maximize_iter: _,
+                from_partition: _,
+            } = &cfg.ipirm;
+            p["ipirm"] = json!({
+                "penalty_weight": penalty_weight,
+                "penalty_iters": penalty_iters,
+                "increasing_weight": increasing_weight,
+                "keep_cont": keep_cont,
+                "retain_group": retain_group,
+                "env_num": cfg.maximize.env_num,
+                "irm_temp": cfg.maximize.irm_temp,
+            });
+            if *increasing_weight {
+                p["ipirm"]["epochs"] = json!(epochs);
+            }
+        }
+    }
+    p
+}
+
+/// The offline maximize step's features: both views of every training image, extracted after
+/// the checkpoint of maximize step `step`.
+pub fn features_params(cfg: &Config, step: usize) -> Value {
+    json!({"step": step, "seed": cfg.train.seed, "batch_size": cfg.maximize.batch_size})
+}
+
+/// Maximize step `step`'s partition.
+pub fn partition_params(cfg: &Config, step: usize) -> Value {
+    let MaximizeConfig {
+        temperature: _,
+        irm_temp,
+        irm_weight,
+        env_num,
+        irm_mode,
+        constrain,
+        constrain_relax,
+        nonorm,
+        offline,
+        random_init,
+        batch_size,
+        lr,
+        lr_milestones,
+        lr_gamma,
+        max_epoch,
+        patience_after,
+        patience,
+        seed: _,
+    } = &cfg.maximize;
+    json!({
+        "step": step,
+        "seed": cfg.train.seed,
+        "temperature": cfg.maximize_temperature(),
+        "irm_temp": irm_temp,
+        "irm_weight": irm_weight,
+        "env_num": env_num,
+        "irm_mode": irm_mode,
+        "constrain": constrain,
+        "constrain_relax": constrain_relax,
+        "nonorm": nonorm,
+        "offline": offline,
+        "random_init": random_init,
+        "batch_size": batch_size,
+        "lr": lr,
+        "lr_milestones": lr_milestones,
+        "lr_gamma": lr_gamma,
+        "max_epoch": max_epoch,
+        "patience_after": patience_after,
+        "patience": patience,
+    })
+}
+
+/// A kNN evaluation (of raw pixels or of a checkpoint's encoder).
+pub fn knn_params(cfg: &Config) -> Value {
+    let KnnConfig {
+        k,
+        temperature: _,
+        batch_size,
+    } = &cfg.knn;
+    json!({"k": k, "temperature": cfg.knn_temperature(), "batch_size": batch_size})
+}
+
+/// A linear probe of a checkpoint's encoder.
+pub fn linear_params(cfg: &Config) -> Value {
+    let LinearConfig {
+        epochs,
+        batch_size,
+        lr,
+        weight_decay,
+        bn_train_quirk,
+        seed,
+    } = &cfg.linear;
+    json!({
+        "model": model_params(&cfg.model),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "bn_train_quirk": bn_train_quirk,
+        "seed": seed,
+    })
+}
+
+/// The run's report: the whole config but where the data and the store live.
+pub fn report_params(cfg: &Config) -> Result<Value> {
+    let mut c = cfg.clone();
+    c.data.data_dir = None;
+    c.store = Default::default();
+    serde_json::to_value(&c)
+        .map_err(|e| Error::Store(format!("the config does not serialise: {e}")))
+}
+
+/// A stage whose key is known: its kind, canonical parameters and input keys.
 #[derive(Debug, Clone)]
 pub struct Planned {
-    pub name: &'static str,
-    pub version: u32,
+    pub kind: StageKind,
+    /// Canonical JSON of the parameters (see the `*_params` functions).
+    pub params: String,
     pub inputs: Vec<String>,
     pub key: String,
+}
+
+impl Planned {
+    /// The stage `kind` with `params` on `inputs`.
+    pub fn new(kind: StageKind, params: &Value, inputs: Vec<String>) -> Result<Planned> {
+        Ok(Planned::from_json(kind, canonical_json(params)?, inputs))
+    }
+
+    fn from_json(kind: StageKind, params: String, inputs: Vec<String>) -> Planned {
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let key = key_from_json(kind.name(), kind.version(), &params, &refs);
+        Planned {
+            kind,
+            params,
+            inputs,
+            key,
+        }
+    }
+
+    /// A stage made by another run, known by its key alone (a branched run's starting
+    /// checkpoint and partition): loaded, never recomputed.
+    fn given(kind: StageKind, key: &str) -> Planned {
+        Planned {
+            kind,
+            params: String::new(),
+            inputs: Vec::new(),
+            key: key.to_string(),
+        }
+    }
+
+    /// Whether this stage can be computed here (false for a branch's given stages).
+    pub fn computable(&self) -> bool {
+        !self.params.is_empty()
+    }
 }
 
 /// A planned maximize step.
@@ -58,137 +314,130 @@ pub struct Planned {
 pub struct PlannedPartition {
     /// Training epochs before it (0 = before epoch 1).
     pub after_epoch: usize,
-    /// The offline step's extracted features (none for the online step).
+    /// The step's number in the run (0 = first).
+    pub step: usize,
+    /// The offline step's extracted features (none for the online step or a given partition).
     pub features: Option<Planned>,
     pub partition: Planned,
 }
 
-/// Every training stage's key, computed from the config and the dataset's key alone.
+/// Where a branched run starts: a stored partition and the checkpoint it was learned from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Branch {
+    pub partition: String,
+    pub checkpoint: String,
+    /// Training epochs before the partition was learned.
+    pub after_epoch: usize,
+}
+
+/// Every training stage's key, from the config, the dataset's key and (for a branched run)
+/// where it starts. Time and memory linear in the number of epochs.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// `checkpoints[e]`: the state after `e` epochs (`[0]` = initialisation).
+    pub schedule: Schedule,
+    /// `checkpoints[i]`: the state after `schedule.start + i` epochs.
     pub checkpoints: Vec<Planned>,
-    /// `curves[e - 1]`: the figures of epoch `e`.
+    /// `curves[i]`: the figures of epoch `schedule.start + i + 1`.
     pub curves: Vec<Planned>,
     pub partitions: Vec<PlannedPartition>,
 }
 
-fn plan_stage(name: &'static str, version: u32, sections: &Canon, inputs: Vec<String>) -> Planned {
-    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    let key = key_from_canon(name, version, sections, &refs);
-    Planned { name, version, inputs, key }
-}
-
 impl Plan {
-    /// Time and memory linear in `train.epochs` (the config is canonicalised once; a checkpoint's
-    /// inputs are the previous checkpoint and the newest partition: the older kept partitions
-    /// are inputs of earlier checkpoints, so the chain commits to all of them).
-    pub fn new(cfg: &Config, dataset_key: &str) -> Result<Plan> {
-        let s = Canon::of(&TrainSections::of(cfg))?;
-        let ipirm = cfg.train.method == Method::Ipirm;
-        let epochs = cfg.train.epochs;
-        let mut checkpoints = vec![plan_stage("checkpoint", version::CHECKPOINT, &s, vec![dataset_key.to_string()])];
+    pub fn new(cfg: &Config, dataset_key: &str, branch: Option<&Branch>) -> Result<Plan> {
+        let start = branch.map_or(0, |b| b.after_epoch);
+        let schedule = Schedule::new(cfg, start);
+        if start >= cfg.train.epochs {
+            return Err(Error::config("train.epochs", format!("{} epochs end before the branch's partition (learned after epoch {start}); train longer", cfg.train.epochs)));
+        }
+        let origin = branch.map(|b| b.partition.as_str());
+        let mut checkpoints = vec![match branch {
+            Some(b) => Planned::given(StageKind::Checkpoint, &b.checkpoint),
+            None => Planned::new(StageKind::Checkpoint, &init_params(cfg), Vec::new())?,
+        }];
         let mut curves = Vec::new();
         let mut partitions: Vec<PlannedPartition> = Vec::new();
-        let add_partition = |after_epoch: usize, ckpt: &str, partitions: &mut Vec<PlannedPartition>| {
-            let features = cfg.maximize.offline.then(|| plan_stage("features", version::FEATURES, &s, vec![ckpt.to_string()]));
+        if let Some(b) = branch {
+            partitions.push(PlannedPartition {
+                after_epoch: start,
+                step: 0,
+                features: None,
+                partition: Planned::given(StageKind::Partition, &b.partition),
+            });
+        }
+        let add_partition = |after_epoch: usize,
+                             ckpt: &str,
+                             partitions: &mut Vec<PlannedPartition>|
+         -> Result<()> {
+            let step = partitions.len();
+            let features = match cfg.maximize.offline {
+                true => Some(Planned::new(
+                    StageKind::Features,
+                    &features_params(cfg, step),
+                    vec![ckpt.to_string()],
+                )?),
+                false => None,
+            };
             let mut inputs = vec![ckpt.to_string()];
             inputs.extend(features.as_ref().map(|f| f.key.clone()));
             if !cfg.maximize.random_init {
                 inputs.extend(partitions.last().map(|p| p.partition.key.clone()));
             }
-            let partition = plan_stage("partition", version::PARTITION, &s, inputs);
-            partitions.push(PlannedPartition { after_epoch, features, partition });
+            let partition =
+                Planned::new(StageKind::Partition, &partition_params(cfg, step), inputs)?;
+            partitions.push(PlannedPartition {
+                after_epoch,
+                step,
+                features,
+                partition,
+            });
+            Ok(())
         };
-        if ipirm {
-            add_partition(0, &checkpoints[0].key.clone(), &mut partitions);
+        if branch.is_none() && schedule.maximizes_after(0) {
+            add_partition(0, &checkpoints[0].key.clone(), &mut partitions)?;
         }
-        for e in 1..=epochs {
-            let mut inputs = vec![checkpoints[e - 1].key.clone()];
+        for e in start + 1..=cfg.train.epochs {
+            let mut inputs = vec![
+                checkpoints.last().expect("one").key.clone(),
+                dataset_key.to_string(),
+            ];
             inputs.extend(partitions.last().map(|p| p.partition.key.clone()));
-            let ck = plan_stage("checkpoint", version::CHECKPOINT, &s, inputs);
-            curves.push(plan_stage("curve", version::CURVE, &s, vec![ck.key.clone()]));
+            let ck = Planned::new(StageKind::Checkpoint, &epoch_params(cfg, e, origin), inputs)?;
+            curves.push(Planned::from_json(
+                StageKind::Curve,
+                "{}".into(),
+                vec![ck.key.clone()],
+            ));
+            let key = ck.key.clone();
             checkpoints.push(ck);
-            if ipirm && e % cfg.ipirm.maximize_iter == 0 && e < epochs {
-                add_partition(e, &checkpoints[e].key.clone(), &mut partitions);
+            if schedule.maximizes_after(e) {
+                add_partition(e, &key, &mut partitions)?;
             }
         }
-        Ok(Plan { checkpoints, curves, partitions })
-    }
-}
-
-/// The store as one run uses it: every stage it makes or reuses is attached to the run, and
-/// each artifact records the device it was computed on.
-pub struct Ctx<'a> {
-    pub store: &'a Store,
-    pub run: String,
-    pub device: Device,
-    pub cfg: &'a Config,
-}
-
-impl Ctx<'_> {
-    /// A [`Stage`] for `planned`, reading `section`, recorded as this run's.
-    pub fn stage<C: Serialize + ?Sized>(&self, name: &str, version: u32, section: &C, inputs: &[String]) -> Result<Stage> {
-        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        Ok(Stage::new(name, version, section, &refs)?.run(&self.run).device(crate::device::describe(self.device)))
+        Ok(Plan {
+            schedule,
+            checkpoints,
+            curves,
+            partitions,
+        })
     }
 
-    /// The [`Stage`] of a planned training stage.
-    pub fn planned(&self, p: &Planned) -> Result<Stage> {
-        let st = self.stage(p.name, p.version, &TrainSections::of(self.cfg), &p.inputs)?;
-        debug_assert_eq!(st.key(), p.key);
-        Ok(st)
+    /// The first epoch of the run (0, or where a branch starts).
+    pub fn start(&self) -> usize {
+        self.schedule.start
     }
 
-    /// The tensors stored under `key`, attached to the run; `None` when absent. A damaged blob is
-    /// reported, dropped from the index and treated as absent, so the caller recomputes it.
-    pub fn load_tensors(&self, key: &str) -> Result<Option<Vec<(String, Tensor)>>> {
-        match self.store.get_tensors(key) {
-            Ok(Some(t)) => {
-                self.store.attach(&self.run, key)?;
-                Ok(Some(t))
-            }
-            Ok(None) => Ok(None),
-            Err(e @ Error::Damaged { .. }) => {
-                eprintln!("warning: {e}; recomputing it");
-                self.store.invalidate(key)?;
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+    /// The checkpoint after `epoch` epochs.
+    pub fn checkpoint(&self, epoch: usize) -> &Planned {
+        &self.checkpoints[epoch - self.start()]
     }
 
-    /// The record stored under `key`, attached to the run; `None` when absent.
-    pub fn load_record<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let r = self.store.get_record(key)?;
-        if r.is_some() {
-            self.store.attach(&self.run, key)?;
-        }
-        Ok(r)
+    /// The figures of (1-based) `epoch`.
+    pub fn curve(&self, epoch: usize) -> &Planned {
+        &self.curves[epoch - self.start() - 1]
     }
 
-    /// A record computed once: loaded when stored (saying so), else computed and stored.
-    pub fn cached_record<T>(&self, stage: Stage, what: &str, compute: impl FnOnce() -> Result<T>) -> Result<T>
-    where
-        T: Serialize + serde::de::DeserializeOwned,
-    {
-        if let Some(v) = self.load_record(stage.key())? {
-            eprintln!("{what}: cached ({})", short(stage.key()));
-            return Ok(v);
-        }
-        let v = compute()?;
-        self.store.put_record(&stage, &v)?;
-        Ok(v)
+    /// The last epoch.
+    pub fn epochs(&self) -> usize {
+        self.schedule.epochs
     }
-}
-
-/// The first 12 hex digits of a key, as `ipirm store ls` shows it.
-pub fn short(key: &str) -> &str {
-    &key[..key.len().min(12)]
-}
-
-/// Named tensors by name.
-pub fn take(named: &mut Vec<(String, Tensor)>, name: &str) -> Result<Tensor> {
-    let i = named.iter().position(|(n, _)| n == name).ok_or_else(|| Error::Shape(format!("stored artifact lacks tensor `{name}`")))?;
-    Ok(named.swap_remove(i).1)
 }

@@ -14,7 +14,10 @@ const SLOT: i32 = 100;
 pub fn composition_svg(composition: &[Vec<i64>], class_names: Option<&[&str]>) -> String {
     const TITLE: &str = "Class composition of each environment";
     let classes = composition.iter().map(Vec::len).max().unwrap_or(0);
-    let totals: Vec<i64> = composition.iter().map(|env| env.iter().map(|&n| n.max(0)).sum()).collect();
+    let totals: Vec<i64> = composition
+        .iter()
+        .map(|env| env.iter().map(|&n| n.max(0)).sum())
+        .collect();
     let envs = composition.len();
     let size = ((LEGEND_W + 140 + 110 * envs as u32).max(640), 440);
     if classes == 0 || totals.iter().all(|&t| t == 0) {
@@ -27,7 +30,9 @@ pub fn composition_svg(composition: &[Vec<i64>], class_names: Option<&[&str]>) -
     };
     let env_label = |x: &i32| {
         let e = (x / SLOT) as usize;
-        totals.get(e).map_or(String::new(), |n| format!("env {e} ({n})"))
+        totals
+            .get(e)
+            .map_or(String::new(), |n| format!("env {e} ({n})"))
     };
 
     render(size, |root| {
@@ -57,7 +62,9 @@ pub fn composition_svg(composition: &[Vec<i64>], class_names: Option<&[&str]>) -
             });
             chart.draw_series(segments)?;
         }
-        let entries: Vec<_> = (0..classes).map(|c| (name(c), color(c), Mark::Box)).collect();
+        let entries: Vec<_> = (0..classes)
+            .map(|c| (name(c), color(c), Mark::Box))
+            .collect();
         legend(&side, &entries)
     })
 }
@@ -67,23 +74,33 @@ pub fn composition_svg(composition: &[Vec<i64>], class_names: Option<&[&str]>) -
 pub fn paper_table_svg(rows: &[(String, f64, Option<f64>)]) -> String {
     const TITLE: &str = "Top-1 accuracy: paper vs ours";
     let size = ((LEGEND_W + 120 + 140 * rows.len() as u32).max(640), 440);
-    let values = rows.iter().flat_map(|(_, paper, ours)| std::iter::once(*paper).chain(*ours));
+    let values = rows
+        .iter()
+        .flat_map(|(_, paper, ours)| std::iter::once(*paper).chain(*ours));
     let Some((_, hi)) = finite_range(values) else {
         return message_svg(size, TITLE, "no data");
     };
     let top = hi.max(100.0) * 1.06; // room for the value labels above a 100% bar
-    let run_label = |x: &i32| rows.get((x / SLOT) as usize).map_or(String::new(), |r| r.0.clone());
+    let run_label = |x: &i32| {
+        rows.get((x / SLOT) as usize)
+            .map_or(String::new(), |r| r.0.clone())
+    };
     let (paper_color, ours_color) = (RGBColor(150, 150, 150), color(0));
 
     render(size, |root| {
         let (plot, side) = root.split_horizontally(size.0 - LEGEND_W);
-        let centres = (0..rows.len() as i32).map(|r| r * SLOT + SLOT / 2).collect();
+        let centres = (0..rows.len() as i32)
+            .map(|r| r * SLOT + SLOT / 2)
+            .collect();
         let mut chart = ChartBuilder::on(&plot)
             .caption(TITLE, (FONT, 20))
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d((0..rows.len() as i32 * SLOT).with_key_points(centres), 0.0..top)?;
+            .build_cartesian_2d(
+                (0..rows.len() as i32 * SLOT).with_key_points(centres),
+                0.0..top,
+            )?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -92,23 +109,34 @@ pub fn paper_table_svg(rows: &[(String, f64, Option<f64>)]) -> String {
             .y_desc("top-1 (%)")
             .label_style((FONT, 13))
             .draw()?;
-        let value_style = TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+        let value_style =
+            TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
         // (left edge of the bar within its run's slot, value, colour)
         let bars: Vec<(i32, f64, RGBColor)> = rows
             .iter()
             .enumerate()
             .flat_map(|(r, (_, paper, ours))| {
                 let x = r as i32 * SLOT;
-                [Some((x + 12, *paper, paper_color)), ours.map(|v| (x + 50, v, ours_color))]
+                [
+                    Some((x + 12, *paper, paper_color)),
+                    ours.map(|v| (x + 50, v, ours_color)),
+                ]
             })
             .flatten()
             .filter(|(_, v, _)| v.is_finite())
             .collect();
-        chart.draw_series(bars.iter().map(|&(x, v, c)| Rectangle::new([(x, 0.0), (x + 38, v)], c.filled())))?;
         chart.draw_series(
-            bars.iter().map(|&(x, v, _)| Text::new(format!("{v:.2}"), (x + 19, v), value_style.clone())),
+            bars.iter()
+                .map(|&(x, v, c)| Rectangle::new([(x, 0.0), (x + 38, v)], c.filled())),
         )?;
-        let entries = [("paper".to_string(), paper_color, Mark::Box), ("ours".to_string(), ours_color, Mark::Box)];
+        chart
+            .draw_series(bars.iter().map(|&(x, v, _)| {
+                Text::new(format!("{v:.2}"), (x + 19, v), value_style.clone())
+            }))?;
+        let entries = [
+            ("paper".to_string(), paper_color, Mark::Box),
+            ("ours".to_string(), ours_color, Mark::Box),
+        ];
         legend(&side, &entries)
     })
 }

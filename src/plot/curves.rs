@@ -1,7 +1,9 @@
 //! Training curves: loss, contrastive loss and IRM penalty against the epoch.
 use plotters::prelude::*;
 
-use super::{color, finite_range, legend, message_svg, padded, render, CurvePoint, Mark, FONT, LEGEND_W};
+use super::{
+    color, finite_range, legend, message_svg, padded, render, CurvePoint, Mark, FONT, LEGEND_W,
+};
 
 const SIZE: (u32, u32) = (820, 420);
 const TITLE: &str = "Training curves";
@@ -11,9 +13,15 @@ const TITLE: &str = "Training curves";
 /// no finite value is left out; each point is marked, so a one-epoch run still shows.
 pub fn training_curves_svg(curves: &[CurvePoint]) -> String {
     let series = |f: fn(&CurvePoint) -> Option<f64>| -> Vec<(usize, f64)> {
-        curves.iter().filter_map(|c| f(c).filter(|v| v.is_finite()).map(|v| (c.epoch, v))).collect()
+        curves
+            .iter()
+            .filter_map(|c| f(c).filter(|v| v.is_finite()).map(|v| (c.epoch, v)))
+            .collect()
     };
-    let left = [("loss", series(|c| Some(c.loss))), ("contrastive", series(|c| c.contrastive))];
+    let left = [
+        ("loss", series(|c| Some(c.loss))),
+        ("contrastive", series(|c| c.contrastive)),
+    ];
     let penalty = series(|c| c.penalty);
     let left_range = finite_range(left.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)));
     let right_range = finite_range(penalty.iter().map(|p| p.1));
@@ -21,7 +29,12 @@ pub fn training_curves_svg(curves: &[CurvePoint]) -> String {
         return message_svg(SIZE, TITLE, "no data");
     }
     let first = curves.iter().map(|c| c.epoch).min().unwrap_or(0);
-    let last = curves.iter().map(|c| c.epoch).max().unwrap_or(0).max(first + 1);
+    let last = curves
+        .iter()
+        .map(|c| c.epoch)
+        .max()
+        .unwrap_or(0)
+        .max(first + 1);
     let left_range = left_range.map_or(0.0..1.0, |(lo, hi)| padded(lo, hi));
     let right_range = right_range.map_or(0.0..1.0, |(lo, hi)| padded(lo, hi));
 
@@ -35,14 +48,23 @@ pub fn training_curves_svg(curves: &[CurvePoint]) -> String {
             .right_y_label_area_size(if penalty.is_empty() { 0 } else { 60 })
             .build_cartesian_2d(first..last, left_range)?
             .set_secondary_coord(first..last, right_range);
-        chart.configure_mesh().x_desc("epoch").y_desc("loss").label_style((FONT, 13)).draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("loss")
+            .label_style((FONT, 13))
+            .draw()?;
         let mut entries = Vec::new();
         for (i, (name, points)) in left.iter().enumerate().filter(|(_, (_, s))| !s.is_empty()) {
             chart.draw_series(line(points, color(i)))?;
             entries.push((name.to_string(), color(i), Mark::Line));
         }
         if !penalty.is_empty() {
-            chart.configure_secondary_axes().y_desc("penalty").label_style((FONT, 13)).draw()?;
+            chart
+                .configure_secondary_axes()
+                .y_desc("penalty")
+                .label_style((FONT, 13))
+                .draw()?;
             chart.draw_secondary_series(line(&penalty, color(3)))?;
             entries.push(("penalty (right axis)".to_string(), color(3), Mark::Line));
         }
@@ -51,6 +73,9 @@ pub fn training_curves_svg(curves: &[CurvePoint]) -> String {
 }
 
 /// A 2-pixel line through `points` with a small circle on each.
-fn line<DB: DrawingBackend>(points: &[(usize, f64)], color: RGBColor) -> LineSeries<DB, (usize, f64)> {
+fn line<DB: DrawingBackend>(
+    points: &[(usize, f64)],
+    color: RGBColor,
+) -> LineSeries<DB, (usize, f64)> {
     LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(3)
 }

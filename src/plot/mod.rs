@@ -73,7 +73,10 @@ fn render(size: (u32, u32), draw: impl FnOnce(&Area) -> DrawResult) -> String {
     let mut svg = String::new();
     let result = {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        let result = root.fill(&WHITE).map_err(Into::into).and_then(|_| draw(&root));
+        let result = root
+            .fill(&WHITE)
+            .map_err(Into::into)
+            .and_then(|_| draw(&root));
         result.and_then(|_| root.present().map_err(Into::into))
     };
     match result {
@@ -88,15 +91,23 @@ fn message_svg(size: (u32, u32), title: &str, message: &str) -> String {
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         let _ = root.fill(&WHITE);
-        let _ = root.draw(&Text::new(title.to_string(), (20, 20), (FONT, 20).into_font()));
+        let _ = root.draw(&Text::new(
+            title.to_string(),
+            (20, 20),
+            (FONT, 20).into_font(),
+        ));
         let grey = BLACK.mix(0.6);
-        let style = TextStyle::from((FONT, 16).into_font())
-            .color(&grey)
-            .pos(plotters::style::text_anchor::Pos::new(
+        let style = TextStyle::from((FONT, 16).into_font()).color(&grey).pos(
+            plotters::style::text_anchor::Pos::new(
                 plotters::style::text_anchor::HPos::Center,
                 plotters::style::text_anchor::VPos::Center,
-            ));
-        let _ = root.draw(&Text::new(message.to_string(), (size.0 as i32 / 2, size.1 as i32 / 2), style));
+            ),
+        );
+        let _ = root.draw(&Text::new(
+            message.to_string(),
+            (size.0 as i32 / 2, size.1 as i32 / 2),
+            style,
+        ));
         let _ = root.present();
     }
     svg
@@ -114,10 +125,17 @@ fn legend(area: &Area, entries: &[(String, RGBColor, Mark)]) -> DrawResult {
     for (i, (name, color, mark)) in entries.iter().enumerate() {
         let y = 50 + 22 * i as i32;
         match mark {
-            Mark::Line => area.draw(&PathElement::new(vec![(8, y), (28, y)], color.stroke_width(2)))?,
+            Mark::Line => area.draw(&PathElement::new(
+                vec![(8, y), (28, y)],
+                color.stroke_width(2),
+            ))?,
             Mark::Box => area.draw(&Rectangle::new([(12, y - 6), (24, y + 6)], color.filled()))?,
         }
-        area.draw(&Text::new(name.clone(), (34, y - 7), (FONT, 14).into_font()))?;
+        area.draw(&Text::new(
+            name.clone(),
+            (34, y - 7),
+            (FONT, 14).into_font(),
+        ))?;
     }
     Ok(())
 }
@@ -135,8 +153,11 @@ fn padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
 
 /// The smallest and largest finite values, or `None` when there are none.
 fn finite_range(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
-    values.into_iter().filter(|v| v.is_finite()).fold(None, |acc, v| match acc {
-        None => Some((v, v)),
-        Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
-    })
+    values
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .fold(None, |acc, v| match acc {
+            None => Some((v, v)),
+            Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+        })
 }

@@ -40,7 +40,11 @@ pub enum DecodeError {
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DecodeError::NotARecord => write!(f, "not an ipirm store record (no {:?} header)", String::from_utf8_lossy(MAGIC)),
+            DecodeError::NotARecord => write!(
+                f,
+                "not an ipirm store record (no {:?} header)",
+                String::from_utf8_lossy(MAGIC)
+            ),
             DecodeError::Version(v) => write!(f, "record written with schema version {v}"),
             DecodeError::Body(e) => write!(f, "record body does not decode: {e}"),
         }
@@ -63,7 +67,9 @@ pub fn encode<T: Serialize + ?Sized>(schema: u32, value: &T) -> Result<Vec<u8>, 
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&schema.to_le_bytes());
-    options().serialize_into(&mut out, value).map_err(|e| e.to_string())?;
+    options()
+        .serialize_into(&mut out, value)
+        .map_err(|e| e.to_string())?;
     Ok(out)
 }
 
@@ -98,10 +104,16 @@ mod tests {
         assert_eq!(&b[..7], MAGIC);
         assert_eq!(schema_of(&b), Ok(3));
         assert_eq!(decode::<(u32, String, Vec<f64>)>(3, &b).unwrap(), v);
-        assert_eq!(decode::<(u32, String, Vec<f64>)>(4, &b), Err(DecodeError::Version(3)));
+        assert_eq!(
+            decode::<(u32, String, Vec<f64>)>(4, &b),
+            Err(DecodeError::Version(3))
+        );
         assert_eq!(schema_of(b"xx"), Err(DecodeError::NotARecord));
         let mut trailing = b.clone();
         trailing.push(0);
-        assert!(matches!(decode::<(u32, String, Vec<f64>)>(3, &trailing), Err(DecodeError::Body(_))));
+        assert!(matches!(
+            decode::<(u32, String, Vec<f64>)>(3, &trailing),
+            Err(DecodeError::Body(_))
+        ));
     }
 }

@@ -1,5 +1,6 @@
-//! What the CLI's `store` commands call: `ls`, `show`, `verify`, `gc`, `export`, `import`. Each
-//! returns printable text or a report (every report implements `Display`).
+//! The store's maintenance: finding a run or an artifact, `verify`, `gc`, `export`, `import`.
+//! Each returns a report (every report implements `Display`); `ls` and `show` are formatted by
+//! the CLI from [`Store::list_runs`], [`Store::list_artifacts`] and [`Store::find`].
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -7,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    fmt_time, hash_file, key, latest_of, now_secs, object_path, write_tmp, Artifact, ArtifactKind, Provenance, RunRecord, Store, OBJECTS_DIR,
-    SCHEMA_VERSION, TMP_DIR,
+    hash_file, latest_of, now_secs, object_path, write_tmp, Artifact, ArtifactKind, Provenance,
+    RunRecord, Store, OBJECTS_DIR, SCHEMA_VERSION, TMP_DIR,
 };
 use crate::{Error, Result};
 
@@ -47,10 +48,13 @@ pub struct ArtifactEntry {
 }
 
 impl ArtifactEntry {
-    fn new(a: &Artifact, file: Option<String>) -> ArtifactEntry {
+    /// The plain-JSON form of `a`; `file` is where its blob is (for an export, relative).
+    pub fn new(a: &Artifact, file: Option<String>) -> ArtifactEntry {
         let (kind, format, digest, record_hex) = match &a.kind {
-            ArtifactKind::Blob { digest, format, .. } => ("blob", Some(format.clone()), Some(digest.clone()), None),
-            ArtifactKind::Record(b) => ("record", None, None, Some(key::to_hex(b))),
+            ArtifactKind::Blob { digest, format, .. } => {
+                ("blob", Some(format.clone()), Some(digest.clone()), None)
+            }
+            ArtifactKind::Record(b) => ("record", None, None, Some(hex::encode(b))),
         };
         ArtifactEntry {
             key: a.key.clone(),
@@ -72,11 +76,20 @@ impl ArtifactEntry {
     fn to_artifact(&self) -> std::result::Result<Artifact, String> {
         let kind = match self.kind.as_str() {
             "blob" => ArtifactKind::Blob {
-                digest: self.digest.clone().filter(|d| is_digest(d)).ok_or("a blob without a valid `digest`")?,
+                digest: self
+                    .digest
+                    .clone()
+                    .filter(|d| is_digest(d))
+                    .ok_or("a blob without a valid `digest`")?,
                 bytes: self.bytes,
                 format: self.format.clone().unwrap_or_else(|| "bytes".into()),
             },
-            "record" => ArtifactKind::Record(self.record_hex.as_deref().and_then(key::from_hex).ok_or("a record without a valid `record_hex`")?),
+            "record" => ArtifactKind::Record(
+                self.record_hex
+                    .as_deref()
+                    .and_then(|h| hex::decode(h).ok())
+                    .ok_or("a record without a valid `record_hex`")?,
+            ),
             k => return Err(format!("unknown kind `{k}` (expected blob or record)")),
         };
         Ok(Artifact {
@@ -103,15 +116,6 @@ struct Manifest {
     exported: u64,
     artifacts: Vec<ArtifactEntry>,
     runs: Vec<RunRecord>,
-}
-
-/// A run with its artifacts, for `show --json`.
-#[derive(Debug, Serialize)]
-struct RunView<'a> {
-    #[serde(flatten)]
-    run: &'a RunRecord,
-    created_utc: String,
-    artifact_details: Vec<ArtifactEntry>,
 }
 
 /// What [`Store::verify`] found.
@@ -191,13 +195,20 @@ pub struct GcOptions {
 impl GcOptions {
     /// Default grace periods, removing nothing.
     pub fn dry_run() -> GcOptions {
-        GcOptions { dry_run: true, ..GcOptions::default() }
+        GcOptions {
+            dry_run: true,
+            ..GcOptions::default()
+        }
     }
 }
 
 impl Default for GcOptions {
     fn default() -> Self {
-        GcOptions { dry_run: false, grace_secs: DEFAULT_GRACE_SECS, unfinished_run_secs: DEFAULT_UNFINISHED_RUN_SECS }
+        GcOptions {
+            dry_run: false,
+            grace_secs: DEFAULT_GRACE_SECS,
+            unfinished_run_secs: DEFAULT_UNFINISHED_RUN_SECS,
+        }
     }
 }
 
@@ -219,7 +230,11 @@ pub struct GcReport {
 
 impl fmt::Display for GcReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = if self.dry_run { "would remove" } else { "removed" };
+        let verb = if self.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
         writeln!(
             f,
             "gc {verb} {} runs, {} artifacts, {} blob files, {} temp files ({}); kept {} runs, {} artifacts",
@@ -259,7 +274,15 @@ pub struct ExportReport {
 
 impl fmt::Display for ExportReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "exported {} artifacts, {} runs, {} blob files ({}) to {}", self.artifacts, self.runs, self.blobs, human_bytes(self.bytes), self.manifest.display())
+        write!(
+            f,
+            "exported {} artifacts, {} runs, {} blob files ({}) to {}",
+            self.artifacts,
+            self.runs,
+            self.blobs,
+            human_bytes(self.bytes),
+            self.manifest.display()
+        )
     }
 }
 
@@ -290,7 +313,8 @@ impl fmt::Display for ImportReport {
     }
 }
 
-fn human_bytes(n: u64) -> String {
+/// `512 B`, `1.5 KiB`, `3.2 MiB`, …
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -306,11 +330,9 @@ fn human_bytes(n: u64) -> String {
 }
 
 fn is_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn short(key: &str) -> &str {
-    key.get(..16).unwrap_or(key)
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Every regular file under `dir` (recursively), sorted.
@@ -342,174 +364,92 @@ fn file_len(p: &Path) -> u64 {
 }
 
 fn file_age_secs(p: &Path) -> u64 {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).map_or(0, |d| d.as_secs())
+    std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .map_or(0, |d| d.as_secs())
 }
 
-/// What `show` resolved its argument to.
-enum Shown {
+/// What [`Store::find`] resolved its argument to.
+#[derive(Debug, Clone)]
+pub enum Found {
     Artifact(Box<Artifact>),
     Run(RunRecord),
 }
 
 impl Store {
-    /// Runs (oldest first) and then artifacts (by stage, then key), one line each.
-    pub fn ls(&self) -> Result<String> {
-        let (runs, mut arts) = self.with_index(|ix| Ok((ix.list_runs()?, ix.list_artifacts()?)))?;
-        let latest: BTreeSet<String> = latest_of(&runs).into_iter().map(|r| r.id).collect();
-        let mut out = format!("store {}: {} runs, {} artifacts\n", self.root().display(), runs.len(), arts.len());
-        for r in &runs {
-            let mut flags = Vec::new();
-            if r.pinned {
-                flags.push("pinned");
-            }
-            if latest.contains(&r.id) {
-                flags.push("latest");
-            }
-            flags.push(if r.finished { "finished" } else { "unfinished" });
-            out += &format!("run {}  name={}  {}  {}  {} artifacts\n", r.id, r.name, fmt_time(r.created), flags.join(","), r.artifacts.len());
-        }
-        arts.sort_by(|a, b| (&a.stage, a.stage_version, &a.key).cmp(&(&b.stage, b.stage_version, &b.key)));
-        for a in &arts {
-            out += &format!(
-                "stage {} v{}  {}  {} {}  {}  run={}\n",
-                a.stage,
-                a.stage_version,
-                short(&a.key),
-                a.kind_name(),
-                human_bytes(a.size()),
-                fmt_time(a.provenance.created),
-                a.run.as_deref().unwrap_or("-")
-            );
-        }
-        Ok(out)
-    }
-
     /// The run `what` names: a run id, a run name (its latest run: the most recent finished one,
     /// else the most recent), or a unique prefix (at least 4 characters) of a run id.
     pub fn resolve_run(&self, what: &str) -> Result<RunRecord> {
-        let runs = self.list_runs()?;
-        if let Some(r) = runs.iter().find(|r| r.id == what) {
-            return Ok(r.clone());
-        }
-        if let Some(r) = latest_of(&runs).into_iter().find(|r| r.name == what) {
-            return Ok(r);
-        }
-        let hits: Vec<&RunRecord> = if what.len() >= 4 { runs.iter().filter(|r| r.id.starts_with(what)).collect() } else { Vec::new() };
-        match hits.as_slice() {
-            [r] => Ok((*r).clone()),
-            [] => Err(Error::Store(format!("store at {}: no run id or run name `{what}` (see `ipirm store ls`)", self.root().display()))),
-            many => Err(Error::Store(format!(
-                "store at {}: `{what}` is a prefix of {} run ids ({}…): give more of it",
-                self.root().display(),
-                many.len(),
-                many.iter().take(5).map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
-            ))),
+        match self.find_in(what, false)? {
+            Found::Run(r) => Ok(r),
+            Found::Artifact(_) => unreachable!("only runs were searched"),
         }
     }
 
     /// An artifact or a run, found by: artifact key, run id, run name (its latest run), or a
-    /// unique prefix (at least 4 characters) of an artifact key or run id. Text: inputs, config,
-    /// digests and provenance; `json`: an [`ArtifactEntry`], or the run with an entry per
-    /// artifact (so every digest).
-    pub fn show(&self, what: &str, json: bool) -> Result<String> {
-        let (shown, arts) = self.with_index(|ix| {
-            let arts = ix.list_artifacts()?;
-            let runs = ix.list_runs()?;
-            if let Some(a) = arts.iter().find(|a| a.key == what) {
-                return Ok((Shown::Artifact(Box::new(a.clone())), arts));
-            }
-            if let Some(r) = runs.iter().find(|r| r.id == what) {
-                return Ok((Shown::Run(r.clone()), arts));
-            }
-            if let Some(r) = latest_of(&runs).into_iter().find(|r| r.name == what) {
-                return Ok((Shown::Run(r), arts));
-            }
-            let mut hits: Vec<Shown> = Vec::new();
-            if what.len() >= 4 {
-                hits.extend(arts.iter().filter(|a| a.key.starts_with(what)).map(|a| Shown::Artifact(Box::new(a.clone()))));
-                hits.extend(runs.iter().filter(|r| r.id.starts_with(what)).map(|r| Shown::Run(r.clone())));
-            }
-            match hits.len() {
-                1 => Ok((hits.pop().expect("one"), arts)),
-                0 => Err(Error::Store(format!("store at {}: no artifact key, run id or run name `{what}` (see `ls`)", self.root().display()))),
-                n => {
-                    let names: Vec<String> = hits
-                        .iter()
-                        .take(5)
-                        .map(|h| match h {
-                            Shown::Artifact(a) => a.key.clone(),
-                            Shown::Run(r) => r.id.clone(),
-                        })
-                        .collect();
-                    Err(Error::Store(format!("store at {}: `{what}` is a prefix of {n} keys or run ids ({}…): give more of it", self.root().display(), names.join(", "))))
-                }
-            }
-        })?;
-        let by_key: BTreeMap<&str, &Artifact> = arts.iter().map(|a| (a.key.as_str(), a)).collect();
-        let file_of = |a: &Artifact| a.digest().map(|d| self.object_path(d).display().to_string());
-        match shown {
-            Shown::Artifact(a) if json => Ok(serde_json::to_string_pretty(&ArtifactEntry::new(&a, file_of(&a))).expect("plain data serialises")),
-            Shown::Artifact(a) => Ok(self.artifact_text(&a, &by_key)),
-            Shown::Run(r) if json => {
-                let details = r.artifacts.iter().filter_map(|k| by_key.get(k.as_str())).map(|a| ArtifactEntry::new(a, file_of(a))).collect();
-                Ok(serde_json::to_string_pretty(&RunView { run: &r, created_utc: fmt_time(r.created), artifact_details: details }).expect("plain data serialises"))
-            }
-            Shown::Run(r) => {
-                let mut out = format!("run {}\n  name      {}\n  created   {}\n  pinned    {}\n  finished  {}\n  config    {}\n  artifacts {}\n", r.id, r.name, fmt_time(r.created), r.pinned, r.finished, r.config_json, r.artifacts.len());
-                for k in &r.artifacts {
-                    match by_key.get(k.as_str()) {
-                        Some(a) => {
-                            out += &format!("    {}  stage {} v{}  {} {}", a.key, a.stage, a.stage_version, a.kind_name(), human_bytes(a.size()));
-                            if let Some(d) = a.digest() {
-                                out += &format!("  sha256 {d}");
-                            }
-                            out += "\n";
-                        }
-                        None => out += &format!("    {k}  (no longer in the store)\n"),
-                    }
-                }
-                Ok(out)
-            }
-        }
+    /// unique prefix (at least 4 characters) of an artifact key or run id.
+    pub fn find(&self, what: &str) -> Result<Found> {
+        self.find_in(what, true)
     }
 
-    fn artifact_text(&self, a: &Artifact, by_key: &BTreeMap<&str, &Artifact>) -> String {
-        let mut out = format!("artifact {}\n  stage      {} v{}\n", a.key, a.stage, a.stage_version);
-        match &a.kind {
-            ArtifactKind::Blob { digest, bytes, format } => {
-                out += &format!("  kind       {format} blob, {bytes} bytes\n  sha256     {digest}\n  file       {}\n", self.object_path(digest).display())
-            }
-            ArtifactKind::Record(b) => out += &format!("  kind       record, {} bytes in the index\n", b.len()),
+    fn find_in(&self, what: &str, artifacts: bool) -> Result<Found> {
+        let (arts, runs) = self.with_index(|ix| {
+            Ok((
+                if artifacts {
+                    ix.list_artifacts()?
+                } else {
+                    Vec::new()
+                },
+                ix.list_runs()?,
+            ))
+        })?;
+        if let Some(a) = arts.iter().find(|a| a.key == what) {
+            return Ok(Found::Artifact(Box::new(a.clone())));
         }
-        if a.inputs.is_empty() {
-            out += "  inputs     none\n";
+        if let Some(r) = runs.iter().find(|r| r.id == what) {
+            return Ok(Found::Run(r.clone()));
         }
-        for (i, k) in a.inputs.iter().enumerate() {
-            let label = if i == 0 { "inputs" } else { "" };
-            match by_key.get(k.as_str()) {
-                Some(inp) => out += &format!("  {label:<10} {k}  (stage {} v{}{})\n", inp.stage, inp.stage_version, inp.digest().map(|d| format!(", sha256 {d}")).unwrap_or_default()),
-                None => out += &format!("  {label:<10} {k}  (no longer in the store)\n"),
-            }
+        if let Some(r) = latest_of(&runs).into_iter().find(|r| r.name == what) {
+            return Ok(Found::Run(r));
         }
-        let p = &a.provenance;
-        let dirty = match p.git_dirty {
-            Some(true) => " (dirty)",
-            Some(false) => "",
-            None => " (dirty: unknown)",
+        let mut hits: Vec<Found> = Vec::new();
+        if what.len() >= 4 {
+            hits.extend(
+                arts.iter()
+                    .filter(|a| a.key.starts_with(what))
+                    .map(|a| Found::Artifact(Box::new(a.clone()))),
+            );
+            hits.extend(
+                runs.iter()
+                    .filter(|r| r.id.starts_with(what))
+                    .map(|r| Found::Run(r.clone())),
+            );
+        }
+        let what_kind = if artifacts {
+            "artifact key, run id or run name"
+        } else {
+            "run id or run name"
         };
-        out += &format!(
-            "  config     {}\n  run        {}\n  created    {}\n  wall       {:.3} s\n  device     {}\n  libtorch   {}\n  git        {}{dirty}\n  host       {}\n  ipirm      {}\n",
-            a.config_json,
-            a.run.as_deref().unwrap_or("-"),
-            fmt_time(p.created),
-            p.wall_seconds,
-            p.device,
-            p.libtorch,
-            p.git_commit,
-            p.host,
-            p.crate_version
-        );
-        out
+        match hits.len() {
+            1 => Ok(hits.pop().expect("one")),
+            0 => Err(Error::Store(format!(
+                "store at {}: no {what_kind} `{what}` (see `ipirm store ls`)",
+                self.root().display()
+            ))),
+            n => {
+                let names: Vec<&str> = hits
+                    .iter()
+                    .take(5)
+                    .map(|h| match h {
+                        Found::Artifact(a) => a.key.as_str(),
+                        Found::Run(r) => r.id.as_str(),
+                    })
+                    .collect();
+                Err(Error::Store(format!("store at {}: `{what}` is a prefix of {n} keys or run ids ({}…): give more of it", self.root().display(), names.join(", "))))
+            }
+        }
     }
 
     /// Re-hashes every blob (outside the lock) and reports damaged and missing ones by key,
@@ -521,12 +461,24 @@ impl Store {
             for kv in ix.handle.artifacts().iter() {
                 let (k, v) = kv.map_err(|e| ix.sled_err(e))?;
                 let key = String::from_utf8_lossy(&k).into_owned();
-                entries.push(ix.decode::<Artifact>(&format!("artifact {key}"), &v).map_err(|e| format!("{key}\u{0}{e}")));
+                entries.push(
+                    ix.decode::<Artifact>(&format!("artifact {key}"), &v)
+                        .map_err(|e| format!("{key}\u{0}{e}")),
+                );
             }
             // Listed under the lock: no rename into objects/ is half done.
-            Ok((entries, ix.list_runs()?, files_under(&root.join(OBJECTS_DIR))?, files_under(&root.join(TMP_DIR))?))
+            Ok((
+                entries,
+                ix.list_runs()?,
+                files_under(&root.join(OBJECTS_DIR))?,
+                files_under(&root.join(TMP_DIR))?,
+            ))
         })?;
-        let mut report = VerifyReport { artifacts: entries.len(), temp_files: temps, ..Default::default() };
+        let mut report = VerifyReport {
+            artifacts: entries.len(),
+            temp_files: temps,
+            ..Default::default()
+        };
         let mut by_digest: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
         let mut keys = BTreeSet::new();
         for e in entries {
@@ -534,7 +486,10 @@ impl Store {
                 Ok(a) => {
                     keys.insert(a.key.clone());
                     if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
-                        by_digest.entry(digest.clone()).or_default().push((a.key.clone(), *bytes));
+                        by_digest
+                            .entry(digest.clone())
+                            .or_default()
+                            .push((a.key.clone(), *bytes));
                     }
                 }
                 Err(e) => {
@@ -555,18 +510,31 @@ impl Store {
                         report.damaged.push(key.clone());
                         report.details.push(format!("damaged {key}: {} has sha256 {d} ({n} bytes), expected {digest} ({bytes} bytes)", path.display()));
                     }
-                    Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+                    Err(Error::Io { error, .. })
+                        if error.kind() == std::io::ErrorKind::NotFound =>
+                    {
                         report.missing.push(key.clone());
-                        report.details.push(format!("missing {key}: {} does not exist", path.display()));
+                        report
+                            .details
+                            .push(format!("missing {key}: {} does not exist", path.display()));
                     }
                     Err(e) => {
                         report.damaged.push(key.clone());
-                        report.details.push(format!("unreadable blob of {key}: {e}"));
+                        report
+                            .details
+                            .push(format!("unreadable blob of {key}: {e}"));
                     }
                 }
             }
         }
-        report.orphans = objects.into_iter().filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| by_digest.contains_key(n) && object_path(&root, n) == *p)).collect();
+        report.orphans = objects
+            .into_iter()
+            .filter(|p| {
+                !p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| by_digest.contains_key(n) && object_path(&root, n) == *p)
+            })
+            .collect();
         for r in &runs {
             for k in &r.artifacts {
                 if !keys.contains(k) {
@@ -579,7 +547,10 @@ impl Store {
 
     /// [`Store::gc_with`] with the default grace periods.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
-        self.gc_with(&GcOptions { dry_run, ..GcOptions::default() })
+        self.gc_with(&GcOptions {
+            dry_run,
+            ..GcOptions::default()
+        })
     }
 
     /// Keeps every pinned run, the latest run of each name and recent unfinished runs, every
@@ -595,16 +566,28 @@ impl Store {
         self.with_index(|ix| {
             let now = now_secs();
             let young = |t: u64| now.saturating_sub(t) < opts.grace_secs;
-            let running = |r: &RunRecord| !r.finished && now.saturating_sub(r.created) < opts.unfinished_run_secs;
+            let running = |r: &RunRecord| {
+                !r.finished && now.saturating_sub(r.created) < opts.unfinished_run_secs
+            };
             let runs = ix.list_runs()?;
             let arts = ix.list_artifacts()?;
-            let by_key: BTreeMap<&str, &Artifact> = arts.iter().map(|a| (a.key.as_str(), a)).collect();
+            let by_key: BTreeMap<&str, &Artifact> =
+                arts.iter().map(|a| (a.key.as_str(), a)).collect();
             let latest: BTreeSet<String> = latest_of(&runs).into_iter().map(|r| r.id).collect();
-            let (kept_runs, removed_runs): (Vec<&RunRecord>, Vec<&RunRecord>) = runs.iter().partition(|r| r.pinned || latest.contains(&r.id) || running(r));
+            let (kept_runs, removed_runs): (Vec<&RunRecord>, Vec<&RunRecord>) = runs
+                .iter()
+                .partition(|r| r.pinned || latest.contains(&r.id) || running(r));
             let mut reach: BTreeSet<&str> = BTreeSet::new();
-            let mut stack: Vec<&str> = kept_runs.iter().flat_map(|r| r.artifacts.iter().map(String::as_str)).collect();
+            let mut stack: Vec<&str> = kept_runs
+                .iter()
+                .flat_map(|r| r.artifacts.iter().map(String::as_str))
+                .collect();
             // A recent artifact of no run may be another process's, about to be attached to one.
-            stack.extend(arts.iter().filter(|a| a.run.is_none() && young(a.provenance.created)).map(|a| a.key.as_str()));
+            stack.extend(
+                arts.iter()
+                    .filter(|a| a.run.is_none() && young(a.provenance.created))
+                    .map(|a| a.key.as_str()),
+            );
             while let Some(k) = stack.pop() {
                 if reach.insert(k) {
                     if let Some(a) = by_key.get(k) {
@@ -612,14 +595,32 @@ impl Store {
                     }
                 }
             }
-            let removed_artifacts: Vec<&Artifact> = arts.iter().filter(|a| !reach.contains(a.key.as_str())).collect();
-            let kept_digests: BTreeSet<&str> = arts.iter().filter(|a| reach.contains(a.key.as_str())).filter_map(|a| a.digest()).collect();
+            let removed_artifacts: Vec<&Artifact> = arts
+                .iter()
+                .filter(|a| !reach.contains(a.key.as_str()))
+                .collect();
+            let kept_digests: BTreeSet<&str> = arts
+                .iter()
+                .filter(|a| reach.contains(a.key.as_str()))
+                .filter_map(|a| a.digest())
+                .collect();
             let removed_blobs: Vec<PathBuf> = files_under(&root.join(OBJECTS_DIR))?
                 .into_iter()
-                .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| kept_digests.contains(n) && object_path(&root, n) == *p))
+                .filter(|p| {
+                    !p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| kept_digests.contains(n) && object_path(&root, n) == *p)
+                })
                 .collect();
-            let removed_temp_files: Vec<PathBuf> = files_under(&root.join(TMP_DIR))?.into_iter().filter(|p| file_age_secs(p) >= opts.grace_secs).collect();
-            let freed_bytes = removed_blobs.iter().chain(&removed_temp_files).map(|p| file_len(p)).sum();
+            let removed_temp_files: Vec<PathBuf> = files_under(&root.join(TMP_DIR))?
+                .into_iter()
+                .filter(|p| file_age_secs(p) >= opts.grace_secs)
+                .collect();
+            let freed_bytes = removed_blobs
+                .iter()
+                .chain(&removed_temp_files)
+                .map(|p| file_len(p))
+                .sum();
             let report = GcReport {
                 dry_run: opts.dry_run,
                 kept_runs: kept_runs.iter().map(|r| r.id.clone()).collect(),
@@ -636,7 +637,11 @@ impl Store {
             let keys: Vec<&str> = removed_artifacts.iter().map(|a| a.key.as_str()).collect();
             let ids: Vec<&str> = removed_runs.iter().map(|r| r.id.as_str()).collect();
             ix.remove_entries(&keys, &ids)?;
-            for p in report.removed_blobs.iter().chain(&report.removed_temp_files) {
+            for p in report
+                .removed_blobs
+                .iter()
+                .chain(&report.removed_temp_files)
+            {
                 match std::fs::remove_file(p) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -653,7 +658,10 @@ impl Store {
     pub fn export(&self, dir: impl AsRef<Path>) -> Result<ExportReport> {
         let dir = dir.as_ref();
         if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(Error::Store(format!("export folder {} is not empty: export into a new or empty folder", dir.display())));
+            return Err(Error::Store(format!(
+                "export folder {} is not empty: export into a new or empty folder",
+                dir.display()
+            )));
         }
         let objects = dir.join(OBJECTS_DIR);
         std::fs::create_dir_all(&objects).map_err(|e| Error::io(&objects, e))?;
@@ -667,18 +675,31 @@ impl Store {
                     let src = self.object_path(digest);
                     let dest = objects.join(digest);
                     let mut f = std::fs::File::open(&src).map_err(|e| match e.kind() {
-                        std::io::ErrorKind::NotFound => Error::Damaged { key: a.key.clone(), file: src.clone(), expected: format!("sha256 {digest}"), found: "no such file".into() },
+                        std::io::ErrorKind::NotFound => Error::Damaged {
+                            key: a.key.clone(),
+                            file: src.clone(),
+                            expected: format!("sha256 {digest}"),
+                            found: "no such file".into(),
+                        },
                         _ => Error::io(&src, e),
                     })?;
                     let (d, n) = write_tmp(&dest, &mut f)?;
                     if d != *digest || n != *bytes {
                         let _ = std::fs::remove_file(&dest);
-                        return Err(Error::Damaged { key: a.key.clone(), file: src, expected: format!("sha256 {digest} ({bytes} bytes)"), found: format!("sha256 {d} ({n} bytes)") });
+                        return Err(Error::Damaged {
+                            key: a.key.clone(),
+                            file: src,
+                            expected: format!("sha256 {digest} ({bytes} bytes)"),
+                            found: format!("sha256 {d} ({n} bytes)"),
+                        });
                     }
                     bytes_total += n;
                 }
             }
-            entries.push(ArtifactEntry::new(a, a.digest().map(|d| format!("{OBJECTS_DIR}/{d}"))));
+            entries.push(ArtifactEntry::new(
+                a,
+                a.digest().map(|d| format!("{OBJECTS_DIR}/{d}")),
+            ));
         }
         let manifest = Manifest {
             format: MANIFEST_FORMAT.into(),
@@ -692,7 +713,13 @@ impl Store {
         let path = dir.join("manifest.json");
         let text = serde_json::to_string_pretty(&manifest).expect("plain data serialises");
         std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
-        Ok(ExportReport { manifest: path, artifacts: arts.len(), runs: runs.len(), blobs: copied.len(), bytes: bytes_total })
+        Ok(ExportReport {
+            manifest: path,
+            artifacts: arts.len(),
+            runs: runs.len(),
+            blobs: copied.len(),
+            bytes: bytes_total,
+        })
     }
 
     /// Reads an export (`dir/manifest.json` and `dir/objects/`), checks every blob against its
@@ -703,13 +730,25 @@ impl Store {
         let dir = dir.as_ref();
         let path = dir.join("manifest.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("an {MANIFEST_FORMAT} manifest"), format!("invalid JSON for it ({e})")))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| {
+            Error::file(
+                &path,
+                format!("an {MANIFEST_FORMAT} manifest"),
+                format!("invalid JSON for it ({e})"),
+            )
+        })?;
         if m.format != MANIFEST_FORMAT || m.format_version > MANIFEST_VERSION {
-            return Err(Error::file(&path, format!("format `{MANIFEST_FORMAT}` version <= {MANIFEST_VERSION}"), format!("format `{}` version {}", m.format, m.format_version)));
+            return Err(Error::file(
+                &path,
+                format!("format `{MANIFEST_FORMAT}` version <= {MANIFEST_VERSION}"),
+                format!("format `{}` version {}", m.format, m.format_version),
+            ));
         }
         let mut arts = Vec::with_capacity(m.artifacts.len());
         for e in &m.artifacts {
-            arts.push(e.to_artifact().map_err(|msg| Error::file(&path, format!("a valid entry for artifact {}", e.key), msg))?);
+            arts.push(e.to_artifact().map_err(|msg| {
+                Error::file(&path, format!("a valid entry for artifact {}", e.key), msg)
+            })?);
         }
         // Copy and check every blob outside the lock.
         let mut staged: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -724,8 +763,10 @@ impl Store {
                     continue;
                 }
                 let src = dir.join(OBJECTS_DIR).join(digest);
-                let tmp = self.tmp_path();
-                let copied = std::fs::File::open(&src).map_err(|e| Error::io(&src, e)).and_then(|mut f| write_tmp(&tmp, &mut f));
+                let tmp = super::tmp_file(self.root());
+                let copied = std::fs::File::open(&src)
+                    .map_err(|e| Error::io(&src, e))
+                    .and_then(|mut f| write_tmp(&tmp, &mut f));
                 match copied {
                     Ok((d, n)) if d == *digest && n == *bytes => {
                         staged.insert(digest.clone(), tmp);
@@ -734,7 +775,12 @@ impl Store {
                         let _ = std::fs::remove_file(&tmp);
                         cleanup(&staged);
                         return Err(match other {
-                            Ok((d, n)) => Error::Damaged { key: a.key.clone(), file: src, expected: format!("sha256 {digest} ({bytes} bytes)"), found: format!("sha256 {d} ({n} bytes)") },
+                            Ok((d, n)) => Error::Damaged {
+                                key: a.key.clone(),
+                                file: src,
+                                expected: format!("sha256 {digest} ({bytes} bytes)"),
+                                found: format!("sha256 {d} ({n} bytes)"),
+                            },
                             Err(e) => e,
                         });
                     }
@@ -767,7 +813,10 @@ impl Store {
                 if ix.get_run(&r.id)?.is_some() {
                     report.runs_skipped += 1;
                 } else {
-                    ix.put_run(&RunRecord { seq: 0, ..r.clone() })?;
+                    ix.put_run(&RunRecord {
+                        seq: 0,
+                        ..r.clone()
+                    })?;
                     report.runs_added += 1;
                 }
             }
@@ -777,4 +826,3 @@ impl Store {
         result
     }
 }
-

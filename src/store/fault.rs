@@ -10,15 +10,22 @@
 //! sled insert), `store::index-flush` (before the flush that makes it durable).
 
 /// Every fail point the store has, for the tests and `FAILPOINTS` users.
-pub const POINTS: [&str; 5] =
-    ["store::blob-write", "store::blob-install", "store::meta-write", "store::index-insert", "store::index-flush"];
+pub const POINTS: [&str; 5] = [
+    "store::blob-write",
+    "store::blob-install",
+    "store::meta-write",
+    "store::index-insert",
+    "store::index-flush",
+];
 
 /// A fail point in a function returning `crate::Result<_>`: with `FAILPOINTS=<name>=return(fail)`
 /// it returns an error naming the point; with `return(kill)` the process aborts on the spot (no
 /// destructor runs, nothing is flushed: as a `kill -9` would leave it).
 macro_rules! fault {
     ($name:literal) => {
-        fail::fail_point!($name, |arg: Option<String>| Err($crate::store::fault::injected($name, arg.as_deref())))
+        fail::fail_point!($name, |arg: Option<String>| Err(
+            $crate::store::fault::injected($name, arg.as_deref())
+        ))
     };
 }
 pub(crate) use fault;

@@ -1,7 +1,7 @@
 //! Opening the sled index briefly, with a bounded wait, and saying who holds it.
 //!
 //! sled takes an exclusive `flock` on `index/db` for as long as a `Db` is open, so the store
-//! opens it per operation (or per short [`batch`](super::Store::batch)) and closes it again. A
+//! opens it per operation and closes it again. A
 //! process that finds it locked retries with a growing, jittered pause (1 ms doubling up to 20 ms)
 //! until [`StoreOptions::lock_timeout`](super::StoreOptions) has passed, then fails naming the
 //! holder from the holder file `index.holder` (pid, since, command line) that every holder writes
@@ -59,7 +59,12 @@ impl IndexHandle {
         let mut marker: Option<PathBuf> = None;
         let result = loop {
             remove_stale_snapshots(&index_dir);
-            match sled::Config::new().path(&index_dir).flush_every_ms(None).cache_capacity(64 << 20).open() {
+            match sled::Config::new()
+                .path(&index_dir)
+                .flush_every_ms(None)
+                .cache_capacity(64 << 20)
+                .open()
+            {
                 Ok(db) => break Ok(db),
                 Err(e) if is_lock_error(&e) => {
                     if start.elapsed() >= timeout {
@@ -79,11 +84,23 @@ impl IndexHandle {
             let _ = std::fs::remove_file(m);
         }
         let db = result?;
-        let trees = (|| -> sled::Result<_> { Ok((db.open_tree("artifacts")?, db.open_tree("runs")?, db.open_tree("meta")?)) })();
-        let (artifacts, runs, meta) = trees.map_err(|e| damaged_index(store, &format!("cannot open its trees: {e}")))?;
+        let trees = (|| -> sled::Result<_> {
+            Ok((
+                db.open_tree("artifacts")?,
+                db.open_tree("runs")?,
+                db.open_tree("meta")?,
+            ))
+        })();
+        let (artifacts, runs, meta) =
+            trees.map_err(|e| damaged_index(store, &format!("cannot open its trees: {e}")))?;
         write_holder(root);
         HELD.with(|h| h.borrow_mut().push(index_dir.clone()));
-        Ok(IndexHandle { db: Some(db), trees: Some([artifacts, runs, meta]), root: root.to_path_buf(), index_dir })
+        Ok(IndexHandle {
+            db: Some(db),
+            trees: Some([artifacts, runs, meta]),
+            root: root.to_path_buf(),
+            index_dir,
+        })
     }
 
     /// Artifact key -> enveloped [`Artifact`](super::Artifact).
@@ -101,7 +118,11 @@ impl IndexHandle {
 
     /// Makes everything written so far durable.
     pub(crate) fn flush(&self) -> Result<()> {
-        self.db.as_ref().expect("open").flush().map_err(|e| self.err(format!("flush failed: {e}")))?;
+        self.db
+            .as_ref()
+            .expect("open")
+            .flush()
+            .map_err(|e| self.err(format!("flush failed: {e}")))?;
         Ok(())
     }
 
@@ -111,7 +132,11 @@ impl IndexHandle {
 
     /// sled's own id generator (monotonic across restarts).
     pub(crate) fn generate_id(&self) -> Result<u64> {
-        self.db.as_ref().expect("open").generate_id().map_err(|e| self.err(format!("cannot generate an id: {e}")))
+        self.db
+            .as_ref()
+            .expect("open")
+            .generate_id()
+            .map_err(|e| self.err(format!("cannot generate an id: {e}")))
     }
 }
 
@@ -134,7 +159,7 @@ pub(crate) fn ensure_not_held_here(root: &Path) -> Result<()> {
     let index_dir = root.join(INDEX_DIR);
     if HELD.with(|h| h.borrow().iter().any(|p| p == &index_dir)) {
         return Err(Error::Store(format!(
-            "store at {}: this thread already holds the index open (a `Store::batch` closure called the Store itself; use the Index it was given)",
+            "store at {}: this thread already holds the index open (a store operation called another one while holding it)",
             root.display()
         )));
     }
@@ -160,16 +185,28 @@ fn damaged_index(store: &Path, what: &str) -> Error {
 /// removed only after taking that lock (and releasing it before sled opens the folder).
 fn remove_stale_snapshots(index_dir: &Path) {
     use fs2::FileExt;
-    let Ok(entries) = std::fs::read_dir(index_dir) else { return };
+    let Ok(entries) = std::fs::read_dir(index_dir) else {
+        return;
+    };
     let stale: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"))
+        })
         .collect();
     if stale.is_empty() {
         return;
     }
-    let Ok(db) = std::fs::OpenOptions::new().read(true).write(true).open(index_dir.join("db")) else { return };
+    let Ok(db) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(index_dir.join("db"))
+    else {
+        return;
+    };
     if db.try_lock_exclusive().is_ok() {
         for p in &stale {
             let _ = std::fs::remove_file(p);
@@ -181,7 +218,11 @@ fn remove_stale_snapshots(index_dir: &Path) {
 /// Copies `root/index` into a new private folder and returns that folder (which then holds
 /// `index/`): how a read-only store is read. An absent index gives an empty folder.
 pub(crate) fn copy_index(root: &Path) -> Result<PathBuf> {
-    let dest = std::env::temp_dir().join(format!("ipirm-read-only-{}-{}", std::process::id(), NONCE.fetch_add(1, Ordering::Relaxed)));
+    let dest = std::env::temp_dir().join(format!(
+        "ipirm-read-only-{}-{}",
+        std::process::id(),
+        NONCE.fetch_add(1, Ordering::Relaxed)
+    ));
     let src = root.join(INDEX_DIR);
     let mut stack = vec![(src.clone(), dest.join(INDEX_DIR))];
     std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
@@ -200,7 +241,9 @@ pub(crate) fn copy_index(root: &Path) -> Result<PathBuf> {
             } else {
                 std::fs::copy(&f, &t).map_err(|err| Error::io(&f, err))?;
                 // The copy keeps the source's read-only mode; sled opens its files for writing.
-                let mut perm = std::fs::metadata(&t).map_err(|err| Error::io(&t, err))?.permissions();
+                let mut perm = std::fs::metadata(&t)
+                    .map_err(|err| Error::io(&t, err))?
+                    .permissions();
                 #[allow(clippy::permissions_set_readonly_false)]
                 perm.set_readonly(false);
                 std::fs::set_permissions(&t, perm).map_err(|err| Error::io(&t, err))?;
@@ -215,18 +258,31 @@ fn is_lock_error(e: &sled::Error) -> bool {
 }
 
 fn jitter(d: Duration) -> Duration {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
     d.mul_f64(0.5 + (n % 1000) as f64 / 1000.0)
 }
 
 fn held_error(root: &Path, timeout: Duration) -> Error {
     let holder_path = root.join(HOLDER_FILE);
-    let who = match std::fs::read_to_string(&holder_path).ok().and_then(|s| parse_holder(&s)) {
+    let who = match std::fs::read_to_string(&holder_path)
+        .ok()
+        .and_then(|s| parse_holder(&s))
+    {
         Some(h) => {
             let ago = super::now_secs().saturating_sub(h.since);
-            format!("is held by pid {} (`{}`, holding it since {}, {ago} s ago)", h.pid, h.command, super::fmt_time(h.since))
+            format!(
+                "is held by pid {} (`{}`, holding it since {}, {ago} s ago)",
+                h.pid,
+                h.command,
+                super::fmt_time(h.since)
+            )
         }
-        None => format!("is held by another process (it has not written its holder file {} yet)", holder_path.display()),
+        None => format!(
+            "is held by another process (it has not written its holder file {} yet)",
+            holder_path.display()
+        ),
     };
     Error::Store(format!(
         "store index {} {who}; gave up after waiting {:.1} s. Wait for that process to finish, or stop it if it is stuck, then retry (the wait is StoreOptions::lock_timeout).",
@@ -256,7 +312,11 @@ fn parse_holder(s: &str) -> Option<Holder> {
             command = Some(v.to_string());
         }
     }
-    Some(Holder { pid: pid?, since: since.unwrap_or(0), command: command.unwrap_or_default() })
+    Some(Holder {
+        pid: pid?,
+        since: since.unwrap_or(0),
+        command: command.unwrap_or_default(),
+    })
 }
 
 /// The holder file's content if one exists (a process holds the index now, or one was killed
@@ -267,29 +327,48 @@ pub fn read_holder(root: &Path) -> Option<Holder> {
 
 fn write_holder(root: &Path) {
     let command: Vec<String> = std::env::args().collect();
-    let text = format!("pid={}\nsince={}\ncommand={}\n", std::process::id(), super::now_secs(), command.join(" ").replace('\n', " "));
+    let text = format!(
+        "pid={}\nsince={}\ncommand={}\n",
+        std::process::id(),
+        super::now_secs(),
+        command.join(" ").replace('\n', " ")
+    );
     let _ = std::fs::write(root.join(HOLDER_FILE), text);
 }
 
 fn make_marker(root: &Path) -> Option<PathBuf> {
     let dir = root.join(WAIT_DIR);
     std::fs::create_dir_all(&dir).ok()?;
-    let path = dir.join(format!("{}.{}", std::process::id(), NONCE.fetch_add(1, Ordering::Relaxed)));
+    let path = dir.join(format!(
+        "{}.{}",
+        std::process::id(),
+        NONCE.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::write(&path, b"").ok()?;
     Some(path)
 }
 
 fn others_waiting(root: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(root.join(WAIT_DIR)) else { return false };
+    let Ok(entries) = std::fs::read_dir(root.join(WAIT_DIR)) else {
+        return false;
+    };
     let check_pids = Path::new("/proc/self").exists();
     let mut any = false;
     for e in entries.flatten() {
         let name = e.file_name();
-        let pid = name.to_str().and_then(|n| n.split('.').next()).and_then(|p| p.parse::<u32>().ok());
+        let pid = name
+            .to_str()
+            .and_then(|n| n.split('.').next())
+            .and_then(|p| p.parse::<u32>().ok());
         let alive = match pid {
             Some(p) if check_pids => Path::new(&format!("/proc/{p}")).exists(),
             // Elsewhere: trust markers younger than a minute.
-            _ => e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age < Duration::from_secs(60)),
+            _ => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < Duration::from_secs(60)),
         };
         if alive {
             any = true;

@@ -13,7 +13,7 @@
 //! since its blob was installed before either was written.
 use std::path::{Path, PathBuf};
 
-use super::{fault, key};
+use super::fault;
 use crate::{Error, Result};
 
 pub(crate) const META_DIR: &str = "meta";
@@ -23,7 +23,10 @@ const COMPLETE: &str = "complete";
 
 /// Where the file of artifact `key` lives.
 pub(crate) fn artifact_path(root: &Path, key: &str) -> PathBuf {
-    root.join(META_DIR).join(ARTIFACTS).join(key.get(..2).unwrap_or("__")).join(file_name(key))
+    root.join(META_DIR)
+        .join(ARTIFACTS)
+        .join(key.get(..2).unwrap_or("__"))
+        .join(file_name(key))
 }
 
 /// Where the file of run `id` lives.
@@ -36,11 +39,13 @@ pub(crate) fn run_path(root: &Path, id: &str) -> PathBuf {
 fn file_name(name: &str) -> String {
     let safe = !name.is_empty()
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if safe {
         name.to_string()
     } else {
-        format!("x{}", key::to_hex(name.as_bytes()))
+        format!("x{}", hex::encode(name.as_bytes()))
     }
 }
 
@@ -78,7 +83,11 @@ pub(crate) fn is_complete(root: &Path) -> bool {
 }
 
 pub(crate) fn mark_complete(root: &Path) -> Result<()> {
-    write(root, &root.join(META_DIR).join(COMPLETE), b"every index entry has its file here\n")
+    write(
+        root,
+        &root.join(META_DIR).join(COMPLETE),
+        b"every index entry has its file here\n",
+    )
 }
 
 /// The files of every artifact, then of every run, sorted by path.

@@ -27,20 +27,23 @@
 //!
 //! # Caching a stage
 //! ```no_run
-//! # use ipirm::store::{Store, Stage};
-//! # fn f(store: &Store, cfg: &ipirm::config::Config, encoder_key: &str, run: &str) -> ipirm::Result<()> {
-//! let stage = Stage::new("features", 1, &cfg.knn, &[encoder_key])?.run(run).device("cuda:0");
-//! let feats = match store.get_tensors_or_invalidate(stage.key())? {
-//!     Some(t) => { store.attach(run, stage.key())?; t }
-//!     None => {
+//! # use ipirm::store::{Meta, Store, Stage};
+//! # fn f(store: &Store, params: &serde_json::Value, encoder_key: &str, run: &str) -> ipirm::Result<()> {
+//! let stage = Stage::new("features", 1, params, &[encoder_key])?.run(run).device("cuda:0");
+//! let feats = match store.get_tensors(stage.key()) {
+//!     Ok(Some(t)) => { store.attach(run, stage.key())?; t }
+//!     Ok(None) | Err(ipirm::Error::Damaged { .. }) => {
+//!         store.invalidate(stage.key())?;
 //!         let t: Vec<(String, tch::Tensor)> = vec![/* compute */];
 //!         let named: Vec<(&str, &tch::Tensor)> = t.iter().map(|(n, x)| (n.as_str(), x)).collect();
-//!         store.put_tensors(&stage, &named)?;
+//!         store.put_tensors(&stage, &named, &Meta::new())?;
 //!         t
 //!     }
+//!     Err(e) => return Err(e),
 //! };
 //! # Ok(()) }
 //! ```
+//! (The pipeline does this through typed artifacts, `ipirm::pipeline::artifacts`.)
 //!
 //! # Concurrency
 //! sled locks its database exclusively, so no operation keeps it open: each opens it, does a few
@@ -56,6 +59,7 @@ mod lock;
 mod mirror;
 mod provenance;
 mod repair;
+mod tensor_file;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -69,12 +73,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::Tensor;
 
-pub use commands::{ArtifactEntry, ExportReport, GcOptions, GcReport, ImportReport, VerifyReport, MANIFEST_FORMAT};
-pub use repair::RepairReport;
+pub use commands::{
+    human_bytes, ArtifactEntry, ExportReport, Found, GcOptions, GcReport, ImportReport,
+    VerifyReport, MANIFEST_FORMAT,
+};
+pub(crate) use key::key_from_json;
 pub use key::{canonical_json, stage_key};
-pub(crate) use key::{key_from_canon, Canon};
 pub use lock::{read_holder, Holder};
 pub use provenance::{libtorch_version, Provenance};
+pub use repair::RepairReport;
+pub use tensor_file::Meta;
 
 use crate::{Error, Result};
 use fault::fault;
@@ -110,7 +118,7 @@ pub struct Artifact {
     pub kind: ArtifactKind,
     /// Keys of the artifacts it was computed from, in order (part of the key; followed by `gc`).
     pub inputs: Vec<String>,
-    /// The canonical JSON of the config section the stage read (part of the key).
+    /// The canonical JSON of the parameters the stage read (part of the key).
     pub config_json: String,
     pub provenance: Provenance,
     /// The run that made it, if any.
@@ -121,8 +129,12 @@ pub struct Artifact {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ArtifactKind {
     /// A file `objects/<digest[..2]>/<digest>` of `bytes` bytes whose sha256 is `digest`;
-    /// `format` is `safetensors` ([`Store::put_tensors`]) or `bytes` ([`Store::put_blob`]).
-    Blob { digest: String, bytes: u64, format: String },
+    /// `format` is `safetensors` ([`Store::put_tensors`]; stores made before may hold `bytes`).
+    Blob {
+        digest: String,
+        bytes: u64,
+        format: String,
+    },
     /// A small value kept in the index: the bincode body of the value given to
     /// [`Store::put_record`].
     Record(Vec<u8>),
@@ -143,7 +155,8 @@ impl Artifact {
             ArtifactKind::Record(b) => b.len() as u64,
         }
     }
-    fn kind_name(&self) -> &str {
+    /// `safetensors`, `bytes` or `record`.
+    pub fn kind_name(&self) -> &str {
         match &self.kind {
             ArtifactKind::Blob { format, .. } => format,
             ArtifactKind::Record(_) => "record",
@@ -191,16 +204,21 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// `stage` at `version` reading the whole `config_section`, computed from the artifacts
-    /// `inputs` (their keys, in order). The key is [`stage_key`] of the same arguments.
-    pub fn new<C: Serialize + ?Sized>(stage: &str, version: u32, config_section: &C, inputs: &[&str]) -> Result<Stage> {
-        let canon = key::Canon::of(config_section)?;
+    /// `stage` at `version` reading the resolved parameters `params`, computed from the
+    /// artifacts `inputs` (their keys, in order). The key is [`stage_key`] of the same arguments.
+    pub fn new<C: Serialize + ?Sized>(
+        stage: &str,
+        version: u32,
+        params: &C,
+        inputs: &[&str],
+    ) -> Result<Stage> {
+        let config_json = key::canonical_json(params)?;
         Ok(Stage {
             name: stage.to_string(),
             version,
-            config_json: canon.to_json(),
+            key: key::key_from_json(stage, version, &config_json, inputs),
+            config_json,
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            key: key::key_from_canon(stage, version, &canon, inputs),
             run: None,
             device: "unspecified".into(),
             libtorch: libtorch_version(),
@@ -240,7 +258,9 @@ impl Stage {
     }
 
     fn artifact(&self, kind: ArtifactKind) -> Artifact {
-        let wall = self.wall_seconds.unwrap_or_else(|| self.started.elapsed().as_secs_f64());
+        let wall = self
+            .wall_seconds
+            .unwrap_or_else(|| self.started.elapsed().as_secs_f64());
         // Microseconds: short decimals survive a JSON round trip (export/import) bit for bit.
         let wall = (wall * 1e6).round() / 1e6;
         Artifact {
@@ -256,13 +276,6 @@ impl Stage {
     }
 }
 
-/// The bytes of a blob: in memory, or a file to copy (the file is left where it is).
-#[derive(Debug, Clone, Copy)]
-pub enum BlobSource<'a> {
-    Bytes(&'a [u8]),
-    File(&'a Path),
-}
-
 /// How a [`Store`] behaves.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -273,7 +286,9 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { lock_timeout: DEFAULT_LOCK_TIMEOUT }
+        StoreOptions {
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
     }
 }
 
@@ -315,7 +330,11 @@ impl Store {
         let root = root.as_ref().to_path_buf();
         let read_only = match std::fs::metadata(&root) {
             Ok(m) if !m.is_dir() => {
-                return Err(Error::file(&root, "a store folder (--store DIR)", "a file, not a folder"));
+                return Err(Error::file(
+                    &root,
+                    "a store folder (--store DIR)",
+                    "a file, not a folder",
+                ));
             }
             Ok(_) => !is_writable(&root)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -329,7 +348,14 @@ impl Store {
             }
             None
         };
-        let store = Store { inner: Arc::new(Inner { root, options, local: Mutex::new(()), read_only_copy }) };
+        let store = Store {
+            inner: Arc::new(Inner {
+                root,
+                options,
+                local: Mutex::new(()),
+                read_only_copy,
+            }),
+        };
         store.with_index(|ix| ix.check_schema())?;
         if !read_only && !mirror::is_complete(store.root()) {
             store.with_index(|ix| ix.write_all_meta())?;
@@ -359,17 +385,6 @@ impl Store {
         &self.inner.root
     }
 
-    pub fn options(&self) -> &StoreOptions {
-        &self.inner.options
-    }
-
-    /// Runs `f` with the index open: one open, one flush and one close for several operations.
-    /// Keep it short: every other process waits meanwhile. `f` must use the [`Index`] it is given,
-    /// not the `Store` (that would fail at once with an error saying so).
-    pub fn batch<T>(&self, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
-        self.with_index(f)
-    }
-
     fn with_index<T>(&self, f: impl FnOnce(&Index) -> Result<T>) -> Result<T> {
         let root = &self.inner.root;
         let _local = match self.inner.local.try_lock() {
@@ -397,100 +412,88 @@ impl Store {
         Ok(out)
     }
 
-    // ----- blobs and tensors ------------------------------------------------------------------
+    // ----- tensors ----------------------------------------------------------------------------
 
-    /// Stores `source` as the blob of `stage` (format `bytes`); returns its digest.
-    pub fn put_blob(&self, stage: &Stage, source: BlobSource<'_>) -> Result<String> {
+    /// Stores named tensors as one safetensors blob for `stage`, with `meta` in its header
+    /// (see [`Store::tensor_meta`]); returns the blob's digest.
+    pub fn put_tensors(
+        &self,
+        stage: &Stage,
+        tensors: &[(&str, &Tensor)],
+        meta: &Meta,
+    ) -> Result<String> {
         self.writable()?;
-        let tmp = self.tmp_path();
-        let written = match source {
-            BlobSource::Bytes(b) => write_tmp(&tmp, &mut &b[..]),
-            BlobSource::File(p) => {
-                let mut f = File::open(p).map_err(|e| Error::io(p, e))?;
-                write_tmp(&tmp, &mut f)
-            }
-        };
-        let written = written.and_then(|w| {
-            fault!("store::blob-write");
-            Ok(w)
-        });
-        let (digest, bytes) = written.inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })?;
-        self.commit_blob(stage, &tmp, digest, bytes, "bytes")
-    }
-
-    /// Stores named tensors as one safetensors blob for `stage` (moved to the CPU and made
-    /// contiguous first); returns the blob's digest.
-    pub fn put_tensors(&self, stage: &Stage, tensors: &[(&str, &Tensor)]) -> Result<String> {
-        self.writable()?;
-        let tmp = self.tmp_path();
+        let tmp = tmp_file(self.root());
         let written = (|| {
-            let cpu: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| Ok((*n, t.f_to_device(tch::Device::Cpu)?.f_contiguous()?))).collect::<Result<_>>()?;
-            Tensor::write_safetensors(&cpu, &tmp)
-                .map_err(|e| Error::Store(format!("artifact {} (stage {}): cannot write its tensors to {}: {e}", stage.key, stage.name, tmp.display())))?;
+            tensor_file::write(&tmp, tensors, meta).map_err(|e| {
+                Error::Store(format!(
+                    "artifact {} (stage {}): cannot write its tensors: {e}",
+                    stage.key, stage.name
+                ))
+            })?;
             fault!("store::blob-write");
-            let f = File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&tmp, e))?;
             hash_file(&tmp)
         })();
         let (digest, bytes) = written.inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })?;
-        self.commit_blob(stage, &tmp, digest, bytes, "safetensors")
-    }
-
-    fn commit_blob(&self, stage: &Stage, tmp: &Path, digest: String, bytes: u64, format: &str) -> Result<String> {
-        let artifact = stage.artifact(ArtifactKind::Blob { digest: digest.clone(), bytes, format: format.to_string() });
+        let artifact = stage.artifact(ArtifactKind::Blob {
+            digest: digest.clone(),
+            bytes,
+            format: "safetensors".into(),
+        });
         let r = self.with_index(|ix| {
             ix.check_run_exists(artifact.run.as_deref())?;
-            ix.install_blob(tmp, &digest)?;
+            ix.install_blob(&tmp, &digest)?;
             ix.insert_artifact(&artifact)
         });
         if r.is_err() {
-            let _ = std::fs::remove_file(tmp);
+            let _ = std::fs::remove_file(&tmp);
         }
         r.map(|_| digest)
     }
 
     /// The tensors stored under `key`, re-hashed first: `Ok(None)` if no such artifact,
     /// [`Error::Damaged`] if the blob is missing or its bytes no longer match the digest (then
-    /// [`Store::invalidate`] it and recompute; or use [`Store::get_tensors_or_invalidate`]).
+    /// [`Store::invalidate`] it and recompute).
     pub fn get_tensors(&self, key: &str) -> Result<Option<Vec<(String, Tensor)>>> {
-        let Some(path) = self.blob_path(key)? else { return Ok(None) };
-        Tensor::read_safetensors(&path)
-            .map(Some)
-            .map_err(|e| Error::Store(format!("artifact {key}: blob {} matches its digest but does not read as safetensors: {e}", path.display())))
+        let Some(path) = self.blob_path(key)? else {
+            return Ok(None);
+        };
+        check_blob_of(key, &path, &self.get_meta(key)?)?;
+        Tensor::read_safetensors(&path).map(Some).map_err(|e| {
+            Error::Store(format!(
+                "artifact {key}: blob {} matches its digest but does not read as safetensors: {e}",
+                path.display()
+            ))
+        })
     }
 
-    /// [`Store::get_tensors`], except that a damaged or missing blob is dropped from the index
-    /// (and `Ok(None)` returned) so the caller recomputes it.
-    pub fn get_tensors_or_invalidate(&self, key: &str) -> Result<Option<Vec<(String, Tensor)>>> {
-        match self.get_tensors(key) {
-            Err(Error::Damaged { .. }) => {
-                self.invalidate(key)?;
-                Ok(None)
-            }
-            r => r,
+    /// The metadata written with the tensors under `key`, from the blob's header alone (not
+    /// re-hashed: [`Store::get_tensors`] checks the bytes); `Ok(None)` if no such artifact.
+    pub fn tensor_meta(&self, key: &str) -> Result<Option<Meta>> {
+        match self.blob_path(key)? {
+            Some(path) => tensor_file::read_meta(&path).map(Some),
+            None => Ok(None),
         }
     }
 
-    /// The bytes of the blob under `key`, verified like [`Store::get_tensors`].
-    pub fn get_blob(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let Some(path) = self.blob_path(key)? else { return Ok(None) };
-        std::fs::read(&path).map(Some).map_err(|e| Error::io(&path, e))
-    }
-
-    /// The path of the blob under `key` after checking that its bytes match the digest (so it is
-    /// safe to read right now); `Ok(None)` if no such artifact; an error if it is a record.
-    pub fn blob_path(&self, key: &str) -> Result<Option<PathBuf>> {
-        let Some(a) = self.get_meta(key)? else { return Ok(None) };
-        let ArtifactKind::Blob { digest, bytes, .. } = &a.kind else {
-            return Err(Error::Store(format!("artifact {key} in store {} is a record (stage {}), not a blob", self.root().display(), a.stage)));
+    /// Where the blob of `key` is; `Ok(None)` if no such artifact; an error if it is a record.
+    fn blob_path(&self, key: &str) -> Result<Option<PathBuf>> {
+        let Some(a) = self.get_meta(key)? else {
+            return Ok(None);
         };
-        let path = self.object_path(digest);
-        check_blob(key, &path, digest, *bytes)?;
-        Ok(Some(path))
+        match &a.kind {
+            ArtifactKind::Blob { digest, .. } => Ok(Some(self.object_path(digest))),
+            ArtifactKind::Record(_) => Err(Error::Store(format!(
+                "artifact {key} in store {} is a record (stage {}), not a blob",
+                self.root().display(),
+                a.stage
+            ))),
+        }
     }
 
     // ----- records ----------------------------------------------------------------------------
@@ -499,7 +502,12 @@ impl Store {
     /// store (no `HashMap`, no `serde_json::Value`).
     pub fn put_record<T: Serialize + ?Sized>(&self, stage: &Stage, value: &T) -> Result<()> {
         self.writable()?;
-        let body = codec::encode_body(value).map_err(|e| Error::Store(format!("artifact {} (stage {}): the record does not encode: {e}", stage.key, stage.name)))?;
+        let body = codec::encode_body(value).map_err(|e| {
+            Error::Store(format!(
+                "artifact {} (stage {}): the record does not encode: {e}",
+                stage.key, stage.name
+            ))
+        })?;
         let artifact = stage.artifact(ArtifactKind::Record(body));
         self.with_index(|ix| {
             ix.check_run_exists(artifact.run.as_deref())?;
@@ -546,13 +554,6 @@ impl Store {
         self.with_index(|ix| ix.start_run(name, &config_json))
     }
 
-    /// Writes `run` as it is (creating or replacing it); a `seq` of 0 gets a fresh one.
-    /// Prefer [`Store::attach`], [`Store::pin`] and [`Store::finish_run`] for updates: they read
-    /// and write under one lock, where a get+modify+put_run can lose another process's change.
-    pub fn put_run(&self, run: &RunRecord) -> Result<RunRecord> {
-        self.with_index(|ix| ix.put_run(run))
-    }
-
     pub fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
         self.with_index(|ix| ix.get_run(id))
     }
@@ -582,16 +583,6 @@ impl Store {
         self.with_index(|ix| ix.update_run(run, |r| r.finished = true))
     }
 
-    /// Deletes a run record (not its artifacts: [`Store::gc`] does that). Returns whether it existed.
-    pub fn delete_run(&self, run: &str) -> Result<bool> {
-        self.writable()?;
-        self.with_index(|ix| {
-            let existed = ix.get_run(run)?.is_some();
-            ix.remove_entries(&[], &[run])?;
-            Ok(existed)
-        })
-    }
-
     // ----- paths ------------------------------------------------------------------------------
 
     /// Where the blob with `digest` lives.
@@ -599,17 +590,27 @@ impl Store {
         object_path(self.root(), digest)
     }
 
-    fn tmp_path(&self) -> PathBuf {
-        tmp_file(self.root())
-    }
-
     #[doc(hidden)]
     /// Rewrites the schema record with `version` (tests of the refusal of newer stores).
     pub fn overwrite_schema_version_for_tests(root: impl AsRef<Path>, version: u32) -> Result<()> {
         let root = root.as_ref();
-        let ix = Index { handle: IndexHandle::open(root, DEFAULT_LOCK_TIMEOUT)?, root: root.to_path_buf(), read_only: false };
-        let rec = SchemaRecord { version, created: now_secs(), crate_version: env!("CARGO_PKG_VERSION").into() };
-        ix.handle.meta().insert(SCHEMA_KEY, codec::encode(version, &rec).map_err(Error::Store)?).map_err(|e| ix.sled_err(e))?;
+        let ix = Index {
+            handle: IndexHandle::open(root, DEFAULT_LOCK_TIMEOUT)?,
+            root: root.to_path_buf(),
+            read_only: false,
+        };
+        let rec = SchemaRecord {
+            version,
+            created: now_secs(),
+            crate_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        ix.handle
+            .meta()
+            .insert(
+                SCHEMA_KEY,
+                codec::encode(version, &rec).map_err(Error::Store)?,
+            )
+            .map_err(|e| ix.sled_err(e))?;
         ix.handle.flush()
     }
 }
@@ -618,7 +619,8 @@ impl Store {
 /// then `seq`), or its most recent run when none finished. A run that failed or is still going
 /// never displaces a finished one (so `gc` keeps the finished run and what it reaches).
 fn latest_of(runs: &[RunRecord]) -> Vec<RunRecord> {
-    let mut by_name: std::collections::BTreeMap<&str, &RunRecord> = std::collections::BTreeMap::new();
+    let mut by_name: std::collections::BTreeMap<&str, &RunRecord> =
+        std::collections::BTreeMap::new();
     for r in runs {
         let e = by_name.entry(&r.name).or_insert(r);
         if (r.finished, r.created, r.seq) > (e.finished, e.created, e.seq) {
@@ -628,8 +630,8 @@ fn latest_of(runs: &[RunRecord]) -> Vec<RunRecord> {
     by_name.into_values().cloned().collect()
 }
 
-/// The index, open, inside [`Store::batch`].
-pub struct Index {
+/// The index, open, inside one store operation.
+pub(crate) struct Index {
     handle: IndexHandle,
     root: PathBuf,
     read_only: bool,
@@ -638,7 +640,10 @@ pub struct Index {
 impl Index {
     fn writable(&self) -> Result<()> {
         if self.read_only {
-            return Err(Error::Store(format!("store at {} is read-only: this operation has to write", self.root.display())));
+            return Err(Error::Store(format!(
+                "store at {} is read-only: this operation has to write",
+                self.root.display()
+            )));
         }
         Ok(())
     }
@@ -653,7 +658,11 @@ impl Index {
             for kv in tree.iter() {
                 let (k, v) = kv.map_err(|e| self.sled_err(e))?;
                 let name = String::from_utf8_lossy(&k);
-                let path = if std::ptr::eq(tree, self.handle.artifacts()) { mirror::artifact_path(&self.root, &name) } else { mirror::run_path(&self.root, &name) };
+                let path = if std::ptr::eq(tree, self.handle.artifacts()) {
+                    mirror::artifact_path(&self.root, &name)
+                } else {
+                    mirror::run_path(&self.root, &name)
+                };
                 mirror::write(&self.root, &path, &v)?;
             }
         }
@@ -672,11 +681,21 @@ impl Index {
     }
 
     fn encode<T: Serialize>(&self, what: &str, value: &T) -> Result<Vec<u8>> {
-        codec::encode(SCHEMA_VERSION, value).map_err(|e| Error::Store(format!("store at {}: {what} does not encode: {e}", self.root.display())))
+        codec::encode(SCHEMA_VERSION, value).map_err(|e| {
+            Error::Store(format!(
+                "store at {}: {what} does not encode: {e}",
+                self.root.display()
+            ))
+        })
     }
 
     fn check_schema(&self) -> Result<()> {
-        match self.handle.meta().get(SCHEMA_KEY).map_err(|e| self.sled_err(e))? {
+        match self
+            .handle
+            .meta()
+            .get(SCHEMA_KEY)
+            .map_err(|e| self.sled_err(e))?
+        {
             None => {
                 if !self.handle.artifacts().is_empty() || !self.handle.runs().is_empty() {
                     return Err(Error::Store(format!(
@@ -684,16 +703,26 @@ impl Index {
                         self.root.display()
                     )));
                 }
-                let rec = SchemaRecord { version: SCHEMA_VERSION, created: now_secs(), crate_version: env!("CARGO_PKG_VERSION").into() };
+                let rec = SchemaRecord {
+                    version: SCHEMA_VERSION,
+                    created: now_secs(),
+                    crate_version: env!("CARGO_PKG_VERSION").into(),
+                };
                 let bytes = self.encode("the schema record", &rec)?;
-                self.handle.meta().insert(SCHEMA_KEY, bytes).map_err(|e| self.sled_err(e))?;
+                self.handle
+                    .meta()
+                    .insert(SCHEMA_KEY, bytes)
+                    .map_err(|e| self.sled_err(e))?;
                 Ok(())
             }
             Some(bytes) => match codec::schema_of(&bytes) {
                 Ok(SCHEMA_VERSION) => Ok(()),
                 Ok(v) if v > SCHEMA_VERSION => Err(schema_error(&self.root, v)),
                 Ok(v) => self.migrate(v),
-                Err(e) => Err(Error::Store(format!("store at {}: the schema record is damaged ({e})", self.root.display()))),
+                Err(e) => Err(Error::Store(format!(
+                    "store at {}: the schema record is damaged ({e})",
+                    self.root.display()
+                ))),
             },
         }
     }
@@ -705,7 +734,12 @@ impl Index {
     }
 
     pub fn get_meta(&self, key: &str) -> Result<Option<Artifact>> {
-        match self.handle.artifacts().get(key.as_bytes()).map_err(|e| self.sled_err(e))? {
+        match self
+            .handle
+            .artifacts()
+            .get(key.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
             None => Ok(None),
             Some(b) => self.decode(&format!("artifact {key}"), &b).map(Some),
         }
@@ -717,13 +751,18 @@ impl Index {
             None => false,
             Some(a) => match &a.kind {
                 ArtifactKind::Record(_) => true,
-                ArtifactKind::Blob { digest, bytes, .. } => std::fs::metadata(object_path(&self.root, digest)).is_ok_and(|m| m.is_file() && m.len() == *bytes),
+                ArtifactKind::Blob { digest, bytes, .. } => {
+                    std::fs::metadata(object_path(&self.root, digest))
+                        .is_ok_and(|m| m.is_file() && m.len() == *bytes)
+                }
             },
         })
     }
 
     pub fn get_record<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let Some(a) = self.get_meta(key)? else { return Ok(None) };
+        let Some(a) = self.get_meta(key)? else {
+            return Ok(None);
+        };
         match &a.kind {
             ArtifactKind::Record(body) => codec::decode_body(body).map(Some).map_err(|e| {
                 Error::Store(format!(
@@ -733,7 +772,11 @@ impl Index {
                     std::any::type_name::<T>()
                 ))
             }),
-            ArtifactKind::Blob { .. } => Err(Error::Store(format!("artifact {key} in store {} is a blob (stage {}), not a record", self.root.display(), a.stage))),
+            ArtifactKind::Blob { .. } => Err(Error::Store(format!(
+                "artifact {key} in store {} is a blob (stage {}), not a record",
+                self.root.display(),
+                a.stage
+            ))),
         }
     }
 
@@ -749,8 +792,13 @@ impl Index {
     /// See [`Store::invalidate`].
     pub fn invalidate(&self, key: &str) -> Result<bool> {
         self.writable()?;
-        let Some(a) = self.get_meta(key)? else { return Ok(false) };
-        self.handle.artifacts().remove(key.as_bytes()).map_err(|e| self.sled_err(e))?;
+        let Some(a) = self.get_meta(key)? else {
+            return Ok(false);
+        };
+        self.handle
+            .artifacts()
+            .remove(key.as_bytes())
+            .map_err(|e| self.sled_err(e))?;
         self.handle.flush()?;
         mirror::remove(&mirror::artifact_path(&self.root, key))?;
         if let Some(d) = a.digest() {
@@ -768,7 +816,10 @@ impl Index {
 
     fn check_run_exists(&self, run: Option<&str>) -> Result<()> {
         match run {
-            Some(id) if self.get_run(id)?.is_none() => Err(Error::Store(format!("store at {}: run {id} does not exist (start it with Store::start_run)", self.root.display()))),
+            Some(id) if self.get_run(id)?.is_none() => Err(Error::Store(format!(
+                "store at {}: run {id} does not exist (start it with Store::start_run)",
+                self.root.display()
+            ))),
             _ => Ok(()),
         }
     }
@@ -801,9 +852,16 @@ impl Index {
     pub(crate) fn index_artifact(&self, a: &Artifact) -> Result<()> {
         self.writable()?;
         let bytes = self.encode(&format!("artifact {}", a.key), a)?;
-        mirror::write(&self.root, &mirror::artifact_path(&self.root, &a.key), &bytes)?;
+        mirror::write(
+            &self.root,
+            &mirror::artifact_path(&self.root, &a.key),
+            &bytes,
+        )?;
         fault!("store::index-insert");
-        self.handle.artifacts().insert(a.key.as_bytes(), bytes).map_err(|e| self.sled_err(e))?;
+        self.handle
+            .artifacts()
+            .insert(a.key.as_bytes(), bytes)
+            .map_err(|e| self.sled_err(e))?;
         Ok(())
     }
 
@@ -811,10 +869,16 @@ impl Index {
     pub(crate) fn remove_entries(&self, artifacts: &[&str], runs: &[&str]) -> Result<()> {
         self.writable()?;
         for k in artifacts {
-            self.handle.artifacts().remove(k.as_bytes()).map_err(|e| self.sled_err(e))?;
+            self.handle
+                .artifacts()
+                .remove(k.as_bytes())
+                .map_err(|e| self.sled_err(e))?;
         }
         for r in runs {
-            self.handle.runs().remove(r.as_bytes()).map_err(|e| self.sled_err(e))?;
+            self.handle
+                .runs()
+                .remove(r.as_bytes())
+                .map_err(|e| self.sled_err(e))?;
         }
         self.handle.flush()?;
         for k in artifacts {
@@ -851,12 +915,20 @@ impl Index {
         let bytes = self.encode(&format!("run {}", run.id), &run)?;
         mirror::write(&self.root, &mirror::run_path(&self.root, &run.id), &bytes)?;
         fault!("store::index-insert");
-        self.handle.runs().insert(run.id.as_bytes(), bytes).map_err(|e| self.sled_err(e))?;
+        self.handle
+            .runs()
+            .insert(run.id.as_bytes(), bytes)
+            .map_err(|e| self.sled_err(e))?;
         Ok(run)
     }
 
     pub fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
-        match self.handle.runs().get(id.as_bytes()).map_err(|e| self.sled_err(e))? {
+        match self
+            .handle
+            .runs()
+            .get(id.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
             None => Ok(None),
             Some(b) => self.decode(&format!("run {id}"), &b).map(Some),
         }
@@ -873,7 +945,9 @@ impl Index {
     }
 
     pub fn update_run(&self, id: &str, f: impl FnOnce(&mut RunRecord)) -> Result<()> {
-        let mut run = self.get_run(id)?.ok_or_else(|| Error::Store(format!("store at {}: no run {id}", self.root.display())))?;
+        let mut run = self.get_run(id)?.ok_or_else(|| {
+            Error::Store(format!("store at {}: no run {id}", self.root.display()))
+        })?;
         f(&mut run);
         self.put_run(&run).map(|_| ())
     }
@@ -902,12 +976,42 @@ fn schema_error(root: &Path, found: u32) -> Error {
 }
 
 pub(crate) fn object_path(root: &Path, digest: &str) -> PathBuf {
-    root.join(OBJECTS_DIR).join(digest.get(..2).unwrap_or("__")).join(digest)
+    root.join(OBJECTS_DIR)
+        .join(digest.get(..2).unwrap_or("__"))
+        .join(digest)
 }
 
 /// Copies `src` into a new file `tmp` while hashing it, then fsyncs; returns (digest, size).
 fn write_tmp(tmp: &Path, src: &mut dyn Read) -> Result<(String, u64)> {
     let mut f = File::create_new(tmp).map_err(|e| Error::io(tmp, e))?;
+    let r = hash_stream(src, Some(&mut f)).map_err(|e| match e {
+        StreamError::Read(e) => Error::Store(format!(
+            "reading the blob's source for {}: {e}",
+            tmp.display()
+        )),
+        StreamError::Write(e) => Error::io(tmp, e),
+    })?;
+    f.sync_all().map_err(|e| Error::io(tmp, e))?;
+    Ok(r)
+}
+
+/// (sha256 hex, size) of a file.
+pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    hash_stream(&mut f, None)
+        .map_err(|(StreamError::Read(e) | StreamError::Write(e))| Error::io(path, e))
+}
+
+enum StreamError {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// The one read loop: hashes `src` to its end, copying it into `dst` when given.
+fn hash_stream(
+    src: &mut dyn Read,
+    mut dst: Option<&mut File>,
+) -> std::result::Result<(String, u64), StreamError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -916,110 +1020,112 @@ fn write_tmp(tmp: &Path, src: &mut dyn Read) -> Result<(String, u64)> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::Store(format!("reading the blob's source for {}: {e}", tmp.display()))),
+            Err(e) => return Err(StreamError::Read(e)),
         };
         hasher.update(&buf[..n]);
-        f.write_all(&buf[..n]).map_err(|e| Error::io(tmp, e))?;
+        if let Some(f) = dst.as_mut() {
+            f.write_all(&buf[..n]).map_err(StreamError::Write)?;
+        }
         total += n as u64;
     }
-    f.sync_all().map_err(|e| Error::io(tmp, e))?;
-    Ok((key::to_hex(&hasher.finalize()), total))
+    Ok((hex::encode(hasher.finalize()), total))
 }
 
-/// (sha256 hex, size) of a file.
-pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        hasher.update(&buf[..n]);
-        total += n as u64;
+/// [`check_blob`] of an indexed artifact's blob.
+fn check_blob_of(key: &str, path: &Path, artifact: &Option<Artifact>) -> Result<()> {
+    match artifact.as_ref().map(|a| &a.kind) {
+        Some(ArtifactKind::Blob { digest, bytes, .. }) => check_blob(key, path, digest, *bytes),
+        _ => Err(Error::Store(format!(
+            "artifact {key} left the index while it was read"
+        ))),
     }
-    Ok((key::to_hex(&hasher.finalize()), total))
 }
 
 /// Checks the blob file of `key` against its digest: [`Error::Damaged`] if missing or changed.
 fn check_blob(key: &str, path: &Path, digest: &str, bytes: u64) -> Result<()> {
-    let damaged = |found: String| Error::Damaged { key: key.to_string(), file: path.to_path_buf(), expected: format!("sha256 {digest} ({bytes} bytes)"), found };
+    let damaged = |found: String| Error::Damaged {
+        key: key.to_string(),
+        file: path.to_path_buf(),
+        expected: format!("sha256 {digest} ({bytes} bytes)"),
+        found,
+    };
     match hash_file(path) {
         Ok((d, n)) if d == digest && n == bytes => Ok(()),
         Ok((d, n)) => Err(damaged(format!("sha256 {d} ({n} bytes)"))),
-        Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => Err(damaged("no such file".into())),
+        Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(damaged("no such file".into()))
+        }
         Err(e) => Err(e),
     }
 }
 
 /// A fresh temporary file name under `root/tmp`.
 pub(crate) fn tmp_file(root: &Path) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    root.join(TMP_DIR).join(format!("{}.{}.{nanos}.part", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    root.join(TMP_DIR).join(format!(
+        "{}.{}.{nanos}.part",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Whether this process can create files in the existing folder `root` (probed by creating and
 /// removing one).
 fn is_writable(root: &Path) -> Result<bool> {
-    let probe = root.join(format!(".write-probe.{}.{}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let probe = root.join(format!(
+        ".write-probe.{}.{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
     match File::create_new(&probe) {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
             Ok(true)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(30) => Ok(false),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(30) =>
+        {
+            Ok(false)
+        }
         Err(e) => Err(Error::io(root, e)),
     }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// Unix seconds now.
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
-/// (year, month, day, hour, minute, second) in UTC.
-fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
-}
-
-/// `2025-11-28 17:32:00Z`.
+/// `2025-11-28T17:32:00Z`.
 pub fn fmt_time(secs: u64) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
-/// `20251128T173200`.
+/// `20251128T173200`: [`fmt_time`] without separators, for run ids and folder names.
 fn compact_time(secs: u64) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}")
+    fmt_time(secs)
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn civil_dates() {
-        assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00Z");
-        assert_eq!(super::fmt_time(951_782_400), "2000-02-29 00:00:00Z");
-        assert_eq!(super::fmt_time(1_764_351_120), "2025-11-28 17:32:00Z");
+        assert_eq!(super::fmt_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::fmt_time(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::fmt_time(1_764_351_120), "2025-11-28T17:32:00Z");
+        assert_eq!(super::compact_time(1_764_351_120), "20251128T173200");
     }
 }

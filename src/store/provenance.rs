@@ -49,11 +49,24 @@ fn git_state() -> &'static (String, Option<bool>) {
     STATE.get_or_init(|| {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         let run = |args: &[&str]| -> Option<String> {
-            let out = std::process::Command::new("git").arg("-C").arg(dir).args(args).stderr(std::process::Stdio::null()).output().ok()?;
-            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
         };
-        let commit = run(&["rev-parse", "HEAD"]).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        let dirty = commit.as_ref().and_then(|_| run(&["status", "--porcelain"])).map(|s| !s.trim().is_empty());
+        let commit = run(&["rev-parse", "HEAD"])
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        let dirty = commit
+            .as_ref()
+            .and_then(|_| run(&["status", "--porcelain"]))
+            .map(|s| !s.trim().is_empty());
         (commit.unwrap_or_else(|| "unknown".into()), dirty)
     })
 }
@@ -63,7 +76,12 @@ fn host() -> &'static str {
     HOST.get_or_init(|| {
         ["/proc/sys/kernel/hostname", "/etc/hostname"]
             .iter()
-            .find_map(|p| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+            .find_map(|p| {
+                std::fs::read_to_string(p)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+            })
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "unknown".into())
     })
@@ -75,11 +93,19 @@ fn host() -> &'static str {
 pub fn libtorch_version() -> String {
     static V: OnceLock<String> = OnceLock::new();
     V.get_or_init(|| {
-        let roots = [std::env::var("LIBTORCH").ok(), option_env!("LIBTORCH").map(str::to_string)];
+        let roots = [
+            std::env::var("LIBTORCH").ok(),
+            option_env!("LIBTORCH").map(str::to_string),
+        ];
         for root in roots.into_iter().flatten() {
             let root = Path::new(&root);
             if let Ok(s) = std::fs::read_to_string(root.join("version.py")) {
-                if let Some(v) = s.lines().find_map(|l| l.strip_prefix("__version__")).and_then(|v| v.split_once('=')).map(|(_, v)| v.trim().trim_matches(['\'', '"'])) {
+                if let Some(v) = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("__version__"))
+                    .and_then(|v| v.split_once('='))
+                    .map(|(_, v)| v.trim().trim_matches(['\'', '"']))
+                {
                     return v.to_string();
                 }
             }

@@ -4,7 +4,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::lock::{IndexHandle, INDEX_DIR};
-use super::{check_blob, codec, compact_time, mirror, now_secs, Artifact, ArtifactKind, ImportReport, Index, RunRecord, Store, SCHEMA_VERSION};
+use super::{
+    check_blob, codec, compact_time, mirror, now_secs, Artifact, ArtifactKind, ImportReport, Index,
+    RunRecord, Store, SCHEMA_VERSION,
+};
 use crate::{Error, Result};
 
 /// What [`Store::repair`] did.
@@ -22,12 +25,22 @@ pub struct RepairReport {
 
 impl fmt::Display for RepairReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "rebuilt the index: {} artifacts, {} runs; {} entries left out", self.artifacts, self.runs, self.skipped.len())?;
+        writeln!(
+            f,
+            "rebuilt the index: {} artifacts, {} runs; {} entries left out",
+            self.artifacts,
+            self.runs,
+            self.skipped.len()
+        )?;
         for s in &self.skipped {
             writeln!(f, "  left out {s}")?;
         }
         if let Some(old) = &self.old_index {
-            writeln!(f, "the old index is in {} (delete it once the store works)", old.display())?;
+            writeln!(
+                f,
+                "the old index is in {} (delete it once the store works)",
+                old.display()
+            )?;
         }
         if let Some(i) = &self.imported {
             write!(f, "{i}")?;
@@ -60,8 +73,15 @@ impl Store {
         } else {
             None
         };
-        let mut report = RepairReport { old_index, ..Default::default() };
-        let ix = Index { handle: IndexHandle::open(root, super::DEFAULT_LOCK_TIMEOUT)?, root: root.to_path_buf(), read_only: false };
+        let mut report = RepairReport {
+            old_index,
+            ..Default::default()
+        };
+        let ix = Index {
+            handle: IndexHandle::open(root, super::DEFAULT_LOCK_TIMEOUT)?,
+            root: root.to_path_buf(),
+            read_only: false,
+        };
         ix.check_schema()?;
         let (arts, runs) = mirror::list(root)?;
         for path in arts {
@@ -73,7 +93,9 @@ impl Store {
         for path in runs {
             let run = std::fs::read(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|b| codec::decode::<RunRecord>(SCHEMA_VERSION, &b).map_err(|e| e.to_string()));
+                .and_then(|b| {
+                    codec::decode::<RunRecord>(SCHEMA_VERSION, &b).map_err(|e| e.to_string())
+                });
             match run {
                 Ok(run) => {
                     ix.put_run(&run)?;
@@ -97,10 +119,19 @@ fn restore_artifact(ix: &Index, path: &Path) -> std::result::Result<(), String> 
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let a: Artifact = codec::decode(SCHEMA_VERSION, &bytes).map_err(|e| e.to_string())?;
     if mirror::artifact_path(&ix.root, &a.key) != path {
-        return Err(format!("holds artifact {}, not the one its name says", a.key));
+        return Err(format!(
+            "holds artifact {}, not the one its name says",
+            a.key
+        ));
     }
     if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
-        check_blob(&a.key, &super::object_path(&ix.root, digest), digest, *bytes).map_err(|e| e.to_string())?;
+        check_blob(
+            &a.key,
+            &super::object_path(&ix.root, digest),
+            digest,
+            *bytes,
+        )
+        .map_err(|e| e.to_string())?;
     }
     ix.index_artifact(&a).map_err(|e| e.to_string())
 }
@@ -109,9 +140,14 @@ fn restore_artifact(ix: &Index, path: &Path) -> std::result::Result<(), String> 
 fn ensure_unheld(index: &Path) -> Result<()> {
     use fs2::FileExt;
     let db = index.join("db");
-    let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&db) else { return Ok(()) };
+    let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&db) else {
+        return Ok(());
+    };
     if f.try_lock_exclusive().is_err() {
-        return Err(Error::Store(format!("store index {} is in use by another process: stop it before repairing", index.display())));
+        return Err(Error::Store(format!(
+            "store index {} is in use by another process: stop it before repairing",
+            index.display()
+        )));
     }
     let _ = FileExt::unlock(&f);
     Ok(())

@@ -25,12 +25,26 @@ impl Adam {
     pub fn new(params: Vec<(String, Tensor)>, lr: f64, weight_decay: f64) -> Adam {
         let exp_avg = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let exp_avg_sq = params.iter().map(|(_, p)| p.zeros_like()).collect();
-        Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, step: 0, params, exp_avg, exp_avg_sq }
+        Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            step: 0,
+            params,
+            exp_avg,
+            exp_avg_sq,
+        }
     }
 
     /// Adam over the trainable variables of `vs`, in name order.
     pub fn for_var_store(vs: &tch::nn::VarStore, lr: f64, weight_decay: f64) -> Adam {
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut vars: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         Adam::new(vars, lr, weight_decay)
     }
@@ -56,7 +70,11 @@ impl Adam {
             if !grad.defined() {
                 continue;
             }
-            let grad = if self.weight_decay != 0.0 { grad + &*p * self.weight_decay } else { grad };
+            let grad = if self.weight_decay != 0.0 {
+                grad + &*p * self.weight_decay
+            } else {
+                grad
+            };
             let m = &mut self.exp_avg[i];
             let _ = m.lerp_(&grad, 1.0 - self.beta1);
             let v = &mut self.exp_avg_sq[i];
@@ -78,8 +96,14 @@ impl Adam {
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("adam.step".to_string(), Tensor::from_slice(&[self.step]))];
         for (i, (name, _)) in self.params.iter().enumerate() {
-            out.push((format!("adam.exp_avg.{name}"), self.exp_avg[i].shallow_clone()));
-            out.push((format!("adam.exp_avg_sq.{name}"), self.exp_avg_sq[i].shallow_clone()));
+            out.push((
+                format!("adam.exp_avg.{name}"),
+                self.exp_avg[i].shallow_clone(),
+            ));
+            out.push((
+                format!("adam.exp_avg_sq.{name}"),
+                self.exp_avg_sq[i].shallow_clone(),
+            ));
         }
         out
     }
@@ -87,7 +111,11 @@ impl Adam {
     /// Restores what [`Adam::state`] returned.
     pub fn load_state(&mut self, named: &[(String, Tensor)]) -> Result<()> {
         let get = |n: &str| {
-            named.iter().find(|(k, _)| k == n).map(|(_, t)| t).ok_or_else(|| Error::Shape(format!("checkpoint has no optimizer tensor `{n}`")))
+            named
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, t)| t)
+                .ok_or_else(|| Error::Shape(format!("checkpoint has no optimizer tensor `{n}`")))
         };
         self.step = get("adam.step")?.int64_value(&[0]);
         let _guard = tch::no_grad_guard();

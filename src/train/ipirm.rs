@@ -48,8 +48,18 @@ pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor, step: u64) -> (Ten
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for i in &batches {
         let x = images.index_select(0, i);
-        a.push(trainer.model.forward(&augment::train_view(&x, augment::CROP_SIZE), false).1);
-        b.push(trainer.model.forward(&augment::train_view(&x, augment::CROP_SIZE), false).1);
+        a.push(
+            trainer
+                .model
+                .forward(&augment::train_view(&x, augment::CROP_SIZE), false)
+                .1,
+        );
+        b.push(
+            trainer
+                .model
+                .forward(&augment::train_view(&x, augment::CROP_SIZE), false)
+                .1,
+        );
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -72,29 +82,57 @@ pub fn learn_partition(
     let n = images.size()[0];
     let init = match previous {
         Some(p) if !cfg.maximize.random_init => p.to_device(trainer.device),
-        _ => Tensor::randn([n, cfg.maximize.env_num], (Kind::Float, tch::Device::Cpu)).to_device(trainer.device),
+        _ => Tensor::randn([n, cfg.maximize.env_num], (Kind::Float, tch::Device::Cpu))
+            .to_device(trainer.device),
     };
-    let pb = progress::bar((cfg.maximize.max_epoch + 1) as u64, &format!("maximize {step}"));
+    let pb = progress::bar(
+        (cfg.maximize.max_epoch + 1) as u64,
+        &format!("maximize {step}"),
+    );
     let on_epoch = |_: usize, r: &EpochRisk| {
         pb.set_message(format!("risk {:.4}", r.total));
         pb.inc(1);
     };
     let tau = cfg.maximize_temperature();
-    let MaximizeResult { partition, last_partition, risks, best_epoch, env_sizes } = match views {
+    let MaximizeResult {
+        partition,
+        last_partition,
+        risks,
+        best_epoch,
+        env_sizes,
+    } = match views {
         Some((z1, z2)) => maximize_offline(z1, z2, &init, &cfg.maximize, tau, on_epoch)?,
         None => {
             let encode = |idx: &Tensor| {
                 let _guard = tch::no_grad_guard();
                 let x = images.index_select(0, idx);
-                let z1 = trainer.model.forward(&augment::train_view(&x, augment::CROP_SIZE), false).1;
-                let z2 = trainer.model.forward(&augment::train_view(&x, augment::CROP_SIZE), false).1;
+                let z1 = trainer
+                    .model
+                    .forward(&augment::train_view(&x, augment::CROP_SIZE), false)
+                    .1;
+                let z2 = trainer
+                    .model
+                    .forward(&augment::train_view(&x, augment::CROP_SIZE), false)
+                    .1;
                 Ok((z1, z2))
             };
-            maximize_online(n, &init, &cfg.maximize, tau, trainer.device, encode, on_epoch)?
+            maximize_online(
+                n,
+                &init,
+                &cfg.maximize,
+                tau,
+                trainer.device,
+                encode,
+                on_epoch,
+            )?
         }
     };
     pb.finish_and_clear();
-    check_finite(&risks, &partition, &format!("maximize step {step} (after epoch {})", trainer.epoch))?;
+    check_finite(
+        &risks,
+        &partition,
+        &format!("maximize step {step} (after epoch {})", trainer.epoch),
+    )?;
     let cpu = tch::Device::Cpu;
     Ok(PartitionRecord {
         after_epoch: trainer.epoch,
@@ -110,10 +148,18 @@ pub fn learn_partition(
 /// or a partition with non-finite logits: such a partition is never returned, so never stored.
 pub fn check_finite(risks: &[EpochRisk], partition: &Tensor, label: &str) -> Result<()> {
     if let Some((t, r)) = risks.iter().enumerate().find(|(_, r)| !r.total.is_finite()) {
-        return Err(crate::Error::NonFinite { what: "the maximize risk".into(), at: format!("{label}, epoch {t}"), value: r.total });
+        return Err(crate::Error::NonFinite {
+            what: "the maximize risk".into(),
+            at: format!("{label}, epoch {t}"),
+            value: r.total,
+        });
     }
     if !bool::try_from(partition.isfinite().all())? {
-        return Err(crate::Error::NonFinite { what: "the learned partition's logits".into(), at: label.to_string(), value: f64::NAN });
+        return Err(crate::Error::NonFinite {
+            what: "the learned partition's logits".into(),
+            at: label.to_string(),
+            value: f64::NAN,
+        });
     }
     Ok(())
 }
@@ -123,18 +169,25 @@ pub fn check_finite(risks: &[EpochRisk], partition: &Tensor, label: &str) -> Res
 /// in place, and from the third step on that tensor is also the kept one (the first is kept as a
 /// copy), so the kept partition k−1 becomes step k's last iterate; the paper's runs all use
 /// `random_init`, and the quirk is kept for parity.
-pub fn kept_partitions(records: &[PartitionRecord], cfg: &crate::config::Config, device: tch::Device) -> Vec<Tensor> {
-    let mut kept: Vec<Tensor> = records.iter().map(|r| r.partition.to_device(device)).collect();
+pub fn kept_partitions(
+    records: &[PartitionRecord],
+    cfg: &crate::config::Config,
+    device: tch::Device,
+) -> Vec<Tensor> {
+    let mut all: Vec<Tensor> = records
+        .iter()
+        .map(|r| r.partition.to_device(device))
+        .collect();
     if !cfg.maximize.random_init {
         for k in 2..records.len() {
-            kept[k - 1] = records[k].last_partition.to_device(device);
+            all[k - 1] = records[k].last_partition.to_device(device);
         }
     }
-    if cfg.ipirm.retain_group {
-        kept
-    } else {
-        kept.split_off(kept.len().saturating_sub(1))
-    }
+    super::schedule::Schedule::new(cfg, 0)
+        .kept(&all)
+        .iter()
+        .map(Tensor::shallow_clone)
+        .collect()
 }
 
 /// Class composition of each environment of a partition: `counts[e][c]` = training images of
@@ -148,5 +201,7 @@ pub fn class_composition(partition: &Tensor, labels: &Tensor, classes: i64) -> V
     let flat = &assign * (classes + 1) + col;
     let counts = flat.bincount::<Tensor>(None, env_num * (classes + 1));
     let v: Vec<i64> = Vec::try_from(counts).unwrap_or_default();
-    v.chunks((classes + 1) as usize).map(|c| c.to_vec()).collect()
+    v.chunks((classes + 1) as usize)
+        .map(|c| c.to_vec())
+        .collect()
 }

@@ -7,8 +7,8 @@ use tch::{Device, Kind, Tensor};
 use super::adam::Adam;
 use crate::config::{IrmMode, MaximizeConfig};
 use crate::loss::{
-    balance_constraint, info_nce_column_index, info_nce_logits_with_index, irm_penalty, irm_penalty_with_loss,
-    soft_contrastive_loss, SoftMode,
+    balance_constraint, info_nce_column_index, info_nce_logits_with_index, irm_penalty,
+    irm_penalty_with_loss, soft_contrastive_loss, SoftMode,
 };
 use crate::{Error, Result};
 
@@ -120,7 +120,18 @@ pub fn maximize_offline_with_order(
     let (n, e_num) = check_inputs(z1, z2, init, cfg)?;
     let (z1, z2) = (z1.f_detach()?, z2.f_detach()?);
     let features = |idx: &Tensor| Ok((z1.f_index_select(0, idx)?, z2.f_index_select(0, idx)?));
-    maximize_core(n, e_num, z1.device(), init, cfg, temperature, order, false, features, on_epoch)
+    maximize_core(
+        n,
+        e_num,
+        z1.device(),
+        init,
+        cfg,
+        temperature,
+        order,
+        false,
+        features,
+        on_epoch,
+    )
 }
 
 /// The online maximize step (`utils.auto_split`): as [`maximize_offline`], but the two views'
@@ -154,7 +165,11 @@ pub fn maximize_online_with_order(
     on_epoch: impl FnMut(usize, &EpochRisk),
 ) -> Result<MaximizeResult> {
     if init.size() != [n, cfg.env_num] {
-        return Err(Error::Shape(format!("maximize: the initial partition must be [{n}, {}], found {:?}", cfg.env_num, init.size())));
+        return Err(Error::Shape(format!(
+            "maximize: the initial partition must be [{n}, {}], found {:?}",
+            cfg.env_num,
+            init.size()
+        )));
     }
     if n < cfg.batch_size {
         return Err(Error::Shape(format!(
@@ -162,7 +177,18 @@ pub fn maximize_online_with_order(
             cfg.batch_size
         )));
     }
-    maximize_core(n, cfg.env_num, device, init, cfg, temperature, order, true, features, on_epoch)
+    maximize_core(
+        n,
+        cfg.env_num,
+        device,
+        init,
+        cfg,
+        temperature,
+        order,
+        true,
+        features,
+        on_epoch,
+    )
 }
 
 /// The loop both forms share: per epoch, batches of `order(epoch)` (a permutation of `0..n`),
@@ -180,7 +206,11 @@ fn maximize_core(
     mut features: impl FnMut(&Tensor) -> Result<(Tensor, Tensor)>,
     mut on_epoch: impl FnMut(usize, &EpochRisk),
 ) -> Result<MaximizeResult> {
-    let p = init.f_to_kind(Kind::Float)?.f_to_device(device)?.f_detach_copy()?.set_requires_grad(true);
+    let p = init
+        .f_to_kind(Kind::Float)?
+        .f_to_device(device)?
+        .f_detach_copy()?
+        .set_requires_grad(true);
     let mut opt = Adam::new(vec![("partition".into(), p.shallow_clone())], cfg.lr, 0.0);
     let mut lr = cfg.lr;
 
@@ -224,7 +254,10 @@ fn maximize_core(
             let mut conts = Vec::with_capacity(e_num as usize);
             let mut pens = Vec::with_capacity(e_num as usize);
             for env in 0..e_num {
-                let w = param.f_select(1, env)?.f_index_select(0, sample)?.f_view([rows, rows - 1])?;
+                let w = param
+                    .f_select(1, env)?
+                    .f_index_select(0, sample)?
+                    .f_view([rows, rows - 1])?;
                 let loss = |l: &Tensor| soft_contrastive_loss(l, &w, SoftMode::V2, cfg.nonorm);
                 match cfg.irm_mode {
                     IrmMode::V1 if shared_temperature => {
@@ -250,7 +283,10 @@ fn maximize_core(
             } else {
                 Tensor::f_zeros([], (Kind::Float, device))?
             };
-            let risk = cont.f_add(&inv.f_mul_scalar(cfg.irm_weight)?)?.f_neg()?.f_add(&constraint)?;
+            let risk = cont
+                .f_add(&inv.f_mul_scalar(cfg.irm_weight)?)?
+                .f_neg()?
+                .f_add(&constraint)?;
 
             opt.zero_grad();
             risk.f_backward()?;
@@ -267,8 +303,12 @@ fn maximize_core(
             batches += 1;
         }
         let k = batches as f64;
-        let risk =
-            EpochRisk { total: sums[0] / k, contrastive: sums[1] / k, penalty: sums[2] / k, constraint: sums[3] / k };
+        let risk = EpochRisk {
+            total: sums[0] / k,
+            contrastive: sums[1] / k,
+            penalty: sums[2] / k,
+            constraint: sums[3] / k,
+        };
         risks.push(risk);
 
         // MultiStepLR, stepped once per epoch: the LR of the next epoch.
@@ -295,19 +335,38 @@ fn maximize_core(
         epoch += 1;
     }
 
-    let env_sizes =
-        Vec::<i64>::try_from(&best.f_argmax(1, false)?.f_bincount::<Tensor>(None, e_num)?.f_to_device(Device::Cpu)?)?;
-    Ok(MaximizeResult { partition: best, last_partition: p.f_detach_copy()?, risks, best_epoch, env_sizes })
+    let env_sizes = Vec::<i64>::try_from(
+        &best
+            .f_argmax(1, false)?
+            .f_bincount::<Tensor>(None, e_num)?
+            .f_to_device(Device::Cpu)?,
+    )?;
+    Ok(MaximizeResult {
+        partition: best,
+        last_partition: p.f_detach_copy()?,
+        risks,
+        best_epoch,
+        env_sizes,
+    })
 }
 
-fn check_inputs(z1: &Tensor, z2: &Tensor, init: &Tensor, cfg: &MaximizeConfig) -> Result<(i64, i64)> {
+fn check_inputs(
+    z1: &Tensor,
+    z2: &Tensor,
+    init: &Tensor,
+    cfg: &MaximizeConfig,
+) -> Result<(i64, i64)> {
     let (s1, s2, si) = (z1.size(), z2.size(), init.size());
     if s1.len() != 2 || s1 != s2 {
-        return Err(Error::Shape(format!("maximize: z1 and z2 must both be N×d, found {s1:?} and {s2:?}")));
+        return Err(Error::Shape(format!(
+            "maximize: z1 and z2 must both be N×d, found {s1:?} and {s2:?}"
+        )));
     }
     let n = s1[0];
     if n < 2 {
-        return Err(Error::Shape(format!("maximize: needs at least 2 samples, found N = {n}")));
+        return Err(Error::Shape(format!(
+            "maximize: needs at least 2 samples, found N = {n}"
+        )));
     }
     if si.len() != 2 || si[0] != n || si[1] != cfg.env_num {
         return Err(Error::Shape(format!(
@@ -316,13 +375,23 @@ fn check_inputs(z1: &Tensor, z2: &Tensor, init: &Tensor, cfg: &MaximizeConfig) -
         )));
     }
     if cfg.env_num < 1 {
-        return Err(Error::Shape(format!("maximize: env_num must be at least 1, found {}", cfg.env_num)));
+        return Err(Error::Shape(format!(
+            "maximize: env_num must be at least 1, found {}",
+            cfg.env_num
+        )));
     }
     if cfg.batch_size < 2 {
-        return Err(Error::Shape(format!("maximize: batch_size must be at least 2, found {}", cfg.batch_size)));
+        return Err(Error::Shape(format!(
+            "maximize: batch_size must be at least 2, found {}",
+            cfg.batch_size
+        )));
     }
     if z1.device() != z2.device() {
-        return Err(Error::Shape(format!("maximize: z1 is on {:?} but z2 on {:?}", z1.device(), z2.device())));
+        return Err(Error::Shape(format!(
+            "maximize: z1 is on {:?} but z2 on {:?}",
+            z1.device(),
+            z2.device()
+        )));
     }
     Ok((n, si[1]))
 }

@@ -47,6 +47,7 @@ pub fn penalty_weight(cfg: &IpirmConfig, epoch: usize, epochs: usize) -> f64 {
 /// InfoNCE logits at τ = 1; env loss = CE(logits/τ, 0), env penalty = IRM penalty of
 /// CE(logits/irm_temp · s, 0). Environments with fewer than 2 samples in the batch contribute
 /// nothing (the reference never meets one; here they must not produce NaN).
+#[allow(clippy::assign_op_pattern)] // see the note on `contrastive`
 pub fn minimize_loss(
     z1: &Tensor,
     z2: &Tensor,
@@ -72,12 +73,23 @@ pub fn minimize_loss(
             let (e1, e2) = (z1.index_select(0, &sel), z2.index_select(0, &sel));
             let logits = loss::info_nce_logits(&e1, &e2, 1.0)?;
             env_losses.push(loss::cross_entropy_first(&(&logits / tau))?);
-            env_penalties.push(loss::irm_penalty(&(&logits / irm_temp), loss::cross_entropy_first)?);
+            env_penalties.push(loss::irm_penalty(
+                &(&logits / irm_temp),
+                loss::cross_entropy_first,
+            )?);
         }
     }
     let zero = || Tensor::zeros([], (Kind::Float, z1.device()));
-    let mean = |v: &[Tensor]| if v.is_empty() { zero() } else { Tensor::stack(v, 0).mean(Kind::Float) };
+    let mean = |v: &[Tensor]| {
+        if v.is_empty() {
+            zero()
+        } else {
+            Tensor::stack(v, 0).mean(Kind::Float)
+        }
+    };
     let mut contrastive = mean(&env_losses);
+    // Not `+=` (nor `/=` below): tch's assign operators work in place, which autograd refuses
+    // on tensors the backward pass needs.
     if cfg.ipirm.keep_cont {
         contrastive = contrastive + loss::info_nce_loss(z1, z2, tau)?;
     }
@@ -86,5 +98,11 @@ pub fn minimize_loss(
     if penalty_weight > 1.0 {
         total = total / penalty_weight;
     }
-    Ok(MinimizeLoss { total, contrastive, penalty, penalty_weight, skipped_envs })
+    Ok(MinimizeLoss {
+        total,
+        contrastive,
+        penalty,
+        penalty_weight,
+        skipped_envs,
+    })
 }

@@ -13,6 +13,7 @@ pub mod adam;
 pub mod ipirm;
 pub mod maximize;
 pub mod minimize;
+pub mod schedule;
 
 /// Figures of one training epoch (the training curve is a list of these).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -58,7 +59,14 @@ impl Trainer {
         let vs = nn::VarStore::new(device);
         let model = Model::new(&vs.root(), &cfg.model);
         let opt = adam::Adam::for_var_store(&vs, cfg.train.lr, cfg.train.weight_decay);
-        Ok(Trainer { cfg: cfg.clone(), device, vs, model, opt, epoch: 0 })
+        Ok(Trainer {
+            cfg: cfg.clone(),
+            device,
+            vs,
+            model,
+            opt,
+            epoch: 0,
+        })
     }
 
     /// One SimCLR epoch over `images` (uint8 N×C×H×W on the device): shuffled batches of
@@ -67,35 +75,70 @@ impl Trainer {
         let cfg = &self.cfg.train;
         let (tau, debiased) = (cfg.temperature, cfg.debiased.then_some(cfg.tau_plus));
         let model = &self.model;
-        run_epoch(self.epoch + 1, cfg.epochs, cfg.seed, images, cfg.batch_size, &mut self.opt, |x, _| {
-            let (_, z1) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
-            let (_, z2) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
-            let total = loss::nt_xent(&z1, &z2, tau, debiased)?;
-            Ok(BatchLoss { contrastive: total.detach(), penalty: total.zeros_like(), total })
-        }, 0.0)
+        run_epoch(
+            self.epoch + 1,
+            cfg.epochs,
+            cfg.seed,
+            images,
+            cfg.batch_size,
+            &mut self.opt,
+            |x, _| {
+                let (_, z1) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
+                let (_, z2) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
+                let total = loss::nt_xent(&z1, &z2, tau, debiased)?;
+                Ok(BatchLoss {
+                    contrastive: total.detach(),
+                    penalty: total.zeros_like(),
+                    total,
+                })
+            },
+            0.0,
+        )
         .inspect(|_| self.epoch += 1)
     }
 
     /// One IP-IRM minimize epoch over `images` with the kept `partitions` (each N×E logits on
     /// the training device; the caller passes all of them with `retain_group`, else the latest).
-    pub fn train_epoch_ipirm(&mut self, images: &Tensor, partitions: &[Tensor]) -> Result<EpochStats> {
+    pub fn train_epoch_ipirm(
+        &mut self,
+        images: &Tensor,
+        partitions: &[Tensor],
+    ) -> Result<EpochStats> {
         let cfg = &self.cfg;
         let epoch = self.epoch + 1;
         let pw = minimize::penalty_weight(&cfg.ipirm, epoch, cfg.train.epochs);
         let model = &self.model;
-        run_epoch(epoch, cfg.train.epochs, cfg.train.seed, images, cfg.train.batch_size, &mut self.opt, |x, idx| {
-            let (_, z1) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
-            let (_, z2) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
-            let l = minimize::minimize_loss(&z1, &z2, idx, partitions, cfg, pw)?;
-            Ok(BatchLoss { total: l.total, contrastive: l.contrastive.detach(), penalty: l.penalty.detach() })
-        }, pw)
+        run_epoch(
+            epoch,
+            cfg.train.epochs,
+            cfg.train.seed,
+            images,
+            cfg.train.batch_size,
+            &mut self.opt,
+            |x, idx| {
+                let (_, z1) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
+                let (_, z2) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
+                let l = minimize::minimize_loss(&z1, &z2, idx, partitions, cfg, pw)?;
+                Ok(BatchLoss {
+                    total: l.total,
+                    contrastive: l.contrastive.detach(),
+                    penalty: l.penalty.detach(),
+                })
+            },
+            pw,
+        )
         .inspect(|_| self.epoch += 1)
     }
 
     /// The model's variables (prefixed `model.`), the optimizer's state and the epoch count: what
     /// a checkpoint holds. Restored by [`Trainer::load_state`].
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = self.vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+        let mut out: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (format!("model.{n}"), t))
+            .collect();
         out.extend(self.opt.state());
         out.push(("epoch".into(), Tensor::from_slice(&[self.epoch as i64])));
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -107,20 +150,33 @@ impl Trainer {
         let _guard = tch::no_grad_guard();
         let mut missing = Vec::new();
         for (name, mut var) in self.vs.variables() {
-            match named.iter().find(|(n, _)| n.strip_prefix("model.") == Some(name.as_str())) {
+            match named
+                .iter()
+                .find(|(n, _)| n.strip_prefix("model.") == Some(name.as_str()))
+            {
                 Some((_, t)) if t.size() == var.size() => var.f_copy_(t)?,
                 Some((_, t)) => {
-                    return Err(crate::Error::Shape(format!("checkpoint variable `{name}` has shape {:?}, the model {:?}", t.size(), var.size())))
+                    return Err(crate::Error::Shape(format!(
+                        "checkpoint variable `{name}` has shape {:?}, the model {:?}",
+                        t.size(),
+                        var.size()
+                    )))
                 }
                 None => missing.push(name),
             }
         }
         if !missing.is_empty() {
-            return Err(crate::Error::Shape(format!("checkpoint lacks model variables {missing:?}")));
+            return Err(crate::Error::Shape(format!(
+                "checkpoint lacks model variables {missing:?}"
+            )));
         }
         self.opt.load_state(named)?;
-        let epoch = named.iter().find(|(n, _)| n == "epoch").map(|(_, t)| t.int64_value(&[0]));
-        self.epoch = epoch.ok_or_else(|| crate::Error::Shape("checkpoint lacks `epoch`".into()))? as usize;
+        let epoch = named
+            .iter()
+            .find(|(n, _)| n == "epoch")
+            .map(|(_, t)| t.int64_value(&[0]));
+        self.epoch =
+            epoch.ok_or_else(|| crate::Error::Shape("checkpoint lacks `epoch`".into()))? as usize;
         Ok(())
     }
 
@@ -136,6 +192,7 @@ impl Trainer {
 /// The epoch loop shared by the training methods: seeds the epoch's random stream from the run
 /// seed and the epoch, draws the batches, calls `step(images, indices)` for each batch's loss,
 /// back-propagates, steps the optimizer and reports progress.
+#[allow(clippy::too_many_arguments)] // the epoch's settings, each used once
 pub(crate) fn run_epoch(
     epoch: usize,
     epochs: usize,
@@ -152,7 +209,10 @@ pub(crate) fn run_epoch(
     if batches.is_empty() {
         return Err(crate::Error::config(
             "train.batch_size",
-            format!("{batch_size} is larger than the {} training images", images.size()[0]),
+            format!(
+                "{batch_size} is larger than the {} training images",
+                images.size()[0]
+            ),
         ));
     }
     let pb = progress::bar(batches.len() as u64, &format!("epoch {epoch}/{epochs}"));
@@ -162,7 +222,10 @@ pub(crate) fn run_epoch(
         let x = images.index_select(0, idx);
         let loss = step(&x, idx)?;
         let b = idx.size()[0];
-        let parts = Vec::<f64>::try_from(Tensor::stack(&[loss.total.detach(), loss.contrastive, loss.penalty], 0).to_kind(tch::Kind::Double))?;
+        let parts = Vec::<f64>::try_from(
+            Tensor::stack(&[loss.total.detach(), loss.contrastive, loss.penalty], 0)
+                .to_kind(tch::Kind::Double),
+        )?;
         if !parts[0].is_finite() {
             pb.finish_and_clear();
             return Err(crate::Error::NonFinite {
@@ -177,7 +240,11 @@ pub(crate) fn run_epoch(
         penalty += parts[2] * b as f64;
         seen += b;
         let secs = start.elapsed().as_secs_f64();
-        pb.set_message(format!("loss {:.4}  {:.0} img/s", total / seen as f64, seen as f64 / secs));
+        pb.set_message(format!(
+            "loss {:.4}  {:.0} img/s",
+            total / seen as f64,
+            seen as f64 / secs
+        ));
         pb.inc(1);
     }
     pb.finish_and_clear();

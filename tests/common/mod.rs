@@ -96,7 +96,13 @@ pub fn fashion_folder(dir: &Path, n_train: usize, n_test: usize) {
     for (prefix, first, n) in [("train", 0, n_train), ("t10k", 10_000, n_test)] {
         let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
         let images = idx(&[n as u32, 28, 28], &expected_images(first, n, 1, 28));
-        write(&dir.join(format!("{prefix}-images-idx3-ubyte.gz")), &gzip(&images));
-        write(&dir.join(format!("{prefix}-labels-idx1-ubyte.gz")), &gzip(&idx(&[n as u32], &labels)));
+        write(
+            &dir.join(format!("{prefix}-images-idx3-ubyte.gz")),
+            &gzip(&images),
+        );
+        write(
+            &dir.join(format!("{prefix}-labels-idx1-ubyte.gz")),
+            &gzip(&idx(&[n as u32], &labels)),
+        );
     }
 }

@@ -7,13 +7,19 @@ use tch::{Kind, Tensor};
 
 /// The tensors of `tests/fixtures/<name>.safetensors` by name.
 pub fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.safetensors"));
-    Tensor::read_safetensors(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_iter().collect()
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.safetensors"));
+    Tensor::read_safetensors(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .collect()
 }
 
 /// The fixture tensor `key`, or a panic naming it.
 pub fn get<'a>(f: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
-    f.get(key).unwrap_or_else(|| panic!("fixture key {key} missing"))
+    f.get(key)
+        .unwrap_or_else(|| panic!("fixture key {key} missing"))
 }
 
 /// Normwise relative error `max|ours − reference| / max|reference|` (shapes must agree).

@@ -37,7 +37,12 @@ pub fn ipirm(store: &Path, cmd: &[&str], args: &[String]) -> (bool, String) {
 }
 
 /// [`ipirm`] with extra environment variables.
-pub fn ipirm_env(store: &Path, cmd: &[&str], args: &[String], env: &[(&str, &str)]) -> (bool, String) {
+pub fn ipirm_env(
+    store: &Path,
+    cmd: &[&str],
+    args: &[String],
+    env: &[(&str, &str)],
+) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
         .args(cmd)
         .arg(format!("--store={}", store.display()))
@@ -45,8 +50,12 @@ pub fn ipirm_env(store: &Path, cmd: &[&str], args: &[String], env: &[(&str, &str
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("panicked"), "ipirm {cmd:?} panicked:\n{text}");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("panicked"),
+        "ipirm {cmd:?} panicked:\n{text}"
+    );
     (out.status.success(), text)
 }
 
@@ -59,16 +68,29 @@ pub fn ok(store: &Path, cmd: &[&str], args: &[String]) -> String {
 
 /// `args` followed by `extra`.
 pub fn with(args: &[String], extra: &[&str]) -> Vec<String> {
-    args.iter().cloned().chain(extra.iter().map(|s| s.to_string())).collect()
+    args.iter()
+        .cloned()
+        .chain(extra.iter().map(|s| s.to_string()))
+        .collect()
 }
 
 /// The (key, digest) pairs `ipirm store show WHAT --json` lists, sorted.
 pub fn shown_digests(store: &Path, what: &str) -> Vec<(String, String)> {
     let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
-        .args(["store", &format!("--store={}", store.display()), "show", what, "--json"])
+        .args([
+            "store",
+            &format!("--store={}", store.display()),
+            "show",
+            what,
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut found = Vec::new();
     collect_digests(&v, &mut found);
@@ -80,7 +102,10 @@ pub fn shown_digests(store: &Path, what: &str) -> Vec<(String, String)> {
 fn collect_digests(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
     match v {
         serde_json::Value::Object(m) => {
-            if let (Some(k), Some(d)) = (m.get("key").and_then(|k| k.as_str()), m.get("digest").and_then(|d| d.as_str())) {
+            if let (Some(k), Some(d)) = (
+                m.get("key").and_then(|k| k.as_str()),
+                m.get("digest").and_then(|d| d.as_str()),
+            ) {
                 out.push((k.to_string(), d.to_string()));
             }
             m.values().for_each(|x| collect_digests(x, out));
@@ -106,10 +131,20 @@ pub fn flip_byte(path: &Path) {
 /// The keys of a run's artifacts of `stage`, in the run's order, from `store show RUN --json`.
 pub fn stage_keys(store: &Path, run: &str, stage: &str) -> Vec<String> {
     let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
-        .args(["store", &format!("--store={}", store.display()), "show", run, "--json"])
+        .args([
+            "store",
+            &format!("--store={}", store.display()),
+            "show",
+            run,
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["artifact_details"]
         .as_array()

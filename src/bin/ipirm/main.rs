@@ -2,17 +2,20 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use ipirm::config::{Config, PRESETS};
-use ipirm::data::loader::RunData;
-use ipirm::eval::{knn, linear};
 use ipirm::pipeline;
-use ipirm::pipeline::stages::Ctx;
 use ipirm::store::Store;
 
+mod store_view;
+
 #[derive(Parser)]
-#[command(name = "ipirm", version, about = "IP-IRM (NeurIPS 2021) on libtorch: train, evaluate, reproduce")]
+#[command(
+    name = "ipirm",
+    version,
+    about = "IP-IRM (NeurIPS 2021) on libtorch: train, evaluate, reproduce"
+)]
 struct Cli {
     /// The artifact store (created if absent); accepted before or after the command.
     #[arg(long = "store", value_name = "DIR", default_value = ipirm::store::DEFAULT_ROOT, global = true)]
@@ -128,6 +131,15 @@ struct RunArgs {
     /// Output folder (default artifacts/runs/<preset or "run">).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The run's name in the store (default: the preset, or `run`); "the latest run" of a name
+    /// is what `store show NAME`, `pin NAME` and gc's keep-latest go by.
+    #[arg(long)]
+    name: Option<String>,
+    /// Branch from a stored partition: its key, or RUN@EPOCH (the partition run RUN learned after
+    /// EPOCH epochs); the run starts from the checkpoint it was learned from (same as
+    /// `--set ipirm.from_partition=…`).
+    #[arg(long, value_name = "KEY|RUN@EPOCH")]
+    from_partition: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -189,12 +201,26 @@ impl ConfigArgs {
 }
 
 impl RunArgs {
-    /// The run's name in the store: the preset, or "run".
+    /// The run's name in the store: `--name`, else the preset, else "run".
     fn name(&self) -> &str {
-        self.config.preset.as_deref().unwrap_or("run")
+        self.name
+            .as_deref()
+            .or(self.config.preset.as_deref())
+            .unwrap_or("run")
+    }
+    fn resolve(&self) -> Result<(Config, tch::Device)> {
+        let mut cfg = self.config.resolve()?;
+        if let Some(spec) = &self.from_partition {
+            cfg.ipirm.from_partition = Some(spec.clone());
+        }
+        let device = ipirm::device::parse_device(&self.device)?;
+        eprintln!("device: {}", ipirm::device::describe(device));
+        Ok((cfg, device))
     }
     fn out_dir(&self, store: &std::path::Path) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| pipeline::default_out_dir(store, self.name()))
+        self.out
+            .clone()
+            .unwrap_or_else(|| pipeline::default_out_dir(store, self.name()))
     }
 }
 
@@ -238,9 +264,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Config(args) => emit(args.resolve()?.to_toml()),
         Command::Maximize(args) => {
-            let cfg = args.config.resolve()?;
-            let r = pipeline::maximize_features(&args.features, &args.out, &cfg)?;
+            let r = pipeline::maximize_file(&args.features, &args.out, &args.config.resolve()?)?;
             emitln(format_args!(
                 "{} epochs, best at epoch {} (risk {:.4}); environment sizes {:?}; written to {}",
                 r.risks.len(),
@@ -253,19 +279,28 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => {
             let cfg = a.config.resolve()?;
             let device = ipirm::device::parse_device(&a.device)?;
-            eprintln!("device: {}; model {:?} width {}; batch {}", ipirm::device::describe(device), cfg.model.arch, cfg.model.width, cfg.train.batch_size);
-            let figures = ipirm::bench::run(&cfg, device, a.side, a.channels, a.iters, a.maximize_n)?;
+            eprintln!(
+                "device: {}; model {:?} width {}; batch {}",
+                ipirm::device::describe(device),
+                cfg.model.arch,
+                cfg.model.width,
+                cfg.train.batch_size
+            );
+            let figures =
+                ipirm::bench::run(&cfg, device, a.side, a.channels, a.iters, a.maximize_n)?;
             if let Some(p) = a.json {
-                ipirm::pipeline::write_json(&p, &figures)?;
+                pipeline::write_json(&p, &figures)?;
             }
             Ok(())
         }
-        Command::Store { what: StoreCommand::Repair { from } } => emit(Store::repair(&store_dir, from.as_deref())?),
+        Command::Store {
+            what: StoreCommand::Repair { from },
+        } => emit(Store::repair(&store_dir, from.as_deref())?),
         Command::Store { what } => {
             let store = open_store()?;
             match what {
-                StoreCommand::Ls => emit(store.ls()?),
-                StoreCommand::Show { what, json } => emitln(store.show(&what, json)?),
+                StoreCommand::Ls => emit(store_view::ls(&store)?),
+                StoreCommand::Show { what, json } => emitln(store_view::show(&store, &what, json)?),
                 StoreCommand::Verify => {
                     let report = store.verify()?;
                     emit(&report)?;
@@ -281,77 +316,52 @@ fn run(cli: Cli) -> Result<()> {
                 StoreCommand::Pin { run, off } => {
                     let run = store.resolve_run(&run)?;
                     store.pin(&run.id, !off)?;
-                    emitln(format_args!("{} {}", if off { "unpinned" } else { "pinned" }, run.id))
+                    emitln(format_args!(
+                        "{} {}",
+                        if off { "unpinned" } else { "pinned" },
+                        run.id
+                    ))
                 }
                 StoreCommand::Export { export_dir } => emitln(store.export(&export_dir)?),
                 StoreCommand::Import { export_dir } => emit(store.import(&export_dir)?),
                 StoreCommand::Repair { .. } => unreachable!("handled above"),
             }
         }
-        Command::Config(args) => emit(args.resolve()?.to_toml()),
         Command::Run(args) => {
-            let cfg = args.config.resolve()?;
-            let device = ipirm::device::parse_device(&args.device)?;
-            eprintln!("device: {}", ipirm::device::describe(device));
-            let store = open_store()?;
-            let report = pipeline::main_job(&cfg, device, &store, args.name(), &args.out_dir(&store_dir))?;
+            let (cfg, device) = args.resolve()?;
+            let out = args.out_dir(&store_dir);
+            let report = pipeline::main_job(&cfg, device, &open_store()?, args.name(), &out)?;
             emitln(report.table())
         }
         Command::Train(args) => {
-            let cfg = args.config.resolve()?;
-            let device = ipirm::device::parse_device(&args.device)?;
-            eprintln!("device: {}", ipirm::device::describe(device));
-            let data = RunData::load(&cfg, device)?;
+            let (cfg, device) = args.resolve()?;
             let out = args.out_dir(&store_dir);
-            std::fs::create_dir_all(&out).with_context(|| format!("creating the output folder {}", out.display()))?;
-            let store = open_store()?;
-            let run = store.start_run(args.name(), &cfg)?;
-            let ctx = Ctx { store: &store, run: run.id.clone(), device, cfg: &cfg };
-            eprintln!("run {} in store {}", run.id, store.root().display());
-            let dataset_key = pipeline::dataset_stage(&ctx, &data)?;
-            let on_epoch = |_: &ipirm::train::Trainer, s: &ipirm::train::EpochStats| {
-                eprintln!("epoch {}/{}: loss {:.4}, {:.0} img/s, {:.1} s", s.epoch, cfg.train.epochs, s.loss, s.images_per_sec, s.seconds);
-                Ok(())
-            };
-            let on_partition = |p: &ipirm::train::ipirm::PartitionRecord| {
-                eprintln!("{}", pipeline::PartitionSummary::new(p, &data.train.labels, data.train.num_classes).describe());
-                Ok(())
-            };
-            let trained = pipeline::train(&ctx, &data, &pipeline::stages::Plan::new(&cfg, &dataset_key)?, on_epoch, on_partition)?;
-            store.finish_run(&run.id)?;
-            let trainer = trained.trainer;
-            emitln(format_args!("final checkpoint: {}", trained.checkpoint))?;
-            let ckpt = out.join("model.safetensors");
-            trainer.vs.save(&ckpt)?;
-            std::fs::write(out.join("config.toml"), cfg.to_toml())?;
-            emitln(format_args!("checkpoint: {}", ckpt.display()))
+            let t = pipeline::train_job(&cfg, device, &open_store()?, args.name(), &out)?;
+            emitln(format_args!(
+                "final checkpoint: {}\ncheckpoint: {}",
+                t.checkpoint,
+                t.model_file.display()
+            ))
         }
-        Command::Eval { what } => {
-            let (args, is_knn) = match what {
-                EvalCommand::Knn(a) => (a, true),
-                EvalCommand::Linear(a) => (a, false),
-            };
-            let cfg = args.run.config.resolve()?;
-            let device = ipirm::device::parse_device(&args.run.device)?;
-            let mut vs = tch::nn::VarStore::new(device);
-            let model = ipirm::model::Model::new(&vs.root(), &cfg.model);
-            vs.load(&args.checkpoint).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: expected a checkpoint of the configured model ({:?}, width {}), could not load it: {e}",
-                    args.checkpoint.display(),
-                    cfg.model.arch,
-                    cfg.model.width
-                )
-            })?;
-            let data = RunData::load(&cfg, device)?;
-            if is_knn {
-                let acc = knn::evaluate(&model, &data.bank, &data.test, cfg.knn.k, cfg.knn_temperature(), cfg.knn.batch_size)?;
-                emitln(format_args!("kNN (k={}): top-1 {:.2} top-5 {:.2}", cfg.knn.k, acc.top1, acc.top5))?;
-            } else {
-                let r = linear::linear_probe(&vs, &cfg.model, &cfg.linear, &data.bank, &data.test)?;
-                emitln(format_args!("linear probe ({} epochs): top-1 {:.2} top-5 {:.2}", cfg.linear.epochs, r.test.top1, r.test.top5))?;
-            }
-            Ok(())
+        Command::Eval {
+            what: EvalCommand::Knn(args),
+        } => {
+            let (cfg, device) = args.run.resolve()?;
+            let acc = pipeline::eval_knn(&cfg, device, &args.checkpoint)?;
+            emitln(format_args!(
+                "kNN (k={}): top-1 {:.2} top-5 {:.2}",
+                cfg.knn.k, acc.top1, acc.top5
+            ))
+        }
+        Command::Eval {
+            what: EvalCommand::Linear(args),
+        } => {
+            let (cfg, device) = args.run.resolve()?;
+            let r = pipeline::eval_linear(&cfg, device, &args.checkpoint)?;
+            emitln(format_args!(
+                "linear probe ({} epochs): top-1 {:.2} top-5 {:.2}",
+                cfg.linear.epochs, r.test.top1, r.test.top5
+            ))
         }
     }
 }

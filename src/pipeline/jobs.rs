@@ -1,0 +1,650 @@
+//! The jobs the command line runs, one function each: `run` (the main job), `train`, `eval`
+//! of a checkpoint file, the file-based `maximize`. Each returns a typed result; progress goes
+//! to stderr.
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tch::{Device, Tensor};
+
+use super::artifacts::{short, Ctx, DatasetRecord};
+use super::report::{PartitionSummary, Report};
+use super::stages::{self, Branch, Plan, Planned, StageKind};
+use super::training::{train, Trained};
+use crate::config::Config;
+use crate::data::loader::RunData;
+use crate::eval::{knn, linear, Accuracy};
+use crate::store::{Found, Store};
+use crate::train::ipirm::PartitionRecord;
+use crate::train::{EpochStats, Trainer};
+use crate::{Error, Result};
+
+/// A run started in the store with its data read, its dataset stage stored and its plan made.
+struct Started<'a> {
+    ctx: Ctx<'a>,
+    data: RunData,
+    dataset_key: String,
+    plan: Plan,
+}
+
+/// Starts a run named `name`: resolves a branch (`ipirm.from_partition`) to a stored partition,
+/// records the run (with the resolved partition key in its config), reads the data and plans.
+fn start<'a>(
+    cfg: &'a mut Config,
+    device: Device,
+    store: &'a Store,
+    name: &str,
+) -> Result<Started<'a>> {
+    let branch = match cfg.ipirm.from_partition.clone() {
+        Some(spec) => {
+            let b = resolve_branch(store, &spec)?;
+            eprintln!(
+                "branching from partition {} (learned after epoch {}, from checkpoint {})",
+                short(&b.partition),
+                b.after_epoch,
+                short(&b.checkpoint)
+            );
+            cfg.ipirm.from_partition = Some(b.partition.clone());
+            Some(b)
+        }
+        None => None,
+    };
+    let cfg: &'a Config = cfg;
+    let run = store.start_run(name, cfg)?;
+    eprintln!("run {} in store {}", run.id, store.root().display());
+    let ctx = Ctx {
+        store,
+        run: run.id,
+        device,
+        cfg,
+    };
+    let data = RunData::load(cfg, device)?;
+    eprintln!(
+        "data: {} ({} images) for training, {} ({}) as kNN bank, {} ({}) as test",
+        data.train.name,
+        data.train.len(),
+        data.bank.name,
+        data.bank.len(),
+        data.test.name,
+        data.test.len()
+    );
+    let dataset_key = dataset_stage(&ctx, &data)?;
+    let plan = Plan::new(cfg, &dataset_key, branch.as_ref())?;
+    Ok(Started {
+        ctx,
+        data,
+        dataset_key,
+        plan,
+    })
+}
+
+/// Trains along the run's plan, printing each epoch (and the kNN monitor every
+/// `train.knn_every` epochs) and each maximize step's partition.
+fn train_printing(s: &Started) -> Result<(Trained, Vec<PartitionSummary>)> {
+    let (cfg, data) = (s.ctx.cfg, &s.data);
+    let kp = knn::Knn::of(cfg);
+    let every = cfg.train.knn_every;
+    let mut partitions = Vec::new();
+    let on_epoch = |t: &Trainer, e: &EpochStats| {
+        let mut line = format!(
+            "epoch {}/{}: loss {:.4} (contrastive {:.4}, penalty {:.5} × {}), {:.0} img/s, {:.1} s",
+            e.epoch,
+            cfg.train.epochs,
+            e.loss,
+            e.contrastive,
+            e.penalty,
+            e.penalty_weight,
+            e.images_per_sec,
+            e.seconds
+        );
+        if every > 0 && e.epoch.is_multiple_of(every) && e.epoch < cfg.train.epochs {
+            let acc = knn::evaluate(&t.model, &data.bank, &data.test, &kp)?;
+            line += &format!(", kNN top-1 {:.2} top-5 {:.2}", acc.top1, acc.top5);
+        }
+        eprintln!("{line}");
+        Ok(())
+    };
+    let on_partition = |p: &PartitionRecord| {
+        let summary = PartitionSummary::new(p, &data.train.labels, data.train.num_classes);
+        eprintln!("{}", summary.describe());
+        partitions.push(summary);
+        Ok(())
+    };
+    let trained = train(&s.ctx, data, &s.plan, on_epoch, on_partition)?;
+    Ok((trained, partitions))
+}
+
+/// The README's main job: reference points (raw pixels, the encoder at initialisation),
+/// training, the trained encoder's kNN and linear probe, every stage through the store under a
+/// run named `name`; the report, config and model are also written to `out_dir`.
+pub fn main_job(
+    cfg: &Config,
+    device: Device,
+    store: &Store,
+    name: &str,
+    out_dir: &Path,
+) -> Result<Report> {
+    let begun = std::time::Instant::now();
+    // The output folder first: a bad --out fails before any work.
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let mut cfg = cfg.clone();
+    let s = start(&mut cfg, device, store, name)?;
+    let (ctx, data, dataset_key) = (&s.ctx, &s.data, &s.dataset_key);
+    let cfg = ctx.cfg;
+    let kp = knn::Knn::of(cfg);
+
+    let pixels = Planned::new(
+        StageKind::PixelKnn,
+        &stages::knn_params(cfg),
+        vec![dataset_key.clone()],
+    )?;
+    let raw_pixels_knn = ctx.cached_record(&pixels, "kNN on raw pixels", || {
+        let (pb, pt) = knn::pixel_features(&data.bank.images, &data.test.images);
+        knn::knn_accuracy(
+            &pb,
+            &data.bank.labels,
+            &pt,
+            &data.test.labels,
+            data.bank.num_classes,
+            &kp,
+        )
+    })?;
+    eprintln!("kNN on raw pixels: top-1 {:.2}", raw_pixels_knn.top1);
+
+    let init = Planned::new(StageKind::Checkpoint, &stages::init_params(cfg), Vec::new())?;
+    let init_knn = ctx.cached_record(
+        &knn_stage(cfg, &init.key, dataset_key)?,
+        "kNN of the encoder at initialisation",
+        || {
+            knn::evaluate(
+                &Trainer::new(cfg, device)?.model,
+                &data.bank,
+                &data.test,
+                &kp,
+            )
+        },
+    )?;
+    eprintln!(
+        "kNN of the encoder at initialisation: top-1 {:.2}",
+        init_knn.top1
+    );
+
+    let (
+        Trained {
+            trainer,
+            epochs,
+            checkpoint,
+            ..
+        },
+        partitions,
+    ) = train_printing(&s)?;
+
+    let trained_knn = ctx.cached_record(
+        &knn_stage(cfg, &checkpoint, dataset_key)?,
+        "kNN of the trained encoder",
+        || knn::evaluate(&trainer.model, &data.bank, &data.test, &kp),
+    )?;
+    eprintln!(
+        "kNN of the trained encoder: top-1 {:.2} top-5 {:.2}",
+        trained_knn.top1, trained_knn.top5
+    );
+    let linear = if cfg.linear.epochs > 0 {
+        let st = Planned::new(
+            StageKind::Linear,
+            &stages::linear_params(cfg),
+            vec![checkpoint.clone(), dataset_key.clone()],
+        )?;
+        let r = ctx.cached_record(&st, "linear probe", || {
+            linear::linear_probe(&trainer.vs, &cfg.model, &cfg.linear, &data.bank, &data.test)
+        })?;
+        eprintln!(
+            "linear probe ({} epochs): top-1 {:.2} top-5 {:.2}",
+            cfg.linear.epochs, r.test.top1, r.test.top5
+        );
+        Some(r)
+    } else {
+        None
+    };
+    let report = Report {
+        device: crate::device::describe(device),
+        dataset: format!("{}", cfg.data.dataset),
+        train_images: data.train.len(),
+        bank_images: data.bank.len(),
+        test_images: data.test.len(),
+        raw_pixels_knn,
+        init_knn,
+        trained_knn,
+        linear,
+        epochs,
+        partitions,
+        seconds: begun.elapsed().as_secs_f64(),
+    };
+    let st = Planned::new(
+        StageKind::Report,
+        &stages::report_params(cfg)?,
+        vec![checkpoint.clone(), dataset_key.clone()],
+    )?;
+    ctx.save_record(&st, &report)?;
+    store.finish_run(&ctx.run)?;
+    trainer.vs.save(out_dir.join("model.safetensors"))?;
+    write_json(&out_dir.join("report.json"), &report)?;
+    std::fs::write(out_dir.join("config.toml"), cfg.to_toml())
+        .map_err(|e| Error::io(out_dir.join("config.toml"), e))?;
+    eprintln!(
+        "run {} finished; report, config and model also in {}",
+        ctx.run,
+        out_dir.display()
+    );
+    Ok(report)
+}
+
+/// The kNN stage of the encoder of checkpoint `checkpoint`.
+fn knn_stage(cfg: &Config, checkpoint: &str, dataset_key: &str) -> Result<Planned> {
+    Planned::new(
+        StageKind::Knn,
+        &stages::knn_params(cfg),
+        vec![checkpoint.to_string(), dataset_key.to_string()],
+    )
+}
+
+/// What `ipirm train` produced.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub run: String,
+    /// Key of the final checkpoint in the store.
+    pub checkpoint: String,
+    /// The final model's variables, also written to the output folder.
+    pub model_file: PathBuf,
+}
+
+/// `ipirm train`: training alone, through the store; the final model and the config are also
+/// written to `out_dir`.
+pub fn train_job(
+    cfg: &Config,
+    device: Device,
+    store: &Store,
+    name: &str,
+    out_dir: &Path,
+) -> Result<TrainOutcome> {
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let mut cfg = cfg.clone();
+    let s = start(&mut cfg, device, store, name)?;
+    let (trained, _) = train_printing(&s)?;
+    store.finish_run(&s.ctx.run)?;
+    let model_file = out_dir.join("model.safetensors");
+    trained.trainer.vs.save(&model_file)?;
+    let toml = out_dir.join("config.toml");
+    std::fs::write(&toml, s.ctx.cfg.to_toml()).map_err(|e| Error::io(toml, e))?;
+    Ok(TrainOutcome {
+        run: s.ctx.run.clone(),
+        checkpoint: trained.checkpoint,
+        model_file,
+    })
+}
+
+/// The model of `cfg.model` with the variables of a checkpoint file (`ipirm train`'s or
+/// `ipirm run`'s `model.safetensors`).
+pub fn load_model(
+    cfg: &Config,
+    device: Device,
+    checkpoint: &Path,
+) -> Result<(tch::nn::VarStore, crate::model::Model)> {
+    let mut vs = tch::nn::VarStore::new(device);
+    let model = crate::model::Model::new(&vs.root(), &cfg.model);
+    if !checkpoint.is_file() {
+        return Err(Error::file(
+            checkpoint,
+            "a checkpoint file (--checkpoint)",
+            "no such file",
+        ));
+    }
+    vs.load(checkpoint).map_err(|e| {
+        Error::file(
+            checkpoint,
+            format!(
+                "a checkpoint of the configured model ({:?}, width {})",
+                cfg.model.arch, cfg.model.width
+            ),
+            format!("one that does not load ({e})"),
+        )
+    })?;
+    Ok((vs, model))
+}
+
+/// `ipirm eval knn`: the weighted kNN of a checkpoint file's encoder.
+pub fn eval_knn(cfg: &Config, device: Device, checkpoint: &Path) -> Result<Accuracy> {
+    let (_vs, model) = load_model(cfg, device, checkpoint)?;
+    let data = RunData::load(cfg, device)?;
+    knn::evaluate(&model, &data.bank, &data.test, &knn::Knn::of(cfg))
+}
+
+/// `ipirm eval linear`: the linear probe of a checkpoint file's encoder.
+pub fn eval_linear(
+    cfg: &Config,
+    device: Device,
+    checkpoint: &Path,
+) -> Result<linear::LinearResult> {
+    let (vs, _model) = load_model(cfg, device, checkpoint)?;
+    let data = RunData::load(cfg, device)?;
+    linear::linear_probe(&vs, &cfg.model, &cfg.linear, &data.bank, &data.test)
+}
+
+/// Resolves `--from-partition` (`ipirm.from_partition`): a partition's key (or a unique prefix
+/// of at least 4 characters), or `RUN@EPOCH`, the partition a run (id or name) learned after
+/// EPOCH training epochs.
+pub fn resolve_branch(store: &Store, spec: &str) -> Result<Branch> {
+    let flag = "ipirm.from_partition";
+    let key = match spec.rsplit_once('@') {
+        Some((run, epoch)) => {
+            let epoch: usize = epoch.parse().map_err(|_| {
+                Error::config(
+                    flag,
+                    format!("`{spec}`: expected KEY or RUN@EPOCH with EPOCH a number"),
+                )
+            })?;
+            let run = store.resolve_run(run)?;
+            let mut found = None;
+            for key in &run.artifacts {
+                let Some(a) = store.get_meta(key)? else {
+                    continue;
+                };
+                if a.stage == StageKind::Partition.name()
+                    && partition_epoch(store, key)? == Some(epoch)
+                {
+                    found = Some(key.clone());
+                }
+            }
+            found.ok_or_else(|| {
+                Error::config(
+                    flag,
+                    format!(
+                        "run {} has no stored partition learned after epoch {epoch}",
+                        run.id
+                    ),
+                )
+            })?
+        }
+        None => match store.find(spec)? {
+            Found::Artifact(a) if a.stage == StageKind::Partition.name() => a.key,
+            Found::Artifact(a) => {
+                return Err(Error::config(
+                    flag,
+                    format!("`{spec}` is a {} artifact, not a partition", a.stage),
+                ))
+            }
+            Found::Run(r) => {
+                return Err(Error::config(
+                    flag,
+                    format!(
+                        "`{spec}` names run {}; give RUN@EPOCH to pick one of its partitions",
+                        r.id
+                    ),
+                ))
+            }
+        },
+    };
+    let a = store
+        .get_meta(&key)?
+        .ok_or_else(|| Error::Store(format!("partition {key} left the store")))?;
+    let checkpoint = a
+        .inputs
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::Store(format!("partition {key} names no checkpoint")))?;
+    let after_epoch = partition_epoch(store, &key)?.ok_or_else(|| {
+        Error::Store(format!(
+            "partition {key} does not say after which epoch it was learned"
+        ))
+    })?;
+    if !store.contains(&checkpoint)? {
+        return Err(Error::config(flag, format!("the checkpoint partition {} was learned from ({checkpoint}) is no longer in the store", short(&key))));
+    }
+    Ok(Branch {
+        partition: key,
+        checkpoint,
+        after_epoch,
+    })
+}
+
+/// After which epoch a stored partition was learned, from its header (or its tensors, for a
+/// partition stored without metadata).
+fn partition_epoch(store: &Store, key: &str) -> Result<Option<usize>> {
+    if let Some(e) = store
+        .tensor_meta(key)?
+        .and_then(|m| m.get("after_epoch").and_then(|v| v.parse().ok()))
+    {
+        return Ok(Some(e));
+    }
+    Ok(store
+        .get_tensors(key)?
+        .and_then(|t| t.into_iter().find(|(n, _)| n == "after_epoch"))
+        .map(|(_, t)| t.int64_value(&[0]) as usize))
+}
+
+/// The dataset stage: a fingerprint of the three image sets (sha256 of their bytes and labels),
+/// computed every run so changed files are noticed; its key covers the data settings and the
+/// fingerprint, so every later stage depends on the data's content.
+pub fn dataset_stage(ctx: &Ctx, data: &RunData) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let sets = [&data.train, &data.bank, &data.test];
+    for ds in sets {
+        for t in [&ds.images, &ds.labels] {
+            let cpu = t.to_device(Device::Cpu).contiguous();
+            let n = cpu.numel() * cpu.kind().elt_size_in_bytes();
+            let mut bytes = vec![0u8; n];
+            cpu.f_copy_data_u8(&mut bytes, cpu.numel())?;
+            h.update(&bytes);
+        }
+    }
+    let rec = DatasetRecord {
+        names: sets.iter().map(|d| d.name.clone()).collect(),
+        counts: sets.iter().map(|d| d.len()).collect(),
+        sha256: format!("{:x}", h.finalize()),
+    };
+    let st = Planned::new(
+        StageKind::Dataset,
+        &stages::dataset_params(ctx.cfg),
+        vec![rec.sha256.clone()],
+    )?;
+    if ctx.load_record::<DatasetRecord>(&st.key)?.is_none() {
+        ctx.save_record(&st, &rec)?;
+    }
+    Ok(st.key)
+}
+
+/// Writes `value` as pretty JSON.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("serialisable");
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// Fails unless a file can be written at `path` (named by `flag` in the message): its folder
+/// exists and takes new files, and `path` is not a folder. Checked before long work, so a typo
+/// costs nothing. Leaves nothing behind.
+pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::file(
+            path,
+            format!("a file path for {flag}"),
+            "a folder",
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::file(
+            dir,
+            format!("an existing folder for {flag} {}", path.display()),
+            "no such folder",
+        ));
+    }
+    let probe = dir.join(format!(".ipirm-write-probe-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| {
+        Error::file(
+            dir,
+            format!("a writable folder for {flag} {}", path.display()),
+            e.to_string(),
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Default output folder of a run: `<store>/runs/<name>`.
+pub fn default_out_dir(store: &Path, name: &str) -> PathBuf {
+    store.join("runs").join(name)
+}
+
+/// `ipirm maximize`: one offline maximize step on features read from a safetensors file.
+///
+/// `input` holds float32 `z1` and `z2` (N×d, one row per sample, already L2-normalised) and
+/// optionally `init` (N×env_num float32 logits: the starting partition; without it the start is
+/// N(0,1) drawn from `maximize.seed`). `output` receives `partition` (N×env_num logits, the best
+/// found) and `risk` (epochs×4 float64: total, contrastive, penalty, constraint per epoch run).
+pub fn maximize_file(
+    input: &Path,
+    output: &Path,
+    cfg: &Config,
+) -> Result<crate::train::maximize::MaximizeResult> {
+    check_output_file(output, "--out")?;
+    let named =
+        tch::Tensor::read_safetensors(input).map_err(|e| match std::fs::metadata(input) {
+            Err(io) => Error::io(input, io),
+            Ok(_) => Error::file(
+                input,
+                "a safetensors file with float32 tensors z1, z2 (and optionally init)",
+                e.to_string(),
+            ),
+        })?;
+    let get = |name: &str| {
+        named
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.shallow_clone())
+    };
+    let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    let bad = |what: String| Error::file(input, what, format!("tensors {names:?}"));
+    let check = |name: &str, t: &Tensor| -> Result<()> {
+        if t.kind() != tch::Kind::Float {
+            return Err(Error::file(
+                input,
+                format!("`{name}` of dtype float32"),
+                format!("{:?}", t.kind()),
+            ));
+        }
+        if t.dim() != 2 {
+            return Err(Error::file(
+                input,
+                format!("`{name}` with 2 dimensions (N×d)"),
+                format!("shape {:?}", t.size()),
+            ));
+        }
+        if t.isfinite().logical_not().any().int64_value(&[]) != 0 {
+            return Err(Error::file(
+                input,
+                format!("`{name}` without NaN or infinite values"),
+                "non-finite values".to_string(),
+            ));
+        }
+        Ok(())
+    };
+    // The maximize step's logits are dot products of unit vectors; other scales overflow.
+    let unit_rows = |name: &str, t: &Tensor| -> Result<()> {
+        let dev = (t.norm_scalaropt_dim(2, [1], false) - 1.0).abs();
+        let (worst, row) = (
+            dev.max().double_value(&[]),
+            dev.argmax(0, false).int64_value(&[]),
+        );
+        if worst > 1e-3 {
+            let norm = t.get(row).norm().double_value(&[]);
+            return Err(Error::file(
+                input,
+                format!("`{name}` with L2-normalised rows (norm 1 within 1e-3)"),
+                format!("row {row} of norm {norm:e}"),
+            ));
+        }
+        Ok(())
+    };
+    let z1 = get("z1").ok_or_else(|| bad("a tensor `z1` (N×d float32)".into()))?;
+    let z2 = get("z2").ok_or_else(|| bad("a tensor `z2` (N×d float32)".into()))?;
+    check("z1", &z1)?;
+    check("z2", &z2)?;
+    unit_rows("z1", &z1)?;
+    unit_rows("z2", &z2)?;
+    if z1.size() != z2.size() {
+        return Err(Error::file(
+            input,
+            "`z1` and `z2` of the same shape",
+            format!("{:?} and {:?}", z1.size(), z2.size()),
+        ));
+    }
+    let n = z1.size()[0];
+    if n < 2 {
+        return Err(Error::file(input, "at least 2 samples", format!("{n}")));
+    }
+    let e = cfg.maximize.env_num;
+    if e > n {
+        return Err(Error::config(
+            "maximize.env_num",
+            format!(
+                "{e} environments cannot be filled by the {n} samples of {}",
+                input.display()
+            ),
+        ));
+    }
+    let init = match get("init") {
+        Some(init) => {
+            check("init", &init)?;
+            if init.size() != [n, e] {
+                return Err(Error::file(
+                    input,
+                    format!("`init` of shape [{n}, {e}] (N × maximize.env_num)"),
+                    format!("{:?}", init.size()),
+                ));
+            }
+            init
+        }
+        None => {
+            tch::manual_seed(crate::rng::derive(cfg.maximize.seed, "maximize-init", 0));
+            Tensor::randn([n, e], (tch::Kind::Float, tch::Device::Cpu))
+        }
+    };
+    crate::rng::reseed(cfg.maximize.seed, "maximize-order", 0);
+    let pb = crate::progress::bar((cfg.maximize.max_epoch + 1) as u64, "maximize");
+    let result = crate::train::maximize::maximize_offline(
+        &z1,
+        &z2,
+        &init,
+        &cfg.maximize,
+        cfg.maximize_temperature(),
+        |t, r| {
+            crate::progress::line(
+                &pb,
+                format!(
+                    "epoch {t}: risk {:.4} (contrastive {:.4}, penalty {:.6}, constraint {:.4})",
+                    r.total, r.contrastive, r.penalty, r.constraint
+                ),
+            );
+            pb.inc(1);
+        },
+    )?;
+    pb.finish_and_clear();
+    crate::train::ipirm::check_finite(&result.risks, &result.partition, "the maximize step")?;
+    let risk: Vec<f64> = result
+        .risks
+        .iter()
+        .flat_map(|r| [r.total, r.contrastive, r.penalty, r.constraint])
+        .collect();
+    let risk = Tensor::from_slice(&risk).view([-1, 4]);
+    Tensor::write_safetensors(&[("partition", &result.partition), ("risk", &risk)], output)
+        .map_err(|e| {
+            Error::file(
+                output,
+                "a writable path for the output safetensors",
+                e.to_string(),
+            )
+        })?;
+    Ok(result)
+}

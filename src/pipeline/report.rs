@@ -1,0 +1,116 @@
+//! What a run reports: the results table of `ipirm run` and what each maximize step found.
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::eval::{linear, Accuracy};
+use crate::train::ipirm::{self, PartitionRecord};
+use crate::train::EpochStats;
+
+/// Everything `ipirm run` measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub device: String,
+    pub dataset: String,
+    pub train_images: i64,
+    pub bank_images: i64,
+    pub test_images: i64,
+    pub raw_pixels_knn: Accuracy,
+    pub init_knn: Accuracy,
+    pub trained_knn: Accuracy,
+    pub linear: Option<linear::LinearResult>,
+    pub epochs: Vec<EpochStats>,
+    /// IP-IRM: one entry per maximize step.
+    pub partitions: Vec<PartitionSummary>,
+    pub seconds: f64,
+}
+
+/// What a maximize step found, in numbers a person can read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionSummary {
+    pub after_epoch: usize,
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+    /// Risk (total) of the first and the best epoch.
+    pub first_risk: f64,
+    pub best_risk: f64,
+    pub env_sizes: Vec<i64>,
+    /// `composition[e][c]`: images of class c in environment e (last column: unlabelled).
+    pub composition: Vec<Vec<i64>>,
+}
+
+impl PartitionSummary {
+    pub fn new(p: &PartitionRecord, labels: &Tensor, classes: i64) -> PartitionSummary {
+        PartitionSummary {
+            after_epoch: p.after_epoch,
+            best_epoch: p.best_epoch,
+            epochs_run: p.risks.len(),
+            first_risk: p.risks.first().map_or(f64::NAN, |r| r.total),
+            best_risk: p.risks.get(p.best_epoch).map_or(f64::NAN, |r| r.total),
+            env_sizes: p.env_sizes.clone(),
+            composition: ipirm::class_composition(&p.partition, labels, classes),
+        }
+    }
+
+    /// A few lines: sizes, then each environment's class counts.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "partition after epoch {}: {} maximize epochs, best at {} (risk {:.4} → {:.4}), environment sizes {:?}",
+            self.after_epoch, self.epochs_run, self.best_epoch, self.first_risk, self.best_risk, self.env_sizes
+        );
+        for (e, counts) in self.composition.iter().enumerate() {
+            let (labelled, unlabelled) = counts.split_at(counts.len() - 1);
+            s += &format!("\n  env {e}: per class {labelled:?}");
+            if unlabelled[0] > 0 {
+                s += &format!(", unlabelled {}", unlabelled[0]);
+            }
+        }
+        s
+    }
+}
+
+impl Report {
+    /// The results table printed at the end of the main job.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let ips = self.epochs.iter().map(|e| e.images_per_sec).sum::<f64>()
+            / self.epochs.len().max(1) as f64;
+        s += &format!(
+            "{} on {}: {} training images, kNN bank {}, test {}; {} epochs at {:.0} img/s, {:.0} s in all\n",
+            self.dataset,
+            self.device,
+            self.train_images,
+            self.bank_images,
+            self.test_images,
+            self.epochs.len(),
+            ips,
+            self.seconds
+        );
+        s += "| features                         | kNN top-1 | kNN top-5 | linear top-1 | linear top-5 |\n";
+        s += "|----------------------------------|-----------|-----------|--------------|--------------|\n";
+        let row = |name: &str, a: &Accuracy, l: Option<&Accuracy>| {
+            let (l1, l5) = l.map_or(("-".to_string(), "-".to_string()), |l| {
+                (format!("{:.2}", l.top1), format!("{:.2}", l.top5))
+            });
+            format!(
+                "| {name:<32} | {:>9.2} | {:>9.2} | {l1:>12} | {l5:>12} |\n",
+                a.top1, a.top5
+            )
+        };
+        s += &row("raw pixels (standardised)", &self.raw_pixels_knn, None);
+        s += &row("encoder at initialisation", &self.init_knn, None);
+        s += &row(
+            "trained encoder",
+            &self.trained_knn,
+            self.linear.as_ref().map(|l| &l.test),
+        );
+        s += &format!(
+            "kNN gain over initialisation: {:+.2} points top-1\n",
+            self.trained_knn.top1 - self.init_knn.top1
+        );
+        for p in &self.partitions {
+            s += &p.describe();
+            s += "\n";
+        }
+        s
+    }
+}

@@ -1,0 +1,119 @@
+//! Safetensors files with a metadata header: the format of every tensor blob. tch writes no
+//! metadata, so writing goes through the `safetensors` crate; reading the metadata reads the
+//! header alone (a checkpoint's epoch without loading its 100 MB of weights).
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, View};
+use tch::{Kind, Tensor};
+
+use crate::{Error, Result};
+
+/// Small facts about a tensor blob, as strings (safetensors' `__metadata__`).
+pub type Meta = BTreeMap<String, String>;
+
+/// The one `__metadata__` entry the store writes (its value: the [`Meta`] map as JSON).
+const META_KEY: &str = "ipirm";
+
+/// The longest header [`read_meta`] accepts (safetensors' own limit).
+const MAX_HEADER: u64 = 100 << 20;
+
+struct Bytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &Bytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn dtype(kind: Kind) -> Result<Dtype> {
+    Ok(match kind {
+        Kind::Bool => Dtype::BOOL,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Int8 => Dtype::I8,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int => Dtype::I32,
+        Kind::Int64 => Dtype::I64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        k => {
+            return Err(Error::Shape(format!(
+                "a tensor of dtype {k:?} cannot be stored"
+            )))
+        }
+    })
+}
+
+/// Writes `tensors` (any device; copied to the CPU) to `path` with `meta` in the header.
+pub fn write(path: &Path, tensors: &[(&str, &Tensor)], meta: &Meta) -> Result<()> {
+    let mut owned = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let t = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
+        let numel = t.numel();
+        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut data, numel)?;
+        let shape = t.size().iter().map(|&d| d as usize).collect();
+        owned.push((
+            name.to_string(),
+            Bytes {
+                dtype: dtype(t.kind())?,
+                shape,
+                data,
+            },
+        ));
+    }
+    // One entry holding the sorted map as JSON: the crate writes its metadata map in HashMap
+    // order, so two entries would make the same content hash differently from run to run.
+    let meta: Option<HashMap<String, String>> = (!meta.is_empty()).then(|| {
+        HashMap::from([(
+            META_KEY.to_string(),
+            serde_json::to_string(meta).expect("strings serialise"),
+        )])
+    });
+    safetensors::tensor::serialize_to_file(owned.iter().map(|(n, b)| (n.as_str(), b)), &meta, path)
+        .map_err(|e| Error::file(path, "a writable safetensors file", e.to_string()))
+}
+
+/// The `__metadata__` of the safetensors file at `path`, reading only its header.
+pub fn read_meta(path: &Path) -> Result<Meta> {
+    let bad = |found: String| Error::file(path, "a safetensors file", found);
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| bad(format!("no header ({e})")))?;
+    let len = u64::from_le_bytes(len);
+    if len > MAX_HEADER {
+        return Err(bad(format!("a header of {len} bytes")));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| bad(format!("a truncated header ({e})")))?;
+    let v: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("a header that is not JSON ({e})")))?;
+    let Some(text) = v
+        .get("__metadata__")
+        .and_then(|m| m.get(META_KEY))
+        .and_then(|m| m.as_str())
+    else {
+        return Ok(Meta::new());
+    };
+    serde_json::from_str(text)
+        .map_err(|e| bad(format!("metadata that is not a map of strings ({e})")))
+}
