@@ -64,6 +64,10 @@ pub struct ModelConfig {
     pub head_hidden: i64,
     /// Output dimension of the projection head (128 in the paper).
     pub feature_dim: i64,
+    /// BatchNorm in train mode normalises the batch in this many chunks, as the reference's
+    /// `nn.DataParallel` on that many GPUs does (every script of the reference used 2; see
+    /// `model::SplitBatchNorm`). 1 = the whole batch.
+    pub bn_splits: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,6 +220,7 @@ impl Default for ModelConfig {
             width: 64,
             head_hidden: 512,
             feature_dim: 128,
+            bn_splits: 2,
         }
     }
 }
@@ -393,6 +398,7 @@ pub const PRESETS: &[Preset] = &[
 /// epochs).
 const FMNIST_QUICK: &[&str] = &[
     "data.dataset=fashion-mnist",
+    "model.bn_splits=1",
     "data.train_limit=10240",
     "data.bank_limit=10000",
     "data.test_limit=2000",
@@ -414,6 +420,7 @@ const QUICK_MAXIMIZE: &[&str] = &["ipirm.maximize_iter=3", "maximize.batch_size=
 /// All of Fashion-MNIST on a GPU: a width-64 ResNet-18 for 100 epochs.
 const FMNIST_FULL: &[&str] = &[
     "data.dataset=fashion-mnist",
+    "model.bn_splits=1",
     "model.arch=resnet18",
     "train.epochs=100",
 ];
@@ -533,6 +540,7 @@ impl Config {
         positive_i("model.width", self.model.width)?;
         positive_i("model.head_hidden", self.model.head_hidden)?;
         positive_i("model.feature_dim", self.model.feature_dim)?;
+        positive_i("model.bn_splits", self.model.bn_splits)?;
         positive_i("train.batch_size", self.train.batch_size)?;
         if self.train.batch_size < 2 {
             return Err(Error::config(

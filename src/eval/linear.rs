@@ -44,11 +44,10 @@ pub fn linear_probe(
 
     rng::reseed(cfg.seed, "linear-init", 0);
     let head_vs = nn::VarStore::new(device);
-    let fc = nn::linear(
+    let fc = crate::model::torch_linear(
         head_vs.root() / "fc",
         encoder.feature_width,
         train.num_classes,
-        Default::default(),
     );
     let mut opt = crate::train::adam::Adam::for_var_store(&head_vs, cfg.lr, cfg.weight_decay);
 

@@ -2,4 +2,4 @@
 //! parameter names under the reference's `f.N` / `g.N` prefixes so its released checkpoints load.
 mod resnet;
 
-pub use resnet::{count_parameters, l2_normalize, Model};
+pub use resnet::{count_parameters, l2_normalize, torch_linear, Model, SplitBatchNorm};

@@ -5,6 +5,15 @@
 //! `f.0` (conv1), `f.1` (bn1), `f.3`..`f.6` (layer1..layer4, blocks `0`, `1`, … with torchvision's
 //! `conv1`, `bn1`, …, `downsample.0/1`). Head `g` = `g.0` Linear(feat→hidden, no bias),
 //! `g.1` BatchNorm1d, ReLU, `g.3` Linear(hidden→feature_dim).
+//!
+//! Initialisation as PyTorch draws it for the reference's modules: convolutions of the ResNet
+//! Kaiming-normal (fan-out, ReLU; torchvision's loop), except the replaced 3×3 stem, which the
+//! reference creates after that loop and so gets `nn.Conv2d`'s default (Kaiming-uniform with
+//! a = √5, i.e. U(±1/√fan_in)); BatchNorm weight 1, bias 0; Linear layers `nn.Linear`'s default,
+//! weight and bias U(±1/√fan_in). (tch's own defaults differ: BatchNorm weight U(0, 1), Linear
+//! weight √6 times wider.)
+//!
+//! BatchNorm can run as the reference ran it under `nn.DataParallel` ([`SplitBatchNorm`]).
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
@@ -28,19 +37,121 @@ fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64) -> nn::Conv2D {
     nn::conv2d(p, c_in, c_out, k, cfg)
 }
 
-fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, Default::default())
+/// `nn.Conv2d`'s and `nn.Linear`'s default: U(±1/√fan_in).
+fn torch_default_init(fan_in: i64) -> nn::Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+/// `nn.Linear(c_in, c_out, bias)` as PyTorch initialises it.
+fn linear(p: nn::Path, c_in: i64, c_out: i64, bias: bool) -> nn::Linear {
+    let init = torch_default_init(c_in);
+    nn::linear(
+        p,
+        c_in,
+        c_out,
+        nn::LinearConfig {
+            ws_init: init,
+            bs_init: Some(init),
+            bias,
+        },
+    )
+}
+
+const BN_INIT: nn::BatchNormConfig = nn::BatchNormConfig {
+    cudnn_enabled: true,
+    eps: 1e-5,
+    momentum: 0.1,
+    affine: true,
+    ws_init: nn::Init::Const(1.0),
+    bs_init: nn::Init::Const(0.0),
+};
+
+/// BatchNorm that, in train mode with `splits` > 1, normalises the batch in the chunks
+/// `nn.DataParallel` would give `splits` GPUs.
+///
+/// What DataParallel does (torch/nn/parallel/data_parallel.py, scatter_gather.py, replicate.py,
+/// comm.py): `scatter` cuts the input along dim 0 with `Tensor.chunk(splits)` (chunks of
+/// ⌈B/splits⌉, the last smaller; fewer chunks when B < splits); each chunk runs the whole module on
+/// its own replica, so every BatchNorm normalises each chunk with that chunk's own statistics;
+/// `replicate` broadcasts parameters and buffers with `broadcast_coalesced`, whose outputs for
+/// the source device are the module's own tensors, so replica 0 updates the real running
+/// statistics (from chunk 0 alone) while the other replicas update copies that are dropped;
+/// `gather` concatenates the outputs in chunk order. Every other layer of the model works per
+/// sample, so splitting at each BatchNorm is the same computation. In eval mode the running
+/// statistics are used and splitting changes nothing.
+#[derive(Debug)]
+pub struct SplitBatchNorm {
+    bn: nn::BatchNorm,
+    splits: i64,
+}
+
+impl SplitBatchNorm {
+    fn new(p: nn::Path, c: i64, two_d: bool, splits: i64) -> SplitBatchNorm {
+        let bn = if two_d {
+            nn::batch_norm2d(p, c, BN_INIT)
+        } else {
+            nn::batch_norm1d(p, c, BN_INIT)
+        };
+        SplitBatchNorm {
+            bn,
+            splits: splits.max(1),
+        }
+    }
+}
+
+impl ModuleT for SplitBatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        if !train || self.splits == 1 {
+            return x.apply_t(&self.bn, train);
+        }
+        let chunks = x.chunk(self.splits, 0);
+        let out: Vec<Tensor> = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match i {
+                0 => c.apply_t(&self.bn, true),
+                // The other replicas' running statistics are discarded: none are passed.
+                _ => Tensor::batch_norm(
+                    c,
+                    self.bn.ws.as_ref(),
+                    self.bn.bs.as_ref(),
+                    None::<&Tensor>,
+                    None::<&Tensor>,
+                    true,
+                    BN_INIT.momentum,
+                    BN_INIT.eps,
+                    BN_INIT.cudnn_enabled,
+                ),
+            })
+            .collect();
+        Tensor::cat(&out, 0)
+    }
+}
+
+fn bn(p: nn::Path, c: i64, splits: i64) -> SplitBatchNorm {
+    SplitBatchNorm::new(p, c, true, splits)
 }
 
 /// A residual block: BasicBlock (ResNet-18) or Bottleneck (ResNet-50, stride on the 3×3 conv).
 #[derive(Debug)]
 struct Block {
-    convs: Vec<(nn::Conv2D, nn::BatchNorm)>,
-    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+    convs: Vec<(nn::Conv2D, SplitBatchNorm)>,
+    downsample: Option<(nn::Conv2D, SplitBatchNorm)>,
 }
 
 impl Block {
-    fn new(p: &nn::Path, c_in: i64, planes: i64, stride: i64, bottleneck: bool) -> (Block, i64) {
+    fn new(
+        p: &nn::Path,
+        c_in: i64,
+        planes: i64,
+        stride: i64,
+        bottleneck: bool,
+        splits: i64,
+    ) -> (Block, i64) {
         let expansion = if bottleneck { 4 } else { 1 };
         let c_out = planes * expansion;
         // (kernel, in, out, stride) of each conv, named conv1.. / bn1..
@@ -59,13 +170,16 @@ impl Block {
             .map(|(i, &(k, ci, co, s))| {
                 (
                     conv(p / format!("conv{}", i + 1), ci, co, k, s),
-                    bn(p / format!("bn{}", i + 1), co),
+                    bn(p / format!("bn{}", i + 1), co, splits),
                 )
             })
             .collect();
         let downsample = (stride != 1 || c_in != c_out).then(|| {
             let d = p / "downsample";
-            (conv(&d / "0", c_in, c_out, 1, stride), bn(&d / "1", c_out))
+            (
+                conv(&d / "0", c_in, c_out, 1, stride),
+                bn(&d / "1", c_out, splits),
+            )
         });
         (Block { convs, downsample }, c_out)
     }
@@ -93,10 +207,10 @@ impl ModuleT for Block {
 #[derive(Debug)]
 pub struct Model {
     conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
+    bn1: SplitBatchNorm,
     layers: Vec<Vec<Block>>,
     head_fc1: nn::Linear,
-    head_bn: nn::BatchNorm,
+    head_bn: SplitBatchNorm,
     head_fc2: nn::Linear,
     /// Width of the encoder's output (2048 for ResNet-50 at width 64).
     pub feature_width: i64,
@@ -111,8 +225,16 @@ impl Model {
             Arch::Resnet18 => (false, [2, 2, 2, 2]),
             Arch::Resnet50 => (true, [3, 4, 6, 3]),
         };
-        let conv1 = conv(&f / "0", 3, w, 3, 1);
-        let bn1 = bn(&f / "1", w);
+        let splits = cfg.bn_splits;
+        // The stem the reference puts in place of torchvision's: nn.Conv2d's default init.
+        let stem = nn::ConvConfig {
+            padding: 1,
+            bias: false,
+            ws_init: torch_default_init(3 * 3 * 3),
+            ..Default::default()
+        };
+        let conv1 = nn::conv2d(&f / "0", 3, w, 3, stem);
+        let bn1 = bn(&f / "1", w, splits);
         let mut c_in = w;
         let mut layers = Vec::new();
         for (stage, &depth) in depths.iter().enumerate() {
@@ -121,30 +243,23 @@ impl Model {
             let mut blocks = Vec::new();
             for i in 0..depth {
                 let stride = if i == 0 && stage > 0 { 2 } else { 1 };
-                let (block, c_out) =
-                    Block::new(&(&lp / i.to_string()), c_in, planes, stride, bottleneck);
+                let (block, c_out) = Block::new(
+                    &(&lp / i.to_string()),
+                    c_in,
+                    planes,
+                    stride,
+                    bottleneck,
+                    splits,
+                );
                 blocks.push(block);
                 c_in = c_out;
             }
             layers.push(blocks);
         }
         let g = root / "g";
-        let head_fc1 = nn::linear(
-            &g / "0",
-            c_in,
-            cfg.head_hidden,
-            nn::LinearConfig {
-                bias: false,
-                ..Default::default()
-            },
-        );
-        let head_bn = nn::batch_norm1d(&g / "1", cfg.head_hidden, Default::default());
-        let head_fc2 = nn::linear(
-            &g / "3",
-            cfg.head_hidden,
-            cfg.feature_dim,
-            Default::default(),
-        );
+        let head_fc1 = linear(&g / "0", c_in, cfg.head_hidden, false);
+        let head_bn = SplitBatchNorm::new(&g / "1", cfg.head_hidden, false, splits);
+        let head_fc2 = linear(&g / "3", cfg.head_hidden, cfg.feature_dim, true);
         Model {
             conv1,
             bn1,
@@ -185,6 +300,11 @@ impl Model {
 pub fn l2_normalize(x: &Tensor) -> Tensor {
     let norm = x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12);
     x / norm
+}
+
+/// `nn.Linear(c_in, c_out)` as PyTorch initialises it (for heads built outside the model).
+pub fn torch_linear(p: nn::Path, c_in: i64, c_out: i64) -> nn::Linear {
+    linear(p, c_in, c_out, true)
 }
 
 /// Number of trainable scalars among the variables whose name starts with `prefix`

@@ -95,8 +95,15 @@ fn model_params(m: &ModelConfig) -> Value {
         width,
         head_hidden,
         feature_dim,
+        bn_splits,
     } = m;
-    json!({"arch": arch, "width": width, "head_hidden": head_hidden, "feature_dim": feature_dim})
+    json!({
+        "arch": arch,
+        "width": width,
+        "head_hidden": head_hidden,
+        "feature_dim": feature_dim,
+        "bn_splits": bn_splits,
+    })
 }
 
 /// The dataset stage: which images (their bytes are hashed into the stage's input).
