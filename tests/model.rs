@@ -80,8 +80,17 @@ fn resnet18_width_multiplier_and_normalised_outputs() {
 #[test]
 fn split_batchnorm_is_dataparallel_on_two_gpus() {
     tch::manual_seed(0);
-    let two = ModelConfig { arch: Arch::Resnet18, width: 8, head_hidden: 16, feature_dim: 8, bn_splits: 2 };
-    let one = ModelConfig { bn_splits: 1, ..two.clone() };
+    let two = ModelConfig {
+        arch: Arch::Resnet18,
+        width: 8,
+        head_hidden: 16,
+        feature_dim: 8,
+        bn_splits: 2,
+    };
+    let one = ModelConfig {
+        bn_splits: 1,
+        ..two.clone()
+    };
     let vs = nn::VarStore::new(Device::Cpu);
     let split = Model::new(&vs.root(), &two);
     let replica = |vs_src: &nn::VarStore| {
@@ -102,8 +111,14 @@ fn split_batchnorm_is_dataparallel_on_two_gpus() {
     let (v, va, vb) = (vs.variables(), vs_a.variables(), vs_b.variables());
     let mut checked = 0;
     for (name, t) in v.iter().filter(|(n, _)| n.contains("running_")) {
-        assert!(diff(t, &va[name]) < 1e-7, "{name} follows the first replica");
-        assert!(diff(t, &vb[name]) > 0.0, "{name} ignores the second replica");
+        assert!(
+            diff(t, &va[name]) < 1e-7,
+            "{name} follows the first replica"
+        );
+        assert!(
+            diff(t, &vb[name]) > 0.0,
+            "{name} ignores the second replica"
+        );
         checked += 1;
     }
     assert!(checked > 10);
@@ -122,14 +137,26 @@ fn initialisation_follows_pytorch() {
     let v = vs.variables();
     let max_abs = |n: &str| v[n].abs().max().double_value(&[]);
     for bn in ["f.1", "f.3.0.bn1", "f.6.2.bn3", "g.1"] {
-        assert_eq!(v[&format!("{bn}.weight")].min().double_value(&[]), 1.0, "{bn}.weight = 1");
+        assert_eq!(
+            v[&format!("{bn}.weight")].min().double_value(&[]),
+            1.0,
+            "{bn}.weight = 1"
+        );
         assert_eq!(max_abs(&format!("{bn}.bias")), 0.0, "{bn}.bias = 0");
     }
     // nn.Conv2d / nn.Linear defaults: U(±1/√fan_in), filling most of the range.
-    for (name, fan_in) in [("f.0.weight", 27.0f64), ("g.0.weight", 2048.0), ("g.3.weight", 512.0), ("g.3.bias", 512.0)] {
+    for (name, fan_in) in [
+        ("f.0.weight", 27.0f64),
+        ("g.0.weight", 2048.0),
+        ("g.3.weight", 512.0),
+        ("g.3.bias", 512.0),
+    ] {
         let bound = 1.0 / fan_in.sqrt();
         let m = max_abs(name);
-        assert!(m <= bound && m > 0.9 * bound, "{name}: max |w| {m} for bound {bound}");
+        assert!(
+            m <= bound && m > 0.9 * bound,
+            "{name}: max |w| {m} for bound {bound}"
+        );
     }
     // torchvision's Kaiming normal, fan-out: std √(2 / (c_out·k·k)).
     let w = &v["f.6.0.conv2.weight"]; // 512 out, 3×3

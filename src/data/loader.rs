@@ -20,15 +20,19 @@ pub struct RunData {
 }
 
 impl RunData {
-    /// Reads the splits named by `cfg.data` (with their limits), checks that the rest of `cfg`
-    /// can use them ([`Config::check_against_data`]) and moves them to `device`.
+    /// Reads the splits named by `cfg.data` (with their limits) and moves them to `device`.
     pub fn load(cfg: &Config, device: Device) -> Result<RunData> {
+        RunData::load_splits(&cfg.data, device)
+    }
+
+    /// [`RunData::load`] for training: also checks that the rest of `cfg` can train on the
+    /// data ([`Config::check_against_data`]) before any work.
+    pub fn load_for_training(cfg: &Config, device: Device) -> Result<RunData> {
         let data = RunData::load_splits(&cfg.data, device)?;
         cfg.check_against_data(data.train.len(), data.bank.len())?;
         Ok(data)
     }
 
-    /// The splits alone, unchecked.
     fn load_splits(cfg: &DataConfig, device: Device) -> Result<RunData> {
         let dir = cfg.data_dir.as_deref();
         let train_split = if cfg.dataset == DatasetKind::Stl10 {

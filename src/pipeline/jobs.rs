@@ -57,7 +57,7 @@ fn start<'a>(
         device,
         cfg,
     };
-    let data = RunData::load(cfg, device)?;
+    let data = RunData::load_for_training(cfg, device)?;
     eprintln!(
         "data: {} ({} images) for training, {} ({}) as kNN bank, {} ({}) as test",
         data.train.name,
@@ -281,50 +281,85 @@ pub fn train_job(
     })
 }
 
-/// The model of `cfg.model` with the variables of a checkpoint file (`ipirm train`'s or
-/// `ipirm run`'s `model.safetensors`).
-pub fn load_model(
-    cfg: &Config,
-    device: Device,
-    checkpoint: &Path,
-) -> Result<(tch::nn::VarStore, crate::model::Model)> {
-    let mut vs = tch::nn::VarStore::new(device);
+/// A model with the variables of a checkpoint file.
+pub struct LoadedModel {
+    pub vs: tch::nn::VarStore,
+    pub model: crate::model::Model,
+    /// The classifier a `linear.py` checkpoint carries (`fc.weight`, `fc.bias`), else empty.
+    pub classifier: Vec<(String, Tensor)>,
+}
+
+/// The model of `cfg.model` with the variables of a checkpoint file: ipirm's
+/// `model.safetensors`, or the reference's `.pth`.
+pub fn load_model(cfg: &Config, device: Device, checkpoint: &Path) -> Result<LoadedModel> {
+    let vs = tch::nn::VarStore::new(device);
     let model = crate::model::Model::new(&vs.root(), &cfg.model);
-    if !checkpoint.is_file() {
-        return Err(Error::file(
-            checkpoint,
-            "a checkpoint file (--checkpoint)",
-            "no such file",
-        ));
-    }
-    vs.load(checkpoint).map_err(|e| {
-        Error::file(
-            checkpoint,
-            format!(
-                "a checkpoint of the configured model ({:?}, width {})",
-                cfg.model.arch, cfg.model.width
-            ),
-            format!("one that does not load ({e})"),
-        )
-    })?;
-    Ok((vs, model))
+    let (_, classifier) = crate::model::checkpoint::load_into(&vs, checkpoint)?;
+    Ok(LoadedModel {
+        vs,
+        model,
+        classifier,
+    })
+}
+
+/// What `ipirm checkpoint import` wrote.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub tensors: usize,
+    /// The classifier (`fc.*`) of a `linear.py` checkpoint, kept beside the model.
+    pub classifier: bool,
+}
+
+/// `ipirm checkpoint import`: a checkpoint file (the reference's `.pth`, or ours) into ipirm's
+/// safetensors, checked against the model `cfg.model` describes.
+pub fn import_checkpoint(cfg: &Config, input: &Path, output: &Path) -> Result<Imported> {
+    check_output_file(output, "--out")?;
+    let m = load_model(cfg, Device::Cpu, input)?;
+    let mut named: Vec<(String, Tensor)> = m.vs.variables().into_iter().collect();
+    let classifier = !m.classifier.is_empty();
+    named.extend(m.classifier);
+    Tensor::write_safetensors(&named, output)
+        .map_err(|e| Error::file(output, "a writable safetensors file", e.to_string()))?;
+    Ok(Imported {
+        tensors: named.len(),
+        classifier,
+    })
 }
 
 /// `ipirm eval knn`: the weighted kNN of a checkpoint file's encoder.
 pub fn eval_knn(cfg: &Config, device: Device, checkpoint: &Path) -> Result<Accuracy> {
-    let (_vs, model) = load_model(cfg, device, checkpoint)?;
+    let model = load_model(cfg, device, checkpoint)?.model;
     let data = RunData::load(cfg, device)?;
     knn::evaluate(&model, &data.bank, &data.test, &knn::Knn::of(cfg))
 }
 
-/// `ipirm eval linear`: the linear probe of a checkpoint file's encoder.
+/// `ipirm eval linear`: the linear probe of a checkpoint file's encoder; with `linear.epochs=0`
+/// and a checkpoint that carries a classifier (`linear.py`'s), that classifier scored as it is.
 pub fn eval_linear(
     cfg: &Config,
     device: Device,
     checkpoint: &Path,
 ) -> Result<linear::LinearResult> {
-    let (vs, _model) = load_model(cfg, device, checkpoint)?;
+    let LoadedModel { vs, classifier, .. } = load_model(cfg, device, checkpoint)?;
     let data = RunData::load(cfg, device)?;
+    if cfg.linear.epochs == 0 && !classifier.is_empty() {
+        // The checkpoint's own classifier (a linear.py checkpoint), scored as it is.
+        let begun = std::time::Instant::now();
+        let acc = linear::score_saved(
+            &vs,
+            &cfg.model,
+            &classifier,
+            &data.test,
+            cfg.linear.batch_size,
+        )?;
+        return Ok(linear::LinearResult {
+            test: acc,
+            best: acc,
+            per_epoch: Vec::new(),
+            final_train_loss: f64::NAN,
+            seconds: begun.elapsed().as_secs_f64(),
+        });
+    }
     linear::linear_probe(&vs, &cfg.model, &cfg.linear, &data.bank, &data.test)
 }
 

@@ -18,8 +18,9 @@ pub mod training;
 
 pub use artifacts::{Checkpoint, Ctx, DatasetRecord, Features, TensorArtifact};
 pub use jobs::{
-    check_output_file, default_out_dir, eval_knn, eval_linear, main_job, maximize_file,
-    resolve_branch, train_job, write_json, TrainOutcome,
+    check_output_file, default_out_dir, eval_knn, eval_linear, import_checkpoint, load_model,
+    main_job, maximize_file, resolve_branch, train_job, write_json, Imported, LoadedModel,
+    TrainOutcome,
 };
 pub use report::{PartitionSummary, Report};
 pub use stages::{Branch, Plan, StageKind};

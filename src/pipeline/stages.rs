@@ -76,10 +76,13 @@ impl StageKind {
     }
 
     /// The version of the stage's code and parameters: bumped when its output changes for the
-    /// same key (2: keys over what each stage reads; checkpoints 3).
+    /// same key. 2: keys over what each stage reads; checkpoint 3: inputs (previous, dataset,
+    /// newest partition), 4: PyTorch's initialisation and split BatchNorm; linear 3: the test
+    /// accuracy of every probe epoch.
     pub fn version(self) -> u32 {
         match self {
-            StageKind::Checkpoint => 3,
+            StageKind::Checkpoint => 4,
+            StageKind::Linear => 3,
             _ => 2,
         }
     }

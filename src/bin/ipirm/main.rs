@@ -47,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         what: StoreCommand,
     },
+    /// Checkpoint files: import the reference's `.pth` into ipirm's safetensors.
+    Checkpoint {
+        #[command(subcommand)]
+        what: CheckpointCommand,
+    },
     /// List the named presets.
     Presets,
     /// Print the resolved configuration as TOML (what `--config` reads).
@@ -94,6 +99,22 @@ enum StoreCommand {
         /// An export (`ipirm store export`) to import after the rebuild.
         #[arg(long, value_name = "EXPORT_DIR")]
         from: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Convert a checkpoint (the reference's `torch.save(model.state_dict())` of an
+    /// `nn.DataParallel(Model)`, or a `linear.py` checkpoint with its classifier) into ipirm's
+    /// safetensors, checked tensor by tensor against the configured model.
+    Import {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The checkpoint to read (.pth).
+        file: PathBuf,
+        /// Where to write the safetensors file.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -181,7 +202,8 @@ struct BenchArgs {
 struct EvalArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// A checkpoint written by `ipirm train` or `ipirm run` (model.safetensors).
+    /// A checkpoint: `ipirm train`'s or `ipirm run`'s model.safetensors, an imported one, or the
+    /// reference's `.pth` (read directly).
     #[arg(long)]
     checkpoint: PathBuf,
 }
@@ -265,6 +287,21 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Config(args) => emit(args.resolve()?.to_toml()),
+        Command::Checkpoint {
+            what: CheckpointCommand::Import { config, file, out },
+        } => {
+            let r = pipeline::import_checkpoint(&config.resolve()?, &file, &out)?;
+            let fc = if r.classifier {
+                " (with the classifier fc.*)"
+            } else {
+                ""
+            };
+            emitln(format_args!(
+                "imported {} tensors{fc} into {}",
+                r.tensors,
+                out.display()
+            ))
+        }
         Command::Maximize(args) => {
             let r = pipeline::maximize_file(&args.features, &args.out, &args.config.resolve()?)?;
             emitln(format_args!(
