@@ -345,50 +345,74 @@ pub struct Preset {
     /// Overrides on top of `Config::default()`, in `section.key=value` form, applied in order
     /// (groups shared by several presets are listed once above).
     pub overrides: &'static [&'static [&'static str]],
+    /// The published result this run reproduces, if any (`ipirm report` sets ours beside it).
+    pub paper: Option<Paper>,
 }
+
+/// A published linear-evaluation result (top-1, %) and where it was published.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Paper {
+    /// What the paper calls the run.
+    pub label: &'static str,
+    pub linear_top1: f64,
+    pub source: &'static str,
+}
+
+/// The reference's README, "Pretrained Model" table (the paper's STL-10 results).
+const IPIRM_README: &str = "IP-IRM README, table of released models";
+/// DCL (Chuang et al., NeurIPS 2020), STL-10 table, as SPEC.md quotes it.
+const DCL_TABLE: &str = "DCL paper, STL-10 table";
 
 /// Flags of the reference's `runsh/IPIRM_STL_400epoch.sh` are the defaults; the others differ by
 /// the overrides listed.
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "stl10-ipirm",
-        summary: "the paper's STL-10 IP-IRM run: ResNet-50, 400 epochs, λ1 0.2, λ2 0.5, τ 0.5 (84.44 linear top-1)",
+        summary: "the paper's STL-10 IP-IRM run: ResNet-50, 400 epochs, λ1 0.2, λ2 0.5, τ 0.5",
         overrides: &[],
+        paper: Some(Paper { label: "IP-IRM", linear_top1: 84.44, source: IPIRM_README }),
     },
     Preset {
         name: "stl10-baseline",
-        summary: "SimCLR on STL-10 with the same encoder, schedule and τ (DCL's table: 80.15)",
+        summary: "SimCLR on STL-10 with the same encoder, schedule and τ",
         overrides: &[&["train.method=simclr"]],
+        paper: Some(Paper { label: "SimCLR", linear_top1: 80.15, source: DCL_TABLE }),
     },
     Preset {
         name: "cifar100-ipirm",
         summary: "the reference's CIFAR-100 IP-IRM run: ResNet-50, 400 epochs, λ1 0.2, λ2 0.2",
         overrides: &[&["data.dataset=cifar100", "maximize.irm_weight=0.2"]],
+        paper: None,
     },
     Preset {
         name: "cifar100-baseline",
         summary: "SimCLR on CIFAR-100 with the same encoder, schedule and τ",
         overrides: &[&["data.dataset=cifar100", "train.method=simclr"]],
+        paper: None,
     },
     Preset {
         name: "fmnist-quick",
         summary: "SimCLR on Fashion-MNIST for a CPU: ResNet-18 width 16, 10,240 images, 5 epochs, short probe",
         overrides: &[FMNIST_QUICK, &["train.method=simclr"]],
+        paper: None,
     },
     Preset {
         name: "fmnist-full",
         summary: "SimCLR on all of Fashion-MNIST for a GPU: ResNet-18 width 64, 100 epochs, 100-epoch probe",
         overrides: &[FMNIST_FULL, &["train.method=simclr"]],
+        paper: None,
     },
     Preset {
         name: "fmnist-ipirm-quick",
         summary: "IP-IRM on Fashion-MNIST for a CPU (the main job): as fmnist-quick, maximize steps at epochs 0 and 3 on batches of 1024",
         overrides: &[FMNIST_QUICK, QUICK_MAXIMIZE, &["train.method=ipirm"]],
+        paper: None,
     },
     Preset {
         name: "fmnist-ipirm-full",
         summary: "IP-IRM on all of Fashion-MNIST for a GPU: ResNet-18 width 64, 100 epochs, maximize every 25 epochs",
         overrides: &[FMNIST_FULL, &["train.method=ipirm", "ipirm.maximize_iter=25"]],
+        paper: None,
     },
 ];
 

@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod plot;
 pub mod progress;
 pub mod replay;
+pub mod reproduction;
 pub mod rng;
 pub mod store;
 pub mod train;

@@ -10,7 +10,8 @@
 //! - [`Features`]: `z1`, `z2` (N×d projections of both views).
 //!
 //! Records (bincode in the index): [`crate::train::EpochStats`] (curve),
-//! [`crate::eval::Accuracy`] (kNN), [`crate::eval::linear::LinearResult`] (probe),
+//! [`crate::eval::Accuracy`] (kNN), [`MonitorPoint`] (the kNN monitor),
+//! [`crate::eval::linear::LinearResult`] (probe),
 //! [`DatasetRecord`], [`super::Report`].
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -150,6 +151,13 @@ pub struct DatasetRecord {
     pub names: Vec<String>,
     pub counts: Vec<i64>,
     pub sha256: String,
+}
+
+/// One point of the kNN monitor: the encoder's kNN accuracy after `epoch` epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MonitorPoint {
+    pub epoch: usize,
+    pub knn: crate::eval::Accuracy,
 }
 
 /// Named tensors by name.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tch::{Device, Tensor};
 
-use super::artifacts::{short, Ctx, DatasetRecord};
+use super::artifacts::{short, Ctx, DatasetRecord, MonitorPoint};
 use super::report::{PartitionSummary, Report};
 use super::stages::{self, Branch, Plan, Planned, StageKind};
 use super::training::{train, Trained};
@@ -77,10 +77,11 @@ fn start<'a>(
     })
 }
 
-/// Trains along the run's plan, printing each epoch (and the kNN monitor every
-/// `train.knn_every` epochs) and each maximize step's partition.
+/// Trains along the run's plan, printing each epoch and each maximize step's partition; every
+/// `train.knn_every` epochs (not at the last, which the final evaluation covers) the kNN
+/// monitor runs and is stored.
 fn train_printing(s: &Started) -> Result<(Trained, Vec<PartitionSummary>)> {
-    let (cfg, data) = (s.ctx.cfg, &s.data);
+    let (ctx, cfg, data) = (&s.ctx, s.ctx.cfg, &s.data);
     let kp = knn::Knn::of(cfg);
     let every = cfg.train.knn_every;
     let mut partitions = Vec::new();
@@ -97,8 +98,22 @@ fn train_printing(s: &Started) -> Result<(Trained, Vec<PartitionSummary>)> {
             e.seconds
         );
         if every > 0 && e.epoch.is_multiple_of(every) && e.epoch < cfg.train.epochs {
-            let acc = knn::evaluate(&t.model, &data.bank, &data.test, &kp)?;
-            line += &format!(", kNN top-1 {:.2} top-5 {:.2}", acc.top1, acc.top5);
+            let st = monitor_stage(
+                cfg,
+                &s.plan.checkpoint(e.epoch).key,
+                &s.dataset_key,
+                e.epoch,
+            )?;
+            let point = ctx.cached_record(&st, "kNN monitor", || {
+                Ok(MonitorPoint {
+                    epoch: e.epoch,
+                    knn: knn::evaluate(&t.model, &data.bank, &data.test, &kp)?,
+                })
+            })?;
+            line += &format!(
+                ", kNN top-1 {:.2} top-5 {:.2}",
+                point.knn.top1, point.knn.top5
+            );
         }
         eprintln!("{line}");
         Ok(())
@@ -109,8 +124,22 @@ fn train_printing(s: &Started) -> Result<(Trained, Vec<PartitionSummary>)> {
         partitions.push(summary);
         Ok(())
     };
-    let trained = train(&s.ctx, data, &s.plan, on_epoch, on_partition)?;
+    let trained = train(ctx, data, &s.plan, on_epoch, on_partition)?;
     Ok((trained, partitions))
+}
+
+/// The kNN monitor's stage after `epoch` epochs.
+fn monitor_stage(
+    cfg: &Config,
+    checkpoint: &str,
+    dataset_key: &str,
+    epoch: usize,
+) -> Result<Planned> {
+    Planned::new(
+        StageKind::Monitor,
+        &stages::monitor_params(cfg, epoch),
+        vec![checkpoint.to_string(), dataset_key.to_string()],
+    )
 }
 
 /// The README's main job: reference points (raw pixels, the encoder at initialisation),

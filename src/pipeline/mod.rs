@@ -16,7 +16,7 @@ pub mod report;
 pub mod stages;
 pub mod training;
 
-pub use artifacts::{Checkpoint, Ctx, DatasetRecord, Features, TensorArtifact};
+pub use artifacts::{Checkpoint, Ctx, DatasetRecord, Features, MonitorPoint, TensorArtifact};
 pub use jobs::{
     check_output_file, default_out_dir, eval_knn, eval_linear, import_checkpoint, load_model,
     main_job, maximize_file, resolve_branch, train_job, write_json, Imported, LoadedModel,

@@ -15,6 +15,7 @@
 //! | `partition` k | that checkpoint, its features (offline), the previous partition (without `random_init`) | k, `train.seed`, every `maximize` setting but `seed`, the resolved temperature |
 //! | `knn-pixels` | dataset | `knn`, the resolved temperature |
 //! | `knn` | a checkpoint, dataset | `knn`, the resolved temperature |
+//! | `knn-monitor` | the checkpoint after epoch e, dataset | e, `knn`, the resolved temperature |
 //! | `linear` | a checkpoint, dataset | `linear`, model |
 //! | `report` | final checkpoint, dataset | the whole config |
 //!
@@ -43,12 +44,14 @@ pub enum StageKind {
     Partition,
     PixelKnn,
     Knn,
+    /// The kNN monitor during training (every `train.knn_every` epochs).
+    Monitor,
     Linear,
     Report,
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 9] = [
+    pub const ALL: [StageKind; 10] = [
         StageKind::Dataset,
         StageKind::Checkpoint,
         StageKind::Curve,
@@ -56,6 +59,7 @@ impl StageKind {
         StageKind::Partition,
         StageKind::PixelKnn,
         StageKind::Knn,
+        StageKind::Monitor,
         StageKind::Linear,
         StageKind::Report,
     ];
@@ -70,6 +74,7 @@ impl StageKind {
             StageKind::Partition => "partition",
             StageKind::PixelKnn => "knn-pixels",
             StageKind::Knn => "knn",
+            StageKind::Monitor => "knn-monitor",
             StageKind::Linear => "linear",
             StageKind::Report => "report",
         }
@@ -243,6 +248,13 @@ pub fn knn_params(cfg: &Config) -> Value {
         batch_size,
     } = &cfg.knn;
     json!({"k": k, "temperature": cfg.knn_temperature(), "batch_size": batch_size})
+}
+
+/// The kNN monitor after `epoch` epochs.
+pub fn monitor_params(cfg: &Config, epoch: usize) -> Value {
+    let mut p = knn_params(cfg);
+    p["epoch"] = json!(epoch);
+    p
 }
 
 /// A linear probe of a checkpoint's encoder.

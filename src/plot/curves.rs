@@ -79,3 +79,61 @@ fn line<DB: DrawingBackend>(
 ) -> LineSeries<DB, (usize, f64)> {
     LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(3)
 }
+
+/// One named series of a [`lines_svg`] chart: (x, y) points, x an epoch.
+pub type Series = (String, Vec<(usize, f64)>);
+
+/// A line chart of several series over the epoch: `title`, the y axis named `y_label`. Used for
+/// the kNN monitor over training and the risk of a maximize step over its epochs. Non-finite
+/// points are left out; a chart with none says "no data".
+pub fn lines_svg(title: &str, y_label: &str, series: &[Series]) -> String {
+    let series: Vec<(&str, Vec<(usize, f64)>)> = series
+        .iter()
+        .map(|(n, pts)| {
+            (
+                n.as_str(),
+                pts.iter()
+                    .copied()
+                    .filter(|p| p.1.is_finite())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, pts)| !pts.is_empty())
+        .collect();
+    let Some((lo, hi)) = finite_range(series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)))
+    else {
+        return message_svg(SIZE, title, "no data");
+    };
+    let first = series
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|p| p.0))
+        .min()
+        .unwrap_or(0);
+    let last = series
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|p| p.0))
+        .max()
+        .unwrap_or(0)
+        .max(first + 1);
+    render(SIZE, |root| {
+        let (plot, side) = root.split_horizontally(SIZE.0 - LEGEND_W);
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(title, (FONT, 20))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(first..last, padded(lo, hi))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(y_label)
+            .label_style((FONT, 13))
+            .draw()?;
+        let mut entries = Vec::new();
+        for (i, (name, points)) in series.iter().enumerate() {
+            chart.draw_series(line(points, color(i)))?;
+            entries.push((name.to_string(), color(i), Mark::Line));
+        }
+        legend(&side, &entries)
+    })
+}

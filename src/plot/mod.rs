@@ -13,7 +13,7 @@ mod bars;
 mod curves;
 
 pub use bars::{composition_svg, paper_table_svg};
-pub use curves::training_curves_svg;
+pub use curves::{lines_svg, training_curves_svg, Series};
 
 /// One epoch of a training run, as [`training_curves_svg`] draws it.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -52,6 +52,14 @@ enum Command {
         #[command(subcommand)]
         what: CheckpointCommand,
     },
+    /// The reproduction beside the paper: every preset with a published number and the latest
+    /// run of it in the store, then every other run; printed, and with --out written as
+    /// Markdown, JSON and SVG charts.
+    Report {
+        /// Folder for report.md, report.json and the charts.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// List the named presets.
     Presets,
     /// Print the resolved configuration as TOML (what `--config` reads).
@@ -282,11 +290,35 @@ fn run(cli: Cli) -> Result<()> {
         Command::Presets => {
             let w = PRESETS.iter().map(|p| p.name.len()).max().unwrap_or(0);
             for p in PRESETS {
-                emitln(format_args!("{:<w$}  {}", p.name, p.summary))?;
+                let paper = p.paper.map(|q| {
+                    format!(
+                        " [paper: {} linear top-1 {:.2}, {}]",
+                        q.label, q.linear_top1, q.source
+                    )
+                });
+                emitln(format_args!(
+                    "{:<w$}  {}{}",
+                    p.name,
+                    p.summary,
+                    paper.unwrap_or_default()
+                ))?;
             }
             Ok(())
         }
         Command::Config(args) => emit(args.resolve()?.to_toml()),
+        Command::Report { out } => {
+            let r = ipirm::reproduction::reproduction(&open_store()?)?;
+            emit(r.markdown())?;
+            if let Some(dir) = out {
+                let files = r.write(&dir)?;
+                emitln(format_args!(
+                    "\nwrote {} files to {}",
+                    files.len(),
+                    dir.display()
+                ))?;
+            }
+            Ok(())
+        }
         Command::Checkpoint {
             what: CheckpointCommand::Import { config, file, out },
         } => {
