@@ -210,10 +210,10 @@ fn global_term(
 /// the whole loss, back-propagated once by the caller.
 ///
 /// Order: the batch-wide MixUp draw, `z1 = forward(mixup(x1))`, `z2 = forward(x2)`; then for
-/// each environment (see [`environments`]: view 2 is the batch-wide `z2[sel]`) a fresh draw and
-/// a forward. `contrastive = mean_e(env loss) (+ the batch-wide MixUp loss with keep_cont)`,
-/// `penalty = mean_e(env penalty)`, `total = contrastive + pw · penalty`, divided by pw when
-/// pw > 1. Without `keep_cont` the first forward is still made (without gradients).
+/// each environment (its samples `sel`, at least 2; view 2 is the batch-wide `z2[sel]`) a fresh
+/// draw and a forward. `contrastive = mean_e(env loss)` (+ the batch-wide MixUp loss with
+/// `keep_cont`), `penalty = mean_e(env penalty)`, `total = contrastive + pw · penalty`, divided by
+/// pw when pw > 1. Without `keep_cont` the first forward is still made (without gradients).
 ///
 /// `x1`, `x2`: the two views (`B × …`); `idx`: the `B` int64 indices of the batch in the training
 /// set; `partition`: `N × E` logits.
@@ -301,8 +301,8 @@ impl MixupRetainLoss {
 ///
 /// Order: the batch-wide MixUp draw, `forward(mixup(x1))`, `forward(x2)`, and with `keep_cont`
 /// the backward of their MixUp loss. Then for each partition in order: a fresh
-/// `z2 = forward(x2)`, the environments (see [`environments`]: view 2 is this `z2[sel]`), and the
-/// backward of `loss_env = mean_e(env loss) + pw · mean_e(env penalty)` (÷ pw when pw > 1); a
+/// `z2 = forward(x2)`, its environments (view 2 is this `z2[sel]`), and the backward of
+/// `loss_env = mean_e(env loss) + pw · mean_e(env penalty)` (÷ pw when pw > 1); a
 /// partition whose environments were all skipped back-propagates nothing. Gradients accumulate
 /// over the backward passes. Arguments as [`mixup_ipirm_loss`], with every kept partition.
 #[allow(clippy::too_many_arguments)] // the batch, the partitions, the settings, forward and draws
