@@ -87,6 +87,13 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Run the kNN monitor every N epochs (0 = never during training).
     pub knn_every: usize,
+    /// MixUp on view 1 (`main_mixup.py`): with `method = simclr` the MixUp baseline
+    /// (`--baseline`), with `method = ipirm` the minimize step `--ours_mixup_mode full`
+    /// (`train_env_mixup_full_retaingp` with `ipirm.retain_group`, else `_noretaingp`). The
+    /// maximize step is the ordinary one (the reference's `--mixup_max` off).
+    pub mixup: bool,
+    /// α of MixUp's Beta(α, α) (`--alpha`); read only with `mixup`.
+    pub mixup_alpha: f64,
 }
 
 /// The minimize step of IP-IRM (`train_env`).
@@ -103,6 +110,9 @@ pub struct IpirmConfig {
     pub keep_cont: bool,
     /// Train on every partition found so far (else the latest only).
     pub retain_group: bool,
+    /// With `retain_group`: keep at most this many partitions, the oldest dropped first
+    /// (`--retain_group_set`); 0 = keep all.
+    pub retain_group_set: usize,
     /// A maximize step after every N epochs (and one before epoch 1).
     pub maximize_iter: usize,
     /// Branch from a stored partition: its key (or a unique prefix), or `RUN@EPOCH` (the
@@ -238,6 +248,8 @@ impl Default for TrainConfig {
             tau_plus: 0.1,
             seed: 1234,
             knn_every: 25,
+            mixup: false,
+            mixup_alpha: 1.0,
         }
     }
 }
@@ -250,6 +262,7 @@ impl Default for IpirmConfig {
             increasing_weight: false,
             keep_cont: true,
             retain_group: true,
+            retain_group_set: 0,
             maximize_iter: 50,
             from_partition: None,
         }
@@ -585,6 +598,13 @@ impl Config {
             return Err(Error::config(
                 "train.tau_plus",
                 format!("must be in [0, 1), got {}", self.train.tau_plus),
+            ));
+        }
+        positive_f("train.mixup_alpha", self.train.mixup_alpha)?;
+        if self.train.mixup && self.train.debiased {
+            return Err(Error::config(
+                "train.debiased",
+                "has no MixUp form (`main_mixup.train` has no debiased estimator); turn off train.mixup or train.debiased",
             ));
         }
         non_negative_f("ipirm.penalty_weight", self.ipirm.penalty_weight)?;

@@ -238,6 +238,61 @@ fn the_online_maximize_step_runs_in_training() {
     );
 }
 
+/// MixUp IP-IRM (`train.mixup`, `main_mixup.py` with `--ours_mixup_mode full --retain_group`)
+/// end to end through the store: two partitions kept in the last epoch (one backward each, one
+/// optimizer step per batch), then the evaluations; and the MixUp baseline for one epoch.
+#[test]
+fn mixup_runs_train_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    fashion_folder(tmp.path(), 64, 16);
+    let d = tmp.path().to_str().unwrap();
+    let text = train_ok(
+        &tmp.path().join("store"),
+        &tiny_fashion(
+            d,
+            &[
+                "--set=train.mixup=true",
+                "--set=train.temperature=0.2",
+                "--set=ipirm.maximize_iter=1",
+                "--set=ipirm.retain_group_set=2",
+            ],
+        )[1..],
+    );
+    assert!(
+        text.contains("partition after epoch 1") && text.contains("final checkpoint"),
+        "{text}"
+    );
+    let text = train_ok(
+        &tmp.path().join("store"),
+        &tiny_fashion(
+            d,
+            &[
+                "--set=train.method=simclr",
+                "--set=train.mixup=true",
+                "--set=train.epochs=1",
+            ],
+        )[1..],
+    );
+    assert!(text.contains("final checkpoint"), "{text}");
+}
+
+#[test]
+fn config_shows_the_mixup_keys() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .args(["config", "--set", "train.mixup=true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let toml = String::from_utf8_lossy(&out.stdout);
+    for key in ["mixup = true", "mixup_alpha = 1.0", "retain_group_set = 0"] {
+        assert!(toml.contains(key), "`{key}` missing:\n{toml}");
+    }
+    assert_clear_error(
+        &["config", "--set", "train.mixup_alpha=-1"],
+        &["train.mixup_alpha", "positive"],
+    );
+}
+
 /// A tiny Fashion-MNIST run's flags (training is a few seconds).
 fn tiny_fashion<'a>(d: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![

@@ -16,12 +16,15 @@
 //! | [`soft_contrastive_loss`] | `utils.soft_contrastive_loss` |
 //! | [`irm_penalty`] | `utils.penalty` (mode `w`) and the inline penalty of `auto_split_offline` |
 //! | [`balance_constraint`], [`entropy`] | the `constrain` branch of `auto_split_offline`, `utils.cal_entropy` |
+//! | [`mixup`], [`draw_mixup`] | `utils_mixup.mixup` (`share_lam=False`) |
+//! | [`mixup_logits`], [`mixup_cross_entropy`], [`mixup_contrastive_loss`] | the loss inside `main_mixup.train` and each environment of `train_env_mixup_full_*` |
 //!
 //! [`Error::Shape`]: crate::Error::Shape
 //! [`Error::Torch`]: crate::Error::Torch
 mod constraint;
 mod info_nce;
 mod irm;
+mod mixup;
 mod nt_xent;
 mod soft_contrastive;
 
@@ -31,6 +34,7 @@ pub use info_nce::{
     info_nce_loss, info_nce_sample_index,
 };
 pub use irm::{irm_penalty, irm_penalty_with_loss};
+pub use mixup::{draw_mixup, mixup, mixup_contrastive_loss, mixup_cross_entropy, mixup_logits};
 pub use nt_xent::nt_xent;
 pub use soft_contrastive::{soft_contrastive_loss, SoftMode};
 

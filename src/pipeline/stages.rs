@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `dataset` | the data's sha256 | dataset, limits (not the folder: the content is hashed) |
 //! | `checkpoint` 0 (initialisation) | none | model, `train.seed` |
-//! | `checkpoint` e ≥ 1 | checkpoint e−1, dataset, newest partition | e, model, the minimize step's settings (`train` without `epochs`, `knn_every`; IP-IRM: `ipirm` without `maximize_iter`, `env_num`, `irm_temp`; `epochs` only with `increasing_weight`), the partition a branched run started from |
+//! | `checkpoint` e ≥ 1 | checkpoint e−1, dataset, newest partition | e, model, the minimize step's settings (`train` without `epochs`, `knn_every`; `mixup`, `mixup_alpha` only with `mixup`, `debiased`, `tau_plus` only for SimCLR without it; IP-IRM: `ipirm` without `maximize_iter`, with `retain_group_set` only when `retain_group` and non-zero, plus `env_num`, and `irm_temp` unless `mixup`; `epochs` only with `increasing_weight`), the partition a branched run started from |
 //! | `curve` e | checkpoint e | none (the same computation as the checkpoint) |
 //! | `features` k | the checkpoint it is learned after | k, `train.seed`, `maximize.batch_size` |
 //! | `partition` k | that checkpoint, its features (offline), the previous partition (without `random_init`) | k, `train.seed`, every `maximize` setting but `seed`, the resolved temperature |
@@ -145,6 +145,8 @@ pub fn epoch_params(cfg: &Config, epoch: usize, origin: Option<&str>) -> Value {
         tau_plus,
         seed,
         knn_every: _,
+        mixup,
+        mixup_alpha,
     } = &cfg.train;
     let mut p = json!({
         "epoch": epoch,
@@ -157,11 +159,19 @@ pub fn epoch_params(cfg: &Config, epoch: usize, origin: Option<&str>) -> Value {
         "seed": seed,
         "origin": origin,
     });
+    // MixUp enters only MixUp runs' keys, so the keys of runs without it are those they had
+    // before the option existed.
+    if *mixup {
+        p["mixup"] = json!(true);
+        p["mixup_alpha"] = json!(mixup_alpha);
+    }
     match method {
-        Method::Simclr => {
+        // The MixUp baseline has no debiased form (config validation refuses it).
+        Method::Simclr if !*mixup => {
             p["debiased"] = json!(debiased);
             p["tau_plus"] = json!(tau_plus);
         }
+        Method::Simclr => {}
         Method::Ipirm => {
             let IpirmConfig {
                 penalty_weight,
@@ -169,6 +179,7 @@ pub fn epoch_params(cfg: &Config, epoch: usize, origin: Option<&str>) -> Value {
                 increasing_weight,
                 keep_cont,
                 retain_group,
+                retain_group_set,
                 maximize_iter: _,
                 from_partition: _,
             } = &cfg.ipirm;
@@ -179,8 +190,15 @@ pub fn epoch_params(cfg: &Config, epoch: usize, origin: Option<&str>) -> Value {
                 "keep_cont": keep_cont,
                 "retain_group": retain_group,
                 "env_num": cfg.maximize.env_num,
-                "irm_temp": cfg.maximize.irm_temp,
             });
+            // The MixUp minimize step's penalty is taken at `train.temperature`; irm_temp unread.
+            if !*mixup {
+                p["ipirm"]["irm_temp"] = json!(cfg.maximize.irm_temp);
+            }
+            // Read only with retain_group; 0 (keep all) is the behaviour before the option.
+            if *retain_group && *retain_group_set != 0 {
+                p["ipirm"]["retain_group_set"] = json!(retain_group_set);
+            }
             if *increasing_weight {
                 p["ipirm"]["epochs"] = json!(epochs);
             }

@@ -1,5 +1,6 @@
 //! Training: the model with its optimizer ([`Trainer`]), the epoch loop, and the per-batch steps
-//! (SimCLR baseline here; the IP-IRM minimize and maximize steps in their own modules).
+//! (SimCLR baseline here; the IP-IRM minimize and maximize steps and the MixUp minimize steps in
+//! their own modules).
 use std::time::Instant;
 
 use tch::{nn, Device, Tensor};
@@ -13,6 +14,7 @@ pub mod adam;
 pub mod ipirm;
 pub mod maximize;
 pub mod minimize;
+pub mod mixup;
 pub mod schedule;
 
 /// Figures of one training epoch (the training curve is a list of these).
@@ -36,9 +38,13 @@ pub struct EpochStats {
 
 /// One batch's loss as the epoch loop sees it.
 pub struct BatchLoss {
+    /// The loss to back-propagate, or, when `backpropagated`, the figure reported for the batch.
     pub total: Tensor,
     pub contrastive: Tensor,
     pub penalty: Tensor,
+    /// The step ran its own backward passes (the MixUp retain-group step back-propagates once per
+    /// partition); the loop then only steps the optimizer.
+    pub backpropagated: bool,
 }
 
 /// The model being trained, its optimizer, and how many epochs it has seen.
@@ -90,6 +96,7 @@ impl Trainer {
                     contrastive: total.detach(),
                     penalty: total.zeros_like(),
                     total,
+                    backpropagated: false,
                 })
             },
             0.0,
@@ -123,6 +130,87 @@ impl Trainer {
                     total: l.total,
                     contrastive: l.contrastive.detach(),
                     penalty: l.penalty.detach(),
+                    backpropagated: false,
+                })
+            },
+            pw,
+        )
+        .inspect(|_| self.epoch += 1)
+    }
+
+    /// One MixUp epoch (`train.mixup`, `main_mixup.py`): two augmented views per batch as in
+    /// the other methods, then with SimCLR the MixUp baseline ([`mixup::mixup_baseline_loss`]),
+    /// with IP-IRM the `full` minimize step over the kept `partitions`, back-propagated once per
+    /// partition then one optimizer step with `retain_group`
+    /// ([`mixup::mixup_ipirm_retain_backward`]), else over the latest partition
+    /// ([`mixup::mixup_ipirm_loss`]). The MixUp draws come from the epoch's random stream, after
+    /// the batch's augmentations.
+    pub fn train_epoch_mixup(
+        &mut self,
+        images: &Tensor,
+        partitions: &[Tensor],
+    ) -> Result<EpochStats> {
+        let cfg = &self.cfg;
+        let epoch = self.epoch + 1;
+        let ipirm = cfg.train.method == Method::Ipirm;
+        let pw = match ipirm {
+            true => minimize::penalty_weight(&cfg.ipirm, epoch, cfg.train.epochs),
+            false => 0.0,
+        };
+        if ipirm && partitions.is_empty() {
+            return Err(crate::Error::Shape(
+                "the MixUp IP-IRM minimize step needs at least one partition".into(),
+            ));
+        }
+        let model = &self.model;
+        let forward = |x: &Tensor| model.forward(x, true).1;
+        let mut draws = mixup::BetaDraws {
+            alpha: cfg.train.mixup_alpha,
+        };
+        run_epoch(
+            epoch,
+            cfg.train.epochs,
+            cfg.train.seed,
+            images,
+            cfg.train.batch_size,
+            &mut self.opt,
+            |x, idx| {
+                let x1 = augment::train_view(x, augment::CROP_SIZE);
+                let x2 = augment::train_view(x, augment::CROP_SIZE);
+                if !ipirm {
+                    let total = mixup::mixup_baseline_loss(
+                        &x1,
+                        &x2,
+                        cfg.train.temperature,
+                        forward,
+                        &mut draws,
+                    )?;
+                    return Ok(BatchLoss {
+                        contrastive: total.detach(),
+                        penalty: total.zeros_like(),
+                        total,
+                        backpropagated: false,
+                    });
+                }
+                if cfg.ipirm.retain_group {
+                    let l = mixup::mixup_ipirm_retain_backward(
+                        &x1, &x2, idx, partitions, cfg, pw, forward, &mut draws,
+                    )?;
+                    return Ok(BatchLoss {
+                        total: l.total(),
+                        contrastive: l.contrastive(),
+                        penalty: l.penalty(),
+                        backpropagated: true,
+                    });
+                }
+                let latest = partitions.last().expect("checked above");
+                let l =
+                    mixup::mixup_ipirm_loss(&x1, &x2, idx, latest, cfg, pw, forward, &mut draws)?;
+                Ok(BatchLoss {
+                    total: l.total,
+                    contrastive: l.contrastive.detach(),
+                    penalty: l.penalty.detach(),
+                    backpropagated: false,
                 })
             },
             pw,
@@ -182,16 +270,19 @@ impl Trainer {
 
     /// One epoch of the configured method (`partitions` is ignored by SimCLR).
     pub fn train_epoch(&mut self, images: &Tensor, partitions: &[Tensor]) -> Result<EpochStats> {
-        match self.cfg.train.method {
-            Method::Simclr => self.train_epoch_simclr(images),
-            Method::Ipirm => self.train_epoch_ipirm(images, partitions),
+        match (self.cfg.train.method, self.cfg.train.mixup) {
+            (_, true) => self.train_epoch_mixup(images, partitions),
+            (Method::Simclr, false) => self.train_epoch_simclr(images),
+            (Method::Ipirm, false) => self.train_epoch_ipirm(images, partitions),
         }
     }
 }
 
 /// The epoch loop shared by the training methods: seeds the epoch's random stream from the run
-/// seed and the epoch, draws the batches, calls `step(images, indices)` for each batch's loss,
-/// back-propagates, steps the optimizer and reports progress.
+/// seed and the epoch, draws the batches, and for each one zeroes the gradients, calls
+/// `step(images, indices)` for the batch's loss, back-propagates it (unless the step did its own
+/// backward passes, [`BatchLoss::backpropagated`]), steps the optimizer once and reports
+/// progress. A non-finite loss stops the epoch before the optimizer step.
 #[allow(clippy::too_many_arguments)] // the epoch's settings, each used once
 pub(crate) fn run_epoch(
     epoch: usize,
@@ -220,6 +311,7 @@ pub(crate) fn run_epoch(
     let (mut total, mut contrastive, mut penalty, mut seen) = (0.0, 0.0, 0.0, 0i64);
     for (i, idx) in batches.iter().enumerate() {
         let x = images.index_select(0, idx);
+        opt.zero_grad();
         let loss = step(&x, idx)?;
         let b = idx.size()[0];
         let parts = Vec::<f64>::try_from(
@@ -234,7 +326,10 @@ pub(crate) fn run_epoch(
                 value: parts[0],
             });
         }
-        opt.backward_step(&loss.total);
+        if !loss.backpropagated {
+            loss.total.backward();
+        }
+        opt.step();
         total += parts[0] * b as f64;
         contrastive += parts[1] * b as f64;
         penalty += parts[2] * b as f64;

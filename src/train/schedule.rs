@@ -14,6 +14,8 @@ pub struct Schedule {
     pub maximize_iter: usize,
     /// Keep every partition (`ipirm.retain_group`), else the latest only.
     pub retain_group: bool,
+    /// With `retain_group`, keep at most this many, the latest (`ipirm.retain_group_set`; 0 = all).
+    pub retain_group_set: usize,
 }
 
 impl Schedule {
@@ -25,6 +27,7 @@ impl Schedule {
             epochs: cfg.train.epochs,
             maximize_iter: cfg.ipirm.maximize_iter.max(1),
             retain_group: cfg.ipirm.retain_group,
+            retain_group_set: cfg.ipirm.retain_group_set,
         }
     }
 
@@ -44,13 +47,20 @@ impl Schedule {
     }
 
     /// The partitions a minimize epoch trains on, out of all found so far (in order): every one
-    /// with `retain_group`, else the latest.
+    /// with `retain_group`, at most the latest `retain_group_set` when that is not 0, else the
+    /// latest.
+    ///
+    /// `main_mixup.py` (lines 465–475) keeps a list that starts with the first partition and, after
+    /// each maximize step with `--retain_group`, appends the new one and, once the list already
+    /// held `retain_group_set` entries, drops its first (`updated_split_all[1:]`): first in, first
+    /// out, so the list is always the latest `min(steps, retain_group_set)` partitions.
     pub fn kept<'a, T>(&self, all: &'a [T]) -> &'a [T] {
-        if self.retain_group {
-            all
-        } else {
-            &all[all.len().saturating_sub(1)..]
-        }
+        let keep = match (self.retain_group, self.retain_group_set) {
+            (false, _) => 1,
+            (true, 0) => all.len(),
+            (true, n) => n,
+        };
+        &all[all.len().saturating_sub(keep)..]
     }
 }
 
@@ -84,5 +94,49 @@ mod tests {
         assert_eq!(latest.kept(&[1, 2, 3]), &[3]);
         assert_eq!(s.kept(&[1, 2, 3]), &[1, 2, 3]);
         assert!(s.kept::<u8>(&[]).is_empty() && latest.kept::<u8>(&[]).is_empty());
+    }
+
+    /// The FIFO rule of `main_mixup.py` lines 465–475, replayed step by step as the reference
+    /// runs it, against `kept` on every prefix of the partitions found.
+    #[test]
+    fn retain_group_set_keeps_the_latest_n_first_in_first_out() {
+        let cfg = Config::default()
+            .with_overrides(&["ipirm.retain_group_set=2"])
+            .unwrap();
+        let s = Schedule::new(&cfg, 0);
+        assert_eq!(s.retain_group_set, 2);
+        for set in [1usize, 2, 3] {
+            let s = Schedule {
+                retain_group_set: set,
+                ..s.clone()
+            };
+            let all: Vec<usize> = (0..6).collect();
+            // updated_split_all = [first]; then per maximize step the reference's branch.
+            let mut reference = vec![all[0]];
+            assert_eq!(s.kept(&all[..1]), reference.as_slice());
+            for step in 1..all.len() {
+                assert!(reference.len() <= set);
+                reference.push(all[step]);
+                if reference.len() == set + 1 {
+                    reference.remove(0);
+                }
+                assert_eq!(
+                    s.kept(&all[..=step]),
+                    reference.as_slice(),
+                    "set {set}, step {step}"
+                );
+            }
+        }
+        // 0 keeps everything; without retain_group the set size is not read.
+        let all = Schedule {
+            retain_group_set: 0,
+            ..s.clone()
+        };
+        assert_eq!(all.kept(&[1, 2, 3]), &[1, 2, 3]);
+        let latest = Schedule {
+            retain_group: false,
+            ..s
+        };
+        assert_eq!(latest.kept(&[1, 2, 3]), &[3]);
     }
 }
