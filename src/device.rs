@@ -1,27 +1,111 @@
-//! `--device auto|cpu|cuda[:N]`.
+//! `--device auto|cpu|cuda[:N]`, and making sure libtorch's CUDA backend is loaded.
+//!
+//! libtorch registers its CUDA backend when `libtorch_cuda.so` is loaded. The binary keeps it
+//! linked (build.rs), but a crate built by evcxr for a notebook gets no link arguments, the
+//! linker drops the library as unneeded, and libtorch then sees no GPU. [`cuda`] loads it at
+//! run time when it is missing (from `$LIBTORCH/lib` or the library path), so a notebook's
+//! `ipirm` uses the GPU like the binary; [`cuda`]'s answer says which device a process gets and
+//! why.
+use std::sync::OnceLock;
+
 use tch::Device;
 
 use crate::{Error, Result};
 
+/// What the process can use, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudaStatus {
+    /// GPUs libtorch sees.
+    pub devices: usize,
+    /// How the CUDA backend came to be there, or why there is none.
+    pub why: String,
+}
+
+impl std::fmt::Display for CudaStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.devices {
+            0 => write!(f, "cpu: {}", self.why),
+            n => write!(
+                f,
+                "cuda:0 ({n} GPU{}): {}",
+                if n == 1 { "" } else { "s" },
+                self.why
+            ),
+        }
+    }
+}
+
+/// Loads libtorch's CUDA backend if the process lacks it, once; the GPUs libtorch then sees.
+pub fn cuda() -> &'static CudaStatus {
+    static STATUS: OnceLock<CudaStatus> = OnceLock::new();
+    STATUS.get_or_init(|| {
+        if tch::Cuda::is_available() {
+            return CudaStatus { devices: tch::Cuda::device_count() as usize, why: "libtorch's CUDA backend is linked".into() };
+        }
+        let loaded = load_torch_cuda();
+        let devices = tch::Cuda::device_count().max(0) as usize;
+        let why = match (&loaded, devices) {
+            (Ok(path), n) if n > 0 => format!("libtorch's CUDA backend loaded at start-up from {path}"),
+            (Ok(path), _) => format!("libtorch's CUDA backend is loaded ({path}) but sees no GPU (no NVIDIA driver or no device)"),
+            (Err(e), _) => format!("libtorch's CUDA backend could not be loaded ({e}); CPU only"),
+        };
+        CudaStatus { devices, why }
+    })
+}
+
+/// `dlopen`s `libtorch_cuda.so` (global symbols, so its static initialisers register the CUDA
+/// hooks with libtorch); returns where it came from.
+fn load_torch_cuda() -> std::result::Result<String, String> {
+    let mut candidates: Vec<String> = Vec::new();
+    if let Ok(root) = std::env::var("LIBTORCH") {
+        candidates.push(format!("{root}/lib/libtorch_cuda.so"));
+    }
+    candidates.push("libtorch_cuda.so".into());
+    let mut errors = Vec::new();
+    for c in &candidates {
+        let name = std::ffi::CString::new(c.as_str()).map_err(|e| e.to_string())?;
+        // SAFETY: dlopen with a NUL-terminated path; the handle is kept for the process's life
+        // (never dlclosed), as libtorch's registered hooks point into the library.
+        let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if !handle.is_null() {
+            return Ok(c.clone());
+        }
+        // SAFETY: dlerror returns a thread-local C string or null.
+        let err = unsafe { libc::dlerror() };
+        let msg = if err.is_null() {
+            "unknown error".to_string()
+        } else {
+            unsafe { std::ffi::CStr::from_ptr(err) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        errors.push(msg);
+    }
+    Err(errors.join("; "))
+}
+
 /// Parses a device flag. `auto` picks the first GPU when libtorch sees one, else the CPU.
 pub fn parse_device(s: &str) -> Result<Device> {
     let s = s.trim().to_ascii_lowercase();
-    let cuda = |i: usize| -> Result<Device> {
-        let n = tch::Cuda::device_count() as usize;
+    let n = cuda().devices;
+    let gpu = |i: usize| -> Result<Device> {
         if i >= n {
             return Err(Error::config(
                 "--device",
-                format!("`{s}` asked for a GPU, but libtorch sees {n} CUDA device(s) (is the CUDA build of torch installed and a GPU present?)"),
+                format!(
+                    "`{s}` asked for a GPU, but libtorch sees {n} CUDA device(s): {}",
+                    cuda().why
+                ),
             ));
         }
         Ok(Device::Cuda(i))
     };
     match s.as_str() {
-        "auto" => Ok(Device::cuda_if_available()),
+        "auto" => Ok(if n > 0 { Device::Cuda(0) } else { Device::Cpu }),
         "cpu" => Ok(Device::Cpu),
-        "cuda" | "gpu" => cuda(0),
+        "cuda" | "gpu" => gpu(0),
         _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => cuda(i),
+            Some(Ok(i)) => gpu(i),
             _ => Err(Error::config(
                 "--device",
                 format!("expected auto, cpu, cuda or cuda:N, got `{s}`"),
@@ -30,7 +114,7 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
-/// A short description such as `cuda:0 (NVIDIA H200)` or `cpu (2 threads)`.
+/// A short description such as `cuda:0` or `cpu (2 threads)`.
 pub fn describe(device: Device) -> String {
     match device {
         Device::Cuda(i) => format!("cuda:{i}"),

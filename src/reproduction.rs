@@ -285,23 +285,10 @@ impl Reproduction {
             .chain(&self.others)
     }
 
-    /// Writes `report.md`, `report.json` and the charts (SVG) into `out`: the paper against
-    /// ours, and per run the kNN over epochs and each maximize step's risk curve and environment
-    /// composition. Returns the files written.
-    pub fn write(&self, out: &Path) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        let mut files = Vec::new();
-        let mut put = |name: String, text: &str| -> Result<()> {
-            let p = out.join(name);
-            std::fs::write(&p, text).map_err(|e| Error::io(&p, e))?;
-            files.push(p);
-            Ok(())
-        };
-        put("report.md".into(), &self.markdown())?;
-        put(
-            "report.json".into(),
-            &serde_json::to_string_pretty(self).expect("plain data serialises"),
-        )?;
+    /// The charts, each as (file name, SVG document): the paper against ours, and per run the
+    /// kNN over epochs and each maximize step's risk curve and environment composition.
+    pub fn charts(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
         let rows: Vec<(String, f64, Option<f64>)> = self
             .paper
             .iter()
@@ -313,7 +300,10 @@ impl Reproduction {
                 )
             })
             .collect();
-        put("paper_vs_ours.svg".into(), &plot::paper_table_svg(&rows))?;
+        out.push((
+            "paper_vs_ours.svg".to_string(),
+            plot::paper_table_svg(&rows),
+        ));
         for r in self.runs() {
             let name = safe(&r.name);
             if !r.knn_curve.is_empty() {
@@ -327,14 +317,14 @@ impl Reproduction {
                         r.knn_curve.iter().map(|(e, a)| (*e, a.top5)).collect(),
                     ),
                 ];
-                put(
+                out.push((
                     format!("knn_{name}.svg"),
-                    &plot::lines_svg(
+                    plot::lines_svg(
                         &format!("kNN of {} over training", r.name),
                         "accuracy (%)",
                         &series,
                     ),
-                )?;
+                ));
             }
             for p in &r.partitions {
                 let risk = |f: fn(&EpochRisk) -> f64| {
@@ -354,21 +344,41 @@ impl Reproduction {
                     "{}: maximize step after epoch {} (best at {})",
                     r.name, p.after_epoch, p.best_epoch
                 );
-                put(
+                out.push((
                     format!("risk_{name}_{}.svg", p.after_epoch),
-                    &plot::lines_svg(&title, "value", &series),
-                )?;
+                    plot::lines_svg(&title, "value", &series),
+                ));
                 if let Some(c) = &p.composition {
                     let labelled: Vec<Vec<i64>> = c
                         .iter()
                         .map(|row| row[..row.len().saturating_sub(1)].to_vec())
                         .collect();
-                    put(
+                    out.push((
                         format!("environments_{name}_{}.svg", p.after_epoch),
-                        &plot::composition_svg(&labelled, None),
-                    )?;
+                        plot::composition_svg(&labelled, None),
+                    ));
                 }
             }
+        }
+        out
+    }
+
+    /// Writes `report.md`, `report.json` and the [`Reproduction::charts`] into `out`; returns
+    /// the files written.
+    pub fn write(&self, out: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let json = serde_json::to_string_pretty(self).expect("plain data serialises");
+        let mut files = Vec::new();
+        for (name, text) in [
+            ("report.md".to_string(), self.markdown()),
+            ("report.json".to_string(), json),
+        ]
+        .into_iter()
+        .chain(self.charts())
+        {
+            let p = out.join(name);
+            std::fs::write(&p, text).map_err(|e| Error::io(&p, e))?;
+            files.push(p);
         }
         Ok(files)
     }

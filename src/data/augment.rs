@@ -284,6 +284,21 @@ pub fn to_unit(images: &Tensor) -> Tensor {
     }
 }
 
+/// The inverse of [`normalize`]: x · [`STD`] + [`MEAN`] per channel, back to [0, 1] pixels (for
+/// looking at augmented views).
+pub fn denormalize(x: &Tensor) -> Tensor {
+    let opts = (Kind::Float, x.device());
+    let mean = Tensor::from_slice(&MEAN)
+        .to_kind(Kind::Float)
+        .to_device(x.device())
+        .view([1, 3, 1, 1]);
+    let std = Tensor::from_slice(&STD)
+        .to_kind(Kind::Float)
+        .to_device(opts.1)
+        .view([1, 3, 1, 1]);
+    x * std + mean
+}
+
 /// Normalize: (x − [`MEAN`]) / [`STD`] per channel; float32 B×3×H×W in, same shape out.
 pub fn normalize(x: &Tensor) -> Tensor {
     assert_float_rgb(x, "normalize");

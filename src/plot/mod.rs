@@ -11,9 +11,11 @@ use plotters::prelude::*;
 
 mod bars;
 mod curves;
+mod images;
 
 pub use bars::{composition_svg, paper_table_svg};
 pub use curves::{lines_svg, training_curves_svg, Series};
+pub use images::{image_grid_png, show_png};
 
 /// One epoch of a training run, as [`training_curves_svg`] draws it.
 #[derive(Debug, Clone, Copy, PartialEq)]

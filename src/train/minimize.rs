@@ -18,6 +18,23 @@ pub struct MinimizeLoss {
     pub penalty_weight: f64,
     /// Environments that had fewer than 2 samples in this batch and were skipped.
     pub skipped_envs: usize,
+    /// Each environment's terms (partition, environment, size, loss, penalty), for looking
+    /// inside a batch (notebook 03; the MixUp steps leave it empty). The tensors are the
+    /// graph's own: detach to keep them.
+    pub envs: Vec<EnvTerm>,
+}
+
+/// One environment of one kept partition in a minimize step.
+pub struct EnvTerm {
+    /// Index of the partition among the kept ones.
+    pub partition: usize,
+    pub env: i64,
+    /// Samples of the batch in the environment.
+    pub size: i64,
+    /// Its contrastive loss (0-dim).
+    pub loss: Tensor,
+    /// Its IRM penalty (0-dim).
+    pub penalty: Tensor,
 }
 
 /// The penalty weight at (1-based) `epoch`, as the reference's `train_env` picks it:
@@ -59,10 +76,9 @@ pub fn minimize_loss(
     let tau = cfg.train.temperature;
     let irm_temp = cfg.maximize.irm_temp;
     let env_num = cfg.maximize.env_num;
-    let mut env_losses = Vec::new();
-    let mut env_penalties = Vec::new();
+    let mut envs = Vec::new();
     let mut skipped_envs = 0;
-    for partition in partitions {
+    for (k, partition) in partitions.iter().enumerate() {
         let assign = partition.index_select(0, idx).argmax(1, false);
         for e in 0..env_num {
             let sel = assign.eq(e).nonzero().squeeze_dim(1);
@@ -72,13 +88,17 @@ pub fn minimize_loss(
             }
             let (e1, e2) = (z1.index_select(0, &sel), z2.index_select(0, &sel));
             let logits = loss::info_nce_logits(&e1, &e2, 1.0)?;
-            env_losses.push(loss::cross_entropy_first(&(&logits / tau))?);
-            env_penalties.push(loss::irm_penalty(
-                &(&logits / irm_temp),
-                loss::cross_entropy_first,
-            )?);
+            envs.push(EnvTerm {
+                partition: k,
+                env: e,
+                size: sel.size()[0],
+                loss: loss::cross_entropy_first(&(&logits / tau))?,
+                penalty: loss::irm_penalty(&(&logits / irm_temp), loss::cross_entropy_first)?,
+            });
         }
     }
+    let env_losses: Vec<Tensor> = envs.iter().map(|t| t.loss.shallow_clone()).collect();
+    let env_penalties: Vec<Tensor> = envs.iter().map(|t| t.penalty.shallow_clone()).collect();
     let zero = || Tensor::zeros([], (Kind::Float, z1.device()));
     let mean = |v: &[Tensor]| {
         if v.is_empty() {
@@ -104,5 +124,6 @@ pub fn minimize_loss(
         penalty,
         penalty_weight,
         skipped_envs,
+        envs,
     })
 }

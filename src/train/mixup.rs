@@ -243,6 +243,7 @@ pub fn mixup_ipirm_loss(
         penalty,
         penalty_weight,
         skipped_envs,
+        envs: Vec::new(),
     })
 }
 
@@ -342,6 +343,7 @@ pub fn mixup_ipirm_retain_backward(
             penalty: penalty.detach(),
             penalty_weight,
             skipped_envs,
+            envs: Vec::new(),
         });
     }
     Ok(MixupRetainLoss {
