@@ -18,6 +18,7 @@ pub mod progress;
 pub mod replay;
 pub mod reproduction;
 pub mod rng;
+pub mod shim;
 pub mod store;
 pub mod train;
 
