@@ -12,6 +12,7 @@ pub mod error;
 pub mod eval;
 pub mod loss;
 pub mod model;
+pub mod numerics;
 pub mod pipeline;
 pub mod plot;
 pub mod progress;

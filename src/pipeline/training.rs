@@ -155,7 +155,7 @@ pub fn train(
                         },
                         None => {
                             let (z1, z2) =
-                                ipirm::extract_view_pairs(trainer, images, planned.step as u64);
+                                ipirm::extract_view_pairs(trainer, images, planned.step as u64)?;
                             let f = Features { z1, z2 };
                             ctx.save(fp, &f)?;
                             f

@@ -37,9 +37,15 @@ impl Clone for PartitionRecord {
 
 /// Both views' projections of every training image under the train transform, the encoder in
 /// eval mode, no gradients (the reference's offline feature extraction, batch = maximize batch),
-/// for maximize step number `step`.
-pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor, step: u64) -> (Tensor, Tensor) {
+/// for maximize step number `step`. The model computes as its numerics say (bf16, channels_last,
+/// TF32 on a GPU by default); the projections come back fp32.
+pub fn extract_view_pairs(
+    trainer: &Trainer,
+    images: &Tensor,
+    step: u64,
+) -> Result<(Tensor, Tensor)> {
     let _guard = tch::no_grad_guard();
+    let _tf32 = trainer.model.numerics().tf32_scope()?;
     rng::reseed(trainer.cfg.train.seed, "features", step);
     let n = images.size()[0];
     let idx = Tensor::arange(n, (Kind::Int64, images.device()));
@@ -63,7 +69,7 @@ pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor, step: u64) -> (Ten
         pb.inc(1);
     }
     pb.finish_and_clear();
-    (Tensor::cat(&a, 0), Tensor::cat(&b, 0))
+    Ok((Tensor::cat(&a, 0), Tensor::cat(&b, 0)))
 }
 
 /// Learns the partition of maximize step number `step` (0-based) from fresh N(0,1) logits
@@ -103,6 +109,7 @@ pub fn learn_partition(
     } = match views {
         Some((z1, z2)) => maximize_offline(z1, z2, &init, &cfg.maximize, tau, on_epoch)?,
         None => {
+            let _tf32 = trainer.model.numerics().tf32_scope()?;
             let encode = |idx: &Tensor| {
                 let _guard = tch::no_grad_guard();
                 let x = images.index_select(0, idx);
