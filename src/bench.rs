@@ -1,24 +1,56 @@
-//! `ipirm bench`: throughput of each piece of a training run on synthetic data of the configured
-//! dataset's image size, so the pieces can be compared with each other and with the reference's
-//! figures (SPEC.md) measured the same way. Prints figures; asserts nothing.
+//! `ipirm bench`: the figures of the reference's benchmark (`shared/bench/ref_bench.py`, which
+//! times the authors' code), measured the same way on our code, so the two print side by side:
+//! `FIG name value unit` lines with the same names where the workload is the same.
+//!
+//! | figure | workload (as ref_bench.py) |
+//! |---|---|
+//! | `minimize_img_per_s_augmented` | the IP-IRM minimize step with augmentation; ours augments on the device, the reference's counterpart is `minimize_img_per_s_ref_loader_w4` (PIL in 4 loader workers) |
+//! | `minimize_img_per_s_ondevice_fp32` | the minimize step's math, views ready: 5 retained partitions, 2 environments, keep_cont, λ1 0.2, τ 0.5, Adam |
+//! | `minimize_img_per_s_ondevice_<precision>[_cl]` | the same under the configured numerics when they are not plain fp32 (the reference's `…_bf16_cl`: bf16 autocast, channels_last, cudnn.benchmark) |
+//! | `extract_img_per_s` | feature extraction for the offline maximize step: both views augmented and encoded, eval mode, batches of the maximize batch size (256 with `--small`) |
+//! | `maximize_s_per_epoch_…`, `maximize_s_full_estimate_61_epochs` | the offline maximize step on N random 128-d feature pairs, batch `maximize.batch_size` |
+//!
+//! Ours only: `augment_img_per_s` (augmentation alone) and `simclr_img_per_s_ondevice_…`. With
+//! `parts` (for profiling) only the on-device minimize figure runs, followed by `PART` lines
+//! splitting the step into forward, loss, backward and Adam, wall and process CPU time.
+//! `small` is the reference's `--small`: batch 32, 1,200 images, 4 timed steps, extraction of
+//! 2 × 256 images, maximize on 4,000 pairs for one epoch. Prints figures; asserts nothing.
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::Config;
+use crate::config::{Config, Precision, Switch};
 use crate::data::augment;
+use crate::numerics::Numerics;
 use crate::train::maximize::maximize_offline;
 use crate::train::minimize;
 use crate::train::Trainer;
 use crate::Result;
 
-/// One measured figure.
+/// What to measure: the reference's sizes (`small` = its `--small`), overridable.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub small: bool,
+    /// Side and channels of the synthetic stored images (96×96×3 = STL-10).
+    pub side: i64,
+    pub channels: i64,
+    /// Timed steps of each minimize figure (default: 4 with `small`, else 40, as the reference).
+    pub steps: Option<usize>,
+    /// Feature pairs of the maximize figure (default: 4,000 with `small`, else 105,000; 0 skips).
+    pub maximize_n: Option<i64>,
+    /// Only the on-device minimize step, then its parts timed apart (profiling).
+    pub parts: bool,
+}
+
+/// The figures, as ref_bench.py writes them (`figures`: name → (value, unit)), with the
+/// settings they were measured under.
 #[derive(Debug, Clone, Serialize)]
-pub struct Figure {
-    pub what: String,
-    pub value: f64,
-    pub unit: &'static str,
+pub struct BenchReport {
+    pub device: String,
+    pub settings: String,
+    pub figures: BTreeMap<String, (f64, String)>,
 }
 
 fn sync(device: Device) {
@@ -27,141 +59,291 @@ fn sync(device: Device) {
     }
 }
 
-/// Times `f` over `iters` runs after one warm-up run; returns seconds per run.
-fn time(device: Device, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    sync(device);
-    let t = Instant::now();
-    for _ in 0..iters {
+/// `%.4g` as Python prints it (the reference's format), for values in the range benches see.
+fn g4(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let digits = 3 - v.abs().log10().floor() as i32;
+    if (-4..=3).contains(&(3 - digits)) {
+        let s = format!("{:.*}", digits.max(0) as usize, v);
+        match s.contains('.') {
+            true => s.trim_end_matches('0').trim_end_matches('.').to_string(),
+            false => s,
+        }
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+/// Seconds per call of `f` over `n` calls after `warm` warm-up calls.
+fn time(device: Device, warm: usize, n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warm {
         f()?;
     }
     sync(device);
-    Ok(t.elapsed().as_secs_f64() / iters as f64)
+    let t = Instant::now();
+    for _ in 0..n {
+        f()?;
+    }
+    sync(device);
+    Ok(t.elapsed().as_secs_f64() / n.max(1) as f64)
 }
 
-/// Measures augmentation, the SimCLR and IP-IRM minimize steps, feature extraction and one
-/// offline maximize epoch on `n_max` samples. `side`/`channels`: the stored image size.
-pub fn run(
-    cfg: &Config,
-    device: Device,
-    side: i64,
-    channels: i64,
-    iters: usize,
-    n_max: i64,
-) -> Result<Vec<Figure>> {
-    let b = cfg.train.batch_size;
-    let mut out = Vec::new();
-    let mut push = |what: String, value: f64, unit| {
-        eprintln!("{what:<58} {value:>10.1} {unit}");
-        out.push(Figure { what, value, unit });
+/// The numerics' figure suffix: `fp32`, `bf16`, `fp32_cl`, `bf16_cl`.
+fn tag(n: &Numerics) -> String {
+    format!(
+        "{}{}",
+        if n.bf16 { "bf16" } else { "fp32" },
+        if n.channels_last { "_cl" } else { "" }
+    )
+}
+
+/// A config whose numerics are `n` (so a trainer built from it computes so).
+fn with_numerics(cfg: &Config, n: &Numerics) -> Config {
+    let mut c = cfg.clone();
+    c.train.precision = if n.bf16 {
+        Precision::Bf16
+    } else {
+        Precision::Fp32
     };
+    c.train.channels_last = Switch::from(n.channels_last);
+    c.train.tf32 = Switch::from(n.tf32);
+    c
+}
+
+/// Measures the figures of ref_bench.py (see the module doc) under `cfg` on `device`, printing
+/// each as it comes.
+pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport> {
+    let numerics = Numerics::resolve(&cfg.train, device)?;
+    let b = if o.small { 32 } else { cfg.train.batch_size };
+    let n_img: i64 = if o.small { 1200 } else { 12000 };
+    let steps = o.steps.unwrap_or(if o.small { 4 } else { 40 });
+    let mut cfg = cfg.clone();
+    cfg.train.batch_size = b;
+    let settings = format!(
+        "device {}; {:?} width {}, bn_splits {}; batch {b}; {}; CPU allocator {}",
+        crate::device::describe(device),
+        cfg.model.arch,
+        cfg.model.width,
+        cfg.model.bn_splits,
+        numerics.describe(),
+        match crate::device::freed_memory_kept() {
+            true => "keeps freed memory",
+            false => "glibc's default",
+        }
+    );
+    println!("settings: {settings}");
+    let mut figures = BTreeMap::new();
+    let mut fig = |name: String, value: f64, unit: &str| {
+        println!("FIG {name} {} {unit}", g4(value));
+        figures.insert(name, (value, unit.to_string()));
+    };
+
     tch::manual_seed(0);
-    let images = Tensor::randint(256, [b, channels, side, side], (Kind::Uint8, device));
+    let (side, c) = (o.side, o.channels);
+    let images = Tensor::randint(256, [b, c, side, side], (Kind::Uint8, device));
+    if !o.parts {
+        let s = time(device, 1, steps, || {
+            let _ = augment::train_view(&images, augment::CROP_SIZE);
+            let _ = augment::train_view(&images, augment::CROP_SIZE);
+            Ok(())
+        })?;
+        fig("augment_img_per_s".into(), b as f64 / s, "img/s");
+    }
 
-    let s = time(device, iters, || {
-        let _ = augment::train_view(&images, augment::CROP_SIZE);
-        let _ = augment::train_view(&images, augment::CROP_SIZE);
-        Ok(())
-    })?;
-    push(
-        format!("augmentation, 2 views of {b} images {side}×{side}"),
-        b as f64 / s,
-        "img/s",
-    );
-
-    let mut trainer = Trainer::new(cfg, device)?;
-    let v1 = augment::train_view(&images, augment::CROP_SIZE);
-    let v2 = augment::train_view(&images, augment::CROP_SIZE);
-    let (tau, debiased) = (
-        cfg.train.temperature,
-        cfg.train.debiased.then_some(cfg.train.tau_plus),
-    );
-    let s = time(device, iters, || {
-        let (_, z1) = trainer.model.forward(&v1, true);
-        let (_, z2) = trainer.model.forward(&v2, true);
-        let loss = crate::loss::nt_xent(&z1, &z2, tau, debiased)?;
-        trainer.opt.backward_step(&loss);
-        Ok(())
-    })?;
-    push(
-        format!("SimCLR step math, batch {b} (views ready)"),
-        b as f64 / s,
-        "img/s",
-    );
-
-    let n = 4 * b;
-    let idx = Tensor::arange(b, (Kind::Int64, device));
-    let parts: Vec<Tensor> = (0..2)
-        .map(|_| Tensor::randn([n, cfg.maximize.env_num], (Kind::Float, device)))
+    // Five retained partitions over the dataset, the batch its first b images (as the reference).
+    let parts: Vec<Tensor> = (0..5)
+        .map(|_| Tensor::randn([n_img, cfg.maximize.env_num], (Kind::Float, device)))
         .collect();
-    // The minimize step on fresh views (`augmented`) or on the views made once above.
-    let mut minimize_step = |augmented: bool| -> Result<()> {
-        let fresh = augmented.then(|| {
-            (
-                augment::train_view(&images, augment::CROP_SIZE),
-                augment::train_view(&images, augment::CROP_SIZE),
-            )
-        });
-        let (a, b) = fresh.as_ref().map_or((&v1, &v2), |(a, b)| (a, b));
-        let (_, z1) = trainer.model.forward(a, true);
-        let (_, z2) = trainer.model.forward(b, true);
-        let l = minimize::minimize_loss(&z1, &z2, &idx, &parts, cfg, cfg.ipirm.penalty_weight)?;
-        trainer.opt.backward_step(&l.total);
-        Ok(())
+    let idx = Tensor::arange(b, (Kind::Int64, device));
+    let pw = minimize::penalty_weight(&cfg.ipirm, 1, cfg.train.epochs);
+    // fp32 first (the reference's first on-device figure), then the configured numerics.
+    let fp32 = Numerics {
+        bf16: false,
+        channels_last: false,
+        ..numerics
     };
-    let s = time(device, iters, || minimize_step(false))?;
-    push(
-        format!("IP-IRM minimize step math, batch {b}, 2 partitions"),
-        b as f64 / s,
-        "img/s",
-    );
-    let s = time(device, iters, || minimize_step(true))?;
-    push(
-        format!("IP-IRM minimize step with augmentation, batch {b}"),
-        b as f64 / s,
-        "img/s",
-    );
+    let mut runs = vec![fp32];
+    if numerics != fp32 {
+        runs.push(numerics);
+    }
+    for n in runs {
+        let mut trainer = Trainer::new(&with_numerics(&cfg, &n), device)?;
+        let _tf32 = n.tf32_scope()?;
+        let v1 = Tensor::randn([b, 3, 32, 32], (Kind::Float, device));
+        let v2 = Tensor::randn([b, 3, 32, 32], (Kind::Float, device));
+        let cfg = &trainer.cfg.clone();
+        let mut step = |augmented: bool| -> Result<()> {
+            let fresh = augmented.then(|| {
+                (
+                    augment::train_view(&images, augment::CROP_SIZE),
+                    augment::train_view(&images, augment::CROP_SIZE),
+                )
+            });
+            let (x1, x2) = fresh.as_ref().map_or((&v1, &v2), |(a, b)| (a, b));
+            let (_, z1) = trainer.model.forward(x1, true);
+            let (_, z2) = trainer.model.forward(x2, true);
+            let l = minimize::minimize_loss(&z1, &z2, &idx, &parts, cfg, pw)?;
+            trainer.opt.backward_step(&l.total);
+            Ok(())
+        };
+        if n == numerics && !o.parts {
+            let s = time(device, 2, steps, || step(true))?;
+            fig("minimize_img_per_s_augmented".into(), b as f64 / s, "img/s");
+        }
+        let s = time(device, 2, steps, || step(false))?;
+        fig(
+            format!("minimize_img_per_s_ondevice_{}", tag(&n)),
+            b as f64 / s,
+            "img/s",
+        );
+        if o.parts {
+            minimize_parts(&mut trainer, (&v1, &v2), &idx, &parts, pw, steps)?;
+            continue;
+        }
+        let (tau, debiased) = (
+            cfg.train.temperature,
+            cfg.train.debiased.then_some(cfg.train.tau_plus),
+        );
+        let s = time(device, 1, steps.min(4), || {
+            let (_, z1) = trainer.model.forward(&v1, true);
+            let (_, z2) = trainer.model.forward(&v2, true);
+            let loss = crate::loss::nt_xent(&z1, &z2, tau, debiased)?;
+            trainer.opt.backward_step(&loss);
+            Ok(())
+        })?;
+        fig(
+            format!("simclr_img_per_s_ondevice_{}", tag(&n)),
+            b as f64 / s,
+            "img/s",
+        );
+    }
+    if o.parts {
+        return Ok(BenchReport {
+            device: crate::device::describe(device),
+            settings,
+            figures,
+        });
+    }
 
-    let s = time(device, iters, || {
-        let _g = tch::no_grad_guard();
-        let _ = trainer
-            .model
-            .forward(&augment::train_view(&images, augment::CROP_SIZE), false);
-        let _ = trainer
-            .model
-            .forward(&augment::train_view(&images, augment::CROP_SIZE), false);
-        Ok(())
+    // Feature extraction: as the pipeline runs it, on ub × nb stored images.
+    let (ub, nb) = if o.small {
+        (256, 2)
+    } else {
+        (cfg.maximize.batch_size, 3)
+    };
+    let mut ecfg = cfg.clone();
+    ecfg.maximize.batch_size = ub;
+    let trainer = Trainer::new(&ecfg, device)?;
+    let stored = Tensor::randint(256, [ub * nb, c, side, side], (Kind::Uint8, device));
+    let s = time(device, 0, 1, || {
+        crate::train::ipirm::extract_view_pairs(&trainer, &stored, 0).map(|_| ())
     })?;
-    push(
-        format!("feature extraction for the maximize step (2 views), batch {b}"),
-        b as f64 / s,
-        "img/s",
-    );
+    fig("extract_img_per_s".into(), (ub * nb) as f64 / s, "img/s");
 
+    let n_max = o.maximize_n.unwrap_or(if o.small { 4000 } else { 105_000 });
     if n_max > 1 {
         let d = cfg.model.feature_dim;
         let z1 = crate::model::l2_normalize(&Tensor::randn([n_max, d], (Kind::Float, device)));
         let z2 = crate::model::l2_normalize(
-            &(&z1 + Tensor::randn([n_max, d], (Kind::Float, device)) * 0.5),
+            &(&z1 + Tensor::randn([n_max, d], (Kind::Float, device)) * 0.3),
         );
         let init = Tensor::randn([n_max, cfg.maximize.env_num], (Kind::Float, device));
+        let epochs = if o.small { 1 } else { 3 };
         let mut mcfg = cfg.maximize.clone();
-        mcfg.max_epoch = 1;
-        let t = Instant::now();
-        maximize_offline(
-            &z1,
-            &z2,
-            &init,
-            &mcfg,
-            cfg.maximize_temperature(),
-            |_, _| sync(device),
-        )?;
+        mcfg.max_epoch = epochs - 1;
+        let tau = cfg.maximize_temperature();
         sync(device);
-        push(
-            format!("offline maximize, N = {n_max}, batch {}", mcfg.batch_size),
-            t.elapsed().as_secs_f64() / 2.0,
-            "s/epoch",
+        let t = Instant::now();
+        maximize_offline(&z1, &z2, &init, &mcfg, tau, |_, _| {})?;
+        sync(device);
+        let per_epoch = t.elapsed().as_secs_f64() / epochs as f64;
+        let name = match (o.small, n_max) {
+            (true, _) => "maximize_s_per_epoch_small".to_string(),
+            (false, 105_000) => "maximize_s_per_epoch_N105k".to_string(),
+            (false, n) => format!("maximize_s_per_epoch_N{n}"),
+        };
+        fig(name, per_epoch, "s");
+        fig(
+            "maximize_s_full_estimate_61_epochs".into(),
+            per_epoch * 61.0,
+            "s",
         );
     }
-    Ok(out)
+    Ok(BenchReport {
+        device: crate::device::describe(device),
+        settings,
+        figures,
+    })
+}
+
+/// `PART` lines: the minimize step on ready views split into the forward of both views, the
+/// loss, the backward pass and Adam, each synchronised, in ms per step.
+fn minimize_parts(
+    trainer: &mut Trainer,
+    (v1, v2): (&Tensor, &Tensor),
+    idx: &Tensor,
+    parts: &[Tensor],
+    pw: f64,
+    steps: usize,
+) -> Result<()> {
+    let device = trainer.device;
+    let cfg = trainer.cfg.clone();
+    // [wall, cpu] seconds of forward, loss, backward, Adam
+    let mut sums = [[0.0f64; 2]; 4];
+    for i in 0..steps + 1 {
+        let mut lap = {
+            sync(device);
+            let mut t = (Instant::now(), cpu_seconds());
+            move || {
+                sync(device);
+                let now = (Instant::now(), cpu_seconds());
+                let s = [(now.0 - t.0).as_secs_f64(), now.1 - t.1];
+                t = now;
+                s
+            }
+        };
+        trainer.opt.zero_grad();
+        let (_, z1) = trainer.model.forward(v1, true);
+        let (_, z2) = trainer.model.forward(v2, true);
+        let f = lap();
+        let l = minimize::minimize_loss(&z1, &z2, idx, parts, &cfg, pw)?;
+        let lo = lap();
+        l.total.backward();
+        let bw = lap();
+        trainer.opt.step();
+        let ad = lap();
+        if i > 0 {
+            // the first is the warm-up
+            for (sum, part) in sums.iter_mut().zip([f, lo, bw, ad]) {
+                sum[0] += part[0];
+                sum[1] += part[1];
+            }
+        }
+    }
+    let ms = |s: f64| 1e3 * s / steps.max(1) as f64;
+    for (k, name) in ["forward (2 views)", "loss", "backward", "adam"]
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "PART {name:<18} {:>8.1} ms wall {:>8.1} ms cpu",
+            ms(sums[k][0]),
+            ms(sums[k][1])
+        );
+    }
+    println!("PART threads {}", tch::get_num_threads());
+    Ok(())
+}
+
+/// CPU time of the whole process (every thread), in seconds.
+fn cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the struct it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }

@@ -40,7 +40,7 @@ enum Command {
     /// safetensors file); writes the best `partition` and the per-epoch `risk`.
     Maximize(MaximizeArgs),
     /// Throughput of each piece (augmentation, minimize step, feature extraction, maximize
-    /// epoch) on synthetic images; prints figures.
+    /// epoch) on synthetic images: the figures of the reference's ref_bench.py, same names.
     Bench(BenchArgs),
     /// The artifact store: list, show, verify, collect garbage, pin, export, import, repair.
     Store {
@@ -189,19 +189,26 @@ struct BenchArgs {
     config: ConfigArgs,
     #[arg(long, default_value = "auto")]
     device: String,
+    /// The reference benchmark's `--small` sizes (a short CPU run): batch 32, 1,200 images,
+    /// 4 timed steps, extraction of 2 × 256 images, maximize on 4,000 pairs.
+    #[arg(long)]
+    small: bool,
     /// Side of the synthetic stored images (96 = STL-10, 32 = CIFAR, 28 = Fashion-MNIST).
     #[arg(long, default_value_t = 96)]
     side: i64,
     /// Channels of the synthetic stored images.
     #[arg(long, default_value_t = 3)]
     channels: i64,
-    /// Timed repetitions of each step.
-    #[arg(long, default_value_t = 5)]
-    iters: usize,
-    /// Samples of the maximize-epoch figure (0 = skip it).
-    #[arg(long, default_value_t = 105_000)]
-    maximize_n: i64,
-    /// Also write the figures as JSON here.
+    /// Timed steps of each minimize figure (default 4 with --small, else 40).
+    #[arg(long)]
+    iters: Option<usize>,
+    /// Feature pairs of the maximize figure (default 4,000 with --small, else 105,000; 0 skips it).
+    #[arg(long)]
+    maximize_n: Option<i64>,
+    /// Also split the minimize step into forward, loss, backward and Adam (PART lines).
+    #[arg(long)]
+    parts: bool,
+    /// Also write the figures as JSON here (ref_bench.json's shape).
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -350,17 +357,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => {
             let cfg = a.config.resolve()?;
             let device = ipirm::device::parse_device(&a.device)?;
-            eprintln!(
-                "device: {}; model {:?} width {}; batch {}",
-                ipirm::device::describe(device),
-                cfg.model.arch,
-                cfg.model.width,
-                cfg.train.batch_size
-            );
-            let figures =
-                ipirm::bench::run(&cfg, device, a.side, a.channels, a.iters, a.maximize_n)?;
+            let options = ipirm::bench::BenchOptions {
+                small: a.small,
+                side: a.side,
+                channels: a.channels,
+                steps: a.iters,
+                maximize_n: a.maximize_n,
+                parts: a.parts,
+            };
+            let report = ipirm::bench::run(&cfg, device, &options)?;
             if let Some(p) = a.json {
-                pipeline::write_json(&p, &figures)?;
+                pipeline::write_json(&p, &report)?;
             }
             Ok(())
         }
