@@ -131,3 +131,43 @@ fn no_gpu_means_no_bf16_gpu() {
     }
     assert!(!shim::cuda_bf16_supported(1000).unwrap());
 }
+
+/// On a GPU only (returns at once without one): bf16 autocast on CUDA, the device's bf16
+/// support, a channels_last convolution and the TF32 switches around one.
+#[test]
+fn on_a_gpu_bf16_autocast_channels_last_and_tf32() {
+    if tch::Cuda::device_count() == 0 {
+        eprintln!("no GPU: skipped");
+        return;
+    }
+    let gpu = Device::Cuda(0);
+    eprintln!(
+        "cuda:0 computes in bf16 natively: {}",
+        shim::cuda_bf16_supported(0).unwrap()
+    );
+    let a = Tensor::randn([64, 256], (Kind::Float, gpu));
+    let b = Tensor::randn([256, 32], (Kind::Float, gpu));
+    {
+        let _g = shim::autocast(gpu, Kind::BFloat16).unwrap();
+        assert_eq!(a.matmul(&b).kind(), Kind::BFloat16);
+        // The CPU's autocast is another switch.
+        assert!(!shim::autocast_state(Device::Cpu).unwrap().enabled);
+    }
+    assert_eq!(a.matmul(&b).kind(), Kind::Float);
+    let x = Tensor::randn([8, 16, 12, 12], (Kind::Float, gpu));
+    let w = Tensor::randn([32, 16, 3, 3], (Kind::Float, gpu));
+    let plain = x.conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+    let xl = shim::contiguous(&x, MemoryFormat::ChannelsLast).unwrap();
+    let wl = shim::contiguous(&w, MemoryFormat::ChannelsLast).unwrap();
+    let _tf32 = shim::tf32_scope(Tf32 {
+        matmul: false,
+        cudnn: false,
+    })
+    .unwrap();
+    let cl = xl.conv2d(&wl, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+    assert!(shim::is_contiguous(&cl, MemoryFormat::ChannelsLast).unwrap());
+    let scale = plain.abs().max().double_value(&[]);
+    let d = (&plain - &cl).abs().max().double_value(&[]);
+    // `plain` ran under libtorch's default cuDNN TF32 (10-bit mantissa): agree to 1e-2 of scale.
+    assert!(d < 1e-2 * scale, "{d} of {scale}");
+}
