@@ -31,7 +31,7 @@ pub use info_nce::{
 };
 pub use irm::{irm_penalty, irm_penalty_with_loss};
 pub use nt_xent::nt_xent;
-pub use soft_contrastive::{soft_contrastive_loss, SoftMode};
+pub use soft_contrastive::{soft_contrastive_loss, SoftMode, V2_RAW_EXP_MAX};
 
 use tch::{Kind, Tensor};
 

@@ -7,8 +7,8 @@ use tch::{Device, Kind, Tensor};
 use super::adam::Adam;
 use crate::config::{IrmMode, MaximizeConfig};
 use crate::loss::{
-    balance_constraint, info_nce_column_index, info_nce_logits_with_index, irm_penalty, irm_penalty_with_loss,
-    soft_contrastive_loss, SoftMode,
+    balance_constraint, info_nce_column_index, info_nce_logits_with_index, irm_penalty, soft_contrastive_loss,
+    SoftMode,
 };
 use crate::{Error, Result};
 
@@ -106,8 +106,20 @@ pub fn maximize_offline(
 ///
 /// Departures from the reference, none of which change a run it completes: a trailing batch of one
 /// sample is skipped (the reference's loss is NaN there: no negatives); the reference also stops at
-/// epoch 99 whatever `max_epoch` says (and then returns `None`); when `τ = irm_temp` the contrastive
-/// loss is read off the penalty's forward pass instead of being computed twice (same value).
+/// epoch 99 whatever `max_epoch` says (and then returns `None`).
+///
+/// Rounding: the step is computed with the reference's operations in the reference's order (the
+/// contrastive loss and the penalty's forward separately even when `τ = irm_temp`; the soft
+/// contrastive loss as the reference writes it; Adam rounded as `torch.optim.Adam`), because the
+/// gradients with respect to the partition are of the order of Adam's `eps`, where last-bit
+/// differences in a gradient become ~1e-3 differences in the logits after one step. Earlier
+/// versions read the contrastive loss off the penalty's forward when `τ = irm_temp`, factored the
+/// row maximum out of the loss's exponentials and rounded Adam's update differently: all equal
+/// formulas, but on a 61-epoch run at N = 1500 (one batch per epoch, the reference's batch order
+/// replayed) they ended 2.0e-4 in softmax probability from the reference, against 9.3e-5 between
+/// two runs of the reference itself on 1 and 2 threads. The run's batch order matters far more:
+/// the reference's own result moves by up to 8.7e-3 with the order alone (see
+/// `tests/maximize_parity.rs`).
 pub fn maximize_offline_with_order(
     z1: &Tensor,
     z2: &Tensor,
@@ -190,7 +202,6 @@ fn maximize_core(
     let mut best = p.f_detach_copy()?;
     let mut best_epoch = 0usize;
     let mut since_best = 0usize;
-    let shared_temperature = temperature == cfg.irm_temp;
 
     let mut epoch = 0usize;
     loop {
@@ -214,10 +225,9 @@ fn maximize_core(
             let (f1, f2) = features(&idx)?;
             let logits = info_nce_logits_with_index(&f1, &f2, 1.0, col)?;
             let logits_cont = logits.f_div_scalar(temperature)?;
-            let logits_pen = if shared_temperature || cfg.irm_mode == IrmMode::V2 {
-                logits_cont.shallow_clone() // not needed, or equal to logits / irm_temp
-            } else {
-                logits.f_div_scalar(cfg.irm_temp)?
+            let logits_pen = match cfg.irm_mode {
+                IrmMode::V1 => Some(logits.f_div_scalar(cfg.irm_temp)?),
+                IrmMode::V2 => None,
             };
             let param = p.f_index_select(0, &idx)?.f_softmax(-1, Kind::Float)?; // B×E
 
@@ -226,17 +236,9 @@ fn maximize_core(
             for env in 0..e_num {
                 let w = param.f_select(1, env)?.f_index_select(0, sample)?.f_view([rows, rows - 1])?;
                 let loss = |l: &Tensor| soft_contrastive_loss(l, &w, SoftMode::V2, cfg.nonorm);
-                match cfg.irm_mode {
-                    IrmMode::V1 if shared_temperature => {
-                        let (pen, cont) = irm_penalty_with_loss(&logits_cont, loss)?;
-                        conts.push(cont);
-                        pens.push(pen);
-                    }
-                    IrmMode::V1 => {
-                        conts.push(loss(&logits_cont)?);
-                        pens.push(irm_penalty(&logits_pen, loss)?);
-                    }
-                    IrmMode::V2 => conts.push(loss(&logits_cont)?),
+                conts.push(loss(&logits_cont)?);
+                if let Some(logits_pen) = &logits_pen {
+                    pens.push(irm_penalty(logits_pen, loss)?);
                 }
             }
             let conts = Tensor::f_stack(&conts, 0)?;
