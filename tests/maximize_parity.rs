@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The `maximize_long_*` fixtures (N = 600 to 1500, one batch per epoch, made by
-//! `tests/fixtures/gen_maximize_long.py --ref /path/to/IP-IRM`) are described at `replay`
+//! `tests/fixtures/gen_maximize_long.py --ref /path/to/IP-IRM`) are described at `LONG_CASES`
 //! below; their whole-run tests take minutes and are `#[ignore]`d.
 //!
 //! Each other fixture is one whole `auto_split_offline` call on fixed features (N = 64, d = 16) from a
@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 
 use ipirm::config::{IrmMode, MaximizeConfig};
-use ipirm::train::maximize::{maximize_offline, maximize_offline_with_order, EpochRisk};
+use ipirm::train::maximize::{maximize_offline, maximize_offline_with_order, EpochRisk, ReferenceShuffle};
 use ipirm::{Error, Result};
 mod common;
 use common::parity::{fixture, get, rel_err};
@@ -273,7 +273,8 @@ fn risk_err(ours: &[EpochRisk], reference: &[(EpochRisk, f64)]) -> f64 {
 /// The long-run fixtures (`tests/fixtures/gen_maximize_long.py`): one whole `auto_split_offline`
 /// call of the reference each, N below its batch of 3096 (one batch per epoch), stopped by the
 /// reference at epoch 60, `torch.manual_seed(seed)` right before the call. Replayed here with the
-/// batch orders the reference recorded.
+/// batch orders the reference recorded (`long_run_*`, `long_prefix_*`) and with the orders
+/// re-derived from `seed` ([`ReferenceShuffle`]).
 ///
 /// Measured on the machine that made the fixtures (x86-64, libtorch 2.11 CPU, float32): the replay
 /// is bit for bit (probability error 0) for all three cases. Before the rounding fix (see
@@ -283,6 +284,8 @@ fn risk_err(ours: &[EpochRisk], reference: &[(EpochRisk, f64)]) -> f64 {
 /// more: with the same features and `init`, two other shuffling seeds move the reference's own
 /// result by 8.7e-3 and 1.2e-3 (N = 1500) and by 4.7e-2 and 6.2e-3 (N = 1000), the size of the
 /// drift the issue reported for CLI runs, which shuffled differently.
+const LONG_CASES: [&str; 3] = ["maximize_long_relax", "maximize_long_3env", "maximize_long_nonorm"];
+
 fn replay(f: &HashMap<String, Tensor>, max_epoch: Option<usize>) -> ipirm::train::maximize::MaximizeResult {
     let (mut cfg, tau) = config(f);
     if let Some(m) = max_epoch {
@@ -377,4 +380,23 @@ fn long_run_three_envs_n1000() {
 #[ignore = "minutes on 2 cores; cargo test --release --test maximize_parity -- --ignored long_run"]
 fn long_run_nonorm_n600() {
     run_long("maximize_long_nonorm");
+}
+
+/// `ReferenceShuffle` (what `ipirm maximize` uses without an `order` tensor) re-derives, from the
+/// seed alone, every batch order the reference's `DataLoader` drew in the long-run fixtures; this
+/// also checks tch's `randperm` after `manual_seed(s)` against torch's
+/// `randperm(n, generator=Generator().manual_seed(s))` for 61 × 3 seeds.
+#[test]
+fn reference_shuffle_reproduces_the_recorded_orders() {
+    for name in LONG_CASES {
+        let f = fixture(name);
+        let orders = get(&f, "orders");
+        let (epochs, n) = (orders.size()[0], orders.size()[1]);
+        let seed = get(&f, "seed").int64_value(&[]) as u64;
+        let shuffle = ReferenceShuffle::new(seed, n, epochs as usize).unwrap();
+        for t in 0..epochs {
+            assert!(shuffle.order(t as usize).unwrap().equal(&orders.get(t)), "{name}: epoch {t}");
+        }
+        assert!(shuffle.order(epochs as usize).is_err());
+    }
 }

@@ -72,6 +72,56 @@ pub fn maximize_offline(
     )
 }
 
+/// The batch orders of the reference's shuffling `DataLoader` in `auto_split_offline`
+/// (`DataLoader(dataset, batch_size=3096, shuffle=True, num_workers=4)`, no generator) for a run
+/// that calls `torch.manual_seed(seed)` right before `auto_split_offline`.
+///
+/// What torch 2.11 does (`torch/utils/data/dataloader.py`, `sampler.py`), nothing else in
+/// `auto_split_offline` drawing from the global CPU generator: each epoch, creating the loader's
+/// iterator draws a base seed for the workers, `torch.empty((), dtype=torch.int64).random_()`;
+/// the first batch then makes the `RandomSampler` draw its own seed the same way and permute with
+/// `torch.randperm(n, generator=torch.Generator().manual_seed(that_seed))`. The number of workers
+/// does not enter (the workers only receive the base seed). Here the `2·epochs` draws are taken up
+/// front from the global generator after `tch::manual_seed(seed)`, and epoch `t`'s permutation is
+/// `Tensor::randperm(n)` after `tch::manual_seed(sampler_seed[t])` (a fresh `Generator` and the
+/// reseeded default CPU generator are the same Mersenne twister, so the same permutation).
+/// Checked against the orders the reference recorded in `tests/fixtures/maximize_long_*`.
+///
+/// Reseeds tch's global generators (CPU and CUDA) on [`ReferenceShuffle::new`] and on every
+/// [`ReferenceShuffle::order`].
+#[derive(Debug, Clone)]
+pub struct ReferenceShuffle {
+    n: i64,
+    sampler_seeds: Vec<i64>,
+}
+
+impl ReferenceShuffle {
+    /// The orders of the first `epochs` epochs of `n` samples after `torch.manual_seed(seed)`.
+    pub fn new(seed: u64, n: i64, epochs: usize) -> Result<ReferenceShuffle> {
+        tch::manual_seed(seed as i64); // torch.manual_seed takes the same 64 bits
+        let draw = || -> Result<i64> {
+            let mut t = Tensor::f_empty([], (Kind::Int64, Device::Cpu))?;
+            let _ = t.f_random_()?;
+            Ok(t.f_int64_value(&[])?)
+        };
+        let mut sampler_seeds = Vec::with_capacity(epochs);
+        for _ in 0..epochs {
+            let _workers_base_seed = draw()?;
+            sampler_seeds.push(draw()?);
+        }
+        Ok(ReferenceShuffle { n, sampler_seeds })
+    }
+
+    /// Epoch `epoch`'s permutation of `0..n` (int64, CPU).
+    pub fn order(&self, epoch: usize) -> Result<Tensor> {
+        let seed = self.sampler_seeds.get(epoch).ok_or_else(|| {
+            Error::Shape(format!("reference shuffle: drawn for {} epochs, epoch {epoch} asked", self.sampler_seeds.len()))
+        })?;
+        tch::manual_seed(*seed);
+        Ok(Tensor::f_randperm(self.n, (Kind::Int64, Device::Cpu))?)
+    }
+}
+
 /// The offline maximize step (`auto_split_offline`) with the batch order of each epoch given by
 /// `order(epoch)`: a permutation of `0..N` (int64, any device) cut into consecutive batches of
 /// `cfg.batch_size`, the last one possibly shorter (the reference's shuffling `DataLoader`,
