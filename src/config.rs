@@ -151,8 +151,9 @@ pub struct MaximizeConfig {
     /// Or once past `patience_after` with `patience` epochs without a new lowest risk.
     pub patience_after: usize,
     pub patience: usize,
-    /// Seed of the partition's random init and the batch order (the CLI tool); the training run
-    /// derives it from `train.seed` and the step.
+    /// Seed of the partition's random init and the batch order (the CLI tool, whose order is the
+    /// reference's after `torch.manual_seed(seed)`); the training run derives it from `train.seed`
+    /// and the step.
     #[serde(with = "seed")]
     pub seed: u64,
 }

@@ -8,7 +8,7 @@ use super::adam::Adam;
 use crate::config::{IrmMode, MaximizeConfig};
 use crate::loss::{
     balance_constraint, info_nce_column_index, info_nce_logits_with_index, irm_penalty,
-    irm_penalty_with_loss, soft_contrastive_loss, SoftMode,
+    soft_contrastive_loss, SoftMode,
 };
 use crate::{Error, Result};
 
@@ -72,6 +72,59 @@ pub fn maximize_offline(
     )
 }
 
+/// The batch orders of the reference's shuffling `DataLoader` in `auto_split_offline`
+/// (`DataLoader(dataset, batch_size=3096, shuffle=True, num_workers=4)`, no generator) for a run
+/// that calls `torch.manual_seed(seed)` right before `auto_split_offline`.
+///
+/// What torch 2.11 does (`torch/utils/data/dataloader.py`, `sampler.py`), nothing else in
+/// `auto_split_offline` drawing from the global CPU generator: each epoch, creating the loader's
+/// iterator draws a base seed for the workers, `torch.empty((), dtype=torch.int64).random_()`;
+/// the first batch then makes the `RandomSampler` draw its own seed the same way and permute with
+/// `torch.randperm(n, generator=torch.Generator().manual_seed(that_seed))`. The number of workers
+/// does not enter (the workers only receive the base seed). Here the `2·epochs` draws are taken up
+/// front from the global generator after `tch::manual_seed(seed)`, and epoch `t`'s permutation is
+/// `Tensor::randperm(n)` after `tch::manual_seed(sampler_seed[t])` (a fresh `Generator` and the
+/// reseeded default CPU generator are the same Mersenne twister, so the same permutation).
+/// Checked against the orders the reference recorded in `tests/fixtures/maximize_long_*`.
+///
+/// Reseeds tch's global generators (CPU and CUDA) on [`ReferenceShuffle::new`] and on every
+/// [`ReferenceShuffle::order`].
+#[derive(Debug, Clone)]
+pub struct ReferenceShuffle {
+    n: i64,
+    sampler_seeds: Vec<i64>,
+}
+
+impl ReferenceShuffle {
+    /// The orders of the first `epochs` epochs of `n` samples after `torch.manual_seed(seed)`.
+    pub fn new(seed: u64, n: i64, epochs: usize) -> Result<ReferenceShuffle> {
+        tch::manual_seed(seed as i64); // torch.manual_seed takes the same 64 bits
+        let draw = || -> Result<i64> {
+            let mut t = Tensor::f_empty([], (Kind::Int64, Device::Cpu))?;
+            let _ = t.f_random_()?;
+            Ok(t.f_int64_value(&[])?)
+        };
+        let mut sampler_seeds = Vec::with_capacity(epochs);
+        for _ in 0..epochs {
+            let _workers_base_seed = draw()?;
+            sampler_seeds.push(draw()?);
+        }
+        Ok(ReferenceShuffle { n, sampler_seeds })
+    }
+
+    /// Epoch `epoch`'s permutation of `0..n` (int64, CPU).
+    pub fn order(&self, epoch: usize) -> Result<Tensor> {
+        let seed = self.sampler_seeds.get(epoch).ok_or_else(|| {
+            Error::Shape(format!(
+                "reference shuffle: drawn for {} epochs, epoch {epoch} asked",
+                self.sampler_seeds.len()
+            ))
+        })?;
+        tch::manual_seed(*seed);
+        Ok(Tensor::f_randperm(self.n, (Kind::Int64, Device::Cpu))?)
+    }
+}
+
 /// The offline maximize step (`auto_split_offline`) with the batch order of each epoch given by
 /// `order(epoch)`: a permutation of `0..N` (int64, any device) cut into consecutive batches of
 /// `cfg.batch_size`, the last one possibly shorter (the reference's shuffling `DataLoader`,
@@ -106,8 +159,20 @@ pub fn maximize_offline(
 ///
 /// Departures from the reference, none of which change a run it completes: a trailing batch of one
 /// sample is skipped (the reference's loss is NaN there: no negatives); the reference also stops at
-/// epoch 99 whatever `max_epoch` says (and then returns `None`); when `τ = irm_temp` the contrastive
-/// loss is read off the penalty's forward pass instead of being computed twice (same value).
+/// epoch 99 whatever `max_epoch` says (and then returns `None`).
+///
+/// Rounding: the step is computed with the reference's operations in the reference's order (the
+/// contrastive loss and the penalty's forward separately even when `τ = irm_temp`; the soft
+/// contrastive loss as the reference writes it; Adam rounded as `torch.optim.Adam`), because the
+/// gradients with respect to the partition are of the order of Adam's `eps`, where last-bit
+/// differences in a gradient become ~1e-3 differences in the logits after one step. Earlier
+/// versions read the contrastive loss off the penalty's forward when `τ = irm_temp`, factored the
+/// row maximum out of the loss's exponentials and rounded Adam's update differently: all equal
+/// formulas, but on a 61-epoch run at N = 1500 (one batch per epoch, the reference's batch order
+/// replayed) they ended 2.0e-4 in softmax probability from the reference, against 9.3e-5 between
+/// two runs of the reference itself on 1 and 2 threads. The run's batch order matters far more:
+/// the reference's own result moves by up to 8.7e-3 with the order alone (see
+/// `tests/maximize_parity.rs`).
 pub fn maximize_offline_with_order(
     z1: &Tensor,
     z2: &Tensor,
@@ -220,7 +285,6 @@ fn maximize_core(
     let mut best = p.f_detach_copy()?;
     let mut best_epoch = 0usize;
     let mut since_best = 0usize;
-    let shared_temperature = temperature == cfg.irm_temp;
 
     let mut epoch = 0usize;
     loop {
@@ -244,10 +308,9 @@ fn maximize_core(
             let (f1, f2) = features(&idx)?;
             let logits = info_nce_logits_with_index(&f1, &f2, 1.0, col)?;
             let logits_cont = logits.f_div_scalar(temperature)?;
-            let logits_pen = if shared_temperature || cfg.irm_mode == IrmMode::V2 {
-                logits_cont.shallow_clone() // not needed, or equal to logits / irm_temp
-            } else {
-                logits.f_div_scalar(cfg.irm_temp)?
+            let logits_pen = match cfg.irm_mode {
+                IrmMode::V1 => Some(logits.f_div_scalar(cfg.irm_temp)?),
+                IrmMode::V2 => None,
             };
             let param = p.f_index_select(0, &idx)?.f_softmax(-1, Kind::Float)?; // B×E
 
@@ -259,17 +322,9 @@ fn maximize_core(
                     .f_index_select(0, sample)?
                     .f_view([rows, rows - 1])?;
                 let loss = |l: &Tensor| soft_contrastive_loss(l, &w, SoftMode::V2, cfg.nonorm);
-                match cfg.irm_mode {
-                    IrmMode::V1 if shared_temperature => {
-                        let (pen, cont) = irm_penalty_with_loss(&logits_cont, loss)?;
-                        conts.push(cont);
-                        pens.push(pen);
-                    }
-                    IrmMode::V1 => {
-                        conts.push(loss(&logits_cont)?);
-                        pens.push(irm_penalty(&logits_pen, loss)?);
-                    }
-                    IrmMode::V2 => conts.push(loss(&logits_cont)?),
+                conts.push(loss(&logits_cont)?);
+                if let Some(logits_pen) = &logits_pen {
+                    pens.push(irm_penalty(logits_pen, loss)?);
                 }
             }
             let conts = Tensor::f_stack(&conts, 0)?;

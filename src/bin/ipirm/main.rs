@@ -36,8 +36,10 @@ enum Command {
         #[command(subcommand)]
         what: EvalCommand,
     },
-    /// One offline maximize step on given features (float32 `z1`, `z2`, optional `init` in a
-    /// safetensors file); writes the best `partition` and the per-epoch `risk`.
+    /// One offline maximize step on given features (float32 `z1`, `z2`, optional `init` and int64
+    /// `order` (epochs×N batch orders) in a safetensors file); writes the best `partition` and the
+    /// per-epoch `risk`. Without `order`, batches are shuffled as the reference's DataLoader does
+    /// after `torch.manual_seed(maximize.seed)`.
     Maximize(MaximizeArgs),
     /// Throughput of each piece (augmentation, minimize step, feature extraction, maximize
     /// epoch) on synthetic images; prints figures.
