@@ -143,10 +143,12 @@ fn fixture_settings(
     max_epoch: usize,
 ) -> Vec<String> {
     let flag = |k: &str| f[k].int64_value(&[]) != 0;
+    let irm_temp = f.get("irm_temp").map_or(0.5, |t| t.double_value(&[]));
     let mut s = vec![
         format!("maximize.env_num={}", f["init"].size()[1]),
         format!("maximize.temperature={}", f["tau"].double_value(&[])),
-        format!("maximize.irm_temp={}", f["irm_temp"].double_value(&[])),
+        format!("maximize.irm_temp={irm_temp}"),
+        format!("maximize.batch_size={}", f["batch_size"].int64_value(&[])),
         format!("maximize.irm_weight={}", f["irm_weight"].double_value(&[])),
         format!("maximize.constrain={}", flag("constrain")),
         format!("maximize.constrain_relax={}", flag("constrain_relax")),
@@ -262,4 +264,59 @@ fn whole_reference_run_from_the_seed() {
     println!("{text}\nprobability error of the best partition {err:.2e}");
     assert_eq!(out["risk"].size()[0], f["orders"].size()[0]);
     assert!(err <= 1e-4, "{err:e}");
+}
+
+/// A MixUp features file (`lam`, `labels_aux`): the whole `auto_split_offline_mixuup` run of the
+/// reference, from its seed alone (its DataLoader's shuffle), lands on the same partition; a bad
+/// `lam` or `labels_aux` is refused naming it.
+#[test]
+fn a_mixup_features_file_runs_the_reference_mixup_step() {
+    let f = fixture("maximize_mixup_relax");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.safetensors");
+    let names = ["z1", "z2", "init", "lam", "labels_aux"];
+    let tensors: Vec<(&str, &Tensor)> = names.iter().map(|n| (*n, &f[*n])).collect();
+    write(&input, &tensors);
+    let args = fixture_settings(&f, 60);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, text) = maximize(dir.path(), &input, &refs);
+    assert!(ok, "{text}");
+    let out = read(&dir.path().join("out.safetensors"));
+    let e = prob_err(&out["partition"], &f["best"]);
+    assert!(e <= 1e-4, "partition probability error {e:e}");
+    assert_eq!(out["risk"].size()[0], 61);
+    // lam outside [0.5, 1], partners out of range, one without the other.
+    let bad_lam = f["lam"].shallow_clone() * 0.5;
+    let bad_aux = f["labels_aux"].shallow_clone() + 1000;
+    for (tensors, needle) in [
+        (
+            vec![
+                ("z1", &f["z1"]),
+                ("z2", &f["z2"]),
+                ("lam", &bad_lam),
+                ("labels_aux", &f["labels_aux"]),
+            ],
+            "`lam` values",
+        ),
+        (
+            vec![
+                ("z1", &f["z1"]),
+                ("z2", &f["z2"]),
+                ("lam", &f["lam"]),
+                ("labels_aux", &bad_aux),
+            ],
+            "`labels_aux` indices",
+        ),
+        (
+            vec![("z1", &f["z1"]), ("z2", &f["z2"]), ("lam", &f["lam"])],
+            "together",
+        ),
+    ] {
+        write(&input, &tensors);
+        let (ok, text) = maximize(dir.path(), &input, &refs);
+        assert!(
+            !ok && text.contains(needle) && text.contains("in.safetensors"),
+            "{needle}: {text}"
+        );
+    }
 }

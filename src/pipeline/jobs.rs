@@ -564,7 +564,8 @@ pub fn default_out_dir(store: &Path, name: &str) -> PathBuf {
 /// `ipirm maximize`: one offline maximize step on features read from a safetensors file.
 ///
 /// `input` holds float32 `z1` and `z2` (N×d, one row per sample, already L2-normalised),
-/// optionally `init` (N×env_num float32 logits: the starting partition; without it the start is
+/// optionally float32 `lam` with int64 `labels_aux` (N each: a MixUp step, `z1` the mixed view's
+/// projections; see [`crate::train::maximize::maximize_offline_mixup_with_order`]), optionally `init` (N×env_num float32 logits: the starting partition; without it the start is
 /// N(0,1) drawn from `maximize.seed`) and optionally `order` (int64, K×N: row `t` a permutation of
 /// `0..N`, the batch order of epoch `t`, e.g. recorded from a reference run; the run fails if it
 /// reaches an epoch `t ≥ K`). Without `order` the batch order is the one the reference's shuffling
@@ -681,26 +682,41 @@ pub fn maximize_file(
             Tensor::randn([n, e], (tch::Kind::Float, tch::Device::Cpu))
         }
     };
+    let mixup = file_mixup(input, get("lam"), get("labels_aux"), n)?;
     let order = file_order(input, get("order"), n, cfg)?;
     let pb = crate::progress::bar((cfg.maximize.max_epoch + 1) as u64, "maximize");
-    let result = crate::train::maximize::maximize_offline_with_order(
-        &z1,
-        &z2,
-        &init,
-        &cfg.maximize,
-        cfg.maximize_temperature(),
-        order,
-        |t, r| {
-            crate::progress::line(
-                &pb,
-                format!(
-                    "epoch {t}: risk {:.4} (contrastive {:.4}, penalty {:.6}, constraint {:.4})",
-                    r.total, r.contrastive, r.penalty, r.constraint
-                ),
-            );
-            pb.inc(1);
-        },
-    )?;
+    let on_epoch = |t: usize, r: &crate::train::maximize::EpochRisk| {
+        crate::progress::line(
+            &pb,
+            format!(
+                "epoch {t}: risk {:.4} (contrastive {:.4}, penalty {:.6}, constraint {:.4})",
+                r.total, r.contrastive, r.penalty, r.constraint
+            ),
+        );
+        pb.inc(1);
+    };
+    let tau = cfg.maximize_temperature();
+    let result = match mixup {
+        None => crate::train::maximize::maximize_offline_with_order(
+            &z1,
+            &z2,
+            &init,
+            &cfg.maximize,
+            tau,
+            order,
+            on_epoch,
+        )?,
+        Some(lam) => crate::train::maximize::maximize_offline_mixup_with_order(
+            &z1,
+            &z2,
+            &lam,
+            &init,
+            &cfg.maximize,
+            tau,
+            order,
+            on_epoch,
+        )?,
+    };
     pb.finish_and_clear();
     crate::train::ipirm::check_finite(&result.risks, &result.partition, "the maximize step")?;
     let risk: Vec<f64> = result
@@ -768,4 +784,57 @@ fn file_order(
         }
         Ok(order.get(t as i64))
     }))
+}
+
+/// The MixUp inputs of `ipirm maximize`: float32 `lam` (N, each in [0.5, 1] as the reference
+/// draws it) with int64 `labels_aux` (N, each the index of the sample it was mixed with: checked,
+/// though the offline loss reads only λ), or neither.
+fn file_mixup(
+    input: &Path,
+    lam: Option<Tensor>,
+    aux: Option<Tensor>,
+    n: i64,
+) -> Result<Option<Tensor>> {
+    let (lam, aux) = match (lam, aux) {
+        (None, None) => return Ok(None),
+        (Some(l), Some(a)) => (l, a),
+        _ => {
+            return Err(Error::file(
+                input,
+                "`lam` and `labels_aux` together (a MixUp maximize step) or neither",
+                "only one of them",
+            ))
+        }
+    };
+    if lam.kind() != tch::Kind::Float || lam.size() != [n] {
+        return Err(Error::file(
+            input,
+            format!("`lam` of dtype float32 and shape [{n}]"),
+            format!("{:?} of shape {:?}", lam.kind(), lam.size()),
+        ));
+    }
+    let (lo, hi) = (lam.min().double_value(&[]), lam.max().double_value(&[]));
+    if !(lo >= 0.5 && hi <= 1.0) {
+        return Err(Error::file(
+            input,
+            "`lam` values in [0.5, 1] (λ = max(λ, 1 − λ))",
+            format!("values in [{lo}, {hi}]"),
+        ));
+    }
+    if aux.kind() != tch::Kind::Int64 || aux.size() != [n] {
+        return Err(Error::file(
+            input,
+            format!("`labels_aux` of dtype int64 and shape [{n}]"),
+            format!("{:?} of shape {:?}", aux.kind(), aux.size()),
+        ));
+    }
+    let (lo, hi) = (aux.min().int64_value(&[]), aux.max().int64_value(&[]));
+    if lo < 0 || hi >= n {
+        return Err(Error::file(
+            input,
+            format!("`labels_aux` indices in 0..{n}"),
+            format!("indices in {lo}..={hi}"),
+        ));
+    }
+    Ok(Some(lam))
 }

@@ -152,11 +152,13 @@ pub fn train(
                         Some(f) => Features {
                             z1: f.z1.to_device(ctx.device),
                             z2: f.z2.to_device(ctx.device),
+                            mix: f
+                                .mix
+                                .map(|(l, a)| (l.to_device(ctx.device), a.to_device(ctx.device))),
                         },
                         None => {
-                            let (z1, z2) =
-                                ipirm::extract_view_pairs(trainer, images, planned.step as u64);
-                            let f = Features { z1, z2 };
+                            let f =
+                                ipirm::extract_view_pairs(trainer, images, planned.step as u64)?;
                             ctx.save(fp, &f)?;
                             f
                         }
@@ -166,7 +168,7 @@ pub fn train(
                 let rec = ipirm::learn_partition(
                     trainer,
                     images,
-                    views.as_ref().map(|f| (&f.z1, &f.z2)),
+                    views.as_ref(),
                     previous,
                     planned.step as u64,
                 )?;
