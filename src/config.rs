@@ -157,7 +157,10 @@ pub struct MaximizeConfig {
     pub exact: bool,
     /// MixUp view 1 in the maximize step too (the reference's `--mixup_max`; MixUp runs only):
     /// offline, each feature batch is mixed as extracted (`auto_split_offline_mixuup`), online each
-    /// batch (`auto_split_online_mixup`); mixing draws λ ~ Beta(`train.mixup_alpha`).
+    /// batch (`auto_split_online_mixup`); mixing draws λ ~ Beta(`train.mixup_alpha`). The
+    /// reference's MixUp steps batch by 2048 (its offline extraction and loader, and its online
+    /// loader on STL-10 and CIFAR-100): set `maximize.batch_size = 2048` with it, as the
+    /// CIFAR-100 MixUp presets do.
     pub mixup: bool,
     /// Seed of the partition's random init and the batch order (the CLI tool, whose order is the
     /// reference's after `torch.manual_seed(seed)`); the training run derives it from `train.seed`

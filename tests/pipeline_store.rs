@@ -70,19 +70,67 @@ fn killed_runs_resume_bit_identical_to_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     // Six epochs, so that the kills below land in the middle of the work.
     let args = with(&setup(tmp.path()), &["--set=train.epochs=6"]);
-    let clean = tmp.path().join("clean");
-    ok(&clean, &["train"], &args);
-    let want = digests(&clean);
-    assert!(want.len() >= 8, "{want:?}");
+    kill_and_resume(
+        tmp.path(),
+        &args,
+        "fmnist-ipirm-quick",
+        &[350, 1300, 700, 2100, 1700, 2900],
+    );
+}
 
-    let killed = tmp.path().join("killed");
+/// The same for the MixUp preset, with MixUp in the maximize step too (`--mixup_max`, offline):
+/// every λ and permutation comes from the run's derived seeds, so a resumed run draws the same
+/// ones. Then `ipirm run` on the resumed store reuses the training and evaluates it.
+#[test]
+fn killed_mixup_runs_resume_bit_identical_to_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args: Vec<String> = setup(tmp.path())
+        .into_iter()
+        .map(|a| {
+            a.replace(
+                "--preset=fmnist-ipirm-quick",
+                "--preset=fmnist-ipirm-mixup-quick",
+            )
+        })
+        .collect();
+    let args = with(
+        &args,
+        &["--set=train.epochs=5", "--set=maximize.mixup=true"],
+    );
+    let store = kill_and_resume(
+        tmp.path(),
+        &args,
+        "fmnist-ipirm-mixup-quick",
+        &[1100, 400, 1900, 2600, 1500],
+    );
+    let run = ok(&store, &["run"], &args);
+    for stage in ["training: cached", "linear probe", "kNN"] {
+        assert!(run.contains(stage), "missing `{stage}` in:\n{run}");
+    }
+}
+
+/// Runs `ipirm train ARGS` to the end in one store, and in another kills it (SIGKILL) after each
+/// of `delays_ms` before letting it finish; every artifact of the first must be in the second with
+/// the same bytes. Returns the killed-and-resumed store.
+fn kill_and_resume(
+    dir: &Path,
+    args: &[String],
+    run_name: &str,
+    delays_ms: &[u64],
+) -> std::path::PathBuf {
+    let clean = dir.join("clean");
+    let out = ok(&clean, &["train"], args);
+    let want = shown_digests(&clean, run_name);
+    assert!(want.len() >= 8, "{want:?}\n{out}");
+
+    let killed = dir.join("killed");
     // Kill at several moments (deterministic pseudo-random delays), then let it finish.
     let mut kills = 0;
-    for (i, ms) in [350u64, 1300, 700, 2100, 1700, 2900].iter().enumerate() {
+    for (i, ms) in delays_ms.iter().enumerate() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ipirm"))
             .arg("train")
             .arg(format!("--store={}", killed.display()))
-            .args(&args)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -103,7 +151,7 @@ fn killed_runs_resume_bit_identical_to_an_uninterrupted_run() {
         kills >= 2,
         "the runs finished before they could be killed; the test needs slower runs"
     );
-    let last = ok(&killed, &["train"], &args);
+    let last = ok(&killed, &["train"], args);
     assert!(last.contains("final checkpoint"), "{last}");
     let (clean_verify, v) = ipirm(&killed, &["store", "verify"], &[]);
     assert!(
@@ -119,6 +167,7 @@ fn killed_runs_resume_bit_identical_to_an_uninterrupted_run() {
             "artifact {key}: {digest} in the clean store, {found:?} after the kills"
         );
     }
+    killed
 }
 
 #[test]
