@@ -97,6 +97,7 @@ fn run_parity(name: &str) {
     let result = maximize_offline_with_order(
         get(&f, "z1"),
         get(&f, "z2"),
+        None,
         get(&f, "init"),
         &cfg,
         tau,
@@ -262,6 +263,7 @@ fn bad_inputs_are_refused() {
     assert!(shape_err(maximize_offline_with_order(
         &z,
         &z,
+        None,
         &init,
         &cfg,
         0.5,
@@ -325,7 +327,8 @@ fn online_with_fixed_features_equals_offline() {
     let order = |e: usize| {
         Ok(Tensor::arange(48, (Kind::Int64, Device::Cpu)).roll([(7 * e as i64 + 5) % 48], [0]))
     };
-    let off = maximize_offline_with_order(&z1, &z2, &init, &cfg, 0.5, order, |_, _| {}).unwrap();
+    let off =
+        maximize_offline_with_order(&z1, &z2, None, &init, &cfg, 0.5, order, |_, _| {}).unwrap();
     let features = |idx: &Tensor| {
         Ok(BatchFeatures::plain(
             z1.index_select(0, idx),
@@ -433,21 +436,8 @@ fn replay(
     let orders = get(f, "orders");
     let order = |t: usize| Ok(orders.get(t as i64).copy());
     let (z1, z2, init) = (get(f, "z1"), get(f, "z2"), get(f, "init"));
-    match f.get("lam") {
-        // A MixUp fixture (gen_maximize_mixup.py): auto_split_offline_mixuup.
-        Some(lam) => ipirm::train::maximize::maximize_offline_mixup_with_order(
-            z1,
-            z2,
-            lam,
-            init,
-            &cfg,
-            tau,
-            order,
-            |_, _| {},
-        ),
-        None => maximize_offline_with_order(z1, z2, init, &cfg, tau, order, |_, _| {}),
-    }
-    .unwrap()
+    // A MixUp fixture (gen_maximize_mixup.py) has `lam`: auto_split_offline_mixuup.
+    maximize_offline_with_order(z1, z2, f.get("lam"), init, &cfg, tau, order, |_, _| {}).unwrap()
 }
 
 /// The whole run: same epoch count, same best epoch, the best partition within 1e-4 in softmax
@@ -625,6 +615,7 @@ fn the_fast_form_stays_close_to_the_reference() {
     let r = maximize_offline_with_order(
         get(&f, "z1"),
         get(&f, "z2"),
+        None,
         get(&f, "init"),
         &cfg,
         tau,

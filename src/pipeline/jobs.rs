@@ -565,7 +565,7 @@ pub fn default_out_dir(store: &Path, name: &str) -> PathBuf {
 ///
 /// `input` holds float32 `z1` and `z2` (N×d, one row per sample, already L2-normalised),
 /// optionally float32 `lam` with int64 `labels_aux` (N each: a MixUp step, `z1` the mixed view's
-/// projections; see [`crate::train::maximize::maximize_offline_mixup_with_order`]), optionally `init` (N×env_num float32 logits: the starting partition; without it the start is
+/// projections; see [`crate::train::maximize::maximize_offline_with_order`]), optionally `init` (N×env_num float32 logits: the starting partition; without it the start is
 /// N(0,1) drawn from `maximize.seed`) and optionally `order` (int64, K×N: row `t` a permutation of
 /// `0..N`, the batch order of epoch `t`, e.g. recorded from a reference run; the run fails if it
 /// reaches an epoch `t ≥ K`). Without `order` the batch order is the one the reference's shuffling
@@ -696,27 +696,16 @@ pub fn maximize_file(
         pb.inc(1);
     };
     let tau = cfg.maximize_temperature();
-    let result = match mixup {
-        None => crate::train::maximize::maximize_offline_with_order(
-            &z1,
-            &z2,
-            &init,
-            &cfg.maximize,
-            tau,
-            order,
-            on_epoch,
-        )?,
-        Some(lam) => crate::train::maximize::maximize_offline_mixup_with_order(
-            &z1,
-            &z2,
-            &lam,
-            &init,
-            &cfg.maximize,
-            tau,
-            order,
-            on_epoch,
-        )?,
-    };
+    let result = crate::train::maximize::maximize_offline_with_order(
+        &z1,
+        &z2,
+        mixup.as_ref(),
+        &init,
+        &cfg.maximize,
+        tau,
+        order,
+        on_epoch,
+    )?;
     pb.finish_and_clear();
     crate::train::ipirm::check_finite(&result.risks, &result.partition, "the maximize step")?;
     let risk: Vec<f64> = result

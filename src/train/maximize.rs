@@ -65,6 +65,7 @@ pub fn maximize_offline(
     maximize_offline_with_order(
         z1,
         z2,
+        None,
         init,
         cfg,
         temperature,
@@ -174,48 +175,16 @@ impl ReferenceShuffle {
 /// two runs of the reference itself on 1 and 2 threads. The run's batch order matters far more:
 /// the reference's own result moves by up to 8.7e-3 with the order alone (see
 /// `tests/maximize_parity.rs`).
+///
+/// With `lam` (one λ per sample: `z1` are then the projections of MixUp-ed first views), the
+/// offline MixUp step (`utils_mixup.auto_split_offline_mixuup`): per environment the soft MixUp
+/// loss ([`soft_mixup_loss`], offline form) and its IRM penalty; the reference's loader batch for
+/// it is 2048 (`maximize.batch_size`).
+#[allow(clippy::too_many_arguments)] // the step's inputs, settings, order and observer
 pub fn maximize_offline_with_order(
     z1: &Tensor,
     z2: &Tensor,
-    init: &Tensor,
-    cfg: &MaximizeConfig,
-    temperature: f64,
-    order: impl FnMut(usize) -> Result<Tensor>,
-    on_epoch: impl FnMut(usize, &EpochRisk),
-) -> Result<MaximizeResult> {
-    let (n, e_num) = check_inputs(z1, z2, init, cfg)?;
-    let (z1, z2) = (z1.f_detach()?, z2.f_detach()?);
-    let _ = e_num;
-    let features = |idx: &Tensor| {
-        Ok(BatchFeatures::plain(
-            z1.f_index_select(0, idx)?,
-            z2.f_index_select(0, idx)?,
-        ))
-    };
-    maximize_core(
-        n,
-        z1.device(),
-        init,
-        cfg,
-        temperature,
-        order,
-        false,
-        features,
-        on_epoch,
-    )
-}
-
-/// The offline MixUp maximize step (`utils_mixup.auto_split_offline_mixuup`): `z1` are the
-/// projections of MixUp-ed first views with each sample's `lam` (N), `z2` the clean second views;
-/// per batch the logits `z1[I]·z2[I]ᵀ/τ` (B × B) and per environment the soft MixUp loss (see
-/// [`soft_mixup_loss`], offline form) and its IRM penalty. Otherwise as
-/// [`maximize_offline_with_order`] (the reference's loader batch for it is 2048:
-/// `maximize.batch_size`).
-#[allow(clippy::too_many_arguments)] // the step's inputs, settings, order and observer
-pub fn maximize_offline_mixup_with_order(
-    z1: &Tensor,
-    z2: &Tensor,
-    lam: &Tensor,
+    lam: Option<&Tensor>,
     init: &Tensor,
     cfg: &MaximizeConfig,
     temperature: f64,
@@ -223,25 +192,29 @@ pub fn maximize_offline_mixup_with_order(
     on_epoch: impl FnMut(usize, &EpochRisk),
 ) -> Result<MaximizeResult> {
     let (n, _) = check_inputs(z1, z2, init, cfg)?;
-    if lam.size() != [n] {
-        return Err(Error::Shape(format!(
-            "maximize: lam must hold one λ per sample ({n}), found shape {:?}",
-            lam.size()
-        )));
-    }
-    let (z1, z2, lam) = (
-        z1.f_detach()?,
-        z2.f_detach()?,
-        lam.f_to_kind(Kind::Float)?.f_to_device(z1.device())?,
-    );
+    let lam = match lam {
+        Some(lam) if lam.size() != [n] => {
+            return Err(Error::Shape(format!(
+                "maximize: lam must hold one λ per sample ({n}), found shape {:?}",
+                lam.size()
+            )))
+        }
+        Some(lam) => Some(lam.f_to_kind(Kind::Float)?.f_to_device(z1.device())?),
+        None => None,
+    };
+    let (z1, z2) = (z1.f_detach()?, z2.f_detach()?);
     let features = |idx: &Tensor| {
-        Ok(BatchFeatures {
-            z1: z1.f_index_select(0, idx)?,
-            z2: z2.f_index_select(0, idx)?,
-            mix: Some(Mix {
+        let mix = match &lam {
+            Some(lam) => Some(Mix {
                 lam: lam.f_index_select(0, idx)?,
                 partner: None,
             }),
+            None => None,
+        };
+        Ok(BatchFeatures {
+            z1: z1.f_index_select(0, idx)?,
+            z2: z2.f_index_select(0, idx)?,
+            mix,
         })
     };
     maximize_core(
