@@ -1,16 +1,42 @@
-//! Keeps libtorch_cuda linked and embeds an rpath to the libtorch the crate was built against.
+//! Keeps libtorch_cuda linked, embeds an rpath to the libtorch the crate was built against, and
+//! compiles the C++ shim (`src/shim/shim.cpp`) against that libtorch's headers.
 //!
 //! torch-sys links `torch_cuda`, but the linker's default `--as-needed` drops it because no symbol
 //! of ours references it directly; without it libtorch registers no CUDA backend and the binary
 //! sees no GPU. The rpath lets the binary run without the user exporting `LD_LIBRARY_PATH`.
+//!
+//! The shim needs only `torch_cpu` and `c10` (it reaches CUDA through libtorch's CUDA hooks, not
+//! CUDA's headers), so the crate builds and runs where libtorch has no CUDA. libtorch is found
+//! where torch-sys found it (`DEP_TCH_LIBTORCH_LIB`, its `links = "tch"` metadata), else at
+//! `$LIBTORCH`.
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-changed=src/shim/shim.cpp");
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-ltorch");
-    if let Ok(root) = std::env::var("LIBTORCH") {
-        let lib = PathBuf::from(root).join("lib");
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    }
+    let lib = std::env::var_os("DEP_TCH_LIBTORCH_LIB")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("LIBTORCH").map(|r| PathBuf::from(r).join("lib")));
+    let Some(lib) = lib else {
+        panic!("libtorch not found: torch-sys gave no DEP_TCH_LIBTORCH_LIB and LIBTORCH is unset (source scripts/env.sh)");
+    };
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    let root = lib.parent().expect("libtorch's lib folder has a parent");
+    let include = root.join("include");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        // libtorch's headers are not warning-clean under -Wall; the shim's own code is small.
+        .warnings(false)
+        .file("src/shim/shim.cpp")
+        .compile("ipirm_shim");
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
 }

@@ -39,6 +39,83 @@ pub enum IrmMode {
     V2,
 }
 
+/// The precision the model's forward passes compute in (`train.precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// bf16 on a GPU that computes in it natively (compute capability 8.0 or later: Ampere,
+    /// Hopper, …), fp32 on the CPU and on older GPUs.
+    Auto,
+    /// Everything in fp32: the parity tests' path, and the CPU's.
+    Fp32,
+    /// The forward passes under bf16 autocast (on any device; on the CPU it is slow and only
+    /// for tests).
+    Bf16,
+}
+
+/// A switch whose default depends on the device: `auto`, `true` or `false`
+/// (`train.channels_last`, `train.tf32`). `--set` and TOML take `auto`, `true`/`false`,
+/// `on`/`off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    Auto,
+    On,
+    Off,
+}
+
+impl Switch {
+    /// `Auto` resolved to `auto_value`.
+    pub fn or(self, auto_value: bool) -> bool {
+        match self {
+            Switch::Auto => auto_value,
+            Switch::On => true,
+            Switch::Off => false,
+        }
+    }
+}
+
+impl From<bool> for Switch {
+    fn from(b: bool) -> Switch {
+        if b {
+            Switch::On
+        } else {
+            Switch::Off
+        }
+    }
+}
+
+impl Serialize for Switch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Switch::Auto => s.serialize_str("auto"),
+            Switch::On => s.serialize_bool(true),
+            Switch::Off => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Switch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Switch, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(b) => Ok(b.into()),
+            Raw::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
+                "auto" => Ok(Switch::Auto),
+                "true" | "on" | "yes" | "1" => Ok(Switch::On),
+                "false" | "off" | "no" | "0" => Ok(Switch::Off),
+                _ => Err(serde::de::Error::custom(format!(
+                    "expected auto, true or false, got `{t}`"
+                ))),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
@@ -94,6 +171,16 @@ pub struct TrainConfig {
     pub mixup: bool,
     /// α of MixUp's Beta(α, α) (`--alpha`); read only with `mixup`.
     pub mixup_alpha: f64,
+    /// The precision of the model's forward passes (training, feature extraction, kNN, probe):
+    /// `auto` (bf16 on a GPU that computes in it natively, else fp32), `fp32` or `bf16`. bf16
+    /// runs the forward under autocast; the losses, the optimizer and the weights stay fp32.
+    pub precision: Precision,
+    /// Image batches and convolution weights in channels_last layout (`auto`: on a GPU, not on
+    /// the CPU, where it is not faster and changes the last bits of results).
+    pub channels_last: Switch,
+    /// TF32 tensor cores for fp32 matmuls and convolutions on the GPU (`auto` = on; the CPU
+    /// has none, so it resolves to off there).
+    pub tf32: Switch,
 }
 
 /// The minimize step of IP-IRM (`train_env`).
@@ -262,6 +349,9 @@ impl Default for TrainConfig {
             knn_every: 25,
             mixup: false,
             mixup_alpha: 1.0,
+            precision: Precision::Auto,
+            channels_last: Switch::Auto,
+            tf32: Switch::Auto,
         }
     }
 }
@@ -811,6 +901,9 @@ fn parse_like(
     }
     Ok(match current {
         Value::Bool(_) => match lower.as_str() {
+            // A device-dependent switch set back to its default (`train.tf32=auto`); a plain
+            // bool refuses it when the config is rebuilt, naming the key.
+            "auto" => Value::String("auto".into()),
             "true" | "1" | "yes" | "on" => Value::Bool(true),
             "false" | "0" | "no" | "off" => Value::Bool(false),
             _ => return Err(format!("expected true or false, got `{raw}`")),

@@ -12,12 +12,14 @@ pub mod error;
 pub mod eval;
 pub mod loss;
 pub mod model;
+pub mod numerics;
 pub mod pipeline;
 pub mod plot;
 pub mod progress;
 pub mod replay;
 pub mod reproduction;
 pub mod rng;
+pub mod shim;
 pub mod store;
 pub mod train;
 

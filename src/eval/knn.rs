@@ -111,7 +111,9 @@ pub fn knn_accuracy(
 }
 
 /// kNN accuracy of `model`'s encoder: bank = `bank` under the test transform, queries = `test`.
+/// The encoder computes as its numerics say; the features come back fp32.
 pub fn evaluate(model: &Model, bank: &Dataset, test: &Dataset, knn: &Knn) -> Result<Accuracy> {
+    let _tf32 = model.numerics().tf32_scope()?;
     let bank_f = extract_features(model, &bank.images, knn.batch_size, "kNN bank");
     let test_f = extract_features(model, &test.images, knn.batch_size, "kNN test");
     for (f, set) in [(&bank_f, "bank"), (&test_f, "test")] {

@@ -15,6 +15,7 @@ use super::{topk_hits, Accuracy};
 use crate::config::{LinearConfig, ModelConfig};
 use crate::data::{augment, loader, Dataset};
 use crate::model::Model;
+use crate::numerics::Numerics;
 use crate::{progress, rng, Result};
 
 /// What the probe reports: the test accuracy after the last epoch (and after every epoch, as
@@ -32,10 +33,12 @@ pub struct LinearResult {
 }
 
 /// Trains a linear classifier on the frozen encoder of (`vs`, `model_cfg`), scoring it on the
-/// test set after every epoch.
+/// test set after every epoch. The encoder computes as `numerics` say (its features come back
+/// fp32; the classifier and its loss are fp32).
 pub fn linear_probe(
     vs: &nn::VarStore,
     model_cfg: &ModelConfig,
+    numerics: Numerics,
     cfg: &LinearConfig,
     train: &Dataset,
     test: &Dataset,
@@ -43,7 +46,8 @@ pub fn linear_probe(
     let start = Instant::now();
     let device = vs.device();
     // A private copy of the encoder: the quirk moves its BatchNorm statistics.
-    let (_enc_vs, encoder) = encoder_copy(vs, model_cfg)?;
+    let (_enc_vs, encoder) = encoder_copy(vs, model_cfg, numerics)?;
+    let _tf32 = numerics.tf32_scope()?;
 
     rng::reseed(cfg.seed, "linear-init", 0);
     let head_vs = nn::VarStore::new(device);
@@ -103,10 +107,15 @@ pub fn linear_probe(
     })
 }
 
-/// A frozen copy of the encoder of (`vs`, `model_cfg`).
-fn encoder_copy(vs: &nn::VarStore, model_cfg: &ModelConfig) -> Result<(nn::VarStore, Model)> {
+/// A frozen copy of the encoder of (`vs`, `model_cfg`), computing as `numerics` say.
+fn encoder_copy(
+    vs: &nn::VarStore,
+    model_cfg: &ModelConfig,
+    numerics: Numerics,
+) -> Result<(nn::VarStore, Model)> {
     let mut enc_vs = nn::VarStore::new(vs.device());
-    let encoder = Model::new(&enc_vs.root(), model_cfg);
+    let mut encoder = Model::new(&enc_vs.root(), model_cfg);
+    encoder.set_numerics(numerics)?;
     enc_vs.copy(vs)?;
     enc_vs.freeze();
     Ok((enc_vs, encoder))
@@ -132,10 +141,12 @@ pub fn score(encoder: &Model, fc: &impl Module, test: &Dataset, batch_size: i64)
 }
 
 /// The classifier a checkpoint carries (`fc.weight`, `fc.bias`: a `linear.py` checkpoint of the
-/// reference), scored on `test` over the encoder of (`vs`, `model_cfg`).
+/// reference), scored on `test` over the encoder of (`vs`, `model_cfg`) computing as `numerics`
+/// say.
 pub fn score_saved(
     vs: &nn::VarStore,
     model_cfg: &ModelConfig,
+    numerics: Numerics,
     classifier: &[(String, Tensor)],
     test: &Dataset,
     batch_size: i64,
@@ -148,7 +159,8 @@ pub fn score_saved(
             .ok_or_else(|| crate::Error::Shape(format!("the checkpoint's classifier lacks `{n}`")))
     };
     let (w, b) = (get("fc.weight")?, get("fc.bias")?);
-    let (_enc_vs, encoder) = encoder_copy(vs, model_cfg)?;
+    let (_enc_vs, encoder) = encoder_copy(vs, model_cfg, numerics)?;
+    let _tf32 = numerics.tf32_scope()?;
     if w.size() != [test.num_classes, encoder.feature_width] {
         return Err(crate::Error::Shape(format!(
             "the checkpoint's classifier is {:?}, the data and model need [{}, {}]",

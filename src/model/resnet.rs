@@ -14,10 +14,15 @@
 //! weight √6 times wider.)
 //!
 //! BatchNorm can run as the reference ran it under `nn.DataParallel` ([`SplitBatchNorm`]).
+//!
+//! The model computes as its [`Numerics`] say (fp32 unless [`Model::set_numerics`] is called):
+//! under bf16 autocast and/or in channels_last layout, its outputs always fp32.
 use tch::nn::{self, Module, ModuleT};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::config::{Arch, ModelConfig};
+use crate::numerics::Numerics;
+use crate::shim::{self, MemoryFormat};
 
 /// torchvision's ResNet initialisation for convolutions: Kaiming normal, fan-out, ReLU gain.
 const CONV_INIT: nn::Init = nn::Init::Kaiming {
@@ -214,6 +219,7 @@ pub struct Model {
     head_fc2: nn::Linear,
     /// Width of the encoder's output (2048 for ResNet-50 at width 64).
     pub feature_width: i64,
+    numerics: Numerics,
 }
 
 impl Model {
@@ -268,11 +274,65 @@ impl Model {
             head_bn,
             head_fc2,
             feature_width: c_in,
+            numerics: Numerics::fp32(root.device()),
         }
     }
 
-    /// The encoder's un-normalised pooled output, B×feature_width.
-    pub fn encode(&self, x: &Tensor, train: bool) -> Tensor {
+    /// How the model computes (fp32 until [`Model::set_numerics`]).
+    pub fn numerics(&self) -> Numerics {
+        self.numerics
+    }
+
+    /// Computes as `n` says from now on: relays out the convolution weights in place when the
+    /// memory format changes (call it before an optimizer takes the parameters, so its moments
+    /// share their layout; values are unchanged, and checkpoints are written in the default
+    /// layout whatever this is).
+    pub fn set_numerics(&mut self, n: Numerics) -> crate::Result<()> {
+        if n.channels_last != self.numerics.channels_last {
+            let format = match n.channels_last {
+                true => MemoryFormat::ChannelsLast,
+                false => MemoryFormat::Contiguous,
+            };
+            for conv in self.convs_mut() {
+                shim::set_memory_format_(&mut conv.ws, format)?;
+            }
+        }
+        self.numerics = n;
+        Ok(())
+    }
+
+    fn convs_mut(&mut self) -> impl Iterator<Item = &mut nn::Conv2D> {
+        let blocks = self.layers.iter_mut().flatten().flat_map(|b| {
+            let down = b.downsample.as_mut().map(|(c, _)| c);
+            b.convs.iter_mut().map(|(c, _)| c).chain(down)
+        });
+        std::iter::once(&mut self.conv1).chain(blocks)
+    }
+
+    /// Runs `f` on the input laid out and under autocast as the numerics say; returns its
+    /// outputs cast to fp32. With plain numerics, `f(x)` exactly.
+    fn compute<const N: usize>(
+        &self,
+        x: &Tensor,
+        f: impl FnOnce(&Tensor) -> [Tensor; N],
+    ) -> [Tensor; N] {
+        let n = &self.numerics;
+        if n.is_plain() {
+            return f(x);
+        }
+        // The shim fails only on a device or dtype autocast does not know, which resolution
+        // never produces; like tch's infallible ops, the forward panics then.
+        let fail =
+            |e: crate::Error| -> ! { panic!("the model's numerics ({}): {e}", n.describe()) };
+        let x = n.input(x).unwrap_or_else(|e| fail(e));
+        let out = {
+            let _autocast = n.autocast().unwrap_or_else(|e| fail(e));
+            f(&x)
+        };
+        out.map(|t| t.to_kind(Kind::Float))
+    }
+
+    fn encode_raw(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
         for block in self.layers.iter().flatten() {
             y = block.forward_t(&y, train);
@@ -280,18 +340,37 @@ impl Model {
         y.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
     }
 
-    /// The projection head on an encoder output, B×feature_dim (not normalised).
-    pub fn project(&self, h: &Tensor, train: bool) -> Tensor {
+    fn project_raw(&self, h: &Tensor, train: bool) -> Tensor {
         h.apply(&self.head_fc1)
             .apply_t(&self.head_bn, train)
             .relu()
             .apply(&self.head_fc2)
     }
 
-    /// `(normalize(feature), normalize(projection))`, as the reference's `Model.forward`.
+    /// The encoder's un-normalised pooled output, B×feature_width (fp32).
+    pub fn encode(&self, x: &Tensor, train: bool) -> Tensor {
+        let [h] = self.compute(x, |x| [self.encode_raw(x, train)]);
+        h
+    }
+
+    /// The projection head on an encoder output, B×feature_dim (not normalised; fp32).
+    pub fn project(&self, h: &Tensor, train: bool) -> Tensor {
+        let n = &self.numerics;
+        if !n.bf16 {
+            return self.project_raw(h, train);
+        }
+        let _autocast = n.autocast().unwrap_or_else(|e| panic!("autocast: {e}"));
+        self.project_raw(h, train).to_kind(Kind::Float)
+    }
+
+    /// `(normalize(feature), normalize(projection))`, as the reference's `Model.forward`; both
+    /// fp32, normalised in fp32.
     pub fn forward(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let h = self.encode(x, train);
-        let z = self.project(&h, train);
+        let [h, z] = self.compute(x, |x| {
+            let h = self.encode_raw(x, train);
+            let z = self.project_raw(&h, train);
+            [h, z]
+        });
         (l2_normalize(&h), l2_normalize(&z))
     }
 }

@@ -26,14 +26,18 @@ struct Started<'a> {
     plan: Plan,
 }
 
-/// Starts a run named `name`: resolves a branch (`ipirm.from_partition`) to a stored partition,
-/// records the run (with the resolved partition key in its config), reads the data and plans.
+/// Starts a run named `name`: resolves the numerics for `device` (`train.precision`,
+/// `channels_last`, `tf32`; [`crate::numerics`]) and a branch (`ipirm.from_partition`) to a
+/// stored partition, records the run (with the resolved values in its config), reads the data
+/// and plans: the stage keys hold the numerics actually used.
 fn start<'a>(
     cfg: &'a mut Config,
     device: Device,
     store: &'a Store,
     name: &str,
 ) -> Result<Started<'a>> {
+    let numerics = crate::numerics::resolve_config(cfg, device)?;
+    eprintln!("numerics: {}", numerics.describe());
     let branch = match cfg.ipirm.from_partition.clone() {
         Some(spec) => {
             let b = resolve_branch(store, &spec)?;
@@ -223,7 +227,14 @@ pub fn main_job(
             vec![checkpoint.clone(), dataset_key.clone()],
         )?;
         let r = ctx.cached_record(&st, "linear probe", || {
-            linear::linear_probe(&trainer.vs, &cfg.model, &cfg.linear, &data.bank, &data.test)
+            linear::linear_probe(
+                &trainer.vs,
+                &cfg.model,
+                trainer.model.numerics(),
+                &cfg.linear,
+                &data.bank,
+                &data.test,
+            )
         })?;
         eprintln!(
             "linear probe ({} epochs): top-1 {:.2} top-5 {:.2}",
@@ -254,7 +265,7 @@ pub fn main_job(
     )?;
     ctx.save_record(&st, &report)?;
     store.finish_run(&ctx.run)?;
-    trainer.vs.save(out_dir.join("model.safetensors"))?;
+    save_model(&trainer.vs, &out_dir.join("model.safetensors"))?;
     write_json(&out_dir.join("report.json"), &report)?;
     std::fs::write(out_dir.join("config.toml"), cfg.to_toml())
         .map_err(|e| Error::io(out_dir.join("config.toml"), e))?;
@@ -270,7 +281,7 @@ pub fn main_job(
 fn knn_stage(cfg: &Config, checkpoint: &str, dataset_key: &str) -> Result<Planned> {
     Planned::new(
         StageKind::Knn,
-        &stages::knn_params(cfg),
+        &stages::encoder_knn_params(cfg),
         vec![checkpoint.to_string(), dataset_key.to_string()],
     )
 }
@@ -300,7 +311,7 @@ pub fn train_job(
     let (trained, _) = train_printing(&s)?;
     store.finish_run(&s.ctx.run)?;
     let model_file = out_dir.join("model.safetensors");
-    trained.trainer.vs.save(&model_file)?;
+    save_model(&trained.trainer.vs, &model_file)?;
     let toml = out_dir.join("config.toml");
     std::fs::write(&toml, s.ctx.cfg.to_toml()).map_err(|e| Error::io(toml, e))?;
     Ok(TrainOutcome {
@@ -308,6 +319,18 @@ pub fn train_job(
         checkpoint: trained.checkpoint,
         model_file,
     })
+}
+
+/// Writes the variables of `vs` as safetensors in the default layout (what `vs.save` writes,
+/// which refuses weights in channels_last layout).
+fn save_model(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
+    let named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.contiguous()))
+        .collect();
+    Tensor::write_safetensors(&named, path)
+        .map_err(|e| Error::file(path, "a writable safetensors file", e.to_string()))
 }
 
 /// A model with the variables of a checkpoint file.
@@ -320,9 +343,11 @@ pub struct LoadedModel {
 
 /// The model of `cfg.model` with the variables of a checkpoint file: ipirm's
 /// `model.safetensors`, or the reference's `.pth`.
+/// The model computes as `cfg.train`'s numerics resolve for `device`.
 pub fn load_model(cfg: &Config, device: Device, checkpoint: &Path) -> Result<LoadedModel> {
     let vs = tch::nn::VarStore::new(device);
-    let model = crate::model::Model::new(&vs.root(), &cfg.model);
+    let mut model = crate::model::Model::new(&vs.root(), &cfg.model);
+    model.set_numerics(crate::numerics::Numerics::resolve(&cfg.train, device)?)?;
     let (_, classifier) = crate::model::checkpoint::load_into(&vs, checkpoint)?;
     Ok(LoadedModel {
         vs,
@@ -369,7 +394,11 @@ pub fn eval_linear(
     device: Device,
     checkpoint: &Path,
 ) -> Result<linear::LinearResult> {
-    let LoadedModel { vs, classifier, .. } = load_model(cfg, device, checkpoint)?;
+    let LoadedModel {
+        vs,
+        classifier,
+        model,
+    } = load_model(cfg, device, checkpoint)?;
     let data = RunData::load(cfg, device)?;
     if cfg.linear.epochs == 0 && !classifier.is_empty() {
         // The checkpoint's own classifier (a linear.py checkpoint), scored as it is.
@@ -377,6 +406,7 @@ pub fn eval_linear(
         let acc = linear::score_saved(
             &vs,
             &cfg.model,
+            model.numerics(),
             &classifier,
             &data.test,
             cfg.linear.batch_size,
@@ -389,7 +419,14 @@ pub fn eval_linear(
             seconds: begun.elapsed().as_secs_f64(),
         });
     }
-    linear::linear_probe(&vs, &cfg.model, &cfg.linear, &data.bank, &data.test)
+    linear::linear_probe(
+        &vs,
+        &cfg.model,
+        model.numerics(),
+        &cfg.linear,
+        &data.bank,
+        &data.test,
+    )
 }
 
 /// Resolves `--from-partition` (`ipirm.from_partition`): a partition's key (or a unique prefix

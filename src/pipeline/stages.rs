@@ -9,14 +9,14 @@
 //! |---|---|---|
 //! | `dataset` | the data's sha256 | dataset, limits (not the folder: the content is hashed) |
 //! | `checkpoint` 0 (initialisation) | none | model, `train.seed` |
-//! | `checkpoint` e ≥ 1 | checkpoint e−1, dataset, newest partition | e, model, the minimize step's settings (`train` without `epochs`, `knn_every`; `mixup`, `mixup_alpha` only with `mixup`, `debiased`, `tau_plus` only for SimCLR without it; IP-IRM: `ipirm` without `maximize_iter`, with `retain_group_set` only when `retain_group` and non-zero, plus `env_num`, and `irm_temp` unless `mixup`; `epochs` only with `increasing_weight`), the partition a branched run started from |
+//! | `checkpoint` e ≥ 1 | checkpoint e−1, dataset, newest partition | e, model, the minimize step's settings (`train` without `epochs`, `knn_every`; `mixup`, `mixup_alpha` only with `mixup`, `debiased`, `tau_plus` only for SimCLR without it; IP-IRM: `ipirm` without `maximize_iter`, with `retain_group_set` only when `retain_group` and non-zero, plus `env_num`, and `irm_temp` unless `mixup`; `epochs` only with `increasing_weight`), the partition a branched run started from; numerics |
 //! | `curve` e | checkpoint e | none (the same computation as the checkpoint) |
-//! | `features` k | the checkpoint it is learned after | k, `train.seed`, `maximize.batch_size` (and `train.mixup_alpha` with `maximize.mixup`) |
-//! | `partition` k | that checkpoint, its features (offline), the previous partition (without `random_init`) | k, `train.seed`, every `maximize` setting but `seed`, the resolved temperature (and `train.mixup_alpha` with `maximize.mixup`) |
+//! | `features` k | the checkpoint it is learned after | k, `train.seed`, `maximize.batch_size` (and `train.mixup_alpha` with `maximize.mixup`), numerics |
+//! | `partition` k | that checkpoint, its features (offline), the previous partition (without `random_init`) | k, `train.seed`, every `maximize` setting but `seed`, the resolved temperature (and `train.mixup_alpha` with `maximize.mixup`); numerics when online |
 //! | `knn-pixels` | dataset | `knn`, the resolved temperature |
-//! | `knn` | a checkpoint, dataset | `knn`, the resolved temperature |
-//! | `knn-monitor` | the checkpoint after epoch e, dataset | e, `knn`, the resolved temperature |
-//! | `linear` | a checkpoint, dataset | `linear`, model |
+//! | `knn` | a checkpoint, dataset | `knn`, the resolved temperature, numerics |
+//! | `knn-monitor` | the checkpoint after epoch e, dataset | e, `knn`, the resolved temperature, numerics |
+//! | `linear` | a checkpoint, dataset | `linear`, model, numerics |
 //! | `report` | final checkpoint, dataset | the whole config |
 //!
 //! So `train.epochs` enters no checkpoint's key (a longer run reuses a shorter one's epochs),
@@ -24,6 +24,12 @@
 //! reused when it changes. Training is a chain: the checkpoint after epoch e is keyed on the one
 //! after e−1 and the partition the epoch trained on, so every key is known before any work and
 //! a run resumes from the last stage it finds.
+//!
+//! "numerics" are `train.precision`, `channels_last` and `tf32` as resolved for the device
+//! ([`crate::numerics::key_params`]): they enter every stage whose model forward they change
+//! (checkpoints from epoch 1, including the minimize step's settings above), and only when one
+//! of them is on, so the keys of fp32 runs (every CPU run by default) are those from before these
+//! settings existed. The pipeline resolves the config before it plans.
 use serde_json::{json, Value};
 
 use crate::config::{
@@ -147,6 +153,10 @@ pub fn epoch_params(cfg: &Config, epoch: usize, origin: Option<&str>) -> Value {
         knn_every: _,
         mixup,
         mixup_alpha,
+        // Read through `numerics_into` below.
+        precision: _,
+        channels_last: _,
+        tf32: _,
     } = &cfg.train;
     let mut p = json!({
         "epoch": epoch,
@@ -204,7 +214,16 @@ pub fn epoch_params(cfg: &Config, epoch: usize, origin: Option<&str>) -> Value {
             }
         }
     }
+    numerics_into(cfg, &mut p);
     p
+}
+
+/// Adds the resolved numerics to a stage's parameters when one of them is on (see the module
+/// doc).
+fn numerics_into(cfg: &Config, p: &mut Value) {
+    if let Some(n) = crate::numerics::key_params(&cfg.train) {
+        p["numerics"] = n;
+    }
 }
 
 /// The offline maximize step's features: both views of every training image, extracted after
@@ -215,6 +234,7 @@ pub fn features_params(cfg: &Config, step: usize) -> Value {
     if cfg.maximize.mixup {
         p["mixup_alpha"] = json!(cfg.train.mixup_alpha);
     }
+    numerics_into(cfg, &mut p);
     p
 }
 
@@ -242,7 +262,7 @@ pub fn partition_params(cfg: &Config, step: usize) -> Value {
         mixup,
         seed: _,
     } = &cfg.maximize;
-    json!({
+    let mut p = json!({
         "step": step,
         "seed": cfg.train.seed,
         "temperature": cfg.maximize_temperature(),
@@ -265,10 +285,15 @@ pub fn partition_params(cfg: &Config, step: usize) -> Value {
         "exact": exact,
         "mixup": mixup,
         "mixup_alpha": if *mixup { json!(cfg.train.mixup_alpha) } else { Value::Null },
-    })
+    });
+    // The online step encodes every batch itself; the offline one reads stored features.
+    if !*offline {
+        numerics_into(cfg, &mut p);
+    }
+    p
 }
 
-/// A kNN evaluation (of raw pixels or of a checkpoint's encoder).
+/// A kNN evaluation of raw pixels (and the part every kNN evaluation reads).
 pub fn knn_params(cfg: &Config) -> Value {
     let KnnConfig {
         k,
@@ -278,9 +303,16 @@ pub fn knn_params(cfg: &Config) -> Value {
     json!({"k": k, "temperature": cfg.knn_temperature(), "batch_size": batch_size})
 }
 
+/// A kNN evaluation of a checkpoint's encoder.
+pub fn encoder_knn_params(cfg: &Config) -> Value {
+    let mut p = knn_params(cfg);
+    numerics_into(cfg, &mut p);
+    p
+}
+
 /// The kNN monitor after `epoch` epochs.
 pub fn monitor_params(cfg: &Config, epoch: usize) -> Value {
-    let mut p = knn_params(cfg);
+    let mut p = encoder_knn_params(cfg);
     p["epoch"] = json!(epoch);
     p
 }
@@ -295,7 +327,7 @@ pub fn linear_params(cfg: &Config) -> Value {
         bn_train_quirk,
         seed,
     } = &cfg.linear;
-    json!({
+    let mut p = json!({
         "model": model_params(&cfg.model),
         "epochs": epochs,
         "batch_size": batch_size,
@@ -303,7 +335,9 @@ pub fn linear_params(cfg: &Config) -> Value {
         "weight_decay": weight_decay,
         "bn_train_quirk": bn_train_quirk,
         "seed": seed,
-    })
+    });
+    numerics_into(cfg, &mut p);
+    p
 }
 
 /// The run's report: the whole config but where the data and the store live.

@@ -50,9 +50,11 @@ pub struct Features {
 /// Both views' projections of every training image under the train transform, the encoder in
 /// eval mode, no gradients (the reference's offline feature extraction, batch = maximize batch),
 /// for maximize step number `step`. With `maximize.mixup` view 1 is MixUp-ed within each batch
-/// before the encoder, as `train_update_split` does with `--mixup_max`.
+/// before the encoder, as `train_update_split` does with `--mixup_max`. The model computes as its
+/// numerics say (bf16, channels_last, TF32 on a GPU by default); the projections come back fp32.
 pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor, step: u64) -> Result<Features> {
     let _guard = tch::no_grad_guard();
+    let _tf32 = trainer.model.numerics().tf32_scope()?;
     let cfg = &trainer.cfg;
     rng::reseed(cfg.train.seed, "features", step);
     let n = images.size()[0];
@@ -206,6 +208,7 @@ pub fn learn_partition(
         None => {
             let n = images.size()[0];
             let init = initial_partition(cfg, n, previous, step, trainer.device);
+            let _tf32 = trainer.model.numerics().tf32_scope()?;
             let encode = |idx: &Tensor| {
                 let _guard = tch::no_grad_guard();
                 let x = images.index_select(0, idx);

@@ -1,6 +1,10 @@
 //! Training: the model with its optimizer ([`Trainer`]), the epoch loop, and the per-batch steps
 //! (SimCLR baseline here; the IP-IRM minimize and maximize steps and the MixUp minimize steps in
 //! their own modules).
+//!
+//! The model's forward passes compute as its numerics say ([`crate::numerics`]: bf16 autocast,
+//! channels_last, TF32 on a GPU by default; on the CPU plain fp32); the losses and the optimizer
+//! always run in fp32. An epoch holds the TF32 switches for its forward and backward passes.
 use std::time::Instant;
 
 use tch::{nn, Device, Tensor};
@@ -59,14 +63,20 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A freshly initialised model (initialisation drawn from `train.seed`) and its Adam.
+    /// A freshly initialised model (initialisation drawn from `train.seed`) and its Adam. The
+    /// model computes as `train.precision`, `channels_last` and `tf32` resolve for `device`
+    /// ([`crate::numerics`]); the trainer's config holds the resolved values.
     pub fn new(cfg: &Config, device: Device) -> Result<Trainer> {
+        let mut cfg = cfg.clone();
+        let numerics = crate::numerics::resolve_config(&mut cfg, device)?;
         rng::reseed(cfg.train.seed, "init", 0);
         let vs = nn::VarStore::new(device);
-        let model = Model::new(&vs.root(), &cfg.model);
+        let mut model = Model::new(&vs.root(), &cfg.model);
+        // Before the optimizer: its moments take the parameters' layout.
+        model.set_numerics(numerics)?;
         let opt = adam::Adam::for_var_store(&vs, cfg.train.lr, cfg.train.weight_decay);
         Ok(Trainer {
-            cfg: cfg.clone(),
+            cfg,
             device,
             vs,
             model,
@@ -78,6 +88,7 @@ impl Trainer {
     /// One SimCLR epoch over `images` (uint8 N×C×H×W on the device): shuffled batches of
     /// `train.batch_size` (last partial one dropped), two augmented views each, NT-Xent.
     pub fn train_epoch_simclr(&mut self, images: &Tensor) -> Result<EpochStats> {
+        let _tf32 = self.model.numerics().tf32_scope()?;
         let cfg = &self.cfg.train;
         let (tau, debiased) = (cfg.temperature, cfg.debiased.then_some(cfg.tau_plus));
         let model = &self.model;
@@ -111,6 +122,7 @@ impl Trainer {
         images: &Tensor,
         partitions: &[Tensor],
     ) -> Result<EpochStats> {
+        let _tf32 = self.model.numerics().tf32_scope()?;
         let cfg = &self.cfg;
         let epoch = self.epoch + 1;
         let pw = minimize::penalty_weight(&cfg.ipirm, epoch, cfg.train.epochs);
@@ -150,6 +162,7 @@ impl Trainer {
         images: &Tensor,
         partitions: &[Tensor],
     ) -> Result<EpochStats> {
+        let _tf32 = self.model.numerics().tf32_scope()?;
         let cfg = &self.cfg;
         let epoch = self.epoch + 1;
         let ipirm = cfg.train.method == Method::Ipirm;

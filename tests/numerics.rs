@@ -1,0 +1,295 @@
+//! `train.precision`, `train.channels_last`, `train.tf32` on the CPU: the defaults resolve to the
+//! fp32 path as it was (bit for bit, and the same stage keys), channels_last stays within 1e-5
+//! of it, bf16 autocast within 1e-2, and the losses, weights and gradients stay fp32.
+use ipirm::config::{Config, Precision, Switch};
+use ipirm::numerics::{self, Numerics};
+use ipirm::pipeline::stages;
+use ipirm::shim::{self, MemoryFormat};
+use ipirm::train::minimize::minimize_loss;
+use ipirm::train::Trainer;
+use std::sync::{Mutex, MutexGuard};
+use tch::{Device, Kind, Tensor};
+
+const CPU: Device = Device::Cpu;
+
+/// libtorch's random generator is global and training reseeds it: tests that draw take turns.
+static RNG: Mutex<()> = Mutex::new(());
+
+fn rng_lock() -> MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A ResNet-18 of width 4 on 64 images of 32×32, batches of 16, split BatchNorm.
+fn tiny(method: &str, extra: &[&str]) -> Config {
+    let mut o: Vec<String> = [
+        "model.arch=resnet18",
+        "model.width=4",
+        "model.head_hidden=16",
+        "model.feature_dim=8",
+        "model.bn_splits=2",
+        "train.batch_size=16",
+        "train.epochs=2",
+        "maximize.batch_size=32",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    o.push(format!("train.method={method}"));
+    o.extend(extra.iter().map(|s| s.to_string()));
+    Config::default().with_overrides(&o).unwrap()
+}
+
+fn data() -> (Tensor, Vec<Tensor>) {
+    tch::manual_seed(7);
+    let images = Tensor::randint(256, [64, 3, 32, 32], (Kind::Uint8, CPU));
+    let parts = (0..2)
+        .map(|_| Tensor::randn([64, 2], (Kind::Float, CPU)))
+        .collect();
+    (images, parts)
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+fn states_equal(a: &Trainer, b: &Trainer) -> bool {
+    let (sa, sb) = (a.state(), b.state());
+    sa.len() == sb.len()
+        && sa
+            .iter()
+            .zip(&sb)
+            .all(|((na, ta), (nb, tb))| na == nb && ta.equal(tb))
+}
+
+#[test]
+fn cpu_defaults_resolve_to_the_plain_fp32_path_and_leave_stage_keys_as_they_were() {
+    let mut cfg = tiny("ipirm", &[]);
+    assert_eq!(cfg.train.precision, Precision::Auto);
+    assert_eq!(cfg.train.channels_last, Switch::Auto);
+    assert_eq!(cfg.train.tf32, Switch::Auto);
+    let before = stages::epoch_params(&cfg, 3, None);
+    let n = numerics::resolve_config(&mut cfg, CPU).unwrap();
+    assert!(n.is_plain(), "{n:?}");
+    assert_eq!(n, Numerics::fp32(CPU));
+    assert_eq!(cfg.train.precision, Precision::Fp32);
+    assert_eq!(cfg.train.channels_last, Switch::Off);
+    assert_eq!(cfg.train.tf32, Switch::Off);
+    // Resolved or not, a CPU run's keys carry no numerics: those of runs before the settings.
+    assert_eq!(stages::epoch_params(&cfg, 3, None), before);
+    assert!(before.get("numerics").is_none());
+    assert!(stages::features_params(&cfg, 0).get("numerics").is_none());
+    assert!(stages::encoder_knn_params(&cfg).get("numerics").is_none());
+    assert!(stages::linear_params(&cfg).get("numerics").is_none());
+    // TF32 does not exist on the CPU: asked for, it resolves off.
+    let mut on = tiny("ipirm", &["train.tf32=true"]);
+    assert!(numerics::resolve_config(&mut on, CPU).unwrap().is_plain());
+    assert_eq!(stages::epoch_params(&on, 3, None), before);
+}
+
+#[test]
+fn a_setting_that_changes_results_enters_the_stage_keys() {
+    let bf16 = tiny("ipirm", &["train.precision=bf16"]);
+    let n = Numerics::resolve(&bf16.train, CPU).unwrap();
+    assert!(n.bf16 && !n.channels_last && !n.tf32);
+    let p = stages::epoch_params(&bf16, 3, None);
+    assert_eq!(p["numerics"]["precision"], "bf16");
+    for p in [
+        stages::features_params(&bf16, 0),
+        stages::encoder_knn_params(&bf16),
+        stages::monitor_params(&bf16, 5),
+        stages::linear_params(&bf16),
+    ] {
+        assert_eq!(p["numerics"]["precision"], "bf16", "{p}");
+    }
+    // Raw pixels do not go through the model; the offline partition reads stored features.
+    assert!(stages::knn_params(&bf16).get("numerics").is_none());
+    assert!(stages::partition_params(&bf16, 0).get("numerics").is_none());
+    let online = tiny("ipirm", &["train.precision=bf16", "maximize.offline=false"]);
+    assert!(stages::partition_params(&online, 0)
+        .get("numerics")
+        .is_some());
+    let cl = tiny("ipirm", &["train.channels_last=true"]);
+    assert_eq!(
+        stages::epoch_params(&cl, 3, None)["numerics"]["channels_last"],
+        true
+    );
+}
+
+#[test]
+fn the_settings_parse_as_auto_true_false() {
+    let c = tiny(
+        "ipirm",
+        &[
+            "train.precision=bf16",
+            "train.channels_last=on",
+            "train.tf32=false",
+        ],
+    );
+    assert_eq!(c.train.precision, Precision::Bf16);
+    assert_eq!(c.train.channels_last, Switch::On);
+    assert_eq!(c.train.tf32, Switch::Off);
+    let c = c
+        .with_overrides(&["train.channels_last=auto", "train.precision=fp32"])
+        .unwrap();
+    assert_eq!(c.train.channels_last, Switch::Auto);
+    assert_eq!(c.train.precision, Precision::Fp32);
+    let back: Config = toml::from_str(&c.to_toml()).unwrap();
+    assert_eq!(back, c);
+    assert!(Config::default()
+        .with_overrides(&["train.precision=fp16"])
+        .is_err());
+    assert!(Config::default()
+        .with_overrides(&["train.tf32=maybe"])
+        .is_err());
+    assert!(Config::default()
+        .with_overrides(&["train.debiased=auto"])
+        .is_err());
+}
+
+#[test]
+fn an_epoch_with_the_cpu_defaults_is_the_explicit_fp32_epoch_bit_for_bit() {
+    let _rng = rng_lock();
+    let (images, parts) = data();
+    for method in ["simclr", "ipirm"] {
+        let mut a = Trainer::new(&tiny(method, &[]), CPU).unwrap();
+        let explicit = [
+            "train.precision=fp32",
+            "train.channels_last=false",
+            "train.tf32=false",
+        ];
+        let mut b = Trainer::new(&tiny(method, &explicit), CPU).unwrap();
+        let sa = a.train_epoch(&images, &parts).unwrap();
+        let sb = b.train_epoch(&images, &parts).unwrap();
+        assert_eq!(sa.loss.to_bits(), sb.loss.to_bits(), "{method}");
+        assert!(states_equal(&a, &b), "{method}");
+        let za = ipirm::train::ipirm::extract_view_pairs(&a, &images, 0)
+            .unwrap()
+            .z1;
+        let zb = ipirm::train::ipirm::extract_view_pairs(&b, &images, 0)
+            .unwrap()
+            .z1;
+        assert!(za.equal(&zb));
+    }
+}
+
+#[test]
+fn channels_last_on_the_cpu_stays_within_1e_5() {
+    let _rng = rng_lock();
+    let (images, parts) = data();
+    let plain_cfg = tiny("ipirm", &[]);
+    let cl_cfg = tiny("ipirm", &["train.channels_last=true"]);
+    let mut plain = Trainer::new(&plain_cfg, CPU).unwrap();
+    let mut cl = Trainer::new(&cl_cfg, CPU).unwrap();
+    assert!(cl.model.numerics().channels_last);
+    // The convolution weights are channels_last (and the same values); BatchNorm's are 1-d.
+    let mut convs = 0;
+    for (name, t) in cl.vs.variables() {
+        if t.dim() == 4 {
+            convs += 1;
+            assert!(
+                shim::is_contiguous(&t, MemoryFormat::ChannelsLast).unwrap(),
+                "{name}"
+            );
+            assert!(t.equal(&plain.vs.variables()[&name]), "{name}");
+        }
+    }
+    assert_eq!(convs, 1 + 8 * 2 + 3);
+    let x = ipirm::data::augment::test_view(&images.narrow(0, 0, 16));
+    for train in [false, true] {
+        let (hp, zp) = plain.model.forward(&x, train);
+        let (hc, zc) = cl.model.forward(&x, train);
+        assert_eq!(zc.kind(), Kind::Float);
+        assert!(
+            max_diff(&hp, &hc) < 1e-5,
+            "train {train}: {}",
+            max_diff(&hp, &hc)
+        );
+        assert!(
+            max_diff(&zp, &zc) < 1e-5,
+            "train {train}: {}",
+            max_diff(&zp, &zc)
+        );
+    }
+    // One backward pass on a fixed batch: the gradients agree to 1e-4 of their largest entry
+    // (measured: 2e-5). Weights after training steps drift further apart, as with any change
+    // in the order of a sum (another thread count): Adam divides by √v, so a gradient near 0
+    // whose sign rounding flips moves its weight by up to lr either way.
+    let mut grads = Vec::new();
+    for t in [&mut plain, &mut cl] {
+        t.opt.zero_grad();
+        let (_, z1) = t.model.forward(&x, true);
+        let (_, z2) = t.model.forward(&x.flip([3]), true);
+        ipirm::loss::info_nce_loss(&z1, &z2, 0.5)
+            .unwrap()
+            .backward();
+        let mut g: Vec<(String, Tensor)> =
+            t.vs.variables()
+                .into_iter()
+                .filter(|(_, v)| v.requires_grad())
+                .map(|(n, v)| (n, v.grad().contiguous()))
+                .collect();
+        g.sort_by(|a, b| a.0.cmp(&b.0));
+        grads.push(g);
+    }
+    for ((n, a), (_, b)) in grads[0].iter().zip(&grads[1]) {
+        let scale = a.abs().max().double_value(&[]).max(1e-30);
+        assert!(
+            max_diff(a, b) < 1e-4 * scale,
+            "{n}: {} of {scale}",
+            max_diff(a, b)
+        );
+    }
+    let sp = plain.train_epoch(&images, &parts).unwrap();
+    let sc = cl.train_epoch(&images, &parts).unwrap();
+    assert!(
+        ((sp.loss - sc.loss) / sp.loss).abs() < 1e-5,
+        "{} vs {}",
+        sp.loss,
+        sc.loss
+    );
+    // A checkpoint of either layout loads into the other.
+    let mut again = Trainer::new(&cl_cfg, CPU).unwrap();
+    again.load_state(&plain.state()).unwrap();
+    let w = &again.vs.variables()["f.0.weight"];
+    assert!(shim::is_contiguous(w, MemoryFormat::ChannelsLast).unwrap());
+    assert!(w.equal(&plain.vs.variables()["f.0.weight"]));
+}
+
+#[test]
+fn bf16_autocast_on_the_cpu_stays_within_1e_2_and_keeps_fp32_where_it_must() {
+    let _rng = rng_lock();
+    let (images, parts) = data();
+    let plain = Trainer::new(&tiny("ipirm", &[]), CPU).unwrap();
+    let mut bf = Trainer::new(&tiny("ipirm", &["train.precision=bf16"]), CPU).unwrap();
+    assert!(bf.model.numerics().bf16);
+    let cfg = &plain.cfg;
+    let idx = Tensor::arange(16, (Kind::Int64, CPU));
+    let x1 = ipirm::data::augment::test_view(&images.narrow(0, 0, 16));
+    let x2 = x1.flip([3]);
+    let loss = |t: &Trainer| {
+        let (_, z1) = t.model.forward(&x1, true);
+        let (_, z2) = t.model.forward(&x2, true);
+        assert_eq!((z1.kind(), z2.kind()), (Kind::Float, Kind::Float));
+        minimize_loss(&z1, &z2, &idx, &parts, cfg, 0.2).unwrap()
+    };
+    let (lp, lb) = (loss(&plain), loss(&bf));
+    let d = (lp.total.double_value(&[]) - lb.total.double_value(&[])).abs();
+    assert!(
+        d < 1e-2,
+        "fp32 {} bf16 {}",
+        lp.total.double_value(&[]),
+        lb.total.double_value(&[])
+    );
+    assert!(d > 0.0, "bf16 changed nothing: autocast was not on");
+    assert_eq!(lb.total.kind(), Kind::Float);
+    // The step: gradients and weights stay fp32, and autocast is off once the forward is done.
+    bf.opt.backward_step(&lb.total);
+    for (name, t) in bf.vs.trainable_variables().iter().enumerate() {
+        assert_eq!(t.kind(), Kind::Float, "{name}");
+        assert_eq!(t.grad().kind(), Kind::Float, "{name}");
+    }
+    assert!(!shim::autocast_state(CPU).unwrap().enabled);
+    // A whole epoch runs and reports a finite loss near fp32's.
+    let s = bf.train_epoch(&images, &parts).unwrap();
+    assert!(s.loss.is_finite());
+}
