@@ -82,7 +82,12 @@ pub fn train(
 ) -> Result<Trained> {
     let cfg = ctx.cfg;
     let images = &data.train.images;
-    let mut trainer = Trainer::new(cfg, ctx.device)?;
+    // As rank 0 of a data-parallel run, the other ranks take part in every epoch and feature
+    // extraction until training is over (crate::dist).
+    let mut trainer = match crate::dist::group() {
+        Some(g) => Trainer::with_group(cfg, ctx.device, g)?,
+        None => Trainer::new(cfg, ctx.device)?,
+    };
     let mut partitions: Vec<PartitionRecord> = Vec::new();
     match resume(ctx, plan)? {
         Some((ckpt, loaded)) => {
@@ -214,6 +219,7 @@ pub fn train(
             maximize(&trainer, &mut partitions)?;
         }
     }
+    trainer.release_workers()?;
     let checkpoint = plan.checkpoint(trainer.epoch).key.clone();
     Ok(Trained {
         trainer,

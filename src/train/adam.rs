@@ -49,6 +49,11 @@ impl Adam {
         Adam::new(vars, lr, weight_decay)
     }
 
+    /// The parameters, in the optimizer's order.
+    pub fn params(&self) -> impl Iterator<Item = &Tensor> {
+        self.params.iter().map(|(_, p)| p)
+    }
+
     pub fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {
             p.zero_grad();

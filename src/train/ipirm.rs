@@ -52,7 +52,18 @@ pub struct Features {
 /// for maximize step number `step`. With `maximize.mixup` view 1 is MixUp-ed within each batch
 /// before the encoder, as `train_update_split` does with `--mixup_max`. The model computes as its
 /// numerics say (bf16, channels_last, TF32 on a GPU by default); the projections come back fp32.
+/// As rank 0 of a data-parallel run, every rank extracts its chunk of each batch.
 pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor, step: u64) -> Result<Features> {
+    trainer.lead(crate::dist::Command::Features(step), &[])?;
+    extract_view_pairs_here(trainer, images, step)
+}
+
+/// [`extract_view_pairs`] without announcing it (a rank that follows rank 0).
+pub(crate) fn extract_view_pairs_here(
+    trainer: &Trainer,
+    images: &Tensor,
+    step: u64,
+) -> Result<Features> {
     let _guard = tch::no_grad_guard();
     let _tf32 = trainer.model.numerics().tf32_scope()?;
     let cfg = &trainer.cfg;
@@ -73,8 +84,9 @@ pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor, step: u64) -> Resu
             lams.push(lam);
             partners.push(i.index_select(0, &perm));
         }
-        a.push(trainer.model.forward(&v1, false).1);
-        b.push(trainer.model.forward(&v2, false).1);
+        let dist = trainer.group();
+        a.push(trainer.model.project_batch(&v1, false, dist)?);
+        b.push(trainer.model.project_batch(&v2, false, dist)?);
         pb.inc(1);
     }
     pb.finish_and_clear();
