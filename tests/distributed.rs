@@ -170,7 +170,7 @@ fn a_killed_rank_ends_the_job_and_a_rerun_resumes_bit_identical() {
     let want = shown_digests(&clean, "fmnist-ipirm-quick");
 
     let killed = tmp.path().join("killed");
-    let parent = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+    let mut parent = Command::new(env!("CARGO_BIN_EXE_ipirm"))
         .arg("train")
         .arg(format!("--store={}", killed.display()))
         .args(&args)
@@ -179,28 +179,40 @@ fn a_killed_rank_ends_the_job_and_a_rerun_resumes_bit_identical() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Rank 1, once it has worked for a while (past the first epochs).
-    let begun = Instant::now();
-    let pid = loop {
-        if let Some(pid) = rank_pid(parent.id(), 1) {
-            break pid;
+    // Rank 1, killed once rank 0 has reported its second epoch: the log, read as it comes, says
+    // when (a timer alone raced a fast machine, where all 8 epochs took under 2 s).
+    let stderr = parent.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
         }
-        assert!(
-            begun.elapsed() < Duration::from_secs(30),
-            "rank 1 never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::thread::sleep(Duration::from_millis(2500));
+        all
+    });
+    let begun = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) if line.starts_with("epoch 2/8") => break,
+            Ok(_) => {}
+            Err(e) => panic!("rank 0 never reported epoch 2 ({e:?})"),
+        }
+        assert!(begun.elapsed() < Duration::from_secs(120), "no epoch 2");
+    }
+    let pid = rank_pid(parent.id(), 1).expect("rank 1 is running");
     let st = Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
     assert!(st.success());
-    let out = parent.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
+    let status = parent.wait().unwrap();
+    let text = reader.join().unwrap();
     assert!(
-        !out.status.success(),
+        !status.success(),
         "the job must fail when a rank dies:\n{text}"
     );
     assert!(
@@ -210,8 +222,8 @@ fn a_killed_rank_ends_the_job_and_a_rerun_resumes_bit_identical() {
     );
     assert!(!text.contains("panicked"), "{text}");
     assert!(
-        text.contains("epoch 1/8"),
-        "the kill should land after the first epoch:\n{text}"
+        !text.contains("epoch 8/8"),
+        "the kill should land before the last epoch:\n{text}"
     );
 
     let again = train(&killed, &args);

@@ -3,7 +3,7 @@
 //! blob found, refused and recomputed.
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::Instant;
 
 mod common;
 use common::run::{
@@ -74,7 +74,7 @@ fn killed_runs_resume_bit_identical_to_an_uninterrupted_run() {
         tmp.path(),
         &args,
         "fmnist-ipirm-quick",
-        &[350, 1300, 700, 2100, 1700, 2900],
+        &[0.12, 0.45, 0.25, 0.7, 0.6, 0.95],
     );
 }
 
@@ -101,7 +101,7 @@ fn killed_mixup_runs_resume_bit_identical_to_an_uninterrupted_run() {
         tmp.path(),
         &args,
         "fmnist-ipirm-mixup-quick",
-        &[1100, 400, 1900, 2600, 1500],
+        &[0.35, 0.12, 0.6, 0.85, 0.5],
     );
     let run = ok(&store, &["run"], &args);
     for stage in ["training: cached", "linear probe", "kNN"] {
@@ -110,23 +110,26 @@ fn killed_mixup_runs_resume_bit_identical_to_an_uninterrupted_run() {
 }
 
 /// Runs `ipirm train ARGS` to the end in one store, and in another kills it (SIGKILL) after each
-/// of `delays_ms` before letting it finish; every artifact of the first must be in the second with
-/// the same bytes. Returns the killed-and-resumed store.
+/// of `fractions` of the uninterrupted run's time before letting it finish; every artifact of the
+/// first must be in the second with the same bytes. Returns the killed-and-resumed store. (Delays
+/// relative to the run's own time, so that the kills land mid-run on slow and fast machines.)
 fn kill_and_resume(
     dir: &Path,
     args: &[String],
     run_name: &str,
-    delays_ms: &[u64],
+    fractions: &[f64],
 ) -> std::path::PathBuf {
     let clean = dir.join("clean");
+    let begun = Instant::now();
     let out = ok(&clean, &["train"], args);
+    let whole = begun.elapsed();
     let want = shown_digests(&clean, run_name);
     assert!(want.len() >= 8, "{want:?}\n{out}");
 
     let killed = dir.join("killed");
     // Kill at several moments (deterministic pseudo-random delays), then let it finish.
     let mut kills = 0;
-    for (i, ms) in delays_ms.iter().enumerate() {
+    for (i, fraction) in fractions.iter().enumerate() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ipirm"))
             .arg("train")
             .arg(format!("--store={}", killed.display()))
@@ -135,7 +138,7 @@ fn kill_and_resume(
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(*ms));
+        std::thread::sleep(whole.mul_f64(*fraction));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
