@@ -14,6 +14,8 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=src/shim/shim.cpp");
+    println!("cargo:rerun-if-changed=src/dist/c10d.cpp");
+    println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-ltorch");
     let lib = std::env::var_os("DEP_TCH_LIBTORCH_LIB")
@@ -36,6 +38,36 @@ fn main() {
         .warnings(false)
         .file("src/shim/shim.cpp")
         .compile("ipirm_shim");
+    // c10d (TCPStore, ProcessGroupGloo) for training on several processes. ProcessGroupGloo.hpp
+    // includes Gloo's headers, which the torch wheel does not ship: Debian's libgloo-dev has them
+    // (`GLOO_INCLUDE` names another folder). Without them the entry points say so at run time.
+    let gloo_dir = std::env::var_os("GLOO_INCLUDE").map(PathBuf::from);
+    let gloo = gloo_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/usr/include"));
+    let mut dist = cc::Build::new();
+    dist.cpp(true)
+        .pic(true)
+        .std("c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .warnings(false)
+        .file("src/dist/c10d.cpp");
+    if gloo.join("gloo/context.h").exists() {
+        dist.define("USE_C10D_GLOO", None);
+        // Not /usr/include itself: as a -I folder it breaks libstdc++'s #include_next.
+        if let Some(dir) = &gloo_dir {
+            dist.include(dir);
+        }
+    } else {
+        println!(
+            "cargo:warning=no Gloo headers at {} (apt install libgloo-dev, or set GLOO_INCLUDE): multi-process training is disabled in this build",
+            gloo.display()
+        );
+        dist.define("IPIRM_NO_GLOO", None);
+    }
+    dist.compile("ipirm_c10d");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");

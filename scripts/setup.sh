@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh machine (Rust toolchain, Python 3.11, apt): Fashion-MNIST from
-# Debian, a project-local venv with torch==2.11.0 from PyPI, and the release build. Fast when done.
+# Idempotent set-up for a fresh machine (Rust toolchain, Python 3.11, apt): Fashion-MNIST and
+# Gloo's headers from Debian, a project-local venv with torch==2.11.0 from PyPI, and the release
+# build. Fast when done.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$IPIRM_ROOT"
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-  step "installing Debian's dataset-fashion-mnist"
+# Debian packages: Fashion-MNIST (the default dataset) and Gloo's headers (libtorch's c10d
+# process group includes them; build.rs compiles src/dist/c10d.cpp against them).
+debs=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || debs+=(dataset-fashion-mnist)
+[ -f /usr/include/gloo/context.h ] || [ -n "${GLOO_INCLUDE:-}" ] || debs+=(libgloo-dev)
+if [ ${#debs[@]} -gt 0 ]; then
+  step "installing Debian's ${debs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${debs[@]}" >/dev/null
 fi
 
 # The venv: torch for libtorch (the crate links against it), numpy/torchvision/safetensors for the

@@ -46,6 +46,9 @@ pub enum Error {
         expected: String,
         found: String,
     },
+    /// Multi-process training: joining the group, a collective, a rank that failed.
+    #[error("{0}")]
+    Dist(String),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

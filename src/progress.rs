@@ -2,6 +2,7 @@
 //! pipe, a batch system), a plain line every [`LOG_EVERY`] with the position, elapsed time, time
 //! left and the running figures, so a log never sits silent through a long epoch.
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,9 +25,18 @@ struct LogState {
     message: String,
 }
 
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// No bars and no progress lines from now on in this process (the worker ranks of a
+/// multi-process run: rank 0 reports).
+pub fn set_quiet() {
+    QUIET.store(true, Ordering::Relaxed);
+}
+
 /// A bar over `len` items named `prefix` (e.g. `epoch 3/400`).
 pub fn bar(len: u64, prefix: &str) -> Progress {
-    let terminal = std::io::stderr().is_terminal();
+    let quiet = QUIET.load(Ordering::Relaxed);
+    let terminal = std::io::stderr().is_terminal() && !quiet;
     let target = if terminal {
         ProgressDrawTarget::stderr_with_hz(4)
     } else {
@@ -45,7 +55,7 @@ pub fn bar(len: u64, prefix: &str) -> Progress {
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .map_or(LOG_EVERY, Duration::from_secs_f64);
-    let log = (!terminal).then(|| {
+    let log = (!terminal && !quiet).then(|| {
         Mutex::new(LogState {
             every,
             last: Instant::now(),

@@ -4,11 +4,22 @@
 use tch::Device;
 
 use crate::config::Config;
-use crate::pipeline::{Checkpoint, StageKind, TensorArtifact};
+use crate::pipeline::{Checkpoint, Features, StageKind, TensorArtifact};
 use crate::store::{Artifact, RunRecord, Store};
 use crate::train::ipirm::PartitionRecord;
 use crate::train::{EpochStats, Trainer};
 use crate::{Error, Result};
+
+/// One stored maximize step of a run ([`RunView::maximize_step`]).
+pub struct StoredStep {
+    pub step: usize,
+    /// The partition it learned.
+    pub partition: PartitionRecord,
+    /// The features it was learned on (offline steps).
+    pub features: Option<Features>,
+    /// The partition it started from, when the run starts each step from the previous one.
+    pub previous: Option<PartitionRecord>,
+}
 
 /// A stored run, opened by id or by name (its latest run).
 pub struct RunView {
@@ -75,6 +86,53 @@ impl RunView {
         }
         out.sort_by_key(|p| p.after_epoch);
         Ok(out)
+    }
+
+    /// Maximize step `step` (0-based, in the order the run took them) as stored: the partition it
+    /// learned, the features it was learned on (offline steps; `None` online) and the partition
+    /// it started from (`None` with `maximize.random_init`, or for the first step): what
+    /// [`crate::train::ipirm::OfflineStep`] needs to run it again, epoch by epoch.
+    pub fn maximize_step(&self, store: &Store, step: usize) -> Result<StoredStep> {
+        let mut steps: Vec<(PartitionRecord, &Artifact)> = Vec::new();
+        for a in self.stage(StageKind::Partition) {
+            let named = store
+                .get_tensors(&a.key)?
+                .ok_or_else(|| Error::Store(format!("partition {} is not in the store", a.key)))?;
+            steps.push((PartitionRecord::from_tensors(named)?, a));
+        }
+        steps.sort_by_key(|(p, _)| p.after_epoch);
+        let count = steps.len();
+        let previous = match step {
+            0 => None,
+            _ => steps.get(step - 1).map(|(p, _)| p.clone()),
+        };
+        let (partition, artifact) = steps.into_iter().nth(step).ok_or_else(|| {
+            Error::Store(format!(
+                "run {} stored {count} maximize steps; there is no step {step}",
+                self.run.id
+            ))
+        })?;
+        let mut features = None;
+        for key in &artifact.inputs {
+            let Some(meta) = store.get_meta(key)? else {
+                continue;
+            };
+            if meta.stage == StageKind::Features.name() {
+                let named = store.get_tensors(key)?.ok_or_else(|| {
+                    Error::Store(format!(
+                        "the features of maximize step {step} ({key}) are not in the store"
+                    ))
+                })?;
+                features = Some(Features::from_tensors(named)?);
+            }
+        }
+        let previous = previous.filter(|_| !self.cfg.maximize.random_init);
+        Ok(StoredStep {
+            step,
+            partition,
+            features,
+            previous,
+        })
     }
 
     /// The training curve: the figures of every epoch the run trained or loaded.

@@ -358,3 +358,53 @@ fn stable_for_small_temperatures() {
         .double_value(&[]);
     assert!(v.is_finite());
 }
+
+/// `utils_mixup.soft_contrastive_loss_mixup_offline` and `_online` (v2, with and without `nonorm`):
+/// values, gradients with respect to the logits and the environment weights, and the IRM penalty
+/// of each through the scale vector with its own gradients (fixture: gen_maximize_mixup.py).
+#[test]
+fn soft_mixup_loss_matches_reference() {
+    let f = fixture("soft_mixup_loss");
+    let (logits, w) = (leaf(&f, "logits"), leaf(&f, "weights"));
+    let (lam, perm) = (get(&f, "lam"), get(&f, "perm"));
+    for (form, aux) in [("offline", None), ("online", Some(perm))] {
+        for nonorm in [false, true] {
+            let tag = format!("{form}_{}", if nonorm { "nonorm" } else { "norm" });
+            let loss = |l: &Tensor| ipirm::loss::soft_mixup_loss(l, &w, lam, aux, nonorm);
+            let value = loss(&logits).unwrap();
+            check(
+                &format!("soft MixUp {tag}"),
+                &value,
+                get(&f, &format!("{tag}_value")),
+            );
+            let g = grads(&value, &[&logits, &w]);
+            check(
+                &format!("soft MixUp {tag} d/dlogits"),
+                &g[0],
+                get(&f, &format!("{tag}_dlogits")),
+            );
+            check(
+                &format!("soft MixUp {tag} d/dweights"),
+                &g[1],
+                get(&f, &format!("{tag}_dweights")),
+            );
+            let pen = ipirm::loss::irm_penalty(&logits, loss).unwrap();
+            check(
+                &format!("soft MixUp {tag} penalty"),
+                &pen,
+                get(&f, &format!("{tag}_penalty")),
+            );
+            let g = grads(&pen, &[&logits, &w]);
+            check(
+                &format!("soft MixUp {tag} penalty d/dlogits"),
+                &g[0],
+                get(&f, &format!("{tag}_penalty_dlogits")),
+            );
+            check(
+                &format!("soft MixUp {tag} penalty d/dweights"),
+                &g[1],
+                get(&f, &format!("{tag}_penalty_dweights")),
+            );
+        }
+    }
+}

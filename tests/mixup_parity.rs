@@ -116,8 +116,14 @@ fn the_baseline_loss_and_its_gradient_match_main_mixup_train() {
     assert_close("baseline grad z2", &g[1], get(&f, "grad_z2"), 1e-5);
     // The step function, forwarding through the same "network", replaying the draw.
     let mut draws = recorded(&f);
-    let step =
-        mixup_baseline_loss(get(&f, "x1"), get(&f, "x2"), tau, l2_normalize, &mut draws).unwrap();
+    let step = mixup_baseline_loss(
+        get(&f, "x1"),
+        get(&f, "x2"),
+        tau,
+        |x| Ok(l2_normalize(x)),
+        &mut draws,
+    )
+    .unwrap();
     assert_eq!(draws.remaining(), 0);
     assert_close("baseline step loss", &step, get(&f, "loss"), 1e-6);
 }
@@ -232,7 +238,7 @@ fn check_retain(name: &str) {
         &parts,
         &cfg,
         pw,
-        |x| net.forward(x),
+        |x| Ok(net.forward(x)),
         &mut draws,
     )
     .unwrap();
@@ -289,7 +295,7 @@ fn check_latest(name: &str) {
         get(&f, "partition1"),
         &cfg,
         pw,
-        |x| net.forward(x),
+        |x| Ok(net.forward(x)),
         &mut draws,
     )
     .unwrap();
@@ -340,7 +346,7 @@ fn environments_with_fewer_than_two_samples_are_skipped_without_nan() {
     let empty = Tensor::from_slice(&[5.0f32, 0.0, 5.0, 0.0, 5.0, 0.0, 5.0, 0.0]).view([4, 2]);
     let single = Tensor::from_slice(&[5.0f32, 0.0, 5.0, 0.0, 5.0, 0.0, 0.0, 5.0]).view([4, 2]);
     let w = Tensor::randn([3, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-    let forward = |x: &Tensor| l2_normalize(&x.matmul(&w));
+    let forward = |x: &Tensor| Ok(l2_normalize(&x.matmul(&w)));
     for part in [&empty, &single] {
         let mut draws = BetaDraws { alpha: 1.0 };
         let l = mixup_ipirm_loss(&x1, &x2, &idx, part, &cfg, 0.2, forward, &mut draws).unwrap();

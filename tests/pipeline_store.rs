@@ -3,7 +3,7 @@
 //! blob found, refused and recomputed.
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::Instant;
 
 mod common;
 use common::run::{
@@ -70,24 +70,75 @@ fn killed_runs_resume_bit_identical_to_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     // Six epochs, so that the kills below land in the middle of the work.
     let args = with(&setup(tmp.path()), &["--set=train.epochs=6"]);
-    let clean = tmp.path().join("clean");
-    ok(&clean, &["train"], &args);
-    let want = digests(&clean);
-    assert!(want.len() >= 8, "{want:?}");
+    kill_and_resume(
+        tmp.path(),
+        &args,
+        "fmnist-ipirm-quick",
+        &[0.12, 0.45, 0.25, 0.7, 0.6, 0.95],
+    );
+}
 
-    let killed = tmp.path().join("killed");
+/// The same for the MixUp preset, with MixUp in the maximize step too (`--mixup_max`, offline):
+/// every λ and permutation comes from the run's derived seeds, so a resumed run draws the same
+/// ones. Then `ipirm run` on the resumed store reuses the training and evaluates it.
+#[test]
+fn killed_mixup_runs_resume_bit_identical_to_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args: Vec<String> = setup(tmp.path())
+        .into_iter()
+        .map(|a| {
+            a.replace(
+                "--preset=fmnist-ipirm-quick",
+                "--preset=fmnist-ipirm-mixup-quick",
+            )
+        })
+        .collect();
+    let args = with(
+        &args,
+        &["--set=train.epochs=5", "--set=maximize.mixup=true"],
+    );
+    let store = kill_and_resume(
+        tmp.path(),
+        &args,
+        "fmnist-ipirm-mixup-quick",
+        &[0.35, 0.12, 0.6, 0.85, 0.5],
+    );
+    let run = ok(&store, &["run"], &args);
+    for stage in ["training: cached", "linear probe", "kNN"] {
+        assert!(run.contains(stage), "missing `{stage}` in:\n{run}");
+    }
+}
+
+/// Runs `ipirm train ARGS` to the end in one store, and in another kills it (SIGKILL) after each
+/// of `fractions` of the uninterrupted run's time before letting it finish; every artifact of the
+/// first must be in the second with the same bytes. Returns the killed-and-resumed store. (Delays
+/// relative to the run's own time, so that the kills land mid-run on slow and fast machines.)
+fn kill_and_resume(
+    dir: &Path,
+    args: &[String],
+    run_name: &str,
+    fractions: &[f64],
+) -> std::path::PathBuf {
+    let clean = dir.join("clean");
+    let begun = Instant::now();
+    let out = ok(&clean, &["train"], args);
+    let whole = begun.elapsed();
+    let want = shown_digests(&clean, run_name);
+    assert!(want.len() >= 8, "{want:?}\n{out}");
+
+    let killed = dir.join("killed");
     // Kill at several moments (deterministic pseudo-random delays), then let it finish.
     let mut kills = 0;
-    for (i, ms) in [350u64, 1300, 700, 2100, 1700, 2900].iter().enumerate() {
+    for (i, fraction) in fractions.iter().enumerate() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ipirm"))
             .arg("train")
             .arg(format!("--store={}", killed.display()))
-            .args(&args)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(*ms));
+        std::thread::sleep(whole.mul_f64(*fraction));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
@@ -103,7 +154,7 @@ fn killed_runs_resume_bit_identical_to_an_uninterrupted_run() {
         kills >= 2,
         "the runs finished before they could be killed; the test needs slower runs"
     );
-    let last = ok(&killed, &["train"], &args);
+    let last = ok(&killed, &["train"], args);
     assert!(last.contains("final checkpoint"), "{last}");
     let (clean_verify, v) = ipirm(&killed, &["store", "verify"], &[]);
     assert!(
@@ -119,6 +170,7 @@ fn killed_runs_resume_bit_identical_to_an_uninterrupted_run() {
             "artifact {key}: {digest} in the clean store, {found:?} after the kills"
         );
     }
+    killed
 }
 
 #[test]

@@ -176,12 +176,12 @@ fn composition_empty_says_no_data() {
 fn paper_table_draws_paper_and_ours_bars_with_values() {
     let rows = vec![
         ("stl10-ipirm".to_string(), 84.44, Some(81.2)),
-        ("stl10-baseline".to_string(), 80.15, None),
+        ("stl10-simclr".to_string(), 80.15, None),
         ("fmnist-ipirm-quick".to_string(), 90.0, Some(f64::NAN)),
     ];
     let svg = paper_table_svg(&rows);
     assert_svg(&svg);
-    let runs = ["stl10-ipirm", "stl10-baseline", "fmnist-ipirm-quick"];
+    let runs = ["stl10-ipirm", "stl10-simclr", "fmnist-ipirm-quick"];
     let values = ["84.44", "81.20", "80.15", "90.00"];
     for label in ["paper vs ours", "top-1 (%)", "paper", "ours"]
         .iter()
@@ -257,7 +257,7 @@ fn dump_examples_when_asked() {
     .unwrap();
     let rows = vec![
         ("stl10-ipirm".to_string(), 84.44, Some(81.2)),
-        ("stl10-baseline".to_string(), 80.15, None),
+        ("stl10-simclr".to_string(), 80.15, None),
         ("cifar100-ipirm".to_string(), 64.5, Some(60.0)),
     ];
     save_svg(&paper_table_svg(&rows), dir.join("paper.svg")).unwrap();

@@ -36,7 +36,9 @@ pub use info_nce::{
 pub use irm::{irm_penalty, irm_penalty_with_loss};
 pub use mixup::{draw_mixup, mixup, mixup_contrastive_loss, mixup_cross_entropy, mixup_logits};
 pub use nt_xent::nt_xent;
-pub use soft_contrastive::{soft_contrastive_loss, SoftMode};
+pub use soft_contrastive::{
+    soft_contrastive_loss, soft_contrastive_v2_fast, soft_mixup_loss, SoftMode, V2_RAW_EXP_MAX,
+};
 
 use tch::{Kind, Tensor};
 

@@ -380,6 +380,37 @@ impl Model {
         });
         (l2_normalize(&h), l2_normalize(&z))
     }
+
+    /// The projections of a global batch `x` ([`Model::forward`]'s second output): on one
+    /// process `forward(x).1`; as one rank of a data-parallel run, this rank's chunk forwarded
+    /// and every rank's projections gathered (gradients flow into this rank's rows only; see
+    /// [`crate::dist`]).
+    pub fn project_batch(
+        &self,
+        x: &Tensor,
+        train: bool,
+        dist: Option<&crate::dist::Group>,
+    ) -> crate::Result<Tensor> {
+        match dist {
+            None => Ok(self.forward(x, train).1),
+            Some(g) => g.sharded(x, |chunk| self.forward(chunk, train).1),
+        }
+    }
+
+    /// Normalises each training batch in `splits` chunks from now on (see [`SplitBatchNorm`]):
+    /// a rank of a data-parallel run takes its share of `model.bn_splits`.
+    pub fn set_bn_splits(&mut self, splits: i64) {
+        let blocks = self.layers.iter_mut().flatten().flat_map(|b| {
+            let down = b.downsample.as_mut().map(|(_, bn)| bn);
+            b.convs.iter_mut().map(|(_, bn)| bn).chain(down)
+        });
+        for bn in std::iter::once(&mut self.bn1)
+            .chain(blocks)
+            .chain(std::iter::once(&mut self.head_bn))
+        {
+            bn.splits = splits.max(1);
+        }
+    }
 }
 
 /// Row-wise L2 normalisation as `F.normalize(x, dim=-1)` (eps 1e-12).

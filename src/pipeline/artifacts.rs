@@ -7,7 +7,8 @@
 //! - [`PartitionRecord`]: `partition` and `last_partition` (N×E logits), `risk` (epochs×4:
 //!   total, contrastive, penalty, constraint), `best_epoch`, `after_epoch`; meta `after_epoch`,
 //!   `best_epoch`, `epochs_run`, `env_sizes` (JSON).
-//! - [`Features`]: `z1`, `z2` (N×d projections of both views).
+//! - [`Features`]: `z1`, `z2` (N×d projections of both views; with `maximize.mixup` also `lam`
+//!   and `labels_aux`, each image's λ and partner).
 //!
 //! Records (bincode in the index): [`crate::train::EpochStats`] (curve),
 //! [`crate::eval::Accuracy`] (kNN), [`MonitorPoint`] (the kNN monitor),
@@ -20,6 +21,7 @@ use tch::{Device, Tensor};
 use super::stages::Planned;
 use crate::config::Config;
 use crate::store::{Meta, Stage, Store};
+pub use crate::train::ipirm::Features;
 use crate::train::ipirm::PartitionRecord;
 use crate::train::maximize::EpochRisk;
 use crate::{Error, Result};
@@ -121,26 +123,27 @@ impl TensorArtifact for PartitionRecord {
     }
 }
 
-/// Both views' projections of every training image, for an offline maximize step.
-pub struct Features {
-    pub z1: Tensor,
-    pub z2: Tensor,
-}
-
 impl TensorArtifact for Features {
     fn to_tensors(&self) -> (Vec<(String, Tensor)>, Meta) {
-        (
-            vec![
-                ("z1".into(), self.z1.shallow_clone()),
-                ("z2".into(), self.z2.shallow_clone()),
-            ],
-            Meta::new(),
-        )
+        let mut named = vec![
+            ("z1".into(), self.z1.shallow_clone()),
+            ("z2".into(), self.z2.shallow_clone()),
+        ];
+        if let Some((lam, aux)) = &self.mix {
+            named.push(("lam".into(), lam.shallow_clone()));
+            named.push(("labels_aux".into(), aux.shallow_clone()));
+        }
+        (named, Meta::new())
     }
     fn from_tensors(mut named: Vec<(String, Tensor)>) -> Result<Self> {
+        let mix = match named.iter().any(|(n, _)| n == "lam") {
+            true => Some((take(&mut named, "lam")?, take(&mut named, "labels_aux")?)),
+            false => None,
+        };
         Ok(Features {
             z1: take(&mut named, "z1")?,
             z2: take(&mut named, "z2")?,
+            mix,
         })
     }
 }

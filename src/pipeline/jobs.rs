@@ -600,10 +600,17 @@ pub fn default_out_dir(store: &Path, name: &str) -> PathBuf {
 
 /// `ipirm maximize`: one offline maximize step on features read from a safetensors file.
 ///
-/// `input` holds float32 `z1` and `z2` (N×d, one row per sample, already L2-normalised) and
-/// optionally `init` (N×env_num float32 logits: the starting partition; without it the start is
-/// N(0,1) drawn from `maximize.seed`). `output` receives `partition` (N×env_num logits, the best
-/// found) and `risk` (epochs×4 float64: total, contrastive, penalty, constraint per epoch run).
+/// `input` holds float32 `z1` and `z2` (N×d, one row per sample, already L2-normalised),
+/// optionally float32 `lam` with int64 `labels_aux` (N each: a MixUp step, `z1` the mixed view's
+/// projections; see [`crate::train::maximize::maximize_offline_with_order`]), optionally `init` (N×env_num float32 logits: the starting partition; without it the start is
+/// N(0,1) drawn from `maximize.seed`) and optionally `order` (int64, K×N: row `t` a permutation of
+/// `0..N`, the batch order of epoch `t`, e.g. recorded from a reference run; the run fails if it
+/// reaches an epoch `t ≥ K`). Without `order` the batch order is the one the reference's shuffling
+/// `DataLoader` draws when `torch.manual_seed(maximize.seed)` is called right before
+/// `utils.auto_split_offline` ([`ReferenceShuffle`](crate::train::maximize::ReferenceShuffle)),
+/// so such a reference run with the same `init` and settings is reproduced.
+/// `output` receives `partition` (N×env_num logits, the best found) and `risk` (epochs×4
+/// float64: total, contrastive, penalty, constraint per epoch run).
 pub fn maximize_file(
     input: &Path,
     output: &Path,
@@ -712,24 +719,29 @@ pub fn maximize_file(
             Tensor::randn([n, e], (tch::Kind::Float, tch::Device::Cpu))
         }
     };
-    crate::rng::reseed(cfg.maximize.seed, "maximize-order", 0);
+    let mixup = file_mixup(input, get("lam"), get("labels_aux"), n)?;
+    let order = file_order(input, get("order"), n, cfg)?;
     let pb = crate::progress::bar((cfg.maximize.max_epoch + 1) as u64, "maximize");
-    let result = crate::train::maximize::maximize_offline(
+    let on_epoch = |t: usize, r: &crate::train::maximize::EpochRisk| {
+        crate::progress::line(
+            &pb,
+            format!(
+                "epoch {t}: risk {:.4} (contrastive {:.4}, penalty {:.6}, constraint {:.4})",
+                r.total, r.contrastive, r.penalty, r.constraint
+            ),
+        );
+        pb.inc(1);
+    };
+    let tau = cfg.maximize_temperature();
+    let result = crate::train::maximize::maximize_offline_with_order(
         &z1,
         &z2,
+        mixup.as_ref(),
         &init,
         &cfg.maximize,
-        cfg.maximize_temperature(),
-        |t, r| {
-            crate::progress::line(
-                &pb,
-                format!(
-                    "epoch {t}: risk {:.4} (contrastive {:.4}, penalty {:.6}, constraint {:.4})",
-                    r.total, r.contrastive, r.penalty, r.constraint
-                ),
-            );
-            pb.inc(1);
-        },
+        tau,
+        order,
+        on_epoch,
     )?;
     pb.finish_and_clear();
     crate::train::ipirm::check_finite(&result.risks, &result.partition, "the maximize step")?;
@@ -748,4 +760,107 @@ pub fn maximize_file(
             )
         })?;
     Ok(result)
+}
+
+/// The batch order of `ipirm maximize`: the file's `order` (checked: int64 `[epochs, n]`, each row
+/// a permutation of `0..n`), else the reference's DataLoader shuffle after
+/// `torch.manual_seed(maximize.seed)`.
+fn file_order(
+    input: &Path,
+    order: Option<Tensor>,
+    n: i64,
+    cfg: &Config,
+) -> Result<Box<dyn Fn(usize) -> Result<Tensor>>> {
+    let Some(order) = order else {
+        let shuffle = crate::train::maximize::ReferenceShuffle::new(
+            cfg.maximize.seed,
+            n,
+            cfg.maximize.max_epoch + 1,
+        )?;
+        return Ok(Box::new(move |t: usize| shuffle.order(t)));
+    };
+    if order.kind() != tch::Kind::Int64
+        || order.dim() != 2
+        || order.size()[1] != n
+        || order.size()[0] < 1
+    {
+        return Err(Error::file(
+            input,
+            format!("`order` of dtype int64 and shape [epochs, {n}] (one permutation of 0..{n} per epoch)"),
+            format!("{:?} of shape {:?}", order.kind(), order.size()),
+        ));
+    }
+    let rows = order.size()[0];
+    let sorted = order.sort(1, false).0;
+    if !sorted.equal(&Tensor::arange(n, (tch::Kind::Int64, Device::Cpu)).expand([rows, n], false)) {
+        return Err(Error::file(
+            input,
+            format!("`order` rows that are permutations of 0..{n}"),
+            "a row that is not",
+        ));
+    }
+    let input = input.to_path_buf();
+    Ok(Box::new(move |t: usize| {
+        if t as i64 >= rows {
+            return Err(Error::file(
+                &input,
+                format!("an `order` row for epoch {t}"),
+                format!("{rows} rows"),
+            ));
+        }
+        Ok(order.get(t as i64))
+    }))
+}
+
+/// The MixUp inputs of `ipirm maximize`: float32 `lam` (N, each in [0.5, 1] as the reference
+/// draws it) with int64 `labels_aux` (N, each the index of the sample it was mixed with: checked,
+/// though the offline loss reads only λ), or neither.
+fn file_mixup(
+    input: &Path,
+    lam: Option<Tensor>,
+    aux: Option<Tensor>,
+    n: i64,
+) -> Result<Option<Tensor>> {
+    let (lam, aux) = match (lam, aux) {
+        (None, None) => return Ok(None),
+        (Some(l), Some(a)) => (l, a),
+        _ => {
+            return Err(Error::file(
+                input,
+                "`lam` and `labels_aux` together (a MixUp maximize step) or neither",
+                "only one of them",
+            ))
+        }
+    };
+    if lam.kind() != tch::Kind::Float || lam.size() != [n] {
+        return Err(Error::file(
+            input,
+            format!("`lam` of dtype float32 and shape [{n}]"),
+            format!("{:?} of shape {:?}", lam.kind(), lam.size()),
+        ));
+    }
+    let (lo, hi) = (lam.min().double_value(&[]), lam.max().double_value(&[]));
+    if !(lo >= 0.5 && hi <= 1.0) {
+        return Err(Error::file(
+            input,
+            "`lam` values in [0.5, 1] (λ = max(λ, 1 − λ))",
+            format!("values in [{lo}, {hi}]"),
+        ));
+    }
+    if aux.kind() != tch::Kind::Int64 || aux.size() != [n] {
+        return Err(Error::file(
+            input,
+            format!("`labels_aux` of dtype int64 and shape [{n}]"),
+            format!("{:?} of shape {:?}", aux.kind(), aux.size()),
+        ));
+    }
+    let (lo, hi) = (aux.min().int64_value(&[]), aux.max().int64_value(&[]));
+    if lo < 0 || hi >= n {
+        return Err(Error::file(
+            input,
+            format!("`labels_aux` indices in 0..{n}"),
+            format!("indices in {lo}..={hi}"),
+        ));
+    }
+    Ok(Some(lam))
 }

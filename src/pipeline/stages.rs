@@ -11,8 +11,8 @@
 //! | `checkpoint` 0 (initialisation) | none | model, `train.seed` |
 //! | `checkpoint` e ≥ 1 | checkpoint e−1, dataset, newest partition | e, model, the minimize step's settings (`train` without `epochs`, `knn_every`; `mixup`, `mixup_alpha` only with `mixup`, `debiased`, `tau_plus` only for SimCLR without it; IP-IRM: `ipirm` without `maximize_iter`, with `retain_group_set` only when `retain_group` and non-zero, plus `env_num`, and `irm_temp` unless `mixup`; `epochs` only with `increasing_weight`), the partition a branched run started from; numerics |
 //! | `curve` e | checkpoint e | none (the same computation as the checkpoint) |
-//! | `features` k | the checkpoint it is learned after | k, `train.seed`, `maximize.batch_size`, numerics |
-//! | `partition` k | that checkpoint, its features (offline), the previous partition (without `random_init`) | k, `train.seed`, every `maximize` setting but `seed`, the resolved temperature; numerics when online |
+//! | `features` k | the checkpoint it is learned after | k, `train.seed`, `maximize.batch_size` (and `train.mixup_alpha` with `maximize.mixup`), numerics |
+//! | `partition` k | that checkpoint, its features (offline), the previous partition (without `random_init`) | k, `train.seed`, every `maximize` setting but `seed`, the resolved temperature (and `train.mixup_alpha` with `maximize.mixup`); numerics when online |
 //! | `knn-pixels` | dataset | `knn`, the resolved temperature |
 //! | `knn` | a checkpoint, dataset | `knn`, the resolved temperature, numerics |
 //! | `knn-monitor` | the checkpoint after epoch e, dataset | e, `knn`, the resolved temperature, numerics |
@@ -231,6 +231,9 @@ fn numerics_into(cfg: &Config, p: &mut Value) {
 pub fn features_params(cfg: &Config, step: usize) -> Value {
     let mut p =
         json!({"step": step, "seed": cfg.train.seed, "batch_size": cfg.maximize.batch_size});
+    if cfg.maximize.mixup {
+        p["mixup_alpha"] = json!(cfg.train.mixup_alpha);
+    }
     numerics_into(cfg, &mut p);
     p
 }
@@ -255,6 +258,8 @@ pub fn partition_params(cfg: &Config, step: usize) -> Value {
         max_epoch,
         patience_after,
         patience,
+        exact,
+        mixup,
         seed: _,
     } = &cfg.maximize;
     let mut p = json!({
@@ -277,6 +282,9 @@ pub fn partition_params(cfg: &Config, step: usize) -> Value {
         "max_epoch": max_epoch,
         "patience_after": patience_after,
         "patience": patience,
+        "exact": exact,
+        "mixup": mixup,
+        "mixup_alpha": if *mixup { json!(cfg.train.mixup_alpha) } else { Value::Null },
     });
     // The online step encodes every batch itself; the offline one reads stored features.
     if !*offline {

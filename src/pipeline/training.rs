@@ -82,7 +82,12 @@ pub fn train(
 ) -> Result<Trained> {
     let cfg = ctx.cfg;
     let images = &data.train.images;
-    let mut trainer = Trainer::new(cfg, ctx.device)?;
+    // As rank 0 of a data-parallel run, the other ranks take part in every epoch and feature
+    // extraction until training is over (crate::dist).
+    let mut trainer = match crate::dist::group() {
+        Some(g) => Trainer::with_group(cfg, ctx.device, g)?,
+        None => Trainer::new(cfg, ctx.device)?,
+    };
     let mut partitions: Vec<PartitionRecord> = Vec::new();
     match resume(ctx, plan)? {
         Some((ckpt, loaded)) => {
@@ -152,11 +157,13 @@ pub fn train(
                         Some(f) => Features {
                             z1: f.z1.to_device(ctx.device),
                             z2: f.z2.to_device(ctx.device),
+                            mix: f
+                                .mix
+                                .map(|(l, a)| (l.to_device(ctx.device), a.to_device(ctx.device))),
                         },
                         None => {
-                            let (z1, z2) =
+                            let f =
                                 ipirm::extract_view_pairs(trainer, images, planned.step as u64)?;
-                            let f = Features { z1, z2 };
                             ctx.save(fp, &f)?;
                             f
                         }
@@ -166,7 +173,7 @@ pub fn train(
                 let rec = ipirm::learn_partition(
                     trainer,
                     images,
-                    views.as_ref().map(|f| (&f.z1, &f.z2)),
+                    views.as_ref(),
                     previous,
                     planned.step as u64,
                 )?;
@@ -212,6 +219,7 @@ pub fn train(
             maximize(&trainer, &mut partitions)?;
         }
     }
+    trainer.release_workers()?;
     let checkpoint = plan.checkpoint(trainer.epoch).key.clone();
     Ok(Trained {
         trainer,

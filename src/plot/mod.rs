@@ -30,9 +30,30 @@ pub struct CurvePoint {
 }
 
 /// Displays an SVG document inline in an evcxr notebook (evcxr's rich-output protocol on
-/// stdout). Outside a notebook it just prints the markers and the document.
+/// stdout). Outside a notebook it just prints the markers and the document. A cell keeps one
+/// output per kind, its last: show several charts of one cell with [`show_svgs`].
 pub fn show_svg(svg: &str) {
     println!("EVCXR_BEGIN_CONTENT image/svg+xml\n{svg}\nEVCXR_END_CONTENT");
+}
+
+/// Displays several SVG documents as one output of an evcxr cell, one below the other (an HTML
+/// output holding each inline).
+pub fn show_svgs<S: AsRef<str>>(svgs: &[S]) {
+    let body: String = svgs
+        .iter()
+        .map(|s| format!("<div>{}</div>\n", strip_xml_declaration(s.as_ref())))
+        .collect();
+    println!("EVCXR_BEGIN_CONTENT text/html\n{body}EVCXR_END_CONTENT");
+}
+
+/// An SVG document as an HTML fragment: without a leading `<?xml …?>` declaration.
+fn strip_xml_declaration(svg: &str) -> &str {
+    match svg.trim_start().strip_prefix("<?xml") {
+        Some(rest) => rest
+            .split_once("?>")
+            .map_or(svg, |(_, body)| body.trim_start()),
+        None => svg,
+    }
 }
 
 /// Writes an SVG document to `path`, creating its parent folders.

@@ -2,7 +2,7 @@
 //! against the same libtorch): autocast with a chosen dtype on the CPU and on CUDA, the TF32
 //! switches, the channels_last memory format, and whether a GPU computes in bf16 natively.
 //!
-//! This module is the only one that touches the FFI; everything here is safe to call. A libtorch
+//! Everything here is safe to call (the FFI is here and, for c10d, in `crate::dist`). A libtorch
 //! error comes back as [`crate::Error::Torch`], never as an abort. Tensors cross as tch's own
 //! `at::Tensor*` ([`Tensor::as_ptr`]); a tensor the shim creates is a `new at::Tensor` that
 //! [`Tensor::from_ptr`] takes over (tch frees it with `delete`, as its own).
@@ -39,15 +39,24 @@ extern "C" {
 
 /// Turns the shim's error convention (NULL, or a malloc'd message) into a `Result`.
 fn check(err: *mut c_char) -> Result<()> {
-    if err.is_null() {
-        return Ok(());
+    match take_error(err) {
+        None => Ok(()),
+        Some(msg) => Err(Error::Torch(tch::TchError::Torch(msg))),
     }
-    // SAFETY: a non-null return is a NUL-terminated string the shim malloc'd for us to free.
+}
+
+/// The message of a C++ entry point's error return (NULL, or a malloc'd string, freed here):
+/// the convention of `shim.cpp` and of `src/dist/c10d.cpp`.
+pub(crate) fn take_error(err: *mut c_char) -> Option<String> {
+    if err.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null return is a NUL-terminated string the C++ side malloc'd for us to free.
     let msg = unsafe { CStr::from_ptr(err) }
         .to_string_lossy()
         .into_owned();
     unsafe { ipirm_shim_free_error(err) };
-    Err(Error::Torch(tch::TchError::Torch(msg)))
+    Some(msg)
 }
 
 /// The device type autocast keys on: CPU or CUDA.

@@ -2,10 +2,11 @@
 //! minimize steps in between over the kept partitions.
 use tch::{Kind, Tensor};
 
-use super::maximize::{maximize_offline, maximize_online, EpochRisk, MaximizeResult};
+use super::maximize::{maximize_online, BatchFeatures, EpochRisk, MaximizeResult, Maximizer, Mix};
 use super::Trainer;
+use crate::config::Config;
 use crate::data::{augment, loader};
-use crate::{progress, rng, Result};
+use crate::{loss, progress, rng, Result};
 
 /// One maximize step's outcome, kept for the rest of the run and the report.
 pub struct PartitionRecord {
@@ -35,62 +36,169 @@ impl Clone for PartitionRecord {
     }
 }
 
+/// Both views' projections of every training image, fixed for an offline maximize step.
+pub struct Features {
+    /// View 1's projections (MixUp-ed with `maximize.mixup`), N × d.
+    pub z1: Tensor,
+    /// View 2's projections, N × d.
+    pub z2: Tensor,
+    /// With `maximize.mixup`: each image's λ (N, float) and the training-set index of the image
+    /// it was mixed with (N, int64; the reference's `labels_aux`, kept though its loss ignores it).
+    pub mix: Option<(Tensor, Tensor)>,
+}
+
 /// Both views' projections of every training image under the train transform, the encoder in
 /// eval mode, no gradients (the reference's offline feature extraction, batch = maximize batch),
-/// for maximize step number `step`. The model computes as its numerics say (bf16, channels_last,
-/// TF32 on a GPU by default); the projections come back fp32.
-pub fn extract_view_pairs(
+/// for maximize step number `step`. With `maximize.mixup` view 1 is MixUp-ed within each batch
+/// before the encoder, as `train_update_split` does with `--mixup_max`. The model computes as its
+/// numerics say (bf16, channels_last, TF32 on a GPU by default); the projections come back fp32.
+/// As rank 0 of a data-parallel run, every rank extracts its chunk of each batch.
+pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor, step: u64) -> Result<Features> {
+    trainer.lead(crate::dist::Command::Features(step), &[])?;
+    extract_view_pairs_here(trainer, images, step)
+}
+
+/// [`extract_view_pairs`] without announcing it (a rank that follows rank 0).
+pub(crate) fn extract_view_pairs_here(
     trainer: &Trainer,
     images: &Tensor,
     step: u64,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<Features> {
     let _guard = tch::no_grad_guard();
     let _tf32 = trainer.model.numerics().tf32_scope()?;
-    rng::reseed(trainer.cfg.train.seed, "features", step);
+    let cfg = &trainer.cfg;
+    rng::reseed(cfg.train.seed, "features", step);
     let n = images.size()[0];
     let idx = Tensor::arange(n, (Kind::Int64, images.device()));
-    let batches = loader::ordered_batches(&idx, trainer.cfg.maximize.batch_size, false);
+    let batches = loader::ordered_batches(&idx, cfg.maximize.batch_size, false);
     let pb = progress::bar(batches.len() as u64, "features");
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut a, mut b, mut lams, mut partners) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in &batches {
         let x = images.index_select(0, i);
-        a.push(
-            trainer
-                .model
-                .forward(&augment::train_view(&x, augment::CROP_SIZE), false)
-                .1,
-        );
-        b.push(
-            trainer
-                .model
-                .forward(&augment::train_view(&x, augment::CROP_SIZE), false)
-                .1,
-        );
+        let mut v1 = augment::train_view(&x, augment::CROP_SIZE);
+        let v2 = augment::train_view(&x, augment::CROP_SIZE);
+        if cfg.maximize.mixup {
+            let (lam, perm) =
+                loss::draw_mixup(i.size()[0], cfg.train.mixup_alpha, images.device())?;
+            v1 = loss::mixup(&v1, &lam, &perm)?;
+            lams.push(lam);
+            partners.push(i.index_select(0, &perm));
+        }
+        let dist = trainer.group();
+        a.push(trainer.model.project_batch(&v1, false, dist)?);
+        b.push(trainer.model.project_batch(&v2, false, dist)?);
         pb.inc(1);
     }
     pb.finish_and_clear();
-    Ok((Tensor::cat(&a, 0), Tensor::cat(&b, 0)))
+    let mix = cfg
+        .maximize
+        .mixup
+        .then(|| (Tensor::cat(&lams, 0), Tensor::cat(&partners, 0)));
+    Ok(Features {
+        z1: Tensor::cat(&a, 0),
+        z2: Tensor::cat(&b, 0),
+        mix,
+    })
 }
 
-/// Learns the partition of maximize step number `step` (0-based) from fresh N(0,1) logits
-/// (`random_init`, or no previous partition) or from `previous`: offline on the view pairs
-/// `views` = (z1, z2) (N×d, see [`extract_view_pairs`]), or online (`views` = None) with both
-/// views of each batch of `images` augmented and encoded afresh (eval mode, no gradients).
+/// Maximize step `step` of a run, offline on fixed features, one epoch at a time: the partition
+/// logits start from fresh N(0,1) draws (`random_init`, or no previous partition) or from
+/// `previous`, seeded from `train.seed` and the step, and each epoch's batch order is drawn
+/// after them as [`learn_partition`] draws it, so stepping it to the end gives the partition a
+/// run stored (notebook 02).
+pub struct OfflineStep {
+    maximizer: Maximizer,
+    z1: Tensor,
+    z2: Tensor,
+    lam: Option<Tensor>,
+}
+
+impl OfflineStep {
+    /// The step for `features` (N × d each) on their device.
+    pub fn new(
+        cfg: &Config,
+        features: &Features,
+        previous: Option<&Tensor>,
+        step: u64,
+    ) -> Result<OfflineStep> {
+        let device = features.z1.device();
+        let n = features.z1.size()[0];
+        let init = initial_partition(cfg, n, previous, step, device);
+        let maximizer = Maximizer::new(
+            n,
+            &init,
+            &cfg.maximize,
+            cfg.maximize_temperature(),
+            device,
+            false,
+        )?;
+        let lam = features.mix.as_ref().map(|(l, _)| l.to_device(device));
+        Ok(OfflineStep {
+            maximizer,
+            z1: features.z1.detach(),
+            z2: features.z2.detach(),
+            lam,
+        })
+    }
+
+    /// Runs the next epoch (its batch order drawn now); its mean risk.
+    pub fn epoch(&mut self) -> Result<EpochRisk> {
+        let n = self.z1.size()[0];
+        let perm = Tensor::f_randperm(n, (Kind::Int64, self.z1.device()))?;
+        let (z1, z2, lam) = (&self.z1, &self.z2, &self.lam);
+        self.maximizer.run_epoch(&perm, |idx| {
+            let mix = lam.as_ref().map(|l| Mix {
+                lam: l.index_select(0, idx),
+                partner: None,
+            });
+            Ok(BatchFeatures {
+                z1: z1.index_select(0, idx),
+                z2: z2.index_select(0, idx),
+                mix,
+            })
+        })
+    }
+
+    /// The state between epochs: learning rate, current partition, risks so far, stop rule.
+    pub fn maximizer(&self) -> &Maximizer {
+        &self.maximizer
+    }
+
+    pub fn finish(self) -> Result<MaximizeResult> {
+        self.maximizer.finish()
+    }
+}
+
+/// The starting logits of maximize step `step`: N(0,1) drawn from the run's seed and the step,
+/// or the previous partition without `random_init`. Leaves tch's generator where the step's
+/// batch orders are drawn from.
+fn initial_partition(
+    cfg: &Config,
+    n: i64,
+    previous: Option<&Tensor>,
+    step: u64,
+    device: tch::Device,
+) -> Tensor {
+    rng::reseed(cfg.train.seed, "maximize", step);
+    match previous {
+        Some(p) if !cfg.maximize.random_init => p.to_device(device),
+        _ => Tensor::randn([n, cfg.maximize.env_num], (Kind::Float, tch::Device::Cpu))
+            .to_device(device),
+    }
+}
+
+/// Learns the partition of maximize step number `step` (0-based): offline on `features` (see
+/// [`extract_view_pairs`] and [`OfflineStep`]), or online (`features` = None) with both views of
+/// each batch of `images` augmented (view 1 MixUp-ed with `maximize.mixup`) and encoded afresh
+/// (eval mode, no gradients).
 pub fn learn_partition(
     trainer: &Trainer,
     images: &Tensor,
-    views: Option<(&Tensor, &Tensor)>,
+    features: Option<&Features>,
     previous: Option<&Tensor>,
     step: u64,
 ) -> Result<PartitionRecord> {
     let cfg = &trainer.cfg;
-    rng::reseed(cfg.train.seed, "maximize", step);
-    let n = images.size()[0];
-    let init = match previous {
-        Some(p) if !cfg.maximize.random_init => p.to_device(trainer.device),
-        _ => Tensor::randn([n, cfg.maximize.env_num], (Kind::Float, tch::Device::Cpu))
-            .to_device(trainer.device),
-    };
     let pb = progress::bar(
         (cfg.maximize.max_epoch + 1) as u64,
         &format!("maximize {step}"),
@@ -99,35 +207,44 @@ pub fn learn_partition(
         pb.set_message(format!("risk {:.4}", r.total));
         pb.inc(1);
     };
-    let tau = cfg.maximize_temperature();
-    let MaximizeResult {
-        partition,
-        last_partition,
-        risks,
-        best_epoch,
-        env_sizes,
-    } = match views {
-        Some((z1, z2)) => maximize_offline(z1, z2, &init, &cfg.maximize, tau, on_epoch)?,
+    let result = match features {
+        Some(f) => {
+            let mut s = OfflineStep::new(cfg, f, previous, step)?;
+            while !s.maximizer().done() {
+                let epoch = s.maximizer().epochs_run();
+                let r = s.epoch()?;
+                on_epoch(epoch, &r);
+            }
+            s.finish()?
+        }
         None => {
+            let n = images.size()[0];
+            let init = initial_partition(cfg, n, previous, step, trainer.device);
             let _tf32 = trainer.model.numerics().tf32_scope()?;
             let encode = |idx: &Tensor| {
                 let _guard = tch::no_grad_guard();
                 let x = images.index_select(0, idx);
-                let z1 = trainer
-                    .model
-                    .forward(&augment::train_view(&x, augment::CROP_SIZE), false)
-                    .1;
-                let z2 = trainer
-                    .model
-                    .forward(&augment::train_view(&x, augment::CROP_SIZE), false)
-                    .1;
-                Ok((z1, z2))
+                let mut v1 = augment::train_view(&x, augment::CROP_SIZE);
+                let v2 = augment::train_view(&x, augment::CROP_SIZE);
+                let mut mix = None;
+                if cfg.maximize.mixup {
+                    let (lam, perm) =
+                        loss::draw_mixup(idx.size()[0], cfg.train.mixup_alpha, images.device())?;
+                    v1 = loss::mixup(&v1, &lam, &perm)?;
+                    mix = Some(Mix {
+                        lam,
+                        partner: Some(perm),
+                    });
+                }
+                let z1 = trainer.model.forward(&v1, false).1;
+                let z2 = trainer.model.forward(&v2, false).1;
+                Ok(BatchFeatures { z1, z2, mix })
             };
             maximize_online(
                 n,
                 &init,
                 &cfg.maximize,
-                tau,
+                cfg.maximize_temperature(),
                 trainer.device,
                 encode,
                 on_epoch,
@@ -135,6 +252,13 @@ pub fn learn_partition(
         }
     };
     pb.finish_and_clear();
+    let MaximizeResult {
+        partition,
+        last_partition,
+        risks,
+        best_epoch,
+        env_sizes,
+    } = result;
     check_finite(
         &risks,
         &partition,

@@ -110,12 +110,12 @@ pub fn mixup_baseline_loss(
     x1: &Tensor,
     x2: &Tensor,
     temperature: f64,
-    mut forward: impl FnMut(&Tensor) -> Tensor,
+    mut forward: impl FnMut(&Tensor) -> Result<Tensor>,
     draws: &mut impl MixupDraws,
 ) -> Result<Tensor> {
     let (lam, perm) = draws.draw(batch_size(x1, x2)?, x1.device())?;
-    let z1 = forward(&loss::mixup(x1, &lam, &perm)?);
-    let z2 = forward(x2);
+    let z1 = forward(&loss::mixup(x1, &lam, &perm)?)?;
+    let z2 = forward(x2)?;
     loss::mixup_contrastive_loss(&z1, &z2, &lam, &perm, temperature)
 }
 
@@ -140,7 +140,7 @@ fn environments(
     idx: &Tensor,
     partition: &Tensor,
     cfg: &Config,
-    forward: &mut impl FnMut(&Tensor) -> Tensor,
+    forward: &mut impl FnMut(&Tensor) -> Result<Tensor>,
     draws: &mut impl MixupDraws,
 ) -> Result<(Vec<Tensor>, Vec<Tensor>, usize)> {
     let tau = cfg.train.temperature;
@@ -154,7 +154,7 @@ fn environments(
             continue;
         }
         let (lam, perm) = draws.draw(n, x1.device())?;
-        let z1e = forward(&loss::mixup(&x1.f_index_select(0, &sel)?, &lam, &perm)?);
+        let z1e = forward(&loss::mixup(&x1.f_index_select(0, &sel)?, &lam, &perm)?)?;
         let logits = loss::mixup_logits(&z1e, &z2.f_index_select(0, &sel)?, tau)?;
         let (penalty, cont) =
             loss::irm_penalty_with_loss(&logits, |l| loss::mixup_cross_entropy(l, &lam, &perm))?;
@@ -190,19 +190,19 @@ fn global_term(
     x1: &Tensor,
     x2: &Tensor,
     cfg: &Config,
-    forward: &mut impl FnMut(&Tensor) -> Tensor,
+    forward: &mut impl FnMut(&Tensor) -> Result<Tensor>,
     draws: &mut impl MixupDraws,
 ) -> Result<(Option<Tensor>, Tensor)> {
     let (lam, perm) = draws.draw(batch_size(x1, x2)?, x1.device())?;
     let mixed = loss::mixup(x1, &lam, &perm)?;
     if cfg.ipirm.keep_cont {
-        let z1 = forward(&mixed);
-        let z2 = forward(x2);
+        let z1 = forward(&mixed)?;
+        let z2 = forward(x2)?;
         let l = loss::mixup_contrastive_loss(&z1, &z2, &lam, &perm, cfg.train.temperature)?;
         Ok((Some(l), z2))
     } else {
-        let _ = tch::no_grad(|| forward(&mixed));
-        Ok((None, forward(x2)))
+        let _ = tch::no_grad(|| forward(&mixed))?;
+        Ok((None, forward(x2)?))
     }
 }
 
@@ -225,7 +225,7 @@ pub fn mixup_ipirm_loss(
     partition: &Tensor,
     cfg: &Config,
     penalty_weight: f64,
-    mut forward: impl FnMut(&Tensor) -> Tensor,
+    mut forward: impl FnMut(&Tensor) -> Result<Tensor>,
     draws: &mut impl MixupDraws,
 ) -> Result<MinimizeLoss> {
     let (global, z2) = global_term(x1, x2, cfg, &mut forward, draws)?;
@@ -314,7 +314,7 @@ pub fn mixup_ipirm_retain_backward(
     partitions: &[Tensor],
     cfg: &Config,
     penalty_weight: f64,
-    mut forward: impl FnMut(&Tensor) -> Tensor,
+    mut forward: impl FnMut(&Tensor) -> Result<Tensor>,
     draws: &mut impl MixupDraws,
 ) -> Result<MixupRetainLoss> {
     let device = x1.device();
@@ -328,7 +328,7 @@ pub fn mixup_ipirm_retain_backward(
     };
     let mut parts = Vec::with_capacity(partitions.len());
     for partition in partitions {
-        let z2 = forward(x2);
+        let z2 = forward(x2)?;
         let (losses, penalties, skipped_envs) =
             environments(x1, &z2, idx, partition, cfg, &mut forward, draws)?;
         let contrastive = mean_or_zero(&losses, device);

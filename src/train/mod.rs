@@ -5,12 +5,15 @@
 //! The model's forward passes compute as its numerics say ([`crate::numerics`]: bf16 autocast,
 //! channels_last, TF32 on a GPU by default; on the CPU plain fp32); the losses and the optimizer
 //! always run in fp32. An epoch holds the TF32 switches for its forward and backward passes.
+use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tch::{nn, Device, Tensor};
 
 use crate::config::{Config, Method};
 use crate::data::{augment, loader};
+use crate::dist::{self, Group, StepSync};
 use crate::model::Model;
 use crate::{loss, progress, rng, Result};
 
@@ -60,6 +63,10 @@ pub struct Trainer {
     pub opt: adam::Adam,
     /// Epochs completed.
     pub epoch: usize,
+    /// The process group when this trainer is one rank of a data-parallel run ([`dist`]).
+    dist: Option<Arc<Group>>,
+    /// Rank 0: whether the other ranks hold this trainer's state (false after a load).
+    synced: Cell<bool>,
 }
 
 impl Trainer {
@@ -82,6 +89,70 @@ impl Trainer {
             model,
             opt,
             epoch: 0,
+            dist: None,
+            synced: Cell::new(false),
+        })
+    }
+
+    /// A trainer that is one rank of the data-parallel run over `group`: `cfg.model.bn_splits`
+    /// (resolved for the world size by [`dist::resolve_config`]) is shared among the ranks, each
+    /// normalising its own chunk of every batch in `bn_splits / world` pieces. Rank 0 drives the
+    /// other ranks (each epoch and feature extraction is announced to them) until
+    /// [`Trainer::release_workers`].
+    pub fn with_group(cfg: &Config, device: Device, group: Arc<Group>) -> Result<Trainer> {
+        let mut t = Trainer::new(cfg, device)?;
+        t.model
+            .set_bn_splits(dist::local_bn_splits(t.cfg.model.bn_splits, group.world()));
+        t.dist = Some(group);
+        Ok(t)
+    }
+
+    /// The process group this trainer is a rank of, if any.
+    pub fn group(&self) -> Option<&Group> {
+        self.dist.as_deref()
+    }
+
+    /// Rank 0: announces `command` to the other ranks, with this trainer's state when they do
+    /// not hold it yet and the `partitions` the command uses. Nothing on one process or on the
+    /// other ranks (they follow [`dist::serve`]).
+    pub(crate) fn lead(&self, command: dist::Command, partitions: &[Tensor]) -> Result<()> {
+        let Some(g) = self.dist.as_deref().filter(|g| g.rank() == 0) else {
+            return Ok(());
+        };
+        let state = (!self.synced.get()).then(|| self.state());
+        dist::serve::send(g, command, state.as_deref(), partitions)?;
+        self.synced.set(true);
+        Ok(())
+    }
+
+    /// Rank 0: the other ranks are done (they exit); this trainer continues alone, as one
+    /// process with the run's `model.bn_splits`. Nothing on one process.
+    pub fn release_workers(&mut self) -> Result<()> {
+        if self.dist.as_ref().is_some_and(|g| g.rank() == 0) {
+            self.lead(dist::Command::Done, &[])?;
+        }
+        if self.dist.take().is_some() {
+            self.model.set_bn_splits(self.cfg.model.bn_splits);
+        }
+        Ok(())
+    }
+
+    /// What an optimizer step of a data-parallel rank synchronises.
+    fn step_sync(&self) -> Option<StepSync> {
+        let group = self.dist.clone()?;
+        // In name order: the same on every rank (the var store's map has no order).
+        let mut buffers: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| !t.requires_grad())
+            .collect();
+        buffers.sort_by(|a, b| a.0.cmp(&b.0));
+        let buffers = buffers.into_iter().map(|(_, t)| t).collect();
+        Some(StepSync {
+            group,
+            params: self.opt.params().map(|p| p.shallow_clone()).collect(),
+            buffers,
         })
     }
 
@@ -91,7 +162,8 @@ impl Trainer {
         let _tf32 = self.model.numerics().tf32_scope()?;
         let cfg = &self.cfg.train;
         let (tau, debiased) = (cfg.temperature, cfg.debiased.then_some(cfg.tau_plus));
-        let model = &self.model;
+        let (model, dist) = (&self.model, self.dist.as_deref());
+        let sync = self.step_sync();
         run_epoch(
             self.epoch + 1,
             cfg.epochs,
@@ -99,9 +171,12 @@ impl Trainer {
             images,
             cfg.batch_size,
             &mut self.opt,
+            sync.as_ref(),
             |x, _| {
-                let (_, z1) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
-                let (_, z2) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
+                let z1 =
+                    model.project_batch(&augment::train_view(x, augment::CROP_SIZE), true, dist)?;
+                let z2 =
+                    model.project_batch(&augment::train_view(x, augment::CROP_SIZE), true, dist)?;
                 let total = loss::nt_xent(&z1, &z2, tau, debiased)?;
                 Ok(BatchLoss {
                     contrastive: total.detach(),
@@ -126,7 +201,8 @@ impl Trainer {
         let cfg = &self.cfg;
         let epoch = self.epoch + 1;
         let pw = minimize::penalty_weight(&cfg.ipirm, epoch, cfg.train.epochs);
-        let model = &self.model;
+        let (model, dist) = (&self.model, self.dist.as_deref());
+        let sync = self.step_sync();
         run_epoch(
             epoch,
             cfg.train.epochs,
@@ -134,9 +210,12 @@ impl Trainer {
             images,
             cfg.train.batch_size,
             &mut self.opt,
+            sync.as_ref(),
             |x, idx| {
-                let (_, z1) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
-                let (_, z2) = model.forward(&augment::train_view(x, augment::CROP_SIZE), true);
+                let z1 =
+                    model.project_batch(&augment::train_view(x, augment::CROP_SIZE), true, dist)?;
+                let z2 =
+                    model.project_batch(&augment::train_view(x, augment::CROP_SIZE), true, dist)?;
                 let l = minimize::minimize_loss(&z1, &z2, idx, partitions, cfg, pw)?;
                 Ok(BatchLoss {
                     total: l.total,
@@ -175,11 +254,12 @@ impl Trainer {
                 "the MixUp IP-IRM minimize step needs at least one partition".into(),
             ));
         }
-        let model = &self.model;
-        let forward = |x: &Tensor| model.forward(x, true).1;
+        let (model, dist) = (&self.model, self.dist.as_deref());
+        let forward = |x: &Tensor| model.project_batch(x, true, dist);
         let mut draws = mixup::BetaDraws {
             alpha: cfg.train.mixup_alpha,
         };
+        let sync = self.step_sync();
         run_epoch(
             epoch,
             cfg.train.epochs,
@@ -187,6 +267,7 @@ impl Trainer {
             images,
             cfg.train.batch_size,
             &mut self.opt,
+            sync.as_ref(),
             |x, idx| {
                 let x1 = augment::train_view(x, augment::CROP_SIZE);
                 let x2 = augment::train_view(x, augment::CROP_SIZE);
@@ -278,11 +359,23 @@ impl Trainer {
             .map(|(_, t)| t.int64_value(&[0]));
         self.epoch =
             epoch.ok_or_else(|| crate::Error::Shape("checkpoint lacks `epoch`".into()))? as usize;
+        self.synced.set(false);
         Ok(())
     }
 
-    /// One epoch of the configured method (`partitions` is ignored by SimCLR).
+    /// One epoch of the configured method (`partitions` is ignored by SimCLR). As rank 0 of a
+    /// data-parallel run, the other ranks are told first and take part.
     pub fn train_epoch(&mut self, images: &Tensor, partitions: &[Tensor]) -> Result<EpochStats> {
+        self.lead(dist::Command::Epoch, partitions)?;
+        self.train_epoch_here(images, partitions)
+    }
+
+    /// [`Trainer::train_epoch`] without announcing it (a rank that follows rank 0).
+    pub(crate) fn train_epoch_here(
+        &mut self,
+        images: &Tensor,
+        partitions: &[Tensor],
+    ) -> Result<EpochStats> {
         match (self.cfg.train.method, self.cfg.train.mixup) {
             (_, true) => self.train_epoch_mixup(images, partitions),
             (Method::Simclr, false) => self.train_epoch_simclr(images),
@@ -295,7 +388,9 @@ impl Trainer {
 /// seed and the epoch, draws the batches, and for each one zeroes the gradients, calls
 /// `step(images, indices)` for the batch's loss, back-propagates it (unless the step did its own
 /// backward passes, [`BatchLoss::backpropagated`]), steps the optimizer once and reports
-/// progress. A non-finite loss stops the epoch before the optimizer step.
+/// progress. A non-finite loss stops the epoch before the optimizer step. With `sync` (a rank of
+/// a data-parallel run) the gradients are summed over the ranks before the step and rank 0's
+/// BatchNorm statistics broadcast after it.
 #[allow(clippy::too_many_arguments)] // the epoch's settings, each used once
 pub(crate) fn run_epoch(
     epoch: usize,
@@ -304,6 +399,7 @@ pub(crate) fn run_epoch(
     images: &Tensor,
     batch_size: i64,
     opt: &mut adam::Adam,
+    sync: Option<&StepSync>,
     mut step: impl FnMut(&Tensor, &Tensor) -> Result<BatchLoss>,
     penalty_weight: f64,
 ) -> Result<EpochStats> {
@@ -342,7 +438,13 @@ pub(crate) fn run_epoch(
         if !loss.backpropagated {
             loss.total.backward();
         }
+        if let Some(sync) = sync {
+            sync.reduce_gradients()?;
+        }
         opt.step();
+        if let Some(sync) = sync {
+            sync.broadcast_buffers()?;
+        }
         total += parts[0] * b as f64;
         contrastive += parts[1] * b as f64;
         penalty += parts[2] * b as f64;

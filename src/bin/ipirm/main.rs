@@ -28,16 +28,18 @@ struct Cli {
 enum Command {
     /// The main job: kNN of raw pixels and of the initial encoder, training, kNN and linear probe
     /// of the trained encoder, and a results table.
-    Run(RunArgs),
+    Run(TrainArgs),
     /// Train a model and save its checkpoint.
-    Train(RunArgs),
+    Train(TrainArgs),
     /// Evaluate a saved checkpoint.
     Eval {
         #[command(subcommand)]
         what: EvalCommand,
     },
-    /// One offline maximize step on given features (float32 `z1`, `z2`, optional `init` in a
-    /// safetensors file); writes the best `partition` and the per-epoch `risk`.
+    /// One offline maximize step on given features (float32 `z1`, `z2`, optional `init` and int64
+    /// `order` (epochs×N batch orders) in a safetensors file); writes the best `partition` and the
+    /// per-epoch `risk`. Without `order`, batches are shuffled as the reference's DataLoader does
+    /// after `torch.manual_seed(maximize.seed)`.
     Maximize(MaximizeArgs),
     /// Throughput of each piece (augmentation, minimize step, feature extraction, maximize
     /// epoch) on synthetic images: the figures of the reference's ref_bench.py, same names.
@@ -171,6 +173,44 @@ struct RunArgs {
     from_partition: Option<String>,
 }
 
+/// `run` and `train`: a run, on one process or several.
+#[derive(Args, Clone)]
+struct TrainArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    dist: DistArgs,
+}
+
+/// Data-parallel training on several processes (c10d, Gloo): see the README's "Several GPUs".
+#[derive(Args, Clone)]
+struct DistArgs {
+    /// Number of ranks. Alone: start that many ranks on this machine (one per GPU, or CPU
+    /// processes sharing the cores). With --rank: the size of a multi-machine job. (WORLD_SIZE)
+    #[arg(long)]
+    world_size: Option<usize>,
+    /// This process's rank in a multi-machine job, 0 on the machine that holds the store. (RANK)
+    #[arg(long)]
+    rank: Option<usize>,
+    /// Rank 0's ADDR:PORT, where its rendezvous listens. (MASTER_ADDR, MASTER_PORT)
+    #[arg(long, value_name = "ADDR:PORT")]
+    master: Option<String>,
+    /// Seconds a rank waits for all the others to join before it gives up.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    dist_timeout: u64,
+}
+
+impl DistArgs {
+    fn mode(&self) -> Result<ipirm::dist::Mode> {
+        Ok(ipirm::dist::Mode::from_args(
+            self.rank,
+            self.world_size,
+            self.master.as_deref(),
+            std::time::Duration::from_secs(self.dist_timeout),
+        )?)
+    }
+}
+
 #[derive(Args, Clone)]
 struct MaximizeArgs {
     #[command(flatten)]
@@ -251,7 +291,6 @@ impl RunArgs {
             cfg.ipirm.from_partition = Some(spec.clone());
         }
         let device = ipirm::device::parse_device(&self.device)?;
-        eprintln!("device: {}", ipirm::device::describe(device));
         Ok((cfg, device))
     }
     fn out_dir(&self, store: &std::path::Path) -> PathBuf {
@@ -405,26 +444,13 @@ fn run(cli: Cli) -> Result<()> {
                 StoreCommand::Repair { .. } => unreachable!("handled above"),
             }
         }
-        Command::Run(args) => {
-            let (cfg, device) = args.resolve()?;
-            let out = args.out_dir(&store_dir);
-            let report = pipeline::main_job(&cfg, device, &open_store()?, args.name(), &out)?;
-            emitln(report.table())
-        }
-        Command::Train(args) => {
-            let (cfg, device) = args.resolve()?;
-            let out = args.out_dir(&store_dir);
-            let t = pipeline::train_job(&cfg, device, &open_store()?, args.name(), &out)?;
-            emitln(format_args!(
-                "final checkpoint: {}\ncheckpoint: {}",
-                t.checkpoint,
-                t.model_file.display()
-            ))
-        }
+        Command::Run(args) => train_command(&store_dir, &args, true),
+        Command::Train(args) => train_command(&store_dir, &args, false),
         Command::Eval {
             what: EvalCommand::Knn(args),
         } => {
             let (cfg, device) = args.run.resolve()?;
+            eprintln!("device: {}", ipirm::device::describe(device));
             let acc = pipeline::eval_knn(&cfg, device, &args.checkpoint)?;
             emitln(format_args!(
                 "kNN (k={}): top-1 {:.2} top-5 {:.2}",
@@ -435,11 +461,68 @@ fn run(cli: Cli) -> Result<()> {
             what: EvalCommand::Linear(args),
         } => {
             let (cfg, device) = args.run.resolve()?;
+            eprintln!("device: {}", ipirm::device::describe(device));
             let r = pipeline::eval_linear(&cfg, device, &args.checkpoint)?;
             emitln(format_args!(
                 "linear probe ({} epochs): top-1 {:.2} top-5 {:.2}",
                 cfg.linear.epochs, r.test.top1, r.test.top5
             ))
         }
+    }
+}
+
+/// `ipirm run` (`main`) or `ipirm train`: on one process, as one rank of several, or starting
+/// the ranks of a one-machine job.
+fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> Result<()> {
+    use ipirm::dist::{self, Mode};
+    let (mut cfg, mut device) = args.run.resolve()?;
+    match args.dist.mode()? {
+        Mode::Spawn { world } => {
+            if let tch::Device::Cuda(_) = device {
+                let gpus = ipirm::device::cuda().devices;
+                if world > gpus {
+                    anyhow::bail!(ipirm::Error::config(
+                        "--world-size",
+                        format!(
+                            "{world} ranks on this machine want a GPU each; libtorch sees {gpus}"
+                        )
+                    ));
+                }
+            }
+            // Checked here once, so that a bad config fails before any rank starts.
+            dist::resolve_config(&mut cfg, world);
+            cfg.validate()?;
+            return Ok(dist::spawn_local(world, device == tch::Device::Cpu)?);
+        }
+        Mode::Rank(launch) => {
+            device = dist::rank_device(device, launch.local_rank);
+            let note = dist::resolve_config(&mut cfg, launch.world);
+            dist::init(&launch)?;
+            if launch.rank != 0 {
+                return Ok(dist::serve(&cfg, device)?);
+            }
+            eprintln!(
+                "rank 0 of {}: the other ranks joined (master {}:{})",
+                launch.world, launch.master_addr, launch.master_port
+            );
+            if let Some(note) = note {
+                eprintln!("{note}");
+            }
+        }
+        Mode::Single => {}
+    }
+    eprintln!("device: {}", ipirm::device::describe(device));
+    let out = args.run.out_dir(store_dir);
+    let store = Store::open(store_dir)?;
+    if main {
+        let report = pipeline::main_job(&cfg, device, &store, args.run.name(), &out)?;
+        emitln(report.table())
+    } else {
+        let t = pipeline::train_job(&cfg, device, &store, args.run.name(), &out)?;
+        emitln(format_args!(
+            "final checkpoint: {}\ncheckpoint: {}",
+            t.checkpoint,
+            t.model_file.display()
+        ))
     }
 }

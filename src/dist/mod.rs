@@ -1,0 +1,347 @@
+//! Data-parallel training on several processes (ranks), on PyTorch's own distributed engine:
+//! c10d's TCPStore rendezvous and its Gloo process group (`c10d.cpp`, compiled by build.rs).
+//!
+//! How a run is split, and why it matches the reference's two-GPU `nn.DataParallel`:
+//! - Every rank reads the data and draws the same random numbers, so every rank augments (and
+//!   MixUp-s) the same global batch; each then forwards its chunk of it, the chunks `torch.chunk`
+//!   would give ([`Group::chunk`]), and the projections are all-gathered: every rank computes
+//!   the same loss on the global batch (negatives from all ranks), with gradients flowing into
+//!   its own chunk only. The gradients are summed over ranks ([`Group::all_reduce_sum`], one flat
+//!   buffer after the backward passes), so every rank takes the same Adam step.
+//! - BatchNorm normalises each rank's chunk (per-rank statistics, no SyncBN) and the running
+//!   statistics are rank 0's, broadcast after every step: on two ranks exactly what
+//!   DataParallel did on two GPUs, i.e. one process with `model.bn_splits = 2`. The effective
+//!   split count is what the config records ([`resolve_config`]), so a run's keys do not depend
+//!   on the world size where its result does not.
+//! - Rank 0 drives: it runs the pipeline and the store (the only rank that reads or writes it),
+//!   learns every partition, runs the kNN monitor and the evaluations. The other ranks serve
+//!   ([`serve`]): they wait for rank 0's next command (an epoch, with the partitions to train
+//!   on and, after a resume, the training state; or a sharded feature extraction for an offline
+//!   maximize step) and take part in it. The online maximize step runs on rank 0 alone.
+//!
+//! Launch ([`Launch`]): `--world-size N` alone spawns N local ranks ([`spawn_local`]); each rank
+//! of a multi-machine job gets `--rank R --world-size N --master ADDR:PORT`, or `torchrun`'s
+//! environment (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`, `LOCAL_RANK`).
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::config::Config;
+use crate::{Error, Result};
+
+mod launch;
+pub(crate) mod serve;
+
+pub use launch::{spawn_local, Launch, Mode};
+pub use serve::{serve, Command};
+
+extern "C" {
+    fn ipirm_dist_new(
+        host: *const c_char,
+        port: c_int,
+        rank: c_int,
+        world: c_int,
+        connect_timeout_ms: i64,
+        op_timeout_ms: i64,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
+    fn ipirm_dist_drop(g: *mut c_void);
+    fn ipirm_dist_allreduce_sum(g: *mut c_void, t: *mut c_void) -> *mut c_char;
+    fn ipirm_dist_broadcast(g: *mut c_void, t: *mut c_void, root: c_int) -> *mut c_char;
+    fn ipirm_dist_allgather(g: *mut c_void, t: *const c_void, out: *mut *mut c_void)
+        -> *mut c_char;
+    fn ipirm_dist_barrier(g: *mut c_void) -> *mut c_char;
+}
+
+/// How long a collective may wait: the other ranks wait in one while rank 0 works alone (a
+/// maximize step, the kNN monitor), so this is long; a rank that dies is noticed sooner (its
+/// sockets close, or the launcher ends the job).
+pub const OP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// One c10d Gloo process group (this process's rank in it).
+pub struct Group {
+    ptr: *mut c_void,
+    rank: usize,
+    world: usize,
+}
+
+// SAFETY: c10d's process groups are made to be called from any thread; ipirm calls it from one.
+unsafe impl Send for Group {}
+unsafe impl Sync for Group {}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from ipirm_dist_new and is dropped once.
+        unsafe { ipirm_dist_drop(self.ptr) }
+    }
+}
+
+fn check(err: *mut c_char, what: &str) -> Result<()> {
+    match crate::shim::take_error(err) {
+        None => Ok(()),
+        Some(msg) => Err(Error::Dist(format!("{what}: {msg}"))),
+    }
+}
+
+impl Group {
+    /// Joins the group `launch` describes: rendezvous at its master within its timeout.
+    pub fn connect(launch: &Launch) -> Result<Group> {
+        let host = CString::new(launch.master_addr.clone())
+            .map_err(|_| Error::config("--master", "an address without NUL bytes"))?;
+        let mut ptr = std::ptr::null_mut();
+        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        // SAFETY: valid C string and out-pointer; the shim copies what it keeps.
+        let err = unsafe {
+            ipirm_dist_new(
+                host.as_ptr(),
+                launch.master_port as c_int,
+                launch.rank as c_int,
+                launch.world as c_int,
+                ms(launch.connect_timeout),
+                ms(OP_TIMEOUT),
+                &mut ptr,
+            )
+        };
+        check(err, "").map_err(|e| {
+            Error::Dist(format!(
+                "rank {} of {} could not join the group at {}:{} within {} s (is rank 0 running there, and the port open?){e}",
+                launch.rank,
+                launch.world,
+                launch.master_addr,
+                launch.master_port,
+                launch.connect_timeout.as_secs()
+            ))
+        })?;
+        Ok(Group {
+            ptr,
+            rank: launch.rank,
+            world: launch.world,
+        })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn world(&self) -> usize {
+        self.world
+    }
+
+    /// `t` ← the sum of every rank's `t` (in place; same shape and dtype on every rank).
+    pub fn all_reduce_sum(&self, t: &Tensor) -> Result<()> {
+        let c = contiguous_view(t);
+        // SAFETY: a live tensor handle; c10d writes into its storage.
+        check(
+            unsafe { ipirm_dist_allreduce_sum(self.ptr, c.as_ptr() as *mut c_void) },
+            "all-reduce",
+        )?;
+        copy_back(t, &c)
+    }
+
+    /// `t` ← rank `root`'s `t` (in place).
+    pub fn broadcast(&self, t: &Tensor, root: usize) -> Result<()> {
+        let c = contiguous_view(t);
+        // SAFETY: as above.
+        check(
+            unsafe { ipirm_dist_broadcast(self.ptr, c.as_ptr() as *mut c_void, root as c_int) },
+            "broadcast",
+        )?;
+        copy_back(t, &c)
+    }
+
+    /// Every rank's `t` (same shape everywhere), stacked: world × shape.
+    pub fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
+        let c = t.contiguous();
+        let mut out = std::ptr::null_mut();
+        // SAFETY: a live tensor handle; on success `out` is a new at::Tensor we take over.
+        check(
+            unsafe { ipirm_dist_allgather(self.ptr, c.as_ptr() as *const c_void, &mut out) },
+            "all-gather",
+        )?;
+        Ok(unsafe { Tensor::from_ptr(out as *mut _) })
+    }
+
+    pub fn barrier(&self) -> Result<()> {
+        // SAFETY: a live group.
+        check(unsafe { ipirm_dist_barrier(self.ptr) }, "barrier")
+    }
+
+    /// This rank's rows of a global batch of `b`: the chunk `torch.chunk(b, world)` gives it,
+    /// as (start, length); length 0 when the batch has fewer chunks than ranks.
+    pub fn chunk(&self, b: i64) -> (i64, i64) {
+        chunk_of(b, self.world as i64, self.rank as i64)
+    }
+
+    /// `forward` of this rank's chunk of the global batch `x`, all-gathered into the global
+    /// result (rows in `x`'s order); gradients flow into this rank's rows only. `forward` maps
+    /// a chunk to one row per sample.
+    pub fn sharded(&self, x: &Tensor, forward: impl Fn(&Tensor) -> Tensor) -> Result<Tensor> {
+        let b = x.size()[0];
+        let w = self.world as i64;
+        let c = (b + w - 1) / w;
+        let (start, len) = self.chunk(b);
+        // The output's row shape, from this rank's chunk (every rank but one with an empty
+        // chunk has at least one row; an empty chunk still forwards, to learn the shape).
+        let local = forward(&x.narrow(0, start, len));
+        let mut padded_shape = local.size();
+        padded_shape[0] = c;
+        let padded = Tensor::zeros(padded_shape.as_slice(), (local.kind(), local.device()));
+        if len > 0 {
+            padded.narrow(0, 0, len).copy_(&local.detach());
+        }
+        let all = self.all_gather(&padded)?;
+        let mut parts = Vec::with_capacity(self.world);
+        for r in 0..w {
+            let (s, l) = chunk_of(b, w, r);
+            if l == 0 {
+                continue;
+            }
+            parts.push(match r == self.rank as i64 {
+                true => local.shallow_clone(),
+                false => all.get(r).narrow(0, 0, l),
+            });
+            let _ = s;
+        }
+        Ok(Tensor::cat(&parts, 0))
+    }
+}
+
+/// A contiguous tensor sharing `t`'s storage where `t` is contiguous (else a copy).
+fn contiguous_view(t: &Tensor) -> Tensor {
+    match t.is_contiguous() {
+        true => t.shallow_clone(),
+        false => t.contiguous(),
+    }
+}
+
+fn copy_back(t: &Tensor, c: &Tensor) -> Result<()> {
+    if !t.is_contiguous() {
+        let _guard = tch::no_grad_guard();
+        let mut t = t.shallow_clone();
+        t.f_copy_(c)?;
+    }
+    Ok(())
+}
+
+/// `torch.chunk`'s rows for chunk `r` of `w` over `b` rows: chunks of ⌈b/w⌉, the last smaller,
+/// fewer than `w` when they run out.
+pub fn chunk_of(b: i64, w: i64, r: i64) -> (i64, i64) {
+    let c = (b + w - 1) / w.max(1);
+    let start = (r * c).min(b);
+    (start, c.min(b - start))
+}
+
+static GROUP: OnceLock<Arc<Group>> = OnceLock::new();
+
+/// Joins the process group (`torch.distributed.init_process_group`): from now on training in
+/// this process is data-parallel over it.
+pub fn init(launch: &Launch) -> Result<Arc<Group>> {
+    let g = Arc::new(Group::connect(launch)?);
+    GROUP
+        .set(g.clone())
+        .map_err(|_| Error::Dist("the process group is already initialised".into()))?;
+    Ok(g)
+}
+
+/// The process group, when this process is one rank of several.
+pub fn group() -> Option<Arc<Group>> {
+    GROUP.get().cloned()
+}
+
+/// The config every rank of a `world`-rank run trains with: BatchNorm normalises at least each
+/// rank's chunk, so the effective `model.bn_splits` is a multiple of the world size (kept when
+/// it already is: 2 on 2 ranks is the reference's DataParallel; else the world size). Each rank
+/// then splits its chunk `bn_splits / world` ways. Returns a note when it changed the value.
+pub fn resolve_config(cfg: &mut Config, world: usize) -> Option<String> {
+    let w = world as i64;
+    if w <= 1 || cfg.model.bn_splits % w == 0 {
+        return None;
+    }
+    let before = cfg.model.bn_splits;
+    cfg.model.bn_splits = w;
+    Some(format!(
+        "model.bn_splits {before} → {w}: each of the {w} ranks normalises its own chunk of the batch"
+    ))
+}
+
+/// The per-rank split count of a `bn_splits` resolved for `world` ranks.
+pub fn local_bn_splits(bn_splits: i64, world: usize) -> i64 {
+    (bn_splits / world.max(1) as i64).max(1)
+}
+
+/// The device rank `local_rank` trains on: `cuda:LOCAL_RANK` when `device` is a GPU.
+pub fn rank_device(device: Device, local_rank: usize) -> Device {
+    match device {
+        Device::Cuda(_) => Device::Cuda(local_rank),
+        d => d,
+    }
+}
+
+/// Gradient sum and buffer broadcast around an optimizer step (the trainer's side of
+/// data-parallel training).
+pub struct StepSync {
+    pub group: Arc<Group>,
+    /// The trainable parameters, in the optimizer's order.
+    pub params: Vec<Tensor>,
+    /// BatchNorm's running statistics (every variable that is not trained), in the same order
+    /// on every rank.
+    pub buffers: Vec<Tensor>,
+}
+
+impl StepSync {
+    /// Sums every parameter's gradient over the ranks, in one flat buffer. A parameter no
+    /// forward reached on this rank gets a zero gradient first (a backward of 0·p), so that
+    /// every rank steps the same parameters.
+    pub fn reduce_gradients(&self) -> Result<()> {
+        let missing: Vec<Tensor> = self
+            .params
+            .iter()
+            .filter(|p| !p.grad().defined())
+            .map(|p| (p * 0.0).sum(Kind::Float))
+            .collect();
+        if !missing.is_empty() {
+            Tensor::stack(&missing, 0).sum(Kind::Float).f_backward()?;
+        }
+        let _guard = tch::no_grad_guard();
+        let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad().reshape([-1])).collect();
+        let flat = Tensor::cat(&grads, 0);
+        self.group.all_reduce_sum(&flat)?;
+        let mut offset = 0;
+        for p in &self.params {
+            let n = p.numel() as i64;
+            let mut g = p.grad();
+            g.f_copy_(&flat.narrow(0, offset, n).view_as(p))?;
+            offset += n;
+        }
+        Ok(())
+    }
+
+    /// Every rank takes rank 0's running statistics.
+    pub fn broadcast_buffers(&self) -> Result<()> {
+        if self.buffers.is_empty() {
+            return Ok(());
+        }
+        let _guard = tch::no_grad_guard();
+        for kind in [Kind::Float, Kind::Int64, Kind::Double] {
+            let of_kind: Vec<&Tensor> = self.buffers.iter().filter(|b| b.kind() == kind).collect();
+            if of_kind.is_empty() {
+                continue;
+            }
+            let flat = Tensor::cat(
+                &of_kind.iter().map(|b| b.reshape([-1])).collect::<Vec<_>>(),
+                0,
+            );
+            self.group.broadcast(&flat, 0)?;
+            let mut offset = 0;
+            for b in of_kind {
+                let n = b.numel() as i64;
+                let mut b = b.shallow_clone();
+                b.f_copy_(&flat.narrow(0, offset, n).view_as(&b))?;
+                offset += n;
+            }
+        }
+        Ok(())
+    }
+}

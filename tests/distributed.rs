@@ -1,0 +1,297 @@
+//! Data-parallel training on several processes (c10d, Gloo on 127.0.0.1), through the binary as
+//! a user runs it: two ranks against one process with `model.bn_splits = 2` (the reference's
+//! two-GPU DataParallel), a rank killed mid-run, a master that cannot be reached.
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tch::Tensor;
+
+mod common;
+use common::run::{ipirm_env, shown_digests, tiny_run, with};
+
+/// One thread per process, so that both sides round the same way where they can.
+const ONE_THREAD: &[(&str, &str)] = &[("OMP_NUM_THREADS", "1")];
+
+fn train(store: &Path, args: &[String]) -> String {
+    let (ok, text) = ipirm_env(store, &["train"], args, ONE_THREAD);
+    assert!(ok, "ipirm train failed:\n{text}");
+    text
+}
+
+fn model(store: &Path, name: &str) -> Vec<(String, Tensor)> {
+    let mut v =
+        Tensor::read_safetensors(store.join("runs").join(name).join("model.safetensors")).unwrap();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The largest difference between two models' variables.
+fn max_diff(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|((na, ta), (nb, tb))| {
+            assert_eq!(na, nb);
+            (ta - tb).abs().max().double_value(&[])
+        })
+        .fold(0.0, f64::max)
+}
+
+/// A tiny run on the first 64 images of the real Fashion-MNIST (Debian's package, which
+/// scripts/setup.sh installs): batch 16, one epoch of 4 steps after a maximize step.
+fn real_fashion(name: &str) -> Vec<String> {
+    let dir = "/usr/share/datasets/fashion-mnist";
+    assert!(
+        Path::new(dir).join("train-images-idx3-ubyte.gz").exists(),
+        "{dir} is missing: install Debian's dataset-fashion-mnist (scripts/setup.sh does)"
+    );
+    [
+        "--preset=fmnist-ipirm-quick",
+        "--device=cpu",
+        "--set=data.train_limit=64",
+        "--set=data.bank_limit=64",
+        "--set=data.test_limit=32",
+        "--set=model.width=4",
+        "--set=model.head_hidden=16",
+        "--set=model.feature_dim=8",
+        "--set=model.bn_splits=2",
+        "--set=train.batch_size=16",
+        "--set=train.epochs=1",
+        "--set=maximize.batch_size=64",
+        "--set=maximize.max_epoch=3",
+        "--name",
+        name,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Two ranks (each forwarding half of every batch, BatchNorm per rank, gradients summed, rank
+/// 0's running statistics) train the same model as one process whose BatchNorm splits every
+/// batch in two, up to rounding: IP-IRM (a sharded feature extraction, the partition sent to
+/// rank 1, four steps) and MixUp IP-IRM (several forwards per step). The run's keys do not
+/// depend on the world size: the final checkpoint has the same key.
+///
+/// Why only a few steps: on this width-4 model, rounding differences grow fast; one process on
+/// 1 and on 2 threads ends ~5e-4 apart after 8 steps. After 4 steps both that and the two ranks
+/// stay below 1e-6 (measured 2026-11-29).
+#[test]
+fn two_ranks_train_as_one_process_with_two_batchnorm_splits() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, extra) in [
+        ("ipirm", vec![]),
+        (
+            "mixup",
+            // Three steps: at the fourth, a BatchNorm over an environment's chunk of one or two
+            // images makes one process on 1 and on 2 threads end 4e-4 apart.
+            vec![
+                "--set=train.mixup=true",
+                "--set=train.temperature=0.2",
+                "--set=data.train_limit=48",
+            ],
+        ),
+    ] {
+        let args = with(&real_fashion(name), &extra);
+        let one_store = tmp.path().join(format!("one-{name}"));
+        let two_store = tmp.path().join(format!("two-{name}"));
+        let one = train(&one_store, &args);
+        let two = train(&two_store, &with(&args, &["--world-size=2"]));
+        assert!(two.contains("started 2 ranks"), "{two}");
+        let key = |t: &str| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("final checkpoint: "))
+                .map(str::to_string)
+        };
+        assert_eq!(
+            key(&one),
+            key(&two),
+            "{name}: the same final key\n{one}\n{two}"
+        );
+        let d = max_diff(&model(&one_store, name), &model(&two_store, name));
+        assert!(d < 1e-5, "{name}: two ranks end {d} from one process");
+        // The same partition (as environments) was learned from the sharded features.
+        let sizes = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| l.starts_with("partition after epoch"))
+                .map(|l| {
+                    l.split("environment sizes")
+                        .nth(1)
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(sizes(&one), sizes(&two), "{name}");
+        assert!(!sizes(&one).is_empty());
+    }
+}
+
+/// The pid of the child of `parent` whose environment says `RANK=rank`.
+fn rank_pid(parent: u32, rank: usize) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let want = format!("RANK={rank}");
+        if env.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// kill -9 of rank 1 mid-run ends the job with a message naming it; running the same command
+/// again resumes from the last stored checkpoint and ends on the digests of an uninterrupted
+/// two-rank run.
+#[test]
+fn a_killed_rank_ends_the_job_and_a_rerun_resumes_bit_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = with(
+        &tiny_run(tmp.path()),
+        &[
+            "--set=model.bn_splits=2",
+            "--set=train.epochs=8",
+            "--world-size=2",
+        ],
+    );
+    let clean = tmp.path().join("clean");
+    train(&clean, &args);
+    let want = shown_digests(&clean, "fmnist-ipirm-quick");
+
+    let killed = tmp.path().join("killed");
+    let mut parent = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .arg("train")
+        .arg(format!("--store={}", killed.display()))
+        .args(&args)
+        .envs(ONE_THREAD.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Rank 1, killed once rank 0 has reported its second epoch: the log, read as it comes, says
+    // when (a timer alone raced a fast machine, where all 8 epochs took under 2 s).
+    let stderr = parent.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let begun = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) if line.starts_with("epoch 2/8") => break,
+            Ok(_) => {}
+            Err(e) => panic!("rank 0 never reported epoch 2 ({e:?})"),
+        }
+        assert!(begun.elapsed() < Duration::from_secs(120), "no epoch 2");
+    }
+    let pid = rank_pid(parent.id(), 1).expect("rank 1 is running");
+    let st = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = parent.wait().unwrap();
+    let text = reader.join().unwrap();
+    assert!(
+        !status.success(),
+        "the job must fail when a rank dies:\n{text}"
+    );
+    assert!(
+        text.contains("rank 1 of 2 was killed by signal 9 (SIGKILL)")
+            && text.contains("Run the same command again"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(
+        !text.contains("epoch 8/8"),
+        "the kill should land before the last epoch:\n{text}"
+    );
+
+    let again = train(&killed, &args);
+    assert!(
+        again.contains("resuming from the stored checkpoint after epoch"),
+        "{again}"
+    );
+    for (key, digest) in &want {
+        let found = shown_digests(&killed, key);
+        assert!(
+            found.contains(&(key.clone(), digest.clone())),
+            "artifact {key}: {digest} in the uninterrupted run, {found:?} after the kill"
+        );
+    }
+}
+
+/// A rank whose master cannot be reached gives up within its timeout, naming the address.
+#[test]
+fn an_unreachable_master_fails_within_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args = with(
+        &tiny_run(tmp.path()),
+        &[
+            "--rank=1",
+            "--world-size=2",
+            &format!("--master=127.0.0.1:{port}"),
+            "--dist-timeout=3",
+        ],
+    );
+    let begun = Instant::now();
+    let (ok, text) = ipirm_env(&tmp.path().join("store"), &["train"], &args, ONE_THREAD);
+    let took = begun.elapsed();
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("rank 1 of 2 could not join the group")
+            && text.contains(&format!("127.0.0.1:{port}"))
+            && text.contains("within 3 s"),
+        "{text}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}:\n{text}");
+    // Nothing was written: only rank 0 touches the store.
+    assert!(!tmp.path().join("store").join("objects").exists());
+}
+
+/// Bad distribution flags are refused before anything starts, naming the flag.
+#[test]
+fn bad_distribution_flags_name_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (flags, needle) in [
+        (
+            vec!["--rank=2", "--world-size=2", "--master=127.0.0.1:1"],
+            "--rank",
+        ),
+        (vec!["--rank=1", "--world-size=2"], "--master"),
+        (
+            vec!["--rank=1", "--world-size=2", "--master=nohost"],
+            "ADDR:PORT",
+        ),
+        (vec!["--world-size=0"], "--world-size"),
+    ] {
+        let args = with(&tiny_run(tmp.path()), &flags);
+        let (ok, text) = ipirm_env(&tmp.path().join("store"), &["train"], &args, &[]);
+        assert!(!ok && text.contains(needle), "{flags:?}:\n{text}");
+    }
+}
