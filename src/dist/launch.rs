@@ -39,6 +39,21 @@ const ENV: [&str; 5] = [
     "LOCAL_RANK",
 ];
 
+/// Set by [`spawn_local`] beside the share of cores it gives each CPU rank: the machine's cores,
+/// which rank 0 takes back once it works alone ([`take_back_cores`]).
+const ALL_CORES: &str = "IPIRM_ALL_CORES";
+
+/// Rank 0 of a local CPU launch, once the other ranks have exited: the evaluations that follow
+/// run on all the machine's cores rather than on the rank's share.
+pub fn take_back_cores() {
+    if let Some(n) = std::env::var(ALL_CORES)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        tch::set_num_threads(n);
+    }
+}
+
 impl Mode {
     /// From the flags (`--rank`, `--world-size`, `--master ADDR:PORT`, the connect timeout),
     /// each falling back to `torchrun`'s environment variable. A rank given (flag or `RANK`)
@@ -185,7 +200,8 @@ pub fn spawn_local(world: usize, cpu: bool) -> Result<()> {
             .env("MASTER_PORT", port.to_string())
             .env("LOCAL_RANK", rank.to_string());
         if cpu && std::env::var_os("OMP_NUM_THREADS").is_none() {
-            cmd.env("OMP_NUM_THREADS", (threads / world).max(1).to_string());
+            cmd.env("OMP_NUM_THREADS", (threads / world).max(1).to_string())
+                .env(ALL_CORES, threads.to_string());
         }
         if rank > 0 {
             cmd.stdout(std::process::Stdio::null());

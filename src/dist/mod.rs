@@ -34,7 +34,7 @@ use crate::{Error, Result};
 mod launch;
 pub(crate) mod serve;
 
-pub use launch::{spawn_local, Launch, Mode};
+pub use launch::{spawn_local, take_back_cores, Launch, Mode};
 pub use serve::{serve, Command};
 
 extern "C" {

@@ -133,6 +133,7 @@ impl Trainer {
         }
         if self.dist.take().is_some() {
             self.model.set_bn_splits(self.cfg.model.bn_splits);
+            dist::take_back_cores();
         }
         Ok(())
     }
