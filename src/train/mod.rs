@@ -54,6 +54,35 @@ pub struct BatchLoss {
     pub backpropagated: bool,
 }
 
+impl BatchLoss {
+    /// A loss without a penalty (SimCLR, the MixUp baseline), back-propagated by the loop.
+    fn contrastive_only(total: Tensor) -> Self {
+        BatchLoss {
+            contrastive: total.detach(),
+            penalty: total.zeros_like(),
+            total,
+            backpropagated: false,
+        }
+    }
+
+    /// A loss and its parts, back-propagated by the loop.
+    fn with_parts(total: Tensor, contrastive: &Tensor, penalty: &Tensor) -> Self {
+        BatchLoss {
+            total,
+            contrastive: contrastive.detach(),
+            penalty: penalty.detach(),
+            backpropagated: false,
+        }
+    }
+}
+
+/// The projections of two augmented views of a batch (the first view's draws first).
+fn projected_views(model: &Model, x: &Tensor, dist: Option<&Group>) -> Result<(Tensor, Tensor)> {
+    let z1 = model.project_batch(&augment::train_view(x, augment::CROP_SIZE), true, dist)?;
+    let z2 = model.project_batch(&augment::train_view(x, augment::CROP_SIZE), true, dist)?;
+    Ok((z1, z2))
+}
+
 /// The model being trained, its optimizer, and how many epochs it has seen.
 pub struct Trainer {
     pub cfg: Config,
@@ -174,17 +203,9 @@ impl Trainer {
             &mut self.opt,
             sync.as_ref(),
             |x, _| {
-                let z1 =
-                    model.project_batch(&augment::train_view(x, augment::CROP_SIZE), true, dist)?;
-                let z2 =
-                    model.project_batch(&augment::train_view(x, augment::CROP_SIZE), true, dist)?;
+                let (z1, z2) = projected_views(model, x, dist)?;
                 let total = loss::nt_xent(&z1, &z2, tau, debiased)?;
-                Ok(BatchLoss {
-                    contrastive: total.detach(),
-                    penalty: total.zeros_like(),
-                    total,
-                    backpropagated: false,
-                })
+                Ok(BatchLoss::contrastive_only(total))
             },
             0.0,
         )
@@ -213,17 +234,9 @@ impl Trainer {
             &mut self.opt,
             sync.as_ref(),
             |x, idx| {
-                let z1 =
-                    model.project_batch(&augment::train_view(x, augment::CROP_SIZE), true, dist)?;
-                let z2 =
-                    model.project_batch(&augment::train_view(x, augment::CROP_SIZE), true, dist)?;
+                let (z1, z2) = projected_views(model, x, dist)?;
                 let l = minimize::minimize_loss(&z1, &z2, idx, partitions, cfg, pw)?;
-                Ok(BatchLoss {
-                    total: l.total,
-                    contrastive: l.contrastive.detach(),
-                    penalty: l.penalty.detach(),
-                    backpropagated: false,
-                })
+                Ok(BatchLoss::with_parts(l.total, &l.contrastive, &l.penalty))
             },
             pw,
         )
@@ -280,12 +293,7 @@ impl Trainer {
                         forward,
                         &mut draws,
                     )?;
-                    return Ok(BatchLoss {
-                        contrastive: total.detach(),
-                        penalty: total.zeros_like(),
-                        total,
-                        backpropagated: false,
-                    });
+                    return Ok(BatchLoss::contrastive_only(total));
                 }
                 if cfg.ipirm.retain_group {
                     let l = mixup::mixup_ipirm_retain_backward(
@@ -301,12 +309,7 @@ impl Trainer {
                 let latest = partitions.last().expect("checked above");
                 let l =
                     mixup::mixup_ipirm_loss(&x1, &x2, idx, latest, cfg, pw, forward, &mut draws)?;
-                Ok(BatchLoss {
-                    total: l.total,
-                    contrastive: l.contrastive.detach(),
-                    penalty: l.penalty.detach(),
-                    backpropagated: false,
-                })
+                Ok(BatchLoss::with_parts(l.total, &l.contrastive, &l.penalty))
             },
             pw,
         )
