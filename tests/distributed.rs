@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tch::Tensor;
 
 mod common;
-use common::run::{ipirm_env, shown_digests, tiny_run, with};
+use common::run::{ipirm_env, shown_digests, tiny_run, with, LogWatch};
 
 /// One thread per process, so that both sides round the same way where they can.
 const ONE_THREAD: &[(&str, &str)] = &[("OMP_NUM_THREADS", "1")];
@@ -179,30 +179,10 @@ fn a_killed_rank_ends_the_job_and_a_rerun_resumes_bit_identical() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Rank 1, killed once rank 0 has reported its second epoch: the log, read as it comes, says
-    // when (a timer alone raced a fast machine, where all 8 epochs took under 2 s).
-    let stderr = parent.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line.clone());
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let begun = Instant::now();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(line) if line.starts_with("epoch 2/8") => break,
-            Ok(_) => {}
-            Err(e) => panic!("rank 0 never reported epoch 2 ({e:?})"),
-        }
-        assert!(begun.elapsed() < Duration::from_secs(120), "no epoch 2");
-    }
+    // Rank 1, killed once rank 0 has reported its second epoch (a timer alone raced a fast
+    // machine, where all 8 epochs took under 2 s).
+    let log = LogWatch::new(&mut parent);
+    assert!(log.wait_for("epoch 2/8"), "the job ended before epoch 2");
     let pid = rank_pid(parent.id(), 1).expect("rank 1 is running");
     let st = Command::new("kill")
         .args(["-9", &pid.to_string()])
@@ -210,7 +190,7 @@ fn a_killed_rank_ends_the_job_and_a_rerun_resumes_bit_identical() {
         .unwrap();
     assert!(st.success());
     let status = parent.wait().unwrap();
-    let text = reader.join().unwrap();
+    let text = log.finish();
     assert!(
         !status.success(),
         "the job must fail when a rank dies:\n{text}"

@@ -3,11 +3,11 @@
 //! blob found, refused and recomputed.
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::Duration;
 
 mod common;
 use common::run::{
-    blob_file, flip_byte, ipirm, ok, shown_digests, stage_keys, tiny_run as setup, with,
+    blob_file, flip_byte, ipirm, ok, shown_digests, stage_keys, tiny_run as setup, with, LogWatch,
 };
 
 /// The digests of every blob the latest run of `fmnist-ipirm-quick` used, keyed by artifact key.
@@ -74,7 +74,14 @@ fn killed_runs_resume_bit_identical_to_an_uninterrupted_run() {
         tmp.path(),
         &args,
         "fmnist-ipirm-quick",
-        &[0.12, 0.45, 0.25, 0.7, 0.6, 0.95],
+        &[
+            ("data:", 30),
+            ("epoch 1/", 0),
+            ("partition after epoch 2", 40),
+            ("epoch 3/", 5),
+            ("  env 1", 0),
+            ("epoch 5/", 10),
+        ],
     );
 }
 
@@ -101,7 +108,13 @@ fn killed_mixup_runs_resume_bit_identical_to_an_uninterrupted_run() {
         tmp.path(),
         &args,
         "fmnist-ipirm-mixup-quick",
-        &[0.35, 0.12, 0.6, 0.85, 0.5],
+        &[
+            ("partition after epoch 0", 20),
+            ("epoch 2/", 0),
+            ("data:", 50),
+            ("epoch 4/", 3),
+            ("partition after epoch 4", 0),
+        ],
     );
     let run = ok(&store, &["run"], &args);
     for stage in ["training: cached", "linear probe", "kNN"] {
@@ -109,50 +122,53 @@ fn killed_mixup_runs_resume_bit_identical_to_an_uninterrupted_run() {
     }
 }
 
-/// Runs `ipirm train ARGS` to the end in one store, and in another kills it (SIGKILL) after each
-/// of `fractions` of the uninterrupted run's time before letting it finish; every artifact of the
-/// first must be in the second with the same bytes. Returns the killed-and-resumed store. (Delays
-/// relative to the run's own time, so that the kills land mid-run on slow and fast machines.)
+/// Runs `ipirm train ARGS` to the end in one store, and in another kills it (SIGKILL) at each of
+/// `moments` before letting it finish; every artifact of the first must be in the second with the
+/// same bytes. Returns the killed-and-resumed store. A moment is a line of the run's log (its
+/// start) and a delay after it: the kills land at the same points of the work on a fast or busy
+/// machine, where delays from the start alone raced the run.
 fn kill_and_resume(
     dir: &Path,
     args: &[String],
     run_name: &str,
-    fractions: &[f64],
+    moments: &[(&str, u64)],
 ) -> std::path::PathBuf {
     let clean = dir.join("clean");
-    let begun = Instant::now();
     let out = ok(&clean, &["train"], args);
-    let whole = begun.elapsed();
     let want = shown_digests(&clean, run_name);
     assert!(want.len() >= 8, "{want:?}\n{out}");
 
     let killed = dir.join("killed");
-    // Kill at several moments (deterministic pseudo-random delays), then let it finish.
     let mut kills = 0;
-    for (i, fraction) in fractions.iter().enumerate() {
+    for (i, (line, ms)) in moments.iter().enumerate() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ipirm"))
             .arg("train")
             .arg(format!("--store={}", killed.display()))
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(whole.mul_f64(*fraction));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
+        let log = LogWatch::new(&mut child);
+        if log.wait_for(line) {
+            std::thread::sleep(Duration::from_millis(*ms));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                kills += 1;
+            }
         }
         child.wait().unwrap();
+        let text = log.finish();
         let (clean, verify) = ipirm(&killed, &["store", "verify"], &[]);
         assert!(
             clean,
-            "after kill {i} the store must verify (orphans allowed):\n{verify}"
+            "after kill {i} the store must verify (orphans allowed):\n{verify}\nthe run:\n{text}"
         );
     }
     assert!(
-        kills >= 2,
-        "the runs finished before they could be killed; the test needs slower runs"
+        kills + 1 >= moments.len(),
+        "only {kills} of {} kills landed before the run ended",
+        moments.len()
     );
     let last = ok(&killed, &["train"], args);
     assert!(last.contains("final checkpoint"), "{last}");

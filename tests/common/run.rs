@@ -154,3 +154,49 @@ pub fn stage_keys(store: &Path, run: &str, stage: &str) -> Vec<String> {
         .map(|a| a["key"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// A running child's stderr, read line by line as it comes (so that a test can act on what the
+/// run reports rather than on a timer, which races a faster or busier machine) and kept whole.
+pub struct LogWatch {
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<String>,
+}
+
+impl LogWatch {
+    /// Takes `child`'s stderr (spawned with `Stdio::piped()`).
+    pub fn new(child: &mut std::process::Child) -> LogWatch {
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut all = String::new();
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line.clone());
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        LogWatch { lines, reader }
+    }
+
+    /// Waits for a line starting with `prefix`: true when one came, false when the log ended
+    /// (the process exited) first. Panics after 5 minutes.
+    pub fn wait_for(&self, prefix: &str) -> bool {
+        loop {
+            match self.lines.recv_timeout(std::time::Duration::from_secs(300)) {
+                Ok(line) if line.starts_with(prefix) => return true,
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return false,
+                Err(e) => panic!("no line `{prefix}…` within 5 minutes ({e:?})"),
+            }
+        }
+    }
+
+    /// The whole log, once the process has exited.
+    pub fn finish(self) -> String {
+        drop(self.lines);
+        self.reader.join().unwrap()
+    }
+}
