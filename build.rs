@@ -27,15 +27,20 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     let root = lib.parent().expect("libtorch's lib folder has a parent");
     let include = root.join("include");
-    cc::Build::new()
-        .cpp(true)
-        .pic(true)
-        .std("c++17")
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        // libtorch's headers are not warning-clean under -Wall; the shim's own code is small.
-        .warnings(false)
+    // C++ against libtorch's headers, as torch-sys builds its own glue.
+    let against_libtorch = || {
+        let mut b = cc::Build::new();
+        b.cpp(true)
+            .pic(true)
+            .std("c++17")
+            .define("_GLIBCXX_USE_CXX11_ABI", "1")
+            .include(&include)
+            .include(include.join("torch/csrc/api/include"))
+            // libtorch's headers are not warning-clean under -Wall; our own code is small.
+            .warnings(false);
+        b
+    };
+    against_libtorch()
         .file("src/shim/shim.cpp")
         .compile("ipirm_shim");
     // c10d (TCPStore, ProcessGroupGloo) for training on several processes. ProcessGroupGloo.hpp
@@ -45,15 +50,8 @@ fn main() {
     let gloo = gloo_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("/usr/include"));
-    let mut dist = cc::Build::new();
-    dist.cpp(true)
-        .pic(true)
-        .std("c++17")
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        .warnings(false)
-        .file("src/dist/c10d.cpp");
+    let mut dist = against_libtorch();
+    dist.file("src/dist/c10d.cpp");
     if gloo.join("gloo/context.h").exists() {
         dist.define("USE_C10D_GLOO", None);
         // Not /usr/include itself: as a -I folder it breaks libstdc++'s #include_next.
