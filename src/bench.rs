@@ -219,14 +219,25 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
             "img/s",
         );
     }
-    if o.parts {
-        return Ok(BenchReport {
-            device: crate::device::describe(device),
-            settings,
-            figures,
-        });
+    if !o.parts {
+        pipeline_figures(&cfg, device, o, &mut fig)?;
     }
+    Ok(BenchReport {
+        device: crate::device::describe(device),
+        settings,
+        figures,
+    })
+}
 
+/// The maximize step's figures: feature extraction as the pipeline runs it, then the offline
+/// maximize step on random feature pairs.
+fn pipeline_figures(
+    cfg: &Config,
+    device: Device,
+    o: &BenchOptions,
+    fig: &mut impl FnMut(String, f64, &str),
+) -> Result<()> {
+    let (side, c) = (o.side, o.channels);
     // Feature extraction: as the pipeline runs it, on ub × nb stored images.
     let (ub, nb) = if o.small {
         (256, 2)
@@ -271,11 +282,7 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
             "s",
         );
     }
-    Ok(BenchReport {
-        device: crate::device::describe(device),
-        settings,
-        figures,
-    })
+    Ok(())
 }
 
 /// `PART` lines: the minimize step on ready views split into the forward of both views, the

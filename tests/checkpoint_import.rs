@@ -57,6 +57,27 @@ fn ipirm(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// What PyTorch computed on the fixture's input (gen script's `expected.safetensors`).
+fn expected(dir: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(dir.join("expected.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// `ipirm checkpoint import PTH --out OUT`, which must succeed; its output.
+fn import(pth: &Path, out: &Path) -> String {
+    let (code, text) = ipirm(&[
+        "checkpoint",
+        "import",
+        pth.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    text
+}
+
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
@@ -64,20 +85,9 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn an_imported_reference_checkpoint_computes_what_pytorch_computes() {
     let dir = fixtures();
-    let expected: HashMap<String, Tensor> =
-        Tensor::read_safetensors(dir.join("expected.safetensors"))
-            .unwrap()
-            .into_iter()
-            .collect();
+    let expected = expected(dir);
     let out = dir.join("imported.safetensors");
-    let (code, text) = ipirm(&[
-        "checkpoint",
-        "import",
-        dir.join("model.pth").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{text}");
+    let text = import(&dir.join("model.pth"), &out);
     assert!(text.contains("imported 272 tensors"), "{text}");
     // The paper's model (the default config): ResNet-50, 128-d head.
     let cfg = Config::default();
@@ -101,20 +111,9 @@ fn an_imported_reference_checkpoint_computes_what_pytorch_computes() {
 #[test]
 fn a_linear_checkpoint_keeps_its_classifier() {
     let dir = fixtures();
-    let expected: HashMap<String, Tensor> =
-        Tensor::read_safetensors(dir.join("expected.safetensors"))
-            .unwrap()
-            .into_iter()
-            .collect();
+    let expected = expected(dir);
     let out = dir.join("linear.safetensors");
-    let (code, text) = ipirm(&[
-        "checkpoint",
-        "import",
-        dir.join("linear.pth").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{text}");
+    let text = import(&dir.join("linear.pth"), &out);
     assert!(text.contains("with the classifier"), "{text}");
     let loaded = ipirm::pipeline::load_model(&Config::default(), Device::Cpu, &out).unwrap();
     let (model, extra) = (&loaded.model, &loaded.classifier);

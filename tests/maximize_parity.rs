@@ -425,14 +425,14 @@ const LONG_CASES: [&str; 3] = [
     "maximize_long_nonorm",
 ];
 
+/// The fixture's whole run through `maximize_offline_with_order` with its recorded batch orders,
+/// under the fixture's settings as `adjust` changes them.
 fn replay(
     f: &HashMap<String, Tensor>,
-    max_epoch: Option<usize>,
+    adjust: impl FnOnce(&mut MaximizeConfig),
 ) -> ipirm::train::maximize::MaximizeResult {
     let (mut cfg, tau) = config(f);
-    if let Some(m) = max_epoch {
-        cfg.max_epoch = m;
-    }
+    adjust(&mut cfg);
     let orders = get(f, "orders");
     let order = |t: usize| Ok(orders.get(t as i64).copy());
     let (z1, z2, init) = (get(f, "z1"), get(f, "z2"), get(f, "init"));
@@ -449,7 +449,7 @@ fn replay(
 fn run_long(name: &str) {
     let f = fixture(name);
     let start = std::time::Instant::now();
-    let result = replay(&f, None);
+    let result = replay(&f, |_| {});
     let secs = start.elapsed().as_secs_f64();
     let reference = reference_epochs(get(&f, "steps"));
     let best_epoch = get(&f, "best_epoch").int64_value(&[]) as usize;
@@ -500,7 +500,7 @@ fn run_prefix(name: &str) {
     let reference = reference_epochs(get(&f, "steps"));
     {
         let epoch = 2usize;
-        let result = replay(&f, Some(epoch));
+        let result = replay(&f, |c| c.max_epoch = epoch);
         assert_eq!(result.risks.len(), epoch + 1);
         let e_p = prob_err(
             &result.last_partition,
@@ -609,20 +609,7 @@ fn whole_run_mixup_offline_nonorm_three_envs() {
 #[test]
 fn the_fast_form_stays_close_to_the_reference() {
     let f = fixture("maximize_run_relax");
-    let (mut cfg, tau) = config(&f);
-    cfg.exact = false;
-    let orders = get(&f, "orders");
-    let r = maximize_offline_with_order(
-        get(&f, "z1"),
-        get(&f, "z2"),
-        None,
-        get(&f, "init"),
-        &cfg,
-        tau,
-        |t| Ok(orders.get(t as i64).copy()),
-        |_, _| {},
-    )
-    .unwrap();
+    let r = replay(&f, |c| c.exact = false);
     let e = prob_err(&r.partition, get(&f, "best"));
     println!("fast form: probability error {e:.2e}");
     assert!(e > 0.0, "the fast form rounds differently");

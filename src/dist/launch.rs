@@ -296,6 +296,10 @@ mod tests {
         })
     }
 
+    fn fields(l: &Launch) -> (usize, usize, &str, u16, usize) {
+        (l.rank, l.world, &l.master_addr, l.master_port, l.local_rank)
+    }
+
     #[test]
     fn flags_and_torchrun_environment() {
         assert_eq!(mode(None, None, None, &[]).unwrap(), Mode::Single);
@@ -307,16 +311,7 @@ mod tests {
         let Mode::Rank(l) = mode(Some(1), Some(2), Some("10.0.0.1:29500"), &[]).unwrap() else {
             panic!()
         };
-        assert_eq!(
-            (
-                l.rank,
-                l.world,
-                l.master_addr.as_str(),
-                l.master_port,
-                l.local_rank
-            ),
-            (1, 2, "10.0.0.1", 29500, 1)
-        );
+        assert_eq!(fields(&l), (1, 2, "10.0.0.1", 29500, 1));
         let env = [
             ("RANK", "3"),
             ("WORLD_SIZE", "8"),
@@ -327,16 +322,7 @@ mod tests {
         let Mode::Rank(l) = mode(None, None, None, &env).unwrap() else {
             panic!()
         };
-        assert_eq!(
-            (
-                l.rank,
-                l.world,
-                l.master_addr.as_str(),
-                l.master_port,
-                l.local_rank
-            ),
-            (3, 8, "node0", 1234, 1)
-        );
+        assert_eq!(fields(&l), (3, 8, "node0", 1234, 1));
         // A flag wins over the environment.
         let Mode::Rank(l) = mode(Some(2), None, None, &env).unwrap() else {
             panic!()
