@@ -37,9 +37,9 @@ pub enum Error {
     /// the store folder and the key or run.
     #[error("{0}")]
     Store(String),
-    /// A stored blob that is missing or whose bytes no longer match its digest: invalidate the
-    /// artifact (`Store::invalidate`) and recompute it.
-    #[error("artifact {key}: blob {} is damaged: expected {expected}, found {found}; drop it with `Store::invalidate` and recompute it", file.display())]
+    /// A stored blob that is missing or whose bytes no longer match its digest: the artifact is
+    /// dropped from the index and recomputed by the next run that needs it.
+    #[error("artifact {key}: blob {} is damaged: expected {expected}, found {found}; rerun the command to recompute it (`ipirm store verify` lists every damaged file)", file.display())]
     Damaged {
         key: String,
         file: PathBuf,

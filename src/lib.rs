@@ -6,12 +6,14 @@
 //! kNN monitor and the linear probe, [`config`] is the one serde config with its presets, [`dist`]
 //! runs training on several processes (c10d, Gloo).
 pub mod bench;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod dist;
 pub mod error;
 pub mod eval;
+pub mod gate;
 pub mod loss;
 pub mod model;
 pub mod numerics;
@@ -22,6 +24,7 @@ pub mod replay;
 pub mod reproduction;
 pub mod rng;
 pub mod shim;
+pub mod stats;
 pub mod store;
 pub mod train;
 

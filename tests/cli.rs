@@ -574,3 +574,21 @@ fn empty_folders_and_link_loops_in_place_of_data_files() {
         &["train_X.bin", "a folder"],
     );
 }
+
+/// A `knn.k` larger than the memory bank is used as the bank's size, and said so with both
+/// numbers (it was clamped silently).
+#[test]
+fn a_knn_k_beyond_the_bank_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    fashion_folder(tmp.path(), 64, 8);
+    let d = tmp.path().to_str().unwrap();
+    let store = format!("--store={}", tmp.path().join("store").display());
+    let mut args = tiny_fashion(d, &["--set=knn.k=500", "--set=linear.epochs=0", &store]);
+    args[0] = "run";
+    let (code, stderr) = ipirm(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("knn.k = 500 is larger than the memory bank (64 images); using k = 64"),
+        "{stderr}"
+    );
+}

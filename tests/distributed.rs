@@ -275,3 +275,60 @@ fn bad_distribution_flags_name_the_flag() {
         assert!(!ok && text.contains(needle), "{flags:?}:\n{text}");
     }
 }
+
+/// Two ranks started by hand whose settings differ: both stop with a message naming the first
+/// setting that differs and the rank that has it, and nothing is stored. (Rank 1 with another
+/// learning rate trained silently beside rank 0, which stored the mixed result under its own
+/// keys; another `data.train_limit` aborted rank 1 in a Gloo collective.)
+#[test]
+fn ranks_with_other_settings_stop_naming_the_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tiny_run(tmp.path());
+    for (other, key) in [
+        ("--set=train.lr=0.5", "train.lr"),
+        ("--set=data.train_limit=32", "data.train_limit"),
+    ] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = tmp.path().join(format!("store-{key}"));
+        let rank = |r: usize, extra: &[&str]| {
+            let master = format!("--master=127.0.0.1:{port}");
+            let rank = format!("--rank={r}");
+            let flags = [&rank, "--world-size=2", &master, "--dist-timeout=60"];
+            Command::new(env!("CARGO_BIN_EXE_ipirm"))
+                .arg("train")
+                .arg(format!("--store={}", store.display()))
+                .args(with(&with(&base, &flags), extra))
+                .envs(ONE_THREAD.iter().copied())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let r0 = rank(0, &[]);
+        let r1 = rank(1, &[other]);
+        for (r, child) in [(0, r0), (1, r1)] {
+            let out = child.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "rank {r} succeeded:\n{text}");
+            assert!(
+                text.contains("rank 1 runs with other settings than rank 0")
+                    && text.contains(&format!("{key} is")),
+                "rank {r}:\n{text}"
+            );
+            assert!(
+                !text.contains("panicked") && !text.contains("epoch 1/"),
+                "{text}"
+            );
+        }
+        // Rank 0 checks before it records a run: nothing stored.
+        let objects = store.join("objects");
+        assert!(
+            !objects.exists() || std::fs::read_dir(&objects).unwrap().next().is_none(),
+            "{key}: rank 0 stored something"
+        );
+    }
+}

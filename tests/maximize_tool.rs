@@ -113,6 +113,21 @@ fn bad_feature_files_are_refused_clearly() {
             ],
             &["init", "[10, 2]"],
         ),
+        // No samples (a max over an empty tensor panicked before the count was checked).
+        (
+            vec![
+                ("z1", Tensor::zeros([0, 4], (Kind::Float, Device::Cpu))),
+                ("z2", Tensor::zeros([0, 4], (Kind::Float, Device::Cpu))),
+            ],
+            &["at least 2 samples", "[0, 4]"],
+        ),
+        (
+            vec![
+                ("z1", Tensor::zeros([10, 0], (Kind::Float, Device::Cpu))),
+                ("z2", Tensor::zeros([10, 0], (Kind::Float, Device::Cpu))),
+            ],
+            &["at least 1 dimension", "[10, 0]"],
+        ),
     ];
     for (tensors, needles) in cases {
         let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
@@ -135,6 +150,28 @@ fn bad_feature_files_are_refused_clearly() {
     );
     let (ok, text) = maximize(dir.path(), &dir.path().join("missing.safetensors"), &[]);
     assert!(!ok && text.contains("missing.safetensors"), "{text}");
+}
+
+/// `--out` naming the features file (the same path, or another spelling of it) is refused and
+/// the input is left as it was; it was overwritten before.
+#[test]
+fn an_output_that_is_the_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("out.safetensors");
+    write(
+        &input,
+        &[("z1", &normalised(10, 4)), ("z2", &normalised(10, 4))],
+    );
+    let before = std::fs::read(&input).unwrap();
+    let (ok, text) = maximize(dir.path(), &input, &[]);
+    assert!(
+        !ok && text.contains("--out") && text.contains("overwrite the input"),
+        "{text}"
+    );
+    let spelled = dir.path().join(".").join("out.safetensors");
+    let (ok, text) = maximize(dir.path(), &spelled, &[]);
+    assert!(!ok && text.contains("overwrite the input"), "{text}");
+    assert_eq!(std::fs::read(&input).unwrap(), before);
 }
 
 /// The settings of a long-run fixture (`tests/fixtures/gen_maximize_long.py`) as `--set` flags.

@@ -457,3 +457,116 @@ fn a_run_branches_from_a_stored_partition() {
         assert!(!success && text.contains(needle), "{spec}:\n{text}");
     }
 }
+
+/// The artifact keys of every stage of run `name`, from `store show NAME --json`.
+fn all_keys(store: &Path, name: &str) -> Vec<(String, String)> {
+    [
+        "dataset",
+        "checkpoint",
+        "curve",
+        "features",
+        "partition",
+        "knn-pixels",
+        "knn",
+        "linear",
+        "report",
+    ]
+    .iter()
+    .flat_map(|s| {
+        stage_keys(store, name, s)
+            .into_iter()
+            .map(move |k| (s.to_string(), k))
+    })
+    .collect()
+}
+
+/// Other pixels of the same size, under the same settings: nothing that reads the images is
+/// reused. Only the initialisation (checkpoint 0, drawn from the seed) is shared; before the
+/// dataset was an input of the maximize steps, the first partition and its features were served
+/// from the first data. Also other image counts of the same files (`data.train_limit`).
+#[test]
+fn changed_data_reuses_nothing_that_reads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = setup(tmp.path());
+    let store = tmp.path().join("store");
+    ok(&store, &["run"], &with(&args, &["--name=first"]));
+
+    // The same files with the first 16 training images inverted.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in std::fs::read_dir(tmp.path().join("data")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, other.join(f.file_name().unwrap())).unwrap();
+    }
+    let images = other.join("train-images-idx3-ubyte.gz");
+    let raw = common::gunzip(&std::fs::read(&images).unwrap());
+    let mut changed = raw.clone();
+    for b in &mut changed[16..16 + 16 * 28 * 28] {
+        *b = 255 - *b;
+    }
+    std::fs::write(&images, common::gzip(&changed)).unwrap();
+    let second = ok(
+        &store,
+        &["run"],
+        &with(
+            &args,
+            &[
+                "--name=second",
+                &format!("--set=data.data_dir={}", other.display()),
+            ],
+        ),
+    );
+    assert!(!second.contains("cached"), "{second}");
+    let first = all_keys(&store, "first");
+    let shared: Vec<_> = all_keys(&store, "second")
+        .into_iter()
+        .filter(|k| first.contains(k))
+        .collect();
+    let init = stage_keys(&store, "first", "checkpoint")[0].clone();
+    assert_eq!(shared, vec![("checkpoint".to_string(), init)], "{second}");
+
+    // Fewer images of the same files: a run of its own (it ended in a shape panic when the
+    // first partition of 64 images was reused).
+    let fewer = ok(
+        &store,
+        &["run"],
+        &with(&args, &["--name=fewer", "--set=data.train_limit=32"]),
+    );
+    assert!(fewer.contains("(32 images) for training"), "{fewer}");
+    assert!(
+        stage_keys(&store, "fewer", "partition")
+            .iter()
+            .all(|k| !first.contains(&("partition".to_string(), k.clone()))),
+        "{fewer}"
+    );
+}
+
+/// A branch whose partition assigns another number of images than the run trains on is refused
+/// before any work, naming both counts.
+#[test]
+fn a_branch_on_another_number_of_images_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = setup(tmp.path());
+    let store = tmp.path().join("store");
+    ok(&store, &["run"], &args);
+    let (success, text) = ipirm(
+        &store,
+        &["run"],
+        &with(
+            &args,
+            &[
+                "--name=fewer",
+                "--from-partition=fmnist-ipirm-quick@1",
+                "--set=data.train_limit=32",
+            ],
+        ),
+    );
+    assert!(!success, "{text}");
+    assert!(
+        text.contains("ipirm.from_partition")
+            && text.contains("assigns 64 training images")
+            && text.contains("trains on 32"),
+        "{text}"
+    );
+    assert!(!text.contains("epoch 2/3"), "{text}");
+}

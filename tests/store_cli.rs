@@ -428,3 +428,58 @@ fn fill(path: &Path) {
     while f.write_all(&chunk).is_ok() {}
     let _ = f.sync_all();
 }
+
+/// A store whose index is lost (its meta files and blobs intact): `ls` says so instead of
+/// showing an empty store, `gc` refuses instead of deleting every blob (it deleted all of them
+/// before), and after `store repair` everything is there. With the meta files lost too, `ls`
+/// says the index is empty while blobs are present.
+#[test]
+fn a_lost_index_makes_gc_refuse_and_ls_warn() {
+    let (tmp, store, _) = copy_of_finished();
+    let want = shown_digests(&store, RUN);
+    let blobs = || common::files_under(&store.join("objects")).len();
+    let before = blobs();
+    assert!(before > 0);
+    std::fs::remove_dir_all(store.join("index")).unwrap();
+    let ls = ok(&store, &["store", "ls"], &[]);
+    assert!(
+        ls.contains("lacks") && ls.contains("store repair"),
+        "ls names the lost index:\n{ls}"
+    );
+    for dry in [true, false] {
+        let flags: Vec<&str> = if dry {
+            vec!["store", "gc", "--dry-run"]
+        } else {
+            vec!["store", "gc"]
+        };
+        let (success, text) = ipirm(&store, &flags, &[]);
+        assert!(
+            !success && text.contains("store repair") && text.contains("gc refuses"),
+            "{flags:?}:\n{text}"
+        );
+        assert_eq!(blobs(), before, "gc deleted blobs");
+    }
+    ok(&store, &["store", "repair"], &[]);
+    assert_eq!(shown_digests(&store, RUN), want);
+    let gc = ok(&store, &["store", "gc"], &[]);
+    assert!(!gc.contains("refuses"), "{gc}");
+    assert_eq!(shown_digests(&store, RUN), want);
+
+    // Index and meta files both gone: blobs without any record of them.
+    let bare = tmp.path().join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(store.join("objects"))
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ls = ok(&bare, &["store", "ls"], &[]);
+    assert!(
+        ls.contains("index") && ls.contains("empty") && ls.contains("blob files"),
+        "{ls}"
+    );
+    let (success, text) = ipirm(&bare, &["store", "gc"], &[]);
+    assert!(!success && text.contains("gc refuses"), "{text}");
+}

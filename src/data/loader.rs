@@ -33,6 +33,23 @@ impl RunData {
         Ok(data)
     }
 
+    /// The sha256 of the three sets' images and labels, in the order train, bank, test: what
+    /// the `dataset` stage keys on, and what data-parallel ranks compare.
+    pub fn fingerprint(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for ds in [&self.train, &self.bank, &self.test] {
+            for t in [&ds.images, &ds.labels] {
+                let cpu = t.to_device(Device::Cpu).contiguous();
+                let n = cpu.numel() * cpu.kind().elt_size_in_bytes();
+                let mut bytes = vec![0u8; n];
+                cpu.f_copy_data_u8(&mut bytes, cpu.numel())?;
+                h.update(&bytes);
+            }
+        }
+        Ok(format!("{:x}", h.finalize()))
+    }
+
     fn load_splits(cfg: &DataConfig, device: Device) -> Result<RunData> {
         let dir = cfg.data_dir.as_deref();
         let train_split = if cfg.dataset == DatasetKind::Stl10 {

@@ -31,8 +31,11 @@ use tch::{Device, Kind, Tensor};
 use crate::config::Config;
 use crate::{Error, Result};
 
+mod agree;
 mod launch;
 pub(crate) mod serve;
+
+pub use agree::{agree, description};
 
 pub use launch::{spawn_local, take_back_cores, Launch, Mode};
 pub use serve::{serve, Command};
@@ -104,9 +107,13 @@ impl Group {
                 &mut ptr,
             )
         };
+        let hint = match launch.rank {
+            0 => "is the port free, and the other ranks started?",
+            _ => "is rank 0 running there, and the port open?",
+        };
         check(err, "").map_err(|e| {
             Error::Dist(format!(
-                "rank {} of {} could not join the group at {}:{} within {} s (is rank 0 running there, and the port open?){e}",
+                "rank {} of {} could not join the group at {}:{} within {} s ({hint}){e}",
                 launch.rank,
                 launch.world,
                 launch.master_addr,

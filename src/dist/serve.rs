@@ -98,6 +98,7 @@ pub fn serve(cfg: &Config, device: Device) -> Result<()> {
     let g = group().ok_or_else(|| Error::Dist("serve: no process group".into()))?;
     crate::progress::set_quiet();
     let data = RunData::load_for_training(cfg, device)?;
+    super::agree(&g, &super::description(cfg, &data.fingerprint()?, device)?)?;
     let images = &data.train.images;
     let mut trainer = Trainer::with_group(cfg, device, g.clone())?;
     let n = images.size()[0];

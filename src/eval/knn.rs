@@ -42,7 +42,7 @@ pub fn pixel_features(bank: &Tensor, test: &Tensor) -> (Tensor, Tensor) {
 /// The kNN monitor's settings, resolved from the config.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Knn {
-    /// Neighbours (clamped to the bank's size).
+    /// Neighbours (clamped to the bank's size, with a warning).
     pub k: i64,
     /// Weighting temperature τ: each neighbour votes exp(sim/τ).
     pub temperature: f64,
@@ -85,6 +85,11 @@ pub fn knn_accuracy(
         return Err(Error::Shape(
             "kNN needs a non-empty memory bank and test set".into(),
         ));
+    }
+    if k > n {
+        eprintln!(
+            "warning: knn.k = {k} is larger than the memory bank ({n} images); using k = {n}"
+        );
     }
     let k = k.min(n);
     let _guard = tch::no_grad_guard();

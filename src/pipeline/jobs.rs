@@ -36,6 +36,7 @@ fn start<'a>(
     store: &'a Store,
     name: &str,
 ) -> Result<Started<'a>> {
+    let as_given = cfg.clone();
     let numerics = crate::numerics::resolve_config(cfg, device)?;
     eprintln!("numerics: {}", numerics.describe());
     let branch = match cfg.ipirm.from_partition.clone() {
@@ -53,6 +54,12 @@ fn start<'a>(
         None => None,
     };
     let cfg: &'a Config = cfg;
+    let data = RunData::load_for_training(cfg, device)?;
+    let sha256 = data.fingerprint()?;
+    // As rank 0 of several: the other ranks must run the same job (crate::dist::agree).
+    if let Some(g) = crate::dist::group() {
+        crate::dist::agree(&g, &crate::dist::description(&as_given, &sha256, device)?)?;
+    }
     let run = store.start_run(name, cfg)?;
     eprintln!("run {} in store {}", run.id, store.root().display());
     let ctx = Ctx {
@@ -61,7 +68,6 @@ fn start<'a>(
         device,
         cfg,
     };
-    let data = RunData::load_for_training(cfg, device)?;
     eprintln!(
         "data: {} ({} images) for training, {} ({}) as kNN bank, {} ({}) as test",
         data.train.name,
@@ -71,7 +77,14 @@ fn start<'a>(
         data.test.name,
         data.test.len()
     );
-    let dataset_key = dataset_stage(&ctx, &data)?;
+    let dataset_key = dataset_stage(&ctx, &data, &sha256)?;
+    if let Some(b) = &branch {
+        check_branch_data(&ctx, b, &dataset_key, data.train.len())?;
+    }
+    if cfg.train.epochs >= 1000 {
+        // About 0.1 ms an epoch: seconds before anything else shows for a long run.
+        eprintln!("planning the keys of {} epochs…", cfg.train.epochs);
+    }
     let plan = Plan::new(cfg, &dataset_key, branch.as_ref())?;
     Ok(Started {
         ctx,
@@ -506,6 +519,54 @@ pub fn resolve_branch(store: &Store, spec: &str) -> Result<Branch> {
     })
 }
 
+/// Refuses a branch whose partition does not assign this run's training images: one row per
+/// image is required. A partition learned on other images of the same count is allowed (the
+/// branch's keys name it), with a note.
+fn check_branch_data(ctx: &Ctx, b: &Branch, dataset_key: &str, images: i64) -> Result<()> {
+    let flag = "ipirm.from_partition";
+    let rec = ctx.load::<PartitionRecord>(&b.partition)?.ok_or_else(|| {
+        Error::config(
+            flag,
+            format!(
+                "partition {} is no longer in the store",
+                short(&b.partition)
+            ),
+        )
+    })?;
+    let rows = rec.partition.size()[0];
+    if rows != images {
+        return Err(Error::config(
+            flag,
+            format!(
+                "partition {} assigns {rows} training images, but this run trains on {images} (check data.train_limit and data.dataset)",
+                short(&b.partition)
+            ),
+        ));
+    }
+    // Partitions stored before the dataset was among their inputs name none.
+    let mut learned_on = None;
+    for k in ctx
+        .store
+        .get_meta(&b.partition)?
+        .map_or(vec![], |a| a.inputs)
+    {
+        if ctx
+            .store
+            .get_meta(&k)?
+            .is_some_and(|a| a.stage == StageKind::Dataset.name())
+        {
+            learned_on = Some(k);
+        }
+    }
+    if learned_on.is_some_and(|k| k != dataset_key) {
+        eprintln!(
+            "note: partition {} was learned on other data than this run's (same number of images)",
+            short(&b.partition)
+        );
+    }
+    Ok(())
+}
+
 /// After which epoch a stored partition was learned, from its header (or its tensors, for a
 /// partition stored without metadata).
 fn partition_epoch(store: &Store, key: &str) -> Result<Option<usize>> {
@@ -524,23 +585,12 @@ fn partition_epoch(store: &Store, key: &str) -> Result<Option<usize>> {
 /// The dataset stage: a fingerprint of the three image sets (sha256 of their bytes and labels),
 /// computed every run so changed files are noticed; its key covers the data settings and the
 /// fingerprint, so every later stage depends on the data's content.
-pub fn dataset_stage(ctx: &Ctx, data: &RunData) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
+pub fn dataset_stage(ctx: &Ctx, data: &RunData, sha256: &str) -> Result<String> {
     let sets = [&data.train, &data.bank, &data.test];
-    for ds in sets {
-        for t in [&ds.images, &ds.labels] {
-            let cpu = t.to_device(Device::Cpu).contiguous();
-            let n = cpu.numel() * cpu.kind().elt_size_in_bytes();
-            let mut bytes = vec![0u8; n];
-            cpu.f_copy_data_u8(&mut bytes, cpu.numel())?;
-            h.update(&bytes);
-        }
-    }
     let rec = DatasetRecord {
         names: sets.iter().map(|d| d.name.clone()).collect(),
         counts: sets.iter().map(|d| d.len()).collect(),
-        sha256: format!("{:x}", h.finalize()),
+        sha256: sha256.to_string(),
     };
     let st = Planned::new(
         StageKind::Dataset,
@@ -617,6 +667,13 @@ pub fn maximize_file(
     cfg: &Config,
 ) -> Result<crate::train::maximize::MaximizeResult> {
     check_output_file(output, "--out")?;
+    if same_file(input, output) {
+        return Err(Error::file(
+            output,
+            "an --out path other than --features (the output would overwrite the input)",
+            format!("the same file as {}", input.display()),
+        ));
+    }
     let named =
         tch::Tensor::read_safetensors(input).map_err(|e| match std::fs::metadata(input) {
             Err(io) => Error::io(input, io),
@@ -679,8 +736,6 @@ pub fn maximize_file(
     let z2 = get("z2").ok_or_else(|| bad("a tensor `z2` (N×d float32)".into()))?;
     check("z1", &z1)?;
     check("z2", &z2)?;
-    unit_rows("z1", &z1)?;
-    unit_rows("z2", &z2)?;
     if z1.size() != z2.size() {
         return Err(Error::file(
             input,
@@ -689,9 +744,15 @@ pub fn maximize_file(
         ));
     }
     let n = z1.size()[0];
-    if n < 2 {
-        return Err(Error::file(input, "at least 2 samples", format!("{n}")));
+    if n < 2 || z1.size()[1] < 1 {
+        return Err(Error::file(
+            input,
+            "`z1` and `z2` with at least 2 samples of at least 1 dimension",
+            format!("shape {:?}", z1.size()),
+        ));
     }
+    unit_rows("z1", &z1)?;
+    unit_rows("z2", &z2)?;
     let e = cfg.maximize.env_num;
     if e > n {
         return Err(Error::config(
@@ -760,6 +821,25 @@ pub fn maximize_file(
             )
         })?;
     Ok(result)
+}
+
+/// Whether `a` and `b` name the same file (`b` need not exist yet: its folder is resolved).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| match (p.parent(), p.file_name()) {
+        (Some(d), Some(f)) => {
+            let d = if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            };
+            d.canonicalize().ok().map(|d| d.join(f))
+        }
+        _ => None,
+    };
+    match (a.canonicalize().ok(), resolve(b)) {
+        (Some(a), Some(b)) => a == b || b.canonicalize().is_ok_and(|b| a == b),
+        _ => false,
+    }
 }
 
 /// The batch order of `ipirm maximize`: the file's `order` (checked: int64 `[epochs, n]`, each row

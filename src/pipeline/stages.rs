@@ -11,8 +11,8 @@
 //! | `checkpoint` 0 (initialisation) | none | model, `train.seed` |
 //! | `checkpoint` e ≥ 1 | checkpoint e−1, dataset, newest partition | e, model, the minimize step's settings (`train` without `epochs`, `knn_every`; `mixup`, `mixup_alpha` only with `mixup`, `debiased`, `tau_plus` only for SimCLR without it; IP-IRM: `ipirm` without `maximize_iter`, with `retain_group_set` only when `retain_group` and non-zero, plus `env_num`, and `irm_temp` unless `mixup`; `epochs` only with `increasing_weight`), the partition a branched run started from; numerics |
 //! | `curve` e | checkpoint e | none (the same computation as the checkpoint) |
-//! | `features` k | the checkpoint it is learned after | k, `train.seed`, `maximize.batch_size` (and `train.mixup_alpha` with `maximize.mixup`), numerics |
-//! | `partition` k | that checkpoint, its features (offline), the previous partition (without `random_init`) | k, `train.seed`, every `maximize` setting but `seed`, the resolved temperature (and `train.mixup_alpha` with `maximize.mixup`); numerics when online |
+//! | `features` k | the checkpoint it is learned after, dataset | k, `train.seed`, `maximize.batch_size` (and `train.mixup_alpha` with `maximize.mixup`), numerics |
+//! | `partition` k | that checkpoint, dataset, its features (offline), the previous partition (without `random_init`) | k, `train.seed`, every `maximize` setting but `seed`, the resolved temperature (and `train.mixup_alpha` with `maximize.mixup`); numerics when online |
 //! | `knn-pixels` | dataset | `knn`, the resolved temperature |
 //! | `knn` | a checkpoint, dataset | `knn`, the resolved temperature, numerics |
 //! | `knn-monitor` | the checkpoint after epoch e, dataset | e, `knn`, the resolved temperature, numerics |
@@ -453,15 +453,19 @@ impl Plan {
                              partitions: &mut Vec<PlannedPartition>|
          -> Result<()> {
             let step = partitions.len();
+            // The dataset is an input of its own: the checkpoint before epoch 1 does not read
+            // the data, so without it the first step's features and partition would be served
+            // for other images of the same count. The checkpoint stays the first input (a
+            // branch finds it there).
             let features = match cfg.maximize.offline {
                 true => Some(Planned::new(
                     StageKind::Features,
                     &features_params(cfg, step),
-                    vec![ckpt.to_string()],
+                    vec![ckpt.to_string(), dataset_key.to_string()],
                 )?),
                 false => None,
             };
-            let mut inputs = vec![ckpt.to_string()];
+            let mut inputs = vec![ckpt.to_string(), dataset_key.to_string()];
             inputs.extend(features.as_ref().map(|f| f.key.clone()));
             if !cfg.maximize.random_init {
                 inputs.extend(partitions.last().map(|p| p.partition.key.clone()));

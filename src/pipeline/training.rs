@@ -23,19 +23,27 @@ pub struct Trained {
 /// Where a run can resume: the latest stored checkpoint whose earlier partitions are all stored
 /// too (by the index and the blobs' sizes; the bytes are checked when loaded).
 fn resume_point(ctx: &Ctx, plan: &Plan) -> Result<Option<usize>> {
-    for e in (plan.start()..=plan.epochs()).rev() {
-        if !ctx.store.contains(&plan.checkpoint(e).key)? {
-            continue;
-        }
-        let mut ok = true;
-        for p in plan.partitions.iter().filter(|p| p.after_epoch < e) {
-            ok &= ctx.store.contains(&p.partition.key)?;
-        }
-        if ok {
-            return Ok(Some(e));
-        }
-    }
-    Ok(None)
+    let epochs: Vec<usize> = (plan.start()..=plan.epochs()).collect();
+    let keys: Vec<&str> = epochs
+        .iter()
+        .map(|&e| plan.checkpoint(e).key.as_str())
+        .chain(plan.partitions.iter().map(|p| p.partition.key.as_str()))
+        .collect();
+    let stored = ctx.store.contains_each(&keys)?;
+    let (checkpoints, partitions) = stored.split_at(epochs.len());
+    // Every partition learned before epoch e is stored.
+    let partitions_ok = |e: usize| {
+        plan.partitions
+            .iter()
+            .zip(partitions)
+            .all(|(p, &ok)| p.after_epoch >= e || ok)
+    };
+    Ok(epochs
+        .iter()
+        .zip(checkpoints)
+        .rev()
+        .find(|(&e, &stored)| stored && partitions_ok(e))
+        .map(|(&e, _)| e))
 }
 
 /// The state to resume from: the latest checkpoint that loads intact, with every partition

@@ -9,10 +9,12 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+mod arms;
 mod bars;
 mod curves;
 mod images;
 
+pub use arms::{arm_intervals_svg, ArmInterval};
 pub use bars::{composition_svg, paper_table_svg};
 pub use curves::{lines_svg, training_curves_svg, Series};
 pub use images::{image_grid_png, show_png};

@@ -564,6 +564,11 @@ impl Store {
         }
         let root = self.root().to_path_buf();
         self.with_index(|ix| {
+            // What gc keeps is read from the index: one that lost entries would have gc delete
+            // their blobs, which repair could otherwise bring back.
+            if let Some(gap) = ix.index_gaps()? {
+                return Err(Error::Store(format!("{gap}. gc refuses to run until then")));
+            }
             let now = now_secs();
             let young = |t: u64| now.saturating_sub(t) < opts.grace_secs;
             let running = |r: &RunRecord| {

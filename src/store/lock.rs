@@ -285,7 +285,7 @@ fn held_error(root: &Path, timeout: Duration) -> Error {
         ),
     };
     Error::Store(format!(
-        "store index {} {who}; gave up after waiting {:.1} s. Wait for that process to finish, or stop it if it is stuck, then retry (the wait is StoreOptions::lock_timeout).",
+        "store index {} {who}; gave up after waiting {:.1} s. Wait for that process to finish, or stop it if it is stuck, then retry.",
         root.join(INDEX_DIR).display(),
         timeout.as_secs_f64()
     ))

@@ -90,6 +90,53 @@ pub(crate) fn mark_complete(root: &Path) -> Result<()> {
     )
 }
 
+/// What the index lacks that the files say the store holds: entries with a file under `meta/`
+/// and no index entry, or blob files while the index lists no artifact and no run (its meta
+/// files lost too). `None` when they agree. A crash between a meta file's write and its index entry leaves
+/// one such entry, which `ipirm store repair` restores like a lost index.
+pub(crate) fn index_gaps(
+    root: &Path,
+    artifact_keys: &[String],
+    run_ids: &[String],
+) -> Result<Option<String>> {
+    use std::collections::BTreeSet;
+    let (arts, runs) = list(root)?;
+    let names =
+        |keys: &[String]| -> BTreeSet<String> { keys.iter().map(|k| file_name(k)).collect() };
+    let (indexed_arts, indexed_runs) = (names(artifact_keys), names(run_ids));
+    let missing = |files: &[PathBuf], indexed: &BTreeSet<String>| {
+        files
+            .iter()
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !indexed.contains(n))
+            })
+            .count()
+    };
+    let (lost_arts, lost_runs) = (missing(&arts, &indexed_arts), missing(&runs, &indexed_runs));
+    if lost_arts + lost_runs > 0 {
+        return Ok(Some(format!(
+            "the index of store {} lacks {lost_arts} of the {} artifacts and {lost_runs} of the {} runs that its meta files record (a lost or damaged index); `ipirm store repair` rebuilds it",
+            root.display(),
+            arts.len(),
+            runs.len()
+        )));
+    }
+    // (A run records itself before its first blob, so blobs under an index without runs were
+    // not left by a crash.)
+    if artifact_keys.is_empty() && run_ids.is_empty() {
+        let blobs = super::commands::files_under(&root.join(super::OBJECTS_DIR))?.len();
+        if blobs > 0 {
+            return Ok(Some(format!(
+                "the index of store {} is empty while {blobs} blob files are present under objects/ (a lost index, and no meta files to rebuild it from: `ipirm store repair --from EXPORT_DIR` restores an export)",
+                root.display()
+            )));
+        }
+    }
+    Ok(None)
+}
+
 /// The files of every artifact, then of every run, sorted by path.
 pub(crate) fn list(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let arts = super::commands::files_under(&root.join(META_DIR).join(ARTIFACTS))?;

@@ -534,6 +534,12 @@ impl Store {
         self.with_index(|ix| ix.contains(key))
     }
 
+    /// [`Store::contains`] of each key, in one visit to the index (a plan of many epochs
+    /// would otherwise open it once per key).
+    pub fn contains_each(&self, keys: &[&str]) -> Result<Vec<bool>> {
+        self.with_index(|ix| keys.iter().map(|k| ix.contains(k)).collect())
+    }
+
     /// Drops `key` from the index (and deletes its blob if no other artifact shares it), so the
     /// next [`Store::contains`] is false and the stage is recomputed. Returns whether it existed.
     pub fn invalidate(&self, key: &str) -> Result<bool> {
@@ -543,6 +549,12 @@ impl Store {
     /// Every artifact, sorted by key.
     pub fn list_artifacts(&self) -> Result<Vec<Artifact>> {
         self.with_index(|ix| ix.list_artifacts())
+    }
+
+    /// Whether the index misses entries the store's files record (see `mirror::index_gaps`):
+    /// a message saying what and how to repair it, or `None`.
+    pub fn index_gaps(&self) -> Result<Option<String>> {
+        self.with_index(|ix| ix.index_gaps())
     }
 
     // ----- runs -------------------------------------------------------------------------------
@@ -789,6 +801,19 @@ impl Index {
         Ok(out)
     }
 
+    /// See [`Store::index_gaps`].
+    pub fn index_gaps(&self) -> Result<Option<String>> {
+        let mut keys = Vec::new();
+        for k in self.handle.artifacts().iter().keys() {
+            keys.push(String::from_utf8_lossy(&k.map_err(|e| self.sled_err(e))?).into_owned());
+        }
+        let mut runs = Vec::new();
+        for k in self.handle.runs().iter().keys() {
+            runs.push(String::from_utf8_lossy(&k.map_err(|e| self.sled_err(e))?).into_owned());
+        }
+        mirror::index_gaps(&self.root, &keys, &runs)
+    }
+
     /// See [`Store::invalidate`].
     pub fn invalidate(&self, key: &str) -> Result<bool> {
         self.writable()?;
@@ -817,7 +842,7 @@ impl Index {
     fn check_run_exists(&self, run: Option<&str>) -> Result<()> {
         match run {
             Some(id) if self.get_run(id)?.is_none() => Err(Error::Store(format!(
-                "store at {}: run {id} does not exist (start it with Store::start_run)",
+                "store at {}: run {id} does not exist (`ipirm store ls` lists the runs)",
                 self.root.display()
             ))),
             _ => Ok(()),

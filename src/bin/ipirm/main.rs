@@ -61,6 +61,28 @@ enum Command {
         /// Folder for report.md, report.json and the charts.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Check every paper row that has a finished run against the paper's number (±1.0
+        /// point) and every `[[expect]]` entry of an optional expectations file; exits 1 naming
+        /// each row outside its tolerance.
+        #[arg(long, value_name = "EXPECTATIONS.toml", num_args = 0..=1, default_missing_value = "")]
+        check: Option<PathBuf>,
+        /// With --check: a row without a finished run fails too.
+        #[arg(long, requires = "check")]
+        require_all: bool,
+    },
+    /// Arms side by side: a run name (its finished runs, one per seed) or a run id each; means,
+    /// standard deviations and 95 % intervals, differences, the settings that differ, and for two
+    /// runs the stages they share.
+    Compare {
+        /// Run names (arms) or run ids.
+        #[arg(required = true, value_name = "ARM_OR_RUN")]
+        specs: Vec<String>,
+        /// Print JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+        /// Also write compare.md, compare.json and compare.svg into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// List the named presets.
     Presets,
@@ -178,6 +200,10 @@ struct RunArgs {
 struct TrainArgs {
     #[command(flatten)]
     run: RunArgs,
+    /// Run the config once per seed (train.seed, train.seed + 1, …), each a run of its own under
+    /// the same name (an arm for `ipirm compare`); outputs in seed-<S>/ of the output folder.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    seeds: u64,
     #[command(flatten)]
     dist: DistArgs,
 }
@@ -354,8 +380,21 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Config(args) => emit(args.resolve()?.to_toml()),
-        Command::Report { out } => {
-            let r = ipirm::reproduction::reproduction(&open_store()?)?;
+        Command::Report {
+            out,
+            check,
+            require_all,
+        } => {
+            let store = open_store()?;
+            // The expectations file is read before anything is printed: a bad one is exit 2.
+            let gate = match &check {
+                None => None,
+                Some(f) => {
+                    let file = (!f.as_os_str().is_empty()).then_some(f.as_path());
+                    Some(ipirm::gate::check(&store, file, require_all)?)
+                }
+            };
+            let r = ipirm::reproduction::reproduction(&store)?;
             emit(r.markdown())?;
             if let Some(dir) = out {
                 let files = r.write(&dir)?;
@@ -365,7 +404,24 @@ fn run(cli: Cli) -> Result<()> {
                     dir.display()
                 ))?;
             }
+            if let Some(g) = gate {
+                emit(g.text())?;
+                if !g.failures().is_empty() {
+                    std::process::exit(1);
+                }
+            }
             Ok(())
+        }
+        Command::Compare { specs, json, out } => {
+            let c = ipirm::compare::compare(&open_store()?, &specs)?;
+            if let Some(dir) = &out {
+                c.write(dir)?;
+            }
+            if json {
+                emitln(serde_json::to_string_pretty(&c)?)
+            } else {
+                emit(c.markdown())
+            }
         }
         Command::Checkpoint {
             what: CheckpointCommand::Import { config, file, out },
@@ -471,6 +527,22 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The seeds of `--seeds n`: `train.seed` and the n − 1 after it.
+fn seeds_of(cfg: &Config, n: u64) -> Result<Vec<u64>> {
+    let first = cfg.train.seed;
+    (0..n)
+        .map(|i| {
+            first.checked_add(i).ok_or_else(|| {
+                ipirm::Error::config(
+                    "--seeds",
+                    format!("train.seed {first} + {i} overflows: choose a smaller train.seed"),
+                )
+                .into()
+            })
+        })
+        .collect()
+}
+
 /// `ipirm run` (`main`) or `ipirm train`: on one process, as one rank of several, or starting
 /// the ranks of a one-machine job.
 fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> Result<()> {
@@ -499,7 +571,13 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
             let note = dist::resolve_config(&mut cfg, launch.world);
             dist::init(&launch)?;
             if launch.rank != 0 {
-                return Ok(dist::serve(&cfg, device)?);
+                // Rank 0 runs the seeds one after the other; this rank serves each.
+                for seed in seeds_of(&cfg, args.seeds)? {
+                    let mut cfg = cfg.clone();
+                    cfg.train.seed = seed;
+                    dist::serve(&cfg, device)?;
+                }
+                return Ok(());
             }
             eprintln!(
                 "rank 0 of {}: the other ranks joined (master {}:{})",
@@ -514,15 +592,31 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
     eprintln!("device: {}", ipirm::device::describe(device));
     let out = args.run.out_dir(store_dir);
     let store = Store::open(store_dir)?;
-    if main {
-        let report = pipeline::main_job(&cfg, device, &store, args.run.name(), &out)?;
-        emitln(report.table())
-    } else {
-        let t = pipeline::train_job(&cfg, device, &store, args.run.name(), &out)?;
-        emitln(format_args!(
-            "final checkpoint: {}\ncheckpoint: {}",
-            t.checkpoint,
-            t.model_file.display()
-        ))
+    let seeds = seeds_of(&cfg, args.seeds)?;
+    for (i, &seed) in seeds.iter().enumerate() {
+        let mut cfg = cfg.clone();
+        let mut out = out.clone();
+        if seeds.len() > 1 {
+            cfg.train.seed = seed;
+            out = out.join(format!("seed-{seed}"));
+            eprintln!(
+                "== seed {seed} ({} of {}) of `{}`",
+                i + 1,
+                seeds.len(),
+                args.run.name()
+            );
+        }
+        if main {
+            let report = pipeline::main_job(&cfg, device, &store, args.run.name(), &out)?;
+            emitln(report.table())?;
+        } else {
+            let t = pipeline::train_job(&cfg, device, &store, args.run.name(), &out)?;
+            emitln(format_args!(
+                "final checkpoint: {}\ncheckpoint: {}",
+                t.checkpoint,
+                t.model_file.display()
+            ))?;
+        }
     }
+    Ok(())
 }

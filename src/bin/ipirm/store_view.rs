@@ -10,6 +10,9 @@ use serde::Serialize;
 /// Runs (oldest first) and then artifacts (by stage, then key), one line each. An artifact of
 /// a stage version this build no longer writes is marked: the current stages never match it.
 pub fn ls(store: &Store) -> ipirm::Result<String> {
+    if let Some(gap) = store.index_gaps()? {
+        eprintln!("warning: {gap}");
+    }
     let runs = store.list_runs()?;
     let mut arts = store.list_artifacts()?;
     let latest: BTreeSet<String> = store.latest_runs()?.into_iter().map(|r| r.id).collect();
