@@ -223,27 +223,9 @@ fn config_of(r: &RunRecord) -> Result<Config> {
 /// A run's resolved settings by dotted key, `train.seed` left out.
 fn settings_of(r: &RunRecord) -> BTreeMap<String, String> {
     let v: Value = serde_json::from_str(&r.config_json).unwrap_or(Value::Null);
-    let mut out = BTreeMap::new();
-    flatten("", &v, &mut out);
+    let mut out = crate::store::json_leaves(&v);
     out.remove("train.seed");
     out
-}
-
-fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                let path = match prefix {
-                    "" => k.clone(),
-                    p => format!("{p}.{k}"),
-                };
-                flatten(&path, v, out);
-            }
-        }
-        leaf => {
-            out.insert(prefix.to_string(), leaf.to_string());
-        }
-    }
 }
 
 /// The keys whose values are not the same in every map, with each map's value.

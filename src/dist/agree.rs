@@ -4,13 +4,12 @@
 //! crate version, the backend and the kind of device) and compares it with rank 0's. A rank
 //! with other settings would otherwise train under mixed settings while rank 0 stores the
 //! result under its own keys, or die in a collective whose shapes differ.
-use std::collections::BTreeMap;
-
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
 use super::Group;
 use crate::config::Config;
+use crate::store::json_leaves as leaves;
 use crate::{Error, Result};
 
 /// What a rank runs: the description [`agree`] compares, from the config as the command line
@@ -71,32 +70,10 @@ pub fn agree(group: &Group, description: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Every leaf of a JSON value by its dotted path (`train.lr`), rendered as JSON; sorted.
-fn leaves(v: &Value) -> BTreeMap<String, String> {
-    fn walk(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
-        match v {
-            Value::Object(m) => {
-                for (k, v) in m {
-                    let path = match prefix {
-                        "" => k.clone(),
-                        p => format!("{p}.{k}"),
-                    };
-                    walk(&path, v, out);
-                }
-            }
-            leaf => {
-                out.insert(prefix.to_string(), leaf.to_string());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk("", v, &mut out);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn leaves_are_dotted_paths() {

@@ -78,7 +78,7 @@ pub use commands::{
     VerifyReport, MANIFEST_FORMAT,
 };
 pub(crate) use key::key_from_json;
-pub use key::{canonical_json, stage_key};
+pub use key::{canonical_json, json_leaves, stage_key};
 pub use lock::{read_holder, Holder};
 pub use provenance::{libtorch_version, Provenance};
 pub use repair::RepairReport;
