@@ -592,3 +592,21 @@ fn a_knn_k_beyond_the_bank_is_named() {
         "{stderr}"
     );
 }
+
+/// channels_last on the CPU with an encoder too narrow for oneDNN's strided 1×1 kernel (it
+/// corrupts the heap on AVX2 CPUs: "double free or corruption", exit 134) is refused by name.
+#[test]
+fn channels_last_on_a_too_narrow_cpu_encoder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    fashion_folder(tmp.path(), 64, 8);
+    let d = tmp.path().to_str().unwrap();
+    let store = format!("--store={}", tmp.path().join("store").display());
+    let mut args = tiny_fashion(d, &["--set=train.channels_last=true", &store]);
+    args[0] = "run";
+    let (code, stderr) = ipirm(&args);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("train.channels_last") && stderr.contains("model.width"),
+        "{stderr}"
+    );
+}

@@ -146,6 +146,7 @@ fn bn(p: nn::Path, c: i64, splits: i64) -> SplitBatchNorm {
 struct Block {
     convs: Vec<(nn::Conv2D, SplitBatchNorm)>,
     downsample: Option<(nn::Conv2D, SplitBatchNorm)>,
+    stride: i64,
 }
 
 impl Block {
@@ -186,7 +187,14 @@ impl Block {
                 bn(&d / "1", c_out, splits),
             )
         });
-        (Block { convs, downsample }, c_out)
+        (
+            Block {
+                convs,
+                downsample,
+                stride,
+            },
+            c_out,
+        )
     }
 }
 
@@ -295,6 +303,9 @@ impl Model {
     /// share their layout; values are unchanged, and checkpoints are written in the default
     /// layout whatever this is).
     pub fn set_numerics(&mut self, n: Numerics) -> crate::Result<()> {
+        if n.channels_last && n.device == tch::Device::Cpu {
+            self.check_cpu_channels_last()?;
+        }
         if n.channels_last != self.numerics.channels_last {
             let format = match n.channels_last {
                 true => MemoryFormat::ChannelsLast,
@@ -306,6 +317,30 @@ impl Model {
         }
         self.numerics = n;
         Ok(())
+    }
+
+    /// oneDNN's CPU backward of a 1×1 stride-2 convolution in channels_last corrupts the heap
+    /// when it has 3 to 7 input channels (PyTorch 2.11.0 on an AVX2 CPU: `double free or
+    /// corruption` in `jit_avx2_1x1_convolution_bwd_weights`, measured 2026-12-04 from Python
+    /// too; 2, 8 and more are fine). Those are the downsampling shortcuts of a narrow encoder:
+    /// refused before any work instead of crashing in the first backward pass.
+    fn check_cpu_channels_last(&self) -> crate::Result<()> {
+        let narrow = self.layers.iter().flatten().find_map(|b| {
+            let (conv, _) = b.downsample.as_ref()?;
+            let c_in = conv.ws.size()[1];
+            (b.stride != 1 && c_in < 8).then_some(c_in)
+        });
+        match narrow {
+            Some(c_in) => Err(crate::Error::config(
+                "train.channels_last",
+                format!(
+                    "channels_last on the CPU needs at least 8 channels into every strided shortcut, \
+                     this encoder has one of {c_in} (model.width too small): oneDNN's CPU kernel \
+                     for it corrupts memory; use a wider model or train.channels_last=false"
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn convs_mut(&mut self) -> impl Iterator<Item = &mut nn::Conv2D> {
