@@ -65,6 +65,39 @@ fn rerun_is_a_cache_hit_and_changes_invalidate_only_what_depends_on_them() {
     );
 }
 
+/// A rerun served from the store records every artifact it stands on, as the run that made
+/// them did: the earlier checkpoints, the features of each partition and the kNN monitor points
+/// too, which it never loads (a rerun listed 11 of 16, so notebooks and `gc --keep` reading the
+/// latest run missed the rest).
+#[test]
+fn a_cached_rerun_records_what_the_run_that_made_it_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = with(
+        &setup(tmp.path()),
+        &["--set=train.knn_every=2", "--set=train.epochs=4"],
+    );
+    let store = tmp.path().join("store");
+    let listed = || {
+        let mut keys = all_keys(&store, "fmnist-ipirm-quick");
+        keys.extend(
+            stage_keys(&store, "fmnist-ipirm-quick", "knn-monitor")
+                .into_iter()
+                .map(|k| ("knn-monitor".to_string(), k)),
+        );
+        keys.sort();
+        keys
+    };
+    ok(&store, &["run"], &args);
+    let first = listed();
+    for stage in ["features", "knn-monitor"] {
+        assert!(first.iter().any(|(s, _)| s == stage), "{stage}: {first:?}");
+    }
+    assert!(first.iter().filter(|(s, _)| s == "checkpoint").count() >= 3);
+    let again = ok(&store, &["run"], &args);
+    assert!(again.contains("training: cached"), "{again}");
+    assert_eq!(listed(), first);
+}
+
 #[test]
 fn killed_runs_resume_bit_identical_to_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();

@@ -220,6 +220,18 @@ impl Ctx<'_> {
         }
     }
 
+    /// Attaches to the run each of `keys` that is stored, without reading it: what a resumed
+    /// run reuses by standing on it (the checkpoints, features and monitor points before its
+    /// resume point), so its record lists what a run from scratch would have made.
+    pub fn attach_stored(&self, keys: &[&str]) -> Result<()> {
+        for (key, stored) in keys.iter().zip(self.store.contains_each(keys)?) {
+            if stored {
+                self.store.attach(&self.run, key)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stores a tensor artifact as the result of `planned`.
     pub fn save<T: TensorArtifact>(&self, planned: &Planned, value: &T) -> Result<()> {
         let (named, meta) = value.to_tensors();

@@ -142,6 +142,14 @@ fn train_printing(s: &Started) -> Result<(Trained, Vec<PartitionSummary>)> {
         Ok(())
     };
     let trained = train(ctx, data, &s.plan, on_epoch, on_partition)?;
+    // The monitor points of epochs before a resume point (those after it were attached as
+    // they were computed or loaded).
+    let monitors = (s.plan.start() + 1..cfg.train.epochs)
+        .filter(|e| every > 0 && e.is_multiple_of(every))
+        .map(|e| monitor_stage(cfg, &s.plan.checkpoint(e).key, &s.dataset_key, e))
+        .collect::<Result<Vec<_>>>()?;
+    let keys: Vec<&str> = monitors.iter().map(|m| m.key.as_str()).collect();
+    ctx.attach_stored(&keys)?;
     Ok((trained, partitions))
 }
 

@@ -102,6 +102,18 @@ pub fn train(
             trainer.load_state(&ckpt.state)?;
             partitions = loaded;
             let e = ckpt.epoch;
+            // What the run stands on without loading it: the earlier checkpoints and the
+            // features each earlier partition was learned from.
+            let before: Vec<&str> = (plan.start()..e)
+                .map(|e| plan.checkpoint(e).key.as_str())
+                .chain(
+                    plan.partitions
+                        .iter()
+                        .filter(|p| p.after_epoch <= e)
+                        .filter_map(|p| p.features.as_ref().map(|f| f.key.as_str())),
+                )
+                .collect();
+            ctx.attach_stored(&before)?;
             let key = short(&plan.checkpoint(e).key);
             if e == plan.epochs() {
                 eprintln!("training: cached, all {e} epochs ({key})");
