@@ -14,7 +14,7 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=src/shim/shim.cpp");
-    println!("cargo:rerun-if-changed=src/dist/c10d.cpp");
+    println!("cargo:rerun-if-changed=src/distributed/c10d.cpp");
     println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-ltorch");
@@ -51,7 +51,7 @@ fn main() {
         .clone()
         .unwrap_or_else(|| PathBuf::from("/usr/include"));
     let mut dist = against_libtorch();
-    dist.file("src/dist/c10d.cpp");
+    dist.file("src/distributed/c10d.cpp");
     if gloo.join("gloo/context.h").exists() {
         dist.define("USE_C10D_GLOO", None);
         // Not /usr/include itself: as a -I folder it breaks libstdc++'s #include_next.

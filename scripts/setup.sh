@@ -9,7 +9,7 @@ cd "$IPIRM_ROOT"
 step() { printf '\n== %s\n' "$*" >&2; }
 
 # Debian packages: Fashion-MNIST (the default dataset) and Gloo's headers (libtorch's c10d
-# process group includes them; build.rs compiles src/dist/c10d.cpp against them).
+# process group includes them; build.rs compiles src/distributed/c10d.cpp against them).
 debs=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || debs+=(dataset-fashion-mnist)
 [ -f /usr/include/gloo/context.h ] || [ -n "${GLOO_INCLUDE:-}" ] || debs+=(libgloo-dev)

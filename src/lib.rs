@@ -3,14 +3,14 @@
 //! Layout: [`data`] reads the datasets and augments batches on the training device, [`model`]
 //! builds the CIFAR-stem ResNets and the projection head, [`loss`] holds the losses as free
 //! functions over tensors, [`train`] wires them into the SimCLR and IP-IRM steps, [`eval`] runs the
-//! kNN monitor and the linear probe, [`config`] is the one serde config with its presets, [`dist`]
-//! runs training on several processes (c10d, Gloo).
+//! kNN monitor and the linear probe, [`config`] is the one serde config with its presets, [`distributed`]
+//! is c10d's process group (Gloo) and the launch of several ranks, which a trainer is handed.
 pub mod bench;
 pub mod compare;
 pub mod config;
 pub mod data;
 pub mod device;
-pub mod dist;
+pub mod distributed;
 pub mod error;
 pub mod eval;
 pub mod gate;

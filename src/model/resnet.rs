@@ -416,22 +416,6 @@ impl Model {
         (l2_normalize(&h), l2_normalize(&z))
     }
 
-    /// The projections of a global batch `x` ([`Model::forward`]'s second output): on one
-    /// process `forward(x).1`; as one rank of a data-parallel run, this rank's chunk forwarded
-    /// and every rank's projections gathered (gradients flow into this rank's rows only; see
-    /// [`crate::dist`]).
-    pub fn project_batch(
-        &self,
-        x: &Tensor,
-        train: bool,
-        dist: Option<&crate::dist::Group>,
-    ) -> crate::Result<Tensor> {
-        match dist {
-            None => Ok(self.forward(x, train).1),
-            Some(g) => g.sharded(x, |chunk| self.forward(chunk, train).1),
-        }
-    }
-
     /// Normalises each training batch in `splits` chunks from now on (see [`SplitBatchNorm`]):
     /// a rank of a data-parallel run takes its share of `model.bn_splits`.
     pub fn set_bn_splits(&mut self, splits: i64) {

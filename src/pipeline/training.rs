@@ -1,10 +1,13 @@
 //! Training through the store: resume from the last intact checkpoint, store every epoch's
 //! figures, the features and partition of every maximize step, and checkpoints.
+use std::sync::Arc;
+
 use tch::Tensor;
 
 use super::artifacts::{short, Checkpoint, Ctx, Features};
 use super::stages::Plan;
 use crate::data::loader::RunData;
+use crate::distributed::Group;
 use crate::train::ipirm::{self, PartitionRecord};
 use crate::train::{EpochStats, Trainer};
 use crate::{Error, Result};
@@ -87,13 +90,14 @@ pub fn train(
     plan: &Plan,
     mut on_epoch: impl FnMut(&Trainer, &EpochStats) -> Result<()>,
     mut on_partition: impl FnMut(&PartitionRecord) -> Result<()>,
+    group: Option<&Arc<Group>>,
 ) -> Result<Trained> {
     let cfg = ctx.cfg;
     let images = &data.train.images;
     // As rank 0 of a data-parallel run, the other ranks take part in every epoch and feature
-    // extraction until training is over (crate::dist).
-    let mut trainer = match crate::dist::group() {
-        Some(g) => Trainer::with_group(cfg, ctx.device, g)?,
+    // extraction until training is over (crate::distributed).
+    let mut trainer = match group {
+        Some(g) => Trainer::with_group(cfg, ctx.device, g.clone())?,
         None => Trainer::new(cfg, ctx.device)?,
     };
     let mut partitions: Vec<PartitionRecord> = Vec::new();

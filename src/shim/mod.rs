@@ -2,7 +2,7 @@
 //! against the same libtorch): autocast with a chosen dtype on the CPU and on CUDA, the TF32
 //! switches, the channels_last memory format, and whether a GPU computes in bf16 natively.
 //!
-//! Everything here is safe to call (the FFI is here and, for c10d, in `crate::dist`). A libtorch
+//! Everything here is safe to call (the FFI is here and, for c10d, in `crate::distributed`). A libtorch
 //! error comes back as [`crate::Error::Torch`], never as an abort. Tensors cross as tch's own
 //! `at::Tensor*` ([`Tensor::as_ptr`]); a tensor the shim creates is a `new at::Tensor` that
 //! [`Tensor::from_ptr`] takes over (tch frees it with `delete`, as its own).
@@ -46,7 +46,7 @@ fn check(err: *mut c_char) -> Result<()> {
 }
 
 /// The message of a C++ entry point's error return (NULL, or a malloc'd string, freed here):
-/// the convention of `shim.cpp` and of `src/dist/c10d.cpp`.
+/// the convention of `shim.cpp` and of `src/distributed/c10d.cpp`.
 pub(crate) fn take_error(err: *mut c_char) -> Option<String> {
     if err.is_null() {
         return None;

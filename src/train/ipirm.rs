@@ -54,7 +54,7 @@ pub struct Features {
 /// numerics say (bf16, channels_last, TF32 on a GPU by default); the projections come back fp32.
 /// As rank 0 of a data-parallel run, every rank extracts its chunk of each batch.
 pub fn extract_view_pairs(trainer: &Trainer, images: &Tensor, step: u64) -> Result<Features> {
-    trainer.lead(crate::dist::Command::Features(step), &[])?;
+    trainer.lead(super::Command::Features(step), &[])?;
     extract_view_pairs_here(trainer, images, step)
 }
 
@@ -85,8 +85,8 @@ pub(crate) fn extract_view_pairs_here(
             partners.push(i.index_select(0, &perm));
         }
         let dist = trainer.group();
-        a.push(trainer.model.project_batch(&v1, false, dist)?);
-        b.push(trainer.model.project_batch(&v2, false, dist)?);
+        a.push(super::project_batch(&trainer.model, &v1, false, dist)?);
+        b.push(super::project_batch(&trainer.model, &v2, false, dist)?);
         pb.inc(1);
     }
     pb.finish_and_clear();

@@ -13,7 +13,7 @@ use tch::{nn, Device, Tensor};
 
 use crate::config::{Config, Method};
 use crate::data::{augment, loader};
-use crate::dist::{self, Group, StepSync};
+use crate::distributed::{self, Group, StepSync};
 use crate::model::Model;
 use crate::{loss, progress, rng, Result};
 
@@ -22,7 +22,10 @@ pub mod ipirm;
 pub mod maximize;
 pub mod minimize;
 pub mod mixup;
+mod ranks;
 pub mod schedule;
+
+pub use ranks::{serve, Command};
 
 /// Figures of one training epoch (the training curve is a list of these).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -76,10 +79,36 @@ impl BatchLoss {
     }
 }
 
+/// The projections of a global batch `x` ([`Model::forward`]'s second output): on one process
+/// `forward(x).1`; as one rank of a data-parallel run, this rank's chunk forwarded and every
+/// rank's projections gathered (gradients flow into this rank's rows only; see
+/// [`distributed`]). The model knows nothing of process groups: the gather is the step's.
+pub fn project_batch(
+    model: &Model,
+    x: &Tensor,
+    train: bool,
+    group: Option<&Group>,
+) -> Result<Tensor> {
+    match group {
+        None => Ok(model.forward(x, train).1),
+        Some(g) => g.sharded(x, |chunk| model.forward(chunk, train).1),
+    }
+}
+
 /// The projections of two augmented views of a batch (the first view's draws first).
 fn projected_views(model: &Model, x: &Tensor, dist: Option<&Group>) -> Result<(Tensor, Tensor)> {
-    let z1 = model.project_batch(&augment::train_view(x, augment::CROP_SIZE), true, dist)?;
-    let z2 = model.project_batch(&augment::train_view(x, augment::CROP_SIZE), true, dist)?;
+    let z1 = project_batch(
+        model,
+        &augment::train_view(x, augment::CROP_SIZE),
+        true,
+        dist,
+    )?;
+    let z2 = project_batch(
+        model,
+        &augment::train_view(x, augment::CROP_SIZE),
+        true,
+        dist,
+    )?;
     Ok((z1, z2))
 }
 
@@ -92,7 +121,7 @@ pub struct Trainer {
     pub opt: adam::Adam,
     /// Epochs completed.
     pub epoch: usize,
-    /// The process group when this trainer is one rank of a data-parallel run ([`dist`]).
+    /// The process group when this trainer is one rank of a data-parallel run ([`distributed`]).
     dist: Option<Arc<Group>>,
     /// Rank 0: whether the other ranks hold this trainer's state (false after a load).
     synced: Cell<bool>,
@@ -124,14 +153,16 @@ impl Trainer {
     }
 
     /// A trainer that is one rank of the data-parallel run over `group`: `cfg.model.bn_splits`
-    /// (resolved for the world size by [`dist::resolve_config`]) is shared among the ranks, each
+    /// (resolved for the world size by [`distributed::resolve_config`]) is shared among the ranks, each
     /// normalising its own chunk of every batch in `bn_splits / world` pieces. Rank 0 drives the
     /// other ranks (each epoch and feature extraction is announced to them) until
     /// [`Trainer::release_workers`].
     pub fn with_group(cfg: &Config, device: Device, group: Arc<Group>) -> Result<Trainer> {
         let mut t = Trainer::new(cfg, device)?;
-        t.model
-            .set_bn_splits(dist::local_bn_splits(t.cfg.model.bn_splits, group.world()));
+        t.model.set_bn_splits(distributed::local_bn_splits(
+            t.cfg.model.bn_splits,
+            group.world(),
+        ));
         t.dist = Some(group);
         Ok(t)
     }
@@ -143,13 +174,13 @@ impl Trainer {
 
     /// Rank 0: announces `command` to the other ranks, with this trainer's state when they do
     /// not hold it yet and the `partitions` the command uses. Nothing on one process or on the
-    /// other ranks (they follow [`dist::serve`]).
-    pub(crate) fn lead(&self, command: dist::Command, partitions: &[Tensor]) -> Result<()> {
+    /// other ranks (they follow [`serve`]).
+    pub(crate) fn lead(&self, command: Command, partitions: &[Tensor]) -> Result<()> {
         let Some(g) = self.dist.as_deref().filter(|g| g.rank() == 0) else {
             return Ok(());
         };
         let state = (!self.synced.get()).then(|| self.state());
-        dist::serve::send(g, command, state.as_deref(), partitions)?;
+        ranks::send(g, command, state.as_deref(), partitions)?;
         self.synced.set(true);
         Ok(())
     }
@@ -158,11 +189,11 @@ impl Trainer {
     /// process with the run's `model.bn_splits`. Nothing on one process.
     pub fn release_workers(&mut self) -> Result<()> {
         if self.dist.as_ref().is_some_and(|g| g.rank() == 0) {
-            self.lead(dist::Command::Done, &[])?;
+            self.lead(Command::Done, &[])?;
         }
         if self.dist.take().is_some() {
             self.model.set_bn_splits(self.cfg.model.bn_splits);
-            dist::take_back_cores();
+            distributed::take_back_cores();
         }
         Ok(())
     }
@@ -269,7 +300,7 @@ impl Trainer {
             ));
         }
         let (model, dist) = (&self.model, self.dist.as_deref());
-        let forward = |x: &Tensor| model.project_batch(x, true, dist);
+        let forward = |x: &Tensor| project_batch(model, x, true, dist);
         let mut draws = mixup::BetaDraws {
             alpha: cfg.train.mixup_alpha,
         };
@@ -370,7 +401,7 @@ impl Trainer {
     /// One epoch of the configured method (`partitions` is ignored by SimCLR). As rank 0 of a
     /// data-parallel run, the other ranks are told first and take part.
     pub fn train_epoch(&mut self, images: &Tensor, partitions: &[Tensor]) -> Result<EpochStats> {
-        self.lead(dist::Command::Epoch, partitions)?;
+        self.lead(Command::Epoch, partitions)?;
         self.train_epoch_here(images, partitions)
     }
 

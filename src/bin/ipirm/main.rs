@@ -227,8 +227,8 @@ struct DistArgs {
 }
 
 impl DistArgs {
-    fn mode(&self) -> Result<ipirm::dist::Mode> {
-        Ok(ipirm::dist::Mode::from_args(
+    fn mode(&self) -> Result<ipirm::distributed::Mode> {
+        Ok(ipirm::distributed::Mode::from_args(
             self.rank,
             self.world_size,
             self.master.as_deref(),
@@ -319,10 +319,11 @@ impl RunArgs {
         let device = ipirm::device::parse_device(&self.device)?;
         Ok((cfg, device))
     }
+    /// `--out`, by default `<store>/runs/<name>`.
     fn out_dir(&self, store: &std::path::Path) -> PathBuf {
         self.out
             .clone()
-            .unwrap_or_else(|| pipeline::default_out_dir(store, self.name()))
+            .unwrap_or_else(|| store.join("runs").join(self.name()))
     }
 }
 
@@ -546,8 +547,10 @@ fn seeds_of(cfg: &Config, n: u64) -> Result<Vec<u64>> {
 /// `ipirm run` (`main`) or `ipirm train`: on one process, as one rank of several, or starting
 /// the ranks of a one-machine job.
 fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> Result<()> {
-    use ipirm::dist::{self, Mode};
+    use ipirm::distributed::{self as dist, Group, Mode};
     let (mut cfg, mut device) = args.run.resolve()?;
+    // This process's rank in a data-parallel job: joined here, owned here, handed to the job.
+    let mut group = None;
     match args.dist.mode()? {
         Mode::Spawn { world } => {
             if let tch::Device::Cuda(_) = device {
@@ -569,13 +572,13 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
         Mode::Rank(launch) => {
             device = dist::rank_device(device, launch.local_rank);
             let note = dist::resolve_config(&mut cfg, launch.world);
-            dist::init(&launch)?;
+            let g = std::sync::Arc::new(Group::connect(&launch)?);
             if launch.rank != 0 {
                 // Rank 0 runs the seeds one after the other; this rank serves each.
                 for seed in seeds_of(&cfg, args.seeds)? {
                     let mut cfg = cfg.clone();
                     cfg.train.seed = seed;
-                    dist::serve(&cfg, device)?;
+                    ipirm::train::serve(&cfg, device, g.clone())?;
                 }
                 return Ok(());
             }
@@ -586,6 +589,7 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
             if let Some(note) = note {
                 eprintln!("{note}");
             }
+            group = Some(g);
         }
         Mode::Single => {}
     }
@@ -607,10 +611,12 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
             );
         }
         if main {
-            let report = pipeline::main_job(&cfg, device, &store, args.run.name(), &out)?;
+            let report =
+                pipeline::main_job(&cfg, device, &store, args.run.name(), &out, group.clone())?;
             emitln(report.table())?;
         } else {
-            let t = pipeline::train_job(&cfg, device, &store, args.run.name(), &out)?;
+            let t =
+                pipeline::train_job(&cfg, device, &store, args.run.name(), &out, group.clone())?;
             emitln(format_args!(
                 "final checkpoint: {}\ncheckpoint: {}",
                 t.checkpoint,

@@ -1,12 +1,14 @@
-//! Rank 0 and the others: rank 0 announces each piece of shared work with a [`Command`]
+//! Rank 0 and the others in data-parallel training: rank 0 announces each piece of shared work with a [`Command`]
 //! (broadcast with what it needs: the training state when the others do not hold it, the
 //! partitions to train on); the other ranks [`serve`]: receive, take part, repeat until
 //! [`Command::Done`].
+use std::sync::Arc;
+
 use tch::{Device, Kind, Tensor};
 
-use super::{group, Group};
 use crate::config::Config;
 use crate::data::loader::RunData;
+use crate::distributed::{self, Group};
 use crate::train::Trainer;
 use crate::{Error, Result};
 
@@ -91,14 +93,15 @@ fn receive(
     Ok((command, partitions))
 }
 
-/// A rank other than 0 (after [`super::init`]): reads the training data as rank 0 does, then
-/// takes part in whatever rank 0 announces until it is done. Writes nothing; prints only
-/// errors.
-pub fn serve(cfg: &Config, device: Device) -> Result<()> {
-    let g = group().ok_or_else(|| Error::Dist("serve: no process group".into()))?;
+/// A rank other than 0 of the group `g`: reads the training data as rank 0 does, then takes
+/// part in whatever rank 0 announces until it is done. Writes nothing; prints only errors.
+pub fn serve(cfg: &Config, device: Device, g: Arc<Group>) -> Result<()> {
     crate::progress::set_quiet();
     let data = RunData::load_for_training(cfg, device)?;
-    super::agree(&g, &super::description(cfg, &data.fingerprint()?, device)?)?;
+    distributed::agree(
+        &g,
+        &distributed::description(cfg, &data.fingerprint()?, device)?,
+    )?;
     let images = &data.train.images;
     let mut trainer = Trainer::with_group(cfg, device, g.clone())?;
     let n = images.size()[0];

@@ -15,15 +15,19 @@
 //!   on the world size where its result does not.
 //! - Rank 0 drives: it runs the pipeline and the store (the only rank that reads or writes it),
 //!   learns every partition, runs the kNN monitor and the evaluations. The other ranks serve
-//!   ([`serve`]): they wait for rank 0's next command (an epoch, with the partitions to train
+//!   ([`crate::train::serve`]): they wait for rank 0's next command (an epoch, with the partitions to train
 //!   on and, after a resume, the training state; or a sharded feature extraction for an offline
 //!   maximize step) and take part in it. The online maximize step runs on rank 0 alone.
+//!
+//! This module knows nothing of training: a trainer is handed a [`Group`]
+//! ([`crate::train::Trainer::with_group`]), and the work rank 0 shares with the others is the
+//! trainer's protocol (`train/ranks.rs`). The group has one owner, the command that joined it.
 //!
 //! Launch ([`Launch`]): `--world-size N` alone spawns N local ranks ([`spawn_local`]); each rank
 //! of a multi-machine job gets `--rank R --world-size N --master ADDR:PORT`, or `torchrun`'s
 //! environment (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`, `LOCAL_RANK`).
 use std::ffi::{c_char, c_int, c_void, CString};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tch::{Device, Kind, Tensor};
@@ -33,12 +37,10 @@ use crate::{Error, Result};
 
 mod agree;
 mod launch;
-pub(crate) mod serve;
 
 pub use agree::{agree, description};
 
 pub use launch::{spawn_local, take_back_cores, Launch, Mode};
-pub use serve::{serve, Command};
 
 extern "C" {
     fn ipirm_dist_new(
@@ -238,23 +240,6 @@ pub fn chunk_of(b: i64, w: i64, r: i64) -> (i64, i64) {
     let c = (b + w - 1) / w.max(1);
     let start = (r * c).min(b);
     (start, c.min(b - start))
-}
-
-static GROUP: OnceLock<Arc<Group>> = OnceLock::new();
-
-/// Joins the process group (`torch.distributed.init_process_group`): from now on training in
-/// this process is data-parallel over it.
-pub fn init(launch: &Launch) -> Result<Arc<Group>> {
-    let g = Arc::new(Group::connect(launch)?);
-    GROUP
-        .set(g.clone())
-        .map_err(|_| Error::Dist("the process group is already initialised".into()))?;
-    Ok(g)
-}
-
-/// The process group, when this process is one rank of several.
-pub fn group() -> Option<Arc<Group>> {
-    GROUP.get().cloned()
 }
 
 /// The config every rank of a `world`-rank run trains with: BatchNorm normalises at least each

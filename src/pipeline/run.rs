@@ -1,0 +1,376 @@
+//! The jobs that train through the store: `ipirm run` (the README's main job, [`main_job`]:
+//! raw-pixel kNN and the encoder at initialisation as reference points, training, the trained
+//! encoder's kNN and linear probe) and `ipirm train` ([`train_job`]). Each starts a run, reads
+//! the data, stores its dataset stage and plans every key before any work; progress goes to
+//! stderr.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tch::Device;
+
+use super::artifacts::{short, Ctx, DatasetRecord, MonitorPoint};
+use super::branch::{check_branch_data, resolve_branch};
+use super::model_file::save_model;
+use super::output::write_json;
+use super::report::{PartitionSummary, Report};
+use super::stages::{self, Plan, Planned, StageKind};
+use super::training::{train, Trained};
+use crate::config::Config;
+use crate::data::loader::RunData;
+use crate::distributed::{self, Group};
+use crate::eval::{knn, linear};
+use crate::store::Store;
+use crate::train::ipirm::PartitionRecord;
+use crate::train::{EpochStats, Trainer};
+use crate::{Error, Result};
+
+/// A run started in the store with its data read, its dataset stage stored and its plan made.
+struct Started<'a> {
+    ctx: Ctx<'a>,
+    data: RunData,
+    dataset_key: String,
+    plan: Plan,
+    /// This process's group when it is rank 0 of a data-parallel run.
+    group: Option<Arc<Group>>,
+}
+
+/// Starts a run named `name`: resolves the numerics for `device` (`train.precision`,
+/// `channels_last`, `tf32`; [`crate::numerics`]) and a branch (`ipirm.from_partition`) to a
+/// stored partition, records the run (with the resolved values in its config), reads the data
+/// and plans: the stage keys hold the numerics actually used.
+fn start<'a>(
+    cfg: &'a mut Config,
+    device: Device,
+    store: &'a Store,
+    name: &str,
+    group: Option<Arc<Group>>,
+) -> Result<Started<'a>> {
+    let as_given = cfg.clone();
+    let numerics = crate::numerics::resolve_config(cfg, device)?;
+    eprintln!("numerics: {}", numerics.describe());
+    let branch = match cfg.ipirm.from_partition.clone() {
+        Some(spec) => {
+            let b = resolve_branch(store, &spec)?;
+            eprintln!(
+                "branching from partition {} (learned after epoch {}, from checkpoint {})",
+                short(&b.partition),
+                b.after_epoch,
+                short(&b.checkpoint)
+            );
+            cfg.ipirm.from_partition = Some(b.partition.clone());
+            Some(b)
+        }
+        None => None,
+    };
+    let cfg: &'a Config = cfg;
+    let data = RunData::load_for_training(cfg, device)?;
+    let sha256 = data.fingerprint()?;
+    // As rank 0 of several: the other ranks must run the same job (crate::distributed::agree).
+    if let Some(g) = &group {
+        distributed::agree(g, &distributed::description(&as_given, &sha256, device)?)?;
+    }
+    let run = store.start_run(name, cfg)?;
+    eprintln!("run {} in store {}", run.id, store.root().display());
+    let ctx = Ctx {
+        store,
+        run: run.id,
+        device,
+        cfg,
+    };
+    eprintln!(
+        "data: {} ({} images) for training, {} ({}) as kNN bank, {} ({}) as test",
+        data.train.name,
+        data.train.len(),
+        data.bank.name,
+        data.bank.len(),
+        data.test.name,
+        data.test.len()
+    );
+    let dataset_key = dataset_stage(&ctx, &data, &sha256)?;
+    if let Some(b) = &branch {
+        check_branch_data(&ctx, b, &dataset_key, data.train.len())?;
+    }
+    if cfg.train.epochs >= 1000 {
+        // About 0.1 ms an epoch: seconds before anything else shows for a long run.
+        eprintln!("planning the keys of {} epochs…", cfg.train.epochs);
+    }
+    let plan = Plan::new(cfg, &dataset_key, branch.as_ref())?;
+    Ok(Started {
+        ctx,
+        data,
+        dataset_key,
+        plan,
+        group,
+    })
+}
+
+/// Trains along the run's plan, printing each epoch and each maximize step's partition; every
+/// `train.knn_every` epochs (not at the last, which the final evaluation covers) the kNN
+/// monitor runs and is stored.
+fn train_printing(s: &Started) -> Result<(Trained, Vec<PartitionSummary>)> {
+    let (ctx, cfg, data) = (&s.ctx, s.ctx.cfg, &s.data);
+    let kp = knn::Knn::of(cfg);
+    let every = cfg.train.knn_every;
+    let mut partitions = Vec::new();
+    let on_epoch = |t: &Trainer, e: &EpochStats| {
+        let mut line = format!(
+            "epoch {}/{}: loss {:.4} (contrastive {:.4}, penalty {:.5} × {}), {:.0} img/s, {:.1} s",
+            e.epoch,
+            cfg.train.epochs,
+            e.loss,
+            e.contrastive,
+            e.penalty,
+            e.penalty_weight,
+            e.images_per_sec,
+            e.seconds
+        );
+        if every > 0 && e.epoch.is_multiple_of(every) && e.epoch < cfg.train.epochs {
+            let st = monitor_stage(
+                cfg,
+                &s.plan.checkpoint(e.epoch).key,
+                &s.dataset_key,
+                e.epoch,
+            )?;
+            let point = ctx.cached_record(&st, "kNN monitor", || {
+                Ok(MonitorPoint {
+                    epoch: e.epoch,
+                    knn: knn::evaluate(&t.model, &data.bank, &data.test, &kp)?,
+                })
+            })?;
+            line += &format!(
+                ", kNN top-1 {:.2} top-5 {:.2}",
+                point.knn.top1, point.knn.top5
+            );
+        }
+        eprintln!("{line}");
+        Ok(())
+    };
+    let on_partition = |p: &PartitionRecord| {
+        let summary = PartitionSummary::new(p, &data.train.labels, data.train.num_classes);
+        eprintln!("{}", summary.describe());
+        partitions.push(summary);
+        Ok(())
+    };
+    let trained = train(ctx, data, &s.plan, on_epoch, on_partition, s.group.as_ref())?;
+    // The monitor points of epochs before a resume point (those after it were attached as
+    // they were computed or loaded).
+    let monitors = (s.plan.start() + 1..cfg.train.epochs)
+        .filter(|e| every > 0 && e.is_multiple_of(every))
+        .map(|e| monitor_stage(cfg, &s.plan.checkpoint(e).key, &s.dataset_key, e))
+        .collect::<Result<Vec<_>>>()?;
+    let keys: Vec<&str> = monitors.iter().map(|m| m.key.as_str()).collect();
+    ctx.attach_stored(&keys)?;
+    Ok((trained, partitions))
+}
+
+/// The kNN monitor's stage after `epoch` epochs.
+fn monitor_stage(
+    cfg: &Config,
+    checkpoint: &str,
+    dataset_key: &str,
+    epoch: usize,
+) -> Result<Planned> {
+    Planned::new(
+        StageKind::Monitor,
+        &stages::monitor_params(cfg, epoch),
+        vec![checkpoint.to_string(), dataset_key.to_string()],
+    )
+}
+
+/// The README's main job: reference points (raw pixels, the encoder at initialisation),
+/// training, the trained encoder's kNN and linear probe, every stage through the store under a
+/// run named `name`; the report, config and model are also written to `out_dir`.
+pub fn main_job(
+    cfg: &Config,
+    device: Device,
+    store: &Store,
+    name: &str,
+    out_dir: &Path,
+    group: Option<Arc<Group>>,
+) -> Result<Report> {
+    let begun = std::time::Instant::now();
+    // The output folder first: a bad --out fails before any work.
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let mut cfg = cfg.clone();
+    let s = start(&mut cfg, device, store, name, group)?;
+    let (ctx, data, dataset_key) = (&s.ctx, &s.data, &s.dataset_key);
+    let cfg = ctx.cfg;
+    let kp = knn::Knn::of(cfg);
+
+    let pixels = Planned::new(
+        StageKind::PixelKnn,
+        &stages::knn_params(cfg),
+        vec![dataset_key.clone()],
+    )?;
+    let raw_pixels_knn = ctx.cached_record(&pixels, "kNN on raw pixels", || {
+        let (pb, pt) = knn::pixel_features(&data.bank.images, &data.test.images);
+        knn::knn_accuracy(
+            &pb,
+            &data.bank.labels,
+            &pt,
+            &data.test.labels,
+            data.bank.num_classes,
+            &kp,
+        )
+    })?;
+    eprintln!("kNN on raw pixels: top-1 {:.2}", raw_pixels_knn.top1);
+
+    let init = Planned::new(StageKind::Checkpoint, &stages::init_params(cfg), Vec::new())?;
+    let init_knn = ctx.cached_record(
+        &knn_stage(cfg, &init.key, dataset_key)?,
+        "kNN of the encoder at initialisation",
+        || {
+            knn::evaluate(
+                &Trainer::new(cfg, device)?.model,
+                &data.bank,
+                &data.test,
+                &kp,
+            )
+        },
+    )?;
+    eprintln!(
+        "kNN of the encoder at initialisation: top-1 {:.2}",
+        init_knn.top1
+    );
+
+    let (
+        Trained {
+            trainer,
+            epochs,
+            checkpoint,
+            ..
+        },
+        partitions,
+    ) = train_printing(&s)?;
+
+    let trained_knn = ctx.cached_record(
+        &knn_stage(cfg, &checkpoint, dataset_key)?,
+        "kNN of the trained encoder",
+        || knn::evaluate(&trainer.model, &data.bank, &data.test, &kp),
+    )?;
+    eprintln!(
+        "kNN of the trained encoder: top-1 {:.2} top-5 {:.2}",
+        trained_knn.top1, trained_knn.top5
+    );
+    let linear = if cfg.linear.epochs > 0 {
+        let st = Planned::new(
+            StageKind::Linear,
+            &stages::linear_params(cfg),
+            vec![checkpoint.clone(), dataset_key.clone()],
+        )?;
+        let r = ctx.cached_record(&st, "linear probe", || {
+            linear::linear_probe(
+                &trainer.vs,
+                &cfg.model,
+                trainer.model.numerics(),
+                &cfg.linear,
+                &data.bank,
+                &data.test,
+            )
+        })?;
+        eprintln!(
+            "linear probe ({} epochs): top-1 {:.2} top-5 {:.2}",
+            cfg.linear.epochs, r.test.top1, r.test.top5
+        );
+        Some(r)
+    } else {
+        None
+    };
+    let report = Report {
+        device: crate::device::describe(device),
+        dataset: format!("{}", cfg.data.dataset),
+        train_images: data.train.len(),
+        bank_images: data.bank.len(),
+        test_images: data.test.len(),
+        raw_pixels_knn,
+        init_knn,
+        trained_knn,
+        linear,
+        epochs,
+        partitions,
+        seconds: begun.elapsed().as_secs_f64(),
+    };
+    let st = Planned::new(
+        StageKind::Report,
+        &stages::report_params(cfg)?,
+        vec![checkpoint.clone(), dataset_key.clone()],
+    )?;
+    ctx.save_record(&st, &report)?;
+    store.finish_run(&ctx.run)?;
+    save_model(&trainer.vs, &out_dir.join("model.safetensors"))?;
+    write_json(&out_dir.join("report.json"), &report)?;
+    std::fs::write(out_dir.join("config.toml"), cfg.to_toml())
+        .map_err(|e| Error::io(out_dir.join("config.toml"), e))?;
+    eprintln!(
+        "run {} finished; report, config and model also in {}",
+        ctx.run,
+        out_dir.display()
+    );
+    Ok(report)
+}
+
+/// The kNN stage of the encoder of checkpoint `checkpoint`.
+fn knn_stage(cfg: &Config, checkpoint: &str, dataset_key: &str) -> Result<Planned> {
+    Planned::new(
+        StageKind::Knn,
+        &stages::encoder_knn_params(cfg),
+        vec![checkpoint.to_string(), dataset_key.to_string()],
+    )
+}
+
+/// What `ipirm train` produced.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub run: String,
+    /// Key of the final checkpoint in the store.
+    pub checkpoint: String,
+    /// The final model's variables, also written to the output folder.
+    pub model_file: PathBuf,
+}
+
+/// `ipirm train`: training alone, through the store; the final model and the config are also
+/// written to `out_dir`.
+pub fn train_job(
+    cfg: &Config,
+    device: Device,
+    store: &Store,
+    name: &str,
+    out_dir: &Path,
+    group: Option<Arc<Group>>,
+) -> Result<TrainOutcome> {
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let mut cfg = cfg.clone();
+    let s = start(&mut cfg, device, store, name, group)?;
+    let (trained, _) = train_printing(&s)?;
+    store.finish_run(&s.ctx.run)?;
+    let model_file = out_dir.join("model.safetensors");
+    save_model(&trained.trainer.vs, &model_file)?;
+    let toml = out_dir.join("config.toml");
+    std::fs::write(&toml, s.ctx.cfg.to_toml()).map_err(|e| Error::io(toml, e))?;
+    Ok(TrainOutcome {
+        run: s.ctx.run.clone(),
+        checkpoint: trained.checkpoint,
+        model_file,
+    })
+}
+
+/// The dataset stage: a fingerprint of the three image sets (sha256 of their bytes and labels),
+/// computed every run so changed files are noticed; its key covers the data settings and the
+/// fingerprint, so every later stage depends on the data's content.
+pub fn dataset_stage(ctx: &Ctx, data: &RunData, sha256: &str) -> Result<String> {
+    let sets = [&data.train, &data.bank, &data.test];
+    let rec = DatasetRecord {
+        names: sets.iter().map(|d| d.name.clone()).collect(),
+        counts: sets.iter().map(|d| d.len()).collect(),
+        sha256: sha256.to_string(),
+    };
+    let st = Planned::new(
+        StageKind::Dataset,
+        &stages::dataset_params(ctx.cfg),
+        vec![rec.sha256.clone()],
+    )?;
+    if ctx.load_record::<DatasetRecord>(&st.key)?.is_none() {
+        ctx.save_record(&st, &rec)?;
+    }
+    Ok(st.key)
+}
