@@ -17,6 +17,7 @@ use ipirm::config::Config;
 use tch::{nn, Device, Tensor};
 
 mod common;
+use common::pth;
 
 /// The venv's Python (scripts/env.sh sets IPIRM_PY).
 fn python() -> PathBuf {
@@ -225,4 +226,501 @@ fn broken_checkpoints_are_one_clear_error() {
         garbage.to_str().unwrap(),
     ]);
     assert!(code == 2 && text.contains("garbage.pth"), "{text}");
+}
+
+/// What a measured run of the binary gave: its exit status, its output, its peak resident
+/// memory in bytes and how long it took.
+struct Measured {
+    code: i32,
+    text: String,
+    peak: u64,
+    took: std::time::Duration,
+}
+
+/// The address space a measured run may take: a guard, so that a reader that regresses fails on
+/// an allocation instead of exhausting the machine (the binary needs under 4 GiB to start).
+const GUARD: u64 = 4 << 30;
+
+/// The process's peak resident memory so far (VmHWM), if it is still running. After exec it
+/// counts the binary's own pages only (the getrusage figure would include the test process's
+/// peak, which a forked child inherits).
+fn peak_resident(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    let kib: u64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib << 10)
+}
+
+/// `ipirm ARGS` under the [`GUARD`], with its peak resident memory sampled every 2 ms until it
+/// exits (the peak never decreases, so only growth in its last 2 ms could be missed).
+fn ipirm_measured(args: &[&str]) -> Measured {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let out = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = (out.path().join("stdout"), out.path().join("stderr"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipirm"));
+    cmd.args(args)
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: GUARD,
+                rlim_max: GUARD,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let start = std::time::Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let mut peak = 0;
+    let status = loop {
+        peak = peak.max(peak_resident(child.id()).unwrap_or(0));
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let took = start.elapsed();
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    let text =
+        std::fs::read_to_string(&stderr).unwrap() + &std::fs::read_to_string(&stdout).unwrap();
+    assert!(!text.contains("panicked"), "{text}");
+    Measured {
+        code,
+        text,
+        peak,
+        took,
+    }
+}
+
+/// The flags of a small model: the hostile files are refused before it matters which.
+const SMALL_MODEL: [&str; 2] = ["--set=model.arch=resnet18", "--set=model.width=4"];
+
+/// `ipirm checkpoint import FILE` of the small model, measured.
+fn import_measured(file: &Path) -> Measured {
+    let out = file.with_extension("imported");
+    let m = ipirm_measured(
+        &[
+            &[
+                "checkpoint",
+                "import",
+                file.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ][..],
+            &SMALL_MODEL,
+        ]
+        .concat(),
+    );
+    assert!(!out.exists(), "nothing is written for a bad checkpoint");
+    m
+}
+
+/// The peak memory of the binary refusing a harmless, readable `.pth` (one tensor, not the
+/// model's): what starting up and building the model take, measured once.
+fn baseline_peak() -> u64 {
+    static PEAK: OnceLock<u64> = OnceLock::new();
+    *PEAK.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("harmless.pth");
+        let views = [pth::View {
+            name: "w",
+            key: "0",
+            numel: 4,
+            offset: 0,
+            size: &[4],
+            stride: &[1],
+        }];
+        std::fs::write(
+            &file,
+            pth::pth(&pth::state_dict(&views), &[("0", pth::floats(&[1.0; 4]))]),
+        )
+        .unwrap();
+        let m = import_measured(&file);
+        assert!(
+            m.code == 2 && m.text.contains("expected a tensor"),
+            "{}",
+            m.text
+        );
+        m.peak
+    })
+}
+
+/// Each hostile file is one error naming the file and what was found, exit status 2, within a
+/// few seconds and at most 256 MiB above what refusing a harmless file takes.
+fn assert_refused(file: &Path, needles: &[&str]) -> Measured {
+    let base = baseline_peak();
+    let m = import_measured(file);
+    let errors: Vec<&str> = m.text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert!(
+        m.code == 2 && errors.len() == 1,
+        "{} (exit {}):\n{}",
+        file.display(),
+        m.code,
+        m.text
+    );
+    let name = file.file_name().unwrap().to_str().unwrap();
+    for n in [name, "expected a PyTorch state_dict"]
+        .iter()
+        .chain(needles)
+    {
+        assert!(errors[0].contains(n), "`{n}` missing from: {}", errors[0]);
+    }
+    assert!(
+        m.peak < base + (256 << 20),
+        "{name}: peak memory {} MiB, {} MiB refusing a harmless file",
+        m.peak >> 20,
+        base >> 20
+    );
+    assert!(m.took.as_secs() < 10, "{name}: {:?}", m.took);
+    eprintln!(
+        "{name}: refused in {:?}, peak {} MiB (harmless file: {} MiB)",
+        m.took,
+        m.peak >> 20,
+        base >> 20
+    );
+    m
+}
+
+/// A one-tensor state_dict of storage "0", `n` floats, whole.
+fn vector_pickle(n: i64) -> Vec<u8> {
+    pth::state_dict(&[pth::View {
+        name: "w",
+        key: "0",
+        numel: n,
+        offset: 0,
+        size: &[n],
+        stride: &[1],
+    }])
+}
+
+/// Issue 19, items 4 and 7: entries are inflated no further than their declared size, which is
+/// checked first (against the pickle's limit, the size the tensors claim and what the file's
+/// size allows).
+#[test]
+fn decompression_bombs_are_refused_before_they_inflate() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, entries: Vec<pth::Entry>| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, pth::zip(&entries)).unwrap();
+        file
+    };
+    // A 1 MB file whose data.pkl inflates to 1 GiB of NONE opcodes.
+    let none = write(
+        "none_bomb.pth",
+        vec![pth::Entry::bomb(
+            "archive/data.pkl",
+            b"\x80\x02",
+            b'N',
+            1024,
+            b".",
+        )],
+    );
+    assert!(std::fs::metadata(&none).unwrap().len() < 1 << 21);
+    assert_refused(
+        &none,
+        &["archive/data.pkl of 1073741827 bytes, beyond the limit of 16777216"],
+    );
+    // A 4 MB file whose storage inflates to the 4 GiB its tensor claims.
+    let storage = write(
+        "storage_bomb.pth",
+        vec![
+            pth::Entry::stored("archive/data.pkl", &vector_pickle(1 << 30)),
+            pth::Entry::bomb("archive/data/0", b"", 0, 4096, b""),
+        ],
+    );
+    assert!(std::fs::metadata(&storage).unwrap().len() < 5 << 20);
+    assert_refused(
+        &storage,
+        &[
+            "storage archive/data/0 (of tensor `w`",
+            "inflating to 4294967296 bytes, beyond what a file of",
+        ],
+    );
+    // A storage declaring the 16 bytes its tensor needs whose stream inflates to 1 GiB.
+    let mut lying = pth::Entry::bomb("archive/data/0", b"", 0, 1024, b"");
+    lying.size = 16;
+    let lying = write(
+        "lying.pth",
+        vec![
+            pth::Entry::stored("archive/data.pkl", &vector_pickle(4)),
+            lying,
+        ],
+    );
+    assert_refused(
+        &lying,
+        &["archive/data/0", "inflating past its declared 16 bytes"],
+    );
+    // A storage that is not the size its tensor claims is refused before it is read.
+    let short = write(
+        "short.pth",
+        vec![
+            pth::Entry::stored("archive/data.pkl", &vector_pickle(1 << 28)),
+            pth::Entry::stored("archive/data/0", &[0; 64]),
+        ],
+    );
+    assert_refused(
+        &short,
+        &[
+            "archive/data/0",
+            "of 64 bytes where its tensors need 1073741824",
+        ],
+    );
+}
+
+/// Issue 19, items 4 to 6: the pickle machine's stack, nesting and memo copies are bounded.
+#[test]
+fn hostile_pickles_stop_at_their_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, pickle: &[u8]| {
+        let file = dir.path().join(name);
+        std::fs::write(
+            &file,
+            pth::zip(&[pth::Entry::deflated("archive/data.pkl", pickle)]),
+        )
+        .unwrap();
+        file
+    };
+    let pickle = |body: &[u8]| [&b"\x80\x02"[..], body, b"."].concat();
+    // 16 MiB of NONE within the size limit: the stack stops it.
+    let nones = write("nones.pth", &pickle(&vec![b'N'; (16 << 20) - 3]));
+    assert_refused(
+        &nones,
+        &[
+            "more than 100000 values on the stack",
+            "in archive/data.pkl",
+        ],
+    );
+    // Nested 2,000,000 deep (TUPLE1 around TUPLE1 ...).
+    let deep = write(
+        "deep.pth",
+        &pickle(&[&b")"[..], &vec![0x85; 2_000_000]].concat()),
+    );
+    assert_refused(
+        &deep,
+        &[
+            "containers nested more than 1000 deep",
+            "in archive/data.pkl",
+        ],
+    );
+    // The memo's billion laughs: memo 0 = (memo 0, memo 0), 39 times, 279 bytes.
+    let laughs = pickle(&[&b")q\x00"[..], &b"h\x00h\x00\x86q\x00".repeat(39)].concat());
+    let laughs = write("laughs.pth", &laughs);
+    assert_refused(
+        &laughs,
+        &["memo references counted as copies", "in archive/data.pkl"],
+    );
+    // Calls outside the allow-list are refused by name.
+    let system = pickle(&[&b"cos\nsystem\n("[..], &pth::text("touch pwned"), b"tR"].concat());
+    let system = write("system.pth", &system);
+    assert_refused(
+        &system,
+        &["a call to os.system, which a state_dict does not make"],
+    );
+    // eval --checkpoint reads through the same limits.
+    let m = ipirm_measured(&[
+        "eval",
+        "knn",
+        "--device=cpu",
+        "--checkpoint",
+        deep.to_str().unwrap(),
+    ]);
+    assert!(
+        m.code == 2 && m.text.contains("deep.pth") && m.text.contains("nested more than 1000"),
+        "{}",
+        m.text
+    );
+}
+
+/// An encrypted entry (ZipCrypto, or WinZip's AES with or without the encrypted flag) is an
+/// error, never a panic of the zip reader.
+#[test]
+fn encrypted_entries_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let pickle = vector_pickle(4);
+    // WinZip's AES record: AE-2, vendor "AE", AES-256, then the real method (stored).
+    let aes = b"\x01\x99\x07\x00\x02\x00AE\x03\x00\x00".to_vec();
+    for (name, flags, method, extra) in [
+        ("zipcrypto.pth", 1, 0, vec![]),
+        ("aes.pth", 1, 99, aes.clone()),
+        ("aes_unflagged.pth", 0, 99, aes),
+    ] {
+        let entry = pth::Entry {
+            flags,
+            method,
+            extra,
+            ..pth::Entry::stored("archive/data.pkl", &pickle)
+        };
+        let file = dir.path().join(name);
+        std::fs::write(
+            &file,
+            pth::zip(&[
+                entry,
+                pth::Entry::stored("archive/data/0", &pth::floats(&[0.0; 4])),
+            ]),
+        )
+        .unwrap();
+        assert_refused(&file, &["archive/data.pkl encrypted (password-protected)"]);
+    }
+}
+
+/// Views that reach past their storage, overflow or repeat it beyond what the file allows name
+/// the file and the tensor (libtorch would refuse them without either, or allocate them).
+#[test]
+fn views_outside_their_storage_name_the_file_and_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, offset, size, stride, needle) in [
+        (
+            "past.pth",
+            2,
+            &[2, 2][..],
+            &[2, 1][..],
+            "a view reaching past its storage of 4 elements",
+        ),
+        (
+            "overflow.pth",
+            i64::MAX - 1,
+            &[2][..],
+            &[1][..],
+            "a view reaching past its storage",
+        ),
+        (
+            "stride.pth",
+            0,
+            &[3, 2][..],
+            &[i64::MAX / 2 + 1, 1][..],
+            "a view reaching past its storage",
+        ),
+        (
+            "negative.pth",
+            -4,
+            &[1][..],
+            &[1][..],
+            "a negative size, stride or offset",
+        ),
+        (
+            "repeat.pth",
+            0,
+            &[1 << 20, 1 << 20][..],
+            &[0, 0][..],
+            "taking 4398046511104 bytes",
+        ),
+    ] {
+        let views = [pth::View {
+            name: "w",
+            key: "0",
+            numel: 4,
+            offset,
+            size,
+            stride,
+        }];
+        let file = dir.path().join(name);
+        std::fs::write(
+            &file,
+            pth::pth(&pth::state_dict(&views), &[("0", pth::floats(&[1.0; 4]))]),
+        )
+        .unwrap();
+        assert_refused(&file, &["tensor `w`", needle]);
+    }
+    // A second tensor claiming the same storage to be longer than the first one did.
+    let view = |name, numel| pth::View {
+        name,
+        key: "0",
+        numel,
+        offset: 0,
+        size: &[1 << 20],
+        stride: &[0],
+    };
+    let file = dir.path().join("reclaimed.pth");
+    let pickle = pth::state_dict(&[view("v", 4), view("w", 1 << 20)]);
+    std::fs::write(&file, pth::pth(&pickle, &[("0", pth::floats(&[1.0; 4]))])).unwrap();
+    assert_refused(
+        &file,
+        &["tensor `w` claiming storage 0 as 1048576 elements of Float, where an earlier tensor claimed 4"],
+    );
+}
+
+/// A legacy (non-zip) torch.save file says what it is and how to convert it; a checkpoint
+/// holding NaN says so at import, naming the tensor (not the learning rate at evaluation).
+#[test]
+fn legacy_and_non_finite_checkpoints_say_what_is_wrong() {
+    let dir = fixtures();
+    let (code, text) = ipirm(&[
+        "checkpoint",
+        "import",
+        dir.join("legacy.pth").to_str().unwrap(),
+        "--out",
+        dir.join("legacy.safetensors").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{text}");
+    for n in [
+        "legacy.pth",
+        "the legacy format",
+        "_use_new_zipfile_serialization=False",
+        "torch.save(torch.load(",
+    ] {
+        assert!(text.contains(n), "`{n}` missing from: {text}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let nan_pth = tmp.path().join("nan.pth");
+    let views = [
+        pth::View {
+            name: "module.f.0.weight",
+            key: "0",
+            numel: 4,
+            offset: 0,
+            size: &[4],
+            stride: &[1],
+        },
+        pth::View {
+            name: "module.g.0.weight",
+            key: "1",
+            numel: 4,
+            offset: 0,
+            size: &[2, 2],
+            stride: &[2, 1],
+        },
+    ];
+    let storages = [
+        ("0", pth::floats(&[1.0; 4])),
+        ("1", pth::floats(&[1.0, f32::NAN, 2.0, f32::INFINITY])),
+    ];
+    std::fs::write(&nan_pth, pth::pth(&pth::state_dict(&views), &storages)).unwrap();
+    let nan_st = tmp.path().join("nan.safetensors");
+    let t = Tensor::from_slice(&[0.5f32, f32::NAN]);
+    Tensor::write_safetensors(&[("f.0.weight", &t)], &nan_st).unwrap();
+    for (file, tensor) in [
+        (&nan_pth, "`module.g.0.weight` (2 of 4)"),
+        (&nan_st, "`f.0.weight` (1 of 2)"),
+    ] {
+        let name = file.to_str().unwrap();
+        for args in [
+            &[
+                "checkpoint",
+                "import",
+                name,
+                "--out",
+                tmp.path().join("o").to_str().unwrap(),
+            ][..],
+            &["eval", "knn", "--device=cpu", "--checkpoint", name],
+        ] {
+            let (code, text) = ipirm(args);
+            assert_eq!(code, 2, "{text}");
+            for n in [
+                name,
+                "expected finite weights",
+                "NaN or infinite values in",
+                tensor,
+            ] {
+                assert!(text.contains(n), "`{n}` missing from: {text}");
+            }
+            assert!(!text.contains("learning rate"), "{text}");
+        }
+    }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use ipirm::data::{load, DatasetKind, Split};
 
 mod common;
+use common::pth;
 use common::*;
 
 struct Counting;
@@ -419,4 +420,156 @@ fn the_binary_reports_mutated_inputs_with_exit_status_2() {
         out.status.code() == Some(2) && err.starts_with("error:") && err.contains("in.safetensors"),
         "{err}"
     );
+}
+
+/// `ipirm::model::checkpoint::read` of `path` with panics caught; checks time and peak heap
+/// against the limits of the `.pth` reader: what an archive may inflate to (16× the file plus
+/// 64 MiB) and what a pickle's values may take (64 MiB, counted as built; a growing stack or
+/// list holds up to twice that while it is reallocated). libtorch's own allocations (the tensors
+/// copied out of the read bytes) are not counted.
+fn read_checkpoint_checked(path: &Path, label: &str) -> Result<usize, String> {
+    let len = std::fs::metadata(path).unwrap().len();
+    let bound = 16 * len + (64 << 20) + 3 * (64 << 20);
+    let base = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let start = Instant::now();
+    let r = catch_unwind(AssertUnwindSafe(|| ipirm::model::checkpoint::read(path)));
+    let took = start.elapsed();
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+    assert!(
+        took < Duration::from_secs(10),
+        "{label}: {took:?} (a hang?)"
+    );
+    assert!(
+        peak as u64 <= bound,
+        "{label}: the reader allocated {peak} bytes for a file of {len}"
+    );
+    match r {
+        Err(_) => panic!("{label}: the reader panicked"),
+        Ok(Ok((_, named))) => Ok(named.len()),
+        Ok(Err(e)) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(path.to_str().unwrap()),
+                "{label}: the error does not name the file: {msg}"
+            );
+            Err(msg)
+        }
+    }
+}
+
+/// A small `.pth` as `torch.save` writes it (three tensors, two of them views of one storage).
+struct PthCorpus {
+    pickle: Vec<u8>,
+    /// (key, bytes).
+    storages: Vec<(&'static str, Vec<u8>)>,
+    /// The archive with stored entries, and with deflated ones.
+    files: Vec<Vec<u8>>,
+}
+
+fn pth_corpus() -> PthCorpus {
+    let view = |name, key, numel, offset, size, stride| pth::View {
+        name,
+        key,
+        numel,
+        offset,
+        size,
+        stride,
+    };
+    let pickle = pth::state_dict(&[
+        view("a.weight", "0", 6, 0, &[2, 3], &[3, 1]),
+        view("a.bias", "0", 6, 1, &[2, 2], &[3, 1]),
+        view("b", "1", 3, 0, &[3], &[1]),
+    ]);
+    let storages = vec![
+        ("0", pth::floats(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
+        ("1", pth::floats(&[0.5; 3])),
+    ];
+    let mut deflated = vec![pth::Entry::deflated("archive/data.pkl", &pickle)];
+    deflated.extend(
+        storages
+            .iter()
+            .map(|(k, b)| pth::Entry::deflated(&format!("archive/data/{k}"), b)),
+    );
+    let files = vec![pth::pth(&pickle, &storages), pth::zip(&deflated)];
+    PthCorpus {
+        pickle,
+        storages,
+        files,
+    }
+}
+
+/// The pickle reader and the archive reader under random damage: the whole file mutated, or
+/// only its pickle (re-zipped, so the damage reaches the pickle machine).
+#[test]
+fn mutated_checkpoints_give_errors_never_panics() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let PthCorpus {
+        pickle,
+        storages,
+        files,
+    } = pth_corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.pth");
+    for bytes in &files {
+        write(&path, bytes);
+        assert_eq!(read_checkpoint_checked(&path, "unchanged"), Ok(3));
+    }
+    let mut rng = Rng(0x7074_6866_7a7a);
+    let mut refused = 0;
+    for case in 0..600 {
+        let bytes = if case % 2 == 0 {
+            let file = &files[rng.below(files.len())];
+            mutate(&mut rng, file)
+        } else {
+            pth::pth(&mutate(&mut rng, &pickle), &storages)
+        };
+        write(&path, &bytes);
+        if read_checkpoint_checked(&path, &format!("case {case}")).is_err() {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 400,
+        "the mutations must reach the checks ({refused} of 600 refused)"
+    );
+}
+
+/// Pickles within the size limit built to exhaust the machine (issue 19, items 4 to 6) are
+/// refused with the heap bounded, in the reader's own process.
+#[test]
+fn hostile_pickles_are_refused_with_bounded_memory() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let pickle = |body: &[u8]| [&b"\x80\x02"[..], body, b"."].concat();
+    for (label, body, needle) in [
+        (
+            "NONE",
+            vec![b'N'; 15 << 20],
+            "more than 100000 values on the stack",
+        ),
+        (
+            "APPEND",
+            [&b"]"[..], &b"Na".repeat(6 << 20)].concat(),
+            "values taking more than 64 MiB",
+        ),
+        (
+            "nesting",
+            [&b")"[..], &vec![0x85; 2_000_000]].concat(),
+            "nested more than 1000 deep",
+        ),
+        (
+            "MARK",
+            vec![b'('; 4 << 20],
+            "more than 100000 values on the stack",
+        ),
+    ] {
+        let path = dir.path().join(format!("{label}.pth"));
+        write(
+            &path,
+            &pth::zip(&[pth::Entry::deflated("archive/data.pkl", &pickle(&body))]),
+        );
+        let e = read_checkpoint_checked(&path, label).unwrap_err();
+        assert!(e.contains(needle), "{label}: {e}");
+    }
 }

@@ -2,6 +2,7 @@
 //! model gives them) or the reference's (`torch.save(model.state_dict())` of an
 //! `nn.DataParallel(Model)`: names prefixed `module.`, BatchNorm's `num_batches_tracked`, and for
 //! `linear.py`'s classifier a `fc.weight`/`fc.bias` beside the encoder).
+use std::io::Read;
 use std::path::Path;
 
 use tch::{nn, Tensor};
@@ -17,14 +18,33 @@ pub enum Format {
     Torch,
 }
 
+/// How a file of the legacy `torch.save` format begins (`_use_new_zipfile_serialization=False`,
+/// the only format before PyTorch 1.6): pickle protocol 2, then the magic number
+/// 0x1950a86a20f9469cfc6c as a 10-byte LONG1.
+const LEGACY_TORCH_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
+
 /// The named tensors of a checkpoint file, with the reference's naming undone: a `module.`
-/// prefix dropped, `num_batches_tracked` counters left out.
+/// prefix dropped, `num_batches_tracked` counters left out. A tensor holding NaN or infinite
+/// values is refused by name (a checkpoint saved from a diverged run, or damaged).
 pub fn read(path: &Path) -> Result<(Format, Vec<(String, Tensor)>)> {
-    let mut magic = [0u8; 4];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut magic))
+    // The first bytes: a zip's signature, or the legacy format's beginning.
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(LEGACY_TORCH_MAGIC.len() as u64)
+                .read_to_end(&mut head)
+        })
         .map_err(|e| Error::io(path, e))?;
-    let (format, named) = if n == 4 && &magic == b"PK\x03\x04" {
+    if head == LEGACY_TORCH_MAGIC {
+        return Err(Error::file(
+            path,
+            "a PyTorch state_dict in the zip format torch.save writes by default since PyTorch 1.6",
+            "the legacy format (torch.save with _use_new_zipfile_serialization=False, or PyTorch \
+             < 1.6), which ipirm does not read; convert it with PyTorch: \
+             torch.save(torch.load(OLD, map_location=\"cpu\"), NEW)",
+        ));
+    }
+    let (format, named) = if head.starts_with(b"PK\x03\x04") {
         (Format::Torch, super::torch_file::read_state_dict(path)?)
     } else {
         let named = Tensor::read_safetensors(path).map_err(|e| {
@@ -36,6 +56,20 @@ pub fn read(path: &Path) -> Result<(Format, Vec<(String, Tensor)>)> {
         })?;
         (Format::Safetensors, named)
     };
+    for (name, t) in &named {
+        if t.is_floating_point() && !bool::try_from(t.f_isfinite()?.f_all()?)? {
+            let bad = i64::try_from(t.f_isfinite()?.f_logical_not()?.f_sum(tch::Kind::Int64)?)?;
+            return Err(Error::file(
+                path,
+                "finite weights",
+                format!(
+                    "NaN or infinite values in `{name}` ({bad} of {}): a checkpoint saved from a \
+                     diverged run, or damaged",
+                    t.numel()
+                ),
+            ));
+        }
+    }
     let named = named
         .into_iter()
         .filter(|(n, _)| !n.ends_with(".num_batches_tracked"))

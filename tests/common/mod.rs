@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod parity;
+pub mod pth;
 pub mod run;
 use std::io::Write;
 use std::path::Path;
