@@ -395,16 +395,6 @@ impl Model {
         h
     }
 
-    /// The projection head on an encoder output, B×feature_dim (not normalised; fp32).
-    pub fn project(&self, h: &Tensor, train: bool) -> Tensor {
-        let n = &self.numerics;
-        if !n.bf16 {
-            return self.project_raw(h, train);
-        }
-        let _autocast = n.autocast().unwrap_or_else(|e| panic!("autocast: {e}"));
-        self.project_raw(h, train).to_kind(Kind::Float)
-    }
-
     /// `(normalize(feature), normalize(projection))`, as the reference's `Model.forward`; both
     /// fp32, normalised in fp32.
     pub fn forward(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {

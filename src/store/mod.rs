@@ -729,20 +729,15 @@ impl Index {
             }
             Some(bytes) => match codec::schema_of(&bytes) {
                 Ok(SCHEMA_VERSION) => Ok(()),
-                Ok(v) if v > SCHEMA_VERSION => Err(schema_error(&self.root, v)),
-                Ok(v) => self.migrate(v),
+                // Schema 1 is the first: any other version, newer or older, is refused (an
+                // older one would be migrated here once there is one).
+                Ok(v) => Err(schema_error(&self.root, v)),
                 Err(e) => Err(Error::Store(format!(
                     "store at {}: the schema record is damaged ({e})",
                     self.root.display()
                 ))),
             },
         }
-    }
-
-    /// Brings a store of an older schema up to [`SCHEMA_VERSION`]. Schema 1 is the first, so
-    /// every older version is refused.
-    fn migrate(&self, from: u32) -> Result<()> {
-        Err(schema_error(&self.root, from))
     }
 
     pub fn get_meta(&self, key: &str) -> Result<Option<Artifact>> {

@@ -1,5 +1,7 @@
-//! The IP-IRM schedule: a maximize step before epoch 1 and after every `maximize_iter` epochs,
-//! minimize steps in between over the kept partitions.
+//! IP-IRM's side of training: the maximize step as the run takes it (the view pairs extracted
+//! for it, sharded over ranks; the partition learned from them, [`learn_partition`], kept as a
+//! [`PartitionRecord`]), the partitions kept for the minimize steps ([`kept_partitions`],
+//! `retain_group`), and their class composition. The schedule itself is `train/schedule.rs`.
 use tch::{Kind, Tensor};
 
 use super::maximize::{maximize_online, BatchFeatures, EpochRisk, MaximizeResult, Maximizer, Mix};

@@ -1,6 +1,7 @@
-//! The offline maximize step (`utils.auto_split_offline` of the reference): learn a soft partition
-//! of the training set into environments on fixed features, maximizing the environments'
-//! contrastive loss and IRM penalty under a balance constraint.
+//! The maximize step: learn a soft partition of the training set into environments, maximizing
+//! the environments' contrastive loss and IRM penalty under a balance constraint. Offline on
+//! fixed features (`utils.auto_split_offline` of the reference, and its MixUp form) or online,
+//! re-extracting features from the model each batch (`utils.auto_split`).
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
