@@ -67,9 +67,13 @@ fn run_gallery(
         .first()
         .map_or_else(String::new, |a| a.key.clone());
     let folder = format!("{:?}", view.cfg.data.data_dir);
-    let data = read
-        .entry((dataset, folder))
-        .or_insert_with(|| view.data(store).map(Rc::new).map_err(|e| e.to_string()));
+    let data = read.entry((dataset, folder)).or_insert_with(|| {
+        eprintln!(
+            "partition gallery: reading the {} images run {id} read, and checking them",
+            view.cfg.data.dataset
+        );
+        view.data(store).map(Rc::new).map_err(|e| e.to_string())
+    });
     let data = match data {
         Ok(d) => d.clone(),
         Err(why) => return Ok(RunGallery::Unavailable(why.clone())),

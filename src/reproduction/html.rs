@@ -9,6 +9,7 @@ use super::{
 use crate::compare::{fmt_summary, Comparison};
 use crate::data::classes;
 use crate::html::{escape, inline_svg, table};
+use crate::plot;
 
 /// The page's style: readable tables, charts no wider than the page, image pixels kept sharp.
 const STYLE: &str = "
@@ -342,13 +343,23 @@ fn run_section(r: &RunSummary, galleries: &Galleries) -> String {
             p.env_sizes
         );
         s += &inline_svg(&step.risk);
-        if let Some(c) = &step.composition {
-            s += &inline_svg(c);
-        }
         let found = match gallery {
             Some(RunGallery::Steps(steps)) => steps.iter().find(|g| g.after_epoch == p.after_epoch),
             _ => None,
         };
+        // The composition from the run's report, else (a run not finished) from its images.
+        match (&step.composition, found) {
+            (Some(c), _) => s += &inline_svg(c),
+            (None, Some(g)) => {
+                let labelled: Vec<Vec<i64>> = g
+                    .envs
+                    .iter()
+                    .map(|e| e.classes[..e.classes.len().saturating_sub(1)].to_vec())
+                    .collect();
+                s += &inline_svg(&plot::composition_svg(&labelled, Some(names)));
+            }
+            (None, None) => {}
+        }
         match found {
             Some(g) => {
                 s += &format!(
@@ -369,4 +380,99 @@ fn run_section(r: &RunSummary, galleries: &Galleries) -> String {
         }
     }
     s + "</section>\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::gallery::{EnvGallery, GalleryOptions, Grid, StepGallery};
+    use crate::reproduction::PartitionView;
+
+    /// A run stopped after its first maximize step: no report, so no composition of its own.
+    fn stopped() -> RunSummary {
+        RunSummary {
+            run: "r-1".into(),
+            name: "stopped <run>".into(),
+            dataset: "fashion-mnist".into(),
+            finished: false,
+            epochs_done: 1,
+            epochs_planned: 3,
+            device: "cpu".into(),
+            linear: None,
+            linear_best: None,
+            knn: None,
+            knn_curve: Vec::new(),
+            raw_pixels_knn: None,
+            init_knn: None,
+            partitions: vec![PartitionView {
+                after_epoch: 0,
+                best_epoch: 0,
+                env_sizes: vec![2, 0],
+                risks: Vec::new(),
+                composition: None,
+            }],
+        }
+    }
+
+    fn page(galleries: &Galleries) -> String {
+        Reproduction {
+            store: "s".into(),
+            paper: Vec::new(),
+            others: vec![stopped()],
+            comparisons: Vec::new(),
+        }
+        .html(galleries)
+    }
+
+    #[test]
+    fn a_stopped_run_takes_its_composition_from_its_gallery() {
+        let grid = |indices: Vec<i64>| Grid {
+            indices,
+            classes: vec![0; 11],
+            png: Vec::new(),
+        };
+        let env = |e: usize, classes: Vec<i64>| EnvGallery {
+            env: e,
+            members: classes.iter().sum(),
+            classes,
+            confident: grid(Vec::new()),
+            confidence: Vec::new(),
+            sample: grid(Vec::new()),
+        };
+        let step = StepGallery {
+            after_epoch: 0,
+            columns: 8,
+            scale: 2,
+            envs: vec![
+                env(0, vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0]),
+                env(1, vec![0; 11]),
+            ],
+        };
+        let galleries = Galleries {
+            options: GalleryOptions::default(),
+            runs: BTreeMap::from([("r-1".to_string(), RunGallery::Steps(vec![step]))]),
+        };
+        let html = page(&galleries);
+        assert!(html.contains("Class composition of each environment"));
+        assert!(html.contains("Sandal 1, Ankle boot 1"), "{html}");
+        assert!(
+            html.contains("<h2>stopped &lt;run&gt; "),
+            "names are escaped"
+        );
+        assert!(html.contains("No kNN point stored yet."));
+
+        // Without the data: said, and no composition to show.
+        let galleries = Galleries {
+            options: GalleryOptions::default(),
+            runs: BTreeMap::from([(
+                "r-1".to_string(),
+                RunGallery::Unavailable("no such folder".into()),
+            )]),
+        };
+        let html = page(&galleries);
+        assert!(html.contains("left out: the run's images are not at hand (no such folder)"));
+        assert!(!html.contains("Class composition of each environment"));
+    }
 }

@@ -64,10 +64,10 @@ enum Command {
         out: Option<PathBuf>,
         /// With --out: images per grid of the partition gallery (each environment's most
         /// confident members and as many at random); 0 leaves the gallery out.
-        #[arg(long, default_value_t = ipirm::gallery::DEFAULT_SIZE, value_name = "N")]
+        #[arg(long, default_value_t = ipirm::gallery::DEFAULT_SIZE, value_name = "N", requires = "out")]
         gallery_size: usize,
         /// With --out: the seed of the gallery's random samples.
-        #[arg(long, default_value_t = 0, value_name = "SEED")]
+        #[arg(long, default_value_t = 0, value_name = "SEED", requires = "out")]
         gallery_seed: u64,
         /// Check every paper row that has a finished run against the paper's number (±1.0
         /// point) and every `[[expect]]` entry of an optional expectations file; exits 1 naming
