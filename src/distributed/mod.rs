@@ -11,7 +11,7 @@
 //! - BatchNorm normalises each rank's chunk (per-rank statistics, no SyncBN) and the running
 //!   statistics are rank 0's, broadcast after every step: on two ranks exactly what
 //!   DataParallel did on two GPUs, i.e. one process with `model.bn_splits = 2`. The effective
-//!   split count is what the config records ([`resolve_config`]), so a run's keys do not depend
+//!   split count is what the config records ([`crate::fit`]), so a run's keys do not depend
 //!   on the world size where its result does not.
 //! - Rank 0 drives: it runs the pipeline and the store (the only rank that reads or writes it),
 //!   learns every partition, runs the kNN monitor and the evaluations. The other ranks serve
@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::Config;
 use crate::{Error, Result};
 
 mod agree;
@@ -242,23 +241,7 @@ pub fn chunk_of(b: i64, w: i64, r: i64) -> (i64, i64) {
     (start, c.min(b - start))
 }
 
-/// The config every rank of a `world`-rank run trains with: BatchNorm normalises at least each
-/// rank's chunk, so the effective `model.bn_splits` is a multiple of the world size (kept when
-/// it already is: 2 on 2 ranks is the reference's DataParallel; else the world size). Each rank
-/// then splits its chunk `bn_splits / world` ways. Returns a note when it changed the value.
-pub fn resolve_config(cfg: &mut Config, world: usize) -> Option<String> {
-    let w = world as i64;
-    if w <= 1 || cfg.model.bn_splits % w == 0 {
-        return None;
-    }
-    let before = cfg.model.bn_splits;
-    cfg.model.bn_splits = w;
-    Some(format!(
-        "model.bn_splits {before} → {w}: each of the {w} ranks normalises its own chunk of the batch"
-    ))
-}
-
-/// The per-rank split count of a `bn_splits` resolved for `world` ranks.
+/// The per-rank split count of a `bn_splits` fitted to `world` ranks ([`crate::fit`]).
 pub fn local_bn_splits(bn_splits: i64, world: usize) -> i64 {
     (bn_splits / world.max(1) as i64).max(1)
 }
