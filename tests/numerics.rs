@@ -104,7 +104,9 @@ fn cpu_defaults_resolve_to_the_plain_fp32_path_and_leave_stage_keys_as_they_were
 #[test]
 fn a_trainer_refuses_a_config_not_fitted_to_the_machine() {
     let _rng = rng_lock();
-    let e = Trainer::new(&tiny("ipirm", &[]), CPU).err().expect("refused");
+    let e = Trainer::new(&tiny("ipirm", &[]), CPU)
+        .err()
+        .expect("refused");
     assert!(e.to_string().contains("train.precision"), "{e}");
     assert!(Trainer::new(&fitted(&tiny("ipirm", &[]), CPU), CPU).is_ok());
 }

@@ -97,19 +97,16 @@ pub fn project_batch(
 
 /// The projections of two augmented views of a batch (the first view's draws first).
 fn projected_views(model: &Model, x: &Tensor, dist: Option<&Group>) -> Result<(Tensor, Tensor)> {
-    let z1 = project_batch(
-        model,
-        &augment::train_view(x, augment::CROP_SIZE),
-        true,
-        dist,
-    )?;
-    let z2 = project_batch(
-        model,
-        &augment::train_view(x, augment::CROP_SIZE),
-        true,
-        dist,
-    )?;
-    Ok((z1, z2))
+    let view = || {
+        project_batch(
+            model,
+            &augment::train_view(x, augment::CROP_SIZE),
+            true,
+            dist,
+        )
+    };
+    // A tuple's fields are evaluated left to right: the first view draws first.
+    Ok((view()?, view()?))
 }
 
 /// The model being trained, its optimizer, and how many epochs it has seen.
