@@ -65,7 +65,7 @@ fn start<'a>(
     let sha256 = data.fingerprint()?;
     // As rank 0 of several: the other ranks must run the same job (crate::distributed::agree).
     if let Some(g) = &group {
-        distributed::agree(g, &distributed::description(&as_given, &sha256, device)?)?;
+        distributed::agree(g, &distributed::description(&as_given, &sha256, device, g)?)?;
     }
     let run = store.start_run(name, cfg)?;
     eprintln!("run {} in store {}", run.id, store.root().display());

@@ -224,6 +224,10 @@ struct DistArgs {
     /// Seconds a rank waits for all the others to join before it gives up.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     dist_timeout: u64,
+    /// The process group's backend: nccl (GPU to GPU), gloo (CPU; also CUDA through host
+    /// copies), or auto (nccl for CUDA devices, gloo on the CPU). Every rank must use the same.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "nccl", "gloo"], value_name = "BACKEND")]
+    dist_backend: String,
 }
 
 impl DistArgs {
@@ -570,14 +574,16 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
                     ));
                 }
             }
-            // Fitted here once, so that a bad config fails before any rank starts.
+            // Fitted here once, so that a bad config or backend fails before any rank starts.
             fit(&cfg, device, world)?;
+            dist::Backend::choose(&args.dist.dist_backend, device)?;
             return Ok(dist::spawn_local(world, device == tch::Device::Cpu)?);
         }
         Mode::Rank(launch) => {
             device = dist::rank_device(device, launch.local_rank);
             let fitted = fit(&cfg, device, launch.world)?;
-            let g = std::sync::Arc::new(Group::connect(&launch)?);
+            let backend = dist::Backend::choose(&args.dist.dist_backend, device)?;
+            let g = std::sync::Arc::new(Group::connect(&launch, backend, device)?);
             if launch.rank != 0 {
                 // Rank 0 runs the seeds one after the other; this rank serves each.
                 for seed in seeds_of(&fitted.cfg, args.seeds)? {
@@ -588,8 +594,11 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
                 return Ok(());
             }
             eprintln!(
-                "rank 0 of {}: the other ranks joined (master {}:{})",
-                launch.world, launch.master_addr, launch.master_port
+                "rank 0 of {}: the other ranks joined (master {}:{}, {})",
+                launch.world,
+                launch.master_addr,
+                launch.master_port,
+                backend.name()
             );
             group = Some(g);
             fitted
