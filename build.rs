@@ -65,6 +65,33 @@ fn main() {
         );
         dist.define("IPIRM_NO_GLOO", None);
     }
+    // NCCL (ProcessGroupNCCL, for CUDA ranks): its header ships in the nvidia-nccl wheel torch
+    // installs beside libtorch, the CUDA headers its include chain needs in the nvidia-cuda-*
+    // wheels scripts/setup.sh adds; compiled and linked wherever they are, GPU or not.
+    let site = lib
+        .ancestors()
+        .nth(2)
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let nccl_include = site.join("nvidia/nccl/include");
+    let cuda_include = site.join("nvidia/cu13/include");
+    let nccl = nccl_include.join("nccl.h").exists()
+        && ["cuda_runtime_api.h", "crt/host_config.h", "nv/target"]
+            .iter()
+            .all(|h| cuda_include.join(h).exists());
+    if nccl {
+        dist.define("IPIRM_NCCL", None)
+            .define("USE_C10D_NCCL", None)
+            .define("USE_CUDA", None)
+            .include(&nccl_include)
+            .include(&cuda_include);
+        println!("cargo:rustc-link-lib=dylib=torch_cuda");
+    } else {
+        println!(
+            "cargo:warning=no NCCL or CUDA headers under {} (scripts/setup.sh installs them): --dist-backend nccl is disabled in this build",
+            site.join("nvidia").display()
+        );
+    }
     dist.compile("ipirm_c10d");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=torch_cpu");

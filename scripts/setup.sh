@@ -21,8 +21,10 @@ if [ ${#debs[@]} -gt 0 ]; then
 fi
 
 # The venv: torch for libtorch (the crate links against it), numpy/torchvision/safetensors for the
-# fixture scripts and the PyTorch oracles the tests compare with.
-want="torch==2.11.0 torchvision==0.26.0 numpy safetensors"
+# fixture scripts and the PyTorch oracles the tests compare with, and the two CUDA 13.0 header
+# packages NCCL's process group needs to compile (nccl.h comes with torch's nvidia-nccl wheel;
+# build.rs compiles src/distributed/c10d.cpp with NCCL when all are there, GPU or not).
+want="torch==2.11.0 torchvision==0.26.0 numpy safetensors nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85"
 stamp="$IPIRM_VENV/.ipirm-setup"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   step "creating the Python venv at $IPIRM_VENV ($want)"

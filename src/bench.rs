@@ -112,10 +112,10 @@ fn with_numerics(cfg: &Config, n: &Numerics) -> Config {
     c
 }
 
-/// Measures the figures of ref_bench.py (see the module doc) under `cfg` on `device`, printing
-/// each as it comes.
+/// Measures the figures of ref_bench.py (see the module doc) under `cfg`, fitted to `device`
+/// ([`crate::fit`]), printing each as it comes.
 pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport> {
-    let numerics = Numerics::resolve(&cfg.train, device)?;
+    let numerics = Numerics::of_fitted(&cfg.train, device)?;
     let b = if o.small { 32 } else { cfg.train.batch_size };
     let n_img: i64 = if o.small { 1200 } else { 12000 };
     let steps = o.steps.unwrap_or(if o.small { 4 } else { 40 });

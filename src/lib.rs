@@ -13,6 +13,7 @@ pub mod device;
 pub mod distributed;
 pub mod error;
 pub mod eval;
+pub mod fit;
 pub mod gallery;
 pub mod gate;
 pub mod html;

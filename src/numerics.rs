@@ -16,12 +16,12 @@
 //! bf16 means autocast around the model's forward only: convolutions and linear layers compute
 //! in bf16, the model's outputs are cast back to fp32 before they are normalised, so every loss
 //! (the parity-tested math) runs in fp32, the weights stay fp32 (the optimizer's master copy) and
-//! their gradients come back in fp32. The pipeline resolves the config once for its device
-//! ([`resolve_config`]) before it plans stage keys and records the run, so the config a run
-//! records, and the keys of its stages, hold the values actually used.
+//! their gradients come back in fp32. Every command resolves the config once for its device
+//! ([`crate::fit`]) before it plans stage keys and records the run, so the config a run records,
+//! and the keys of its stages, hold the values actually used.
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{Config, Precision, Switch, TrainConfig};
+use crate::config::{Precision, Switch, TrainConfig};
 use crate::shim::{self, AutocastGuard, MemoryFormat, Tf32, Tf32Guard};
 use crate::Result;
 
@@ -65,6 +65,23 @@ impl Numerics {
             channels_last: train.channels_last.or(cuda),
             tf32: cuda && train.tf32.or(true),
         })
+    }
+
+    /// The settings of a config fitted to `device` ([`crate::fit`]): read, not decided. A
+    /// config with `auto` left in it was not fitted, and is refused.
+    pub fn of_fitted(train: &TrainConfig, device: Device) -> Result<Numerics> {
+        let auto = [
+            ("train.precision", train.precision == Precision::Auto),
+            ("train.channels_last", train.channels_last == Switch::Auto),
+            ("train.tf32", train.tf32 == Switch::Auto),
+        ];
+        if let Some((key, _)) = auto.iter().find(|(_, a)| *a) {
+            return Err(crate::Error::config(
+                *key,
+                "still `auto`: the config was not fitted to the machine (ipirm::fit::fit)",
+            ));
+        }
+        Numerics::resolve(train, device)
     }
 
     /// The settings as a resolved config states them (no `auto` left).
@@ -126,14 +143,6 @@ impl Numerics {
             }
         )
     }
-}
-
-/// Resolves `cfg.train`'s precision, channels_last and tf32 for `device` and writes the resolved
-/// values back, so the config states what runs (see the module doc). Idempotent.
-pub fn resolve_config(cfg: &mut Config, device: Device) -> Result<Numerics> {
-    let n = Numerics::resolve(&cfg.train, device)?;
-    n.write_into(&mut cfg.train);
-    Ok(n)
 }
 
 /// The settings as a stage key reads them: `None` for the plain fp32 path (so keys of such runs

@@ -203,7 +203,9 @@ impl RunView {
         let named = store
             .get_tensors(key)?
             .ok_or_else(|| Error::Store(format!("checkpoint {key} is not in the store")))?;
-        let mut t = Trainer::new(&self.cfg, device)?;
+        // The run's recorded config, fitted to this machine (a run recorded before the numerics
+        // settings existed reads them as `auto`).
+        let mut t = Trainer::new(&crate::fit::fit(&self.cfg, device, 1)?.cfg, device)?;
         t.load_state(&Checkpoint::from_tensors(named)?.state)?;
         Ok(t)
     }

@@ -298,6 +298,15 @@ fn bad_distribution_flags_name_the_flag() {
             "ADDR:PORT",
         ),
         (vec!["--world-size=0"], "--world-size"),
+        (
+            vec!["--world-size=2", "--dist-backend=mpi"],
+            "--dist-backend",
+        ),
+        // NCCL moves tensors between GPUs: refused on the CPU before any rank starts.
+        (
+            vec!["--world-size=2", "--dist-backend=nccl"],
+            "--dist-backend`: nccl runs collectives between GPUs",
+        ),
     ] {
         let args = with(&tiny_run(tmp.path()), &flags);
         let (ok, text) = ipirm_env(&tmp.path().join("store"), &["train"], &args, &[]);
@@ -360,4 +369,58 @@ fn ranks_with_other_settings_stop_naming_the_setting() {
             "{key}: rank 0 stored something"
         );
     }
+}
+
+/// A rank that asks for a backend it cannot run (NCCL on the CPU) stops at once naming the
+/// flag; the rank it leaves waiting ends within `--dist-timeout` with the join error. Both
+/// built backends are in this binary: the NCCL process group compiles and links everywhere
+/// (the symbols are checked), whether or not a GPU is there.
+#[test]
+fn a_rank_with_a_backend_it_cannot_run_ends_every_rank_within_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rank = |r: usize, backend: &str| {
+        let flags = [
+            format!("--rank={r}"),
+            "--world-size=2".into(),
+            format!("--master=127.0.0.1:{port}"),
+            "--dist-timeout=5".into(),
+            format!("--dist-backend={backend}"),
+        ];
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Command::new(env!("CARGO_BIN_EXE_ipirm"))
+            .arg("train")
+            .arg(format!("--store={}", tmp.path().join("store").display()))
+            .args(with(&tiny_run(tmp.path()), &flags))
+            .envs(ONE_THREAD.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let begun = Instant::now();
+    let (r0, r1) = (rank(0, "gloo"), rank(1, "nccl"));
+    for (r, child, needle) in [
+        (0, r0, "rank 0 of 2 could not join the group"),
+        (1, r1, "nccl runs collectives between GPUs"),
+    ] {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "rank {r}:\n{text}");
+        assert!(text.contains(needle), "rank {r}:\n{text}");
+    }
+    assert!(begun.elapsed() < Duration::from_secs(60));
+    let out = Command::new("nm")
+        .args(["-C", env!("CARGO_BIN_EXE_ipirm")])
+        .output()
+        .unwrap();
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        symbols.contains("c10d::ProcessGroupNCCL::ProcessGroupNCCL"),
+        "the NCCL process group is not linked in (scripts/setup.sh installs its headers)"
+    );
 }

@@ -2,7 +2,8 @@
 //! fp32 path as it was (bit for bit, and the same stage keys), channels_last stays within 1e-5
 //! of it, bf16 autocast within 1e-2, and the losses, weights and gradients stay fp32.
 use ipirm::config::{Config, Precision, Switch};
-use ipirm::numerics::{self, Numerics};
+use ipirm::fit::fit;
+use ipirm::numerics::Numerics;
 use ipirm::pipeline::stages;
 use ipirm::shim::{self, MemoryFormat};
 use ipirm::train::minimize::minimize_loss;
@@ -45,6 +46,11 @@ fn tiny(method: &str, extra: &[&str]) -> Config {
     Config::default().with_overrides(&o).unwrap()
 }
 
+/// `cfg` fitted to `device` (as every command does before it builds a trainer).
+fn fitted(cfg: &Config, device: Device) -> Config {
+    fit(cfg, device, 1).unwrap().cfg
+}
+
 fn data() -> (Tensor, Vec<Tensor>) {
     tch::manual_seed(7);
     let images = Tensor::randint(256, [64, 3, 32, 32], (Kind::Uint8, CPU));
@@ -69,12 +75,13 @@ fn states_equal(a: &Trainer, b: &Trainer) -> bool {
 
 #[test]
 fn cpu_defaults_resolve_to_the_plain_fp32_path_and_leave_stage_keys_as_they_were() {
-    let mut cfg = tiny("ipirm", &[]);
+    let cfg = tiny("ipirm", &[]);
     assert_eq!(cfg.train.precision, Precision::Auto);
     assert_eq!(cfg.train.channels_last, Switch::Auto);
     assert_eq!(cfg.train.tf32, Switch::Auto);
     let before = stages::epoch_params(&cfg, 3, None);
-    let n = numerics::resolve_config(&mut cfg, CPU).unwrap();
+    let f = fit(&cfg, CPU, 1).unwrap();
+    let (n, cfg) = (f.numerics, f.cfg);
     assert!(n.is_plain(), "{n:?}");
     assert_eq!(n, Numerics::fp32(CPU));
     assert_eq!(cfg.train.precision, Precision::Fp32);
@@ -87,9 +94,21 @@ fn cpu_defaults_resolve_to_the_plain_fp32_path_and_leave_stage_keys_as_they_were
     assert!(stages::encoder_knn_params(&cfg).get("numerics").is_none());
     assert!(stages::linear_params(&cfg).get("numerics").is_none());
     // TF32 does not exist on the CPU: asked for, it resolves off.
-    let mut on = tiny("ipirm", &["train.tf32=true"]);
-    assert!(numerics::resolve_config(&mut on, CPU).unwrap().is_plain());
-    assert_eq!(stages::epoch_params(&on, 3, None), before);
+    let on = fit(&tiny("ipirm", &["train.tf32=true"]), CPU, 1).unwrap();
+    assert!(on.numerics.is_plain());
+    assert_eq!(stages::epoch_params(&on.cfg, 3, None), before);
+}
+
+/// The trainer reads the numerics of a fitted config and decides nothing: `auto` left in a
+/// config is refused by name (every command fits first, `ipirm::fit`).
+#[test]
+fn a_trainer_refuses_a_config_not_fitted_to_the_machine() {
+    let _rng = rng_lock();
+    let e = Trainer::new(&tiny("ipirm", &[]), CPU)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("train.precision"), "{e}");
+    assert!(Trainer::new(&fitted(&tiny("ipirm", &[]), CPU), CPU).is_ok());
 }
 
 #[test]
@@ -157,13 +176,13 @@ fn an_epoch_with_the_cpu_defaults_is_the_explicit_fp32_epoch_bit_for_bit() {
     let _rng = rng_lock();
     let (images, parts) = data();
     for method in ["simclr", "ipirm"] {
-        let mut a = Trainer::new(&tiny(method, &[]), CPU).unwrap();
+        let mut a = Trainer::new(&fitted(&tiny(method, &[]), CPU), CPU).unwrap();
         let explicit = [
             "train.precision=fp32",
             "train.channels_last=false",
             "train.tf32=false",
         ];
-        let mut b = Trainer::new(&tiny(method, &explicit), CPU).unwrap();
+        let mut b = Trainer::new(&fitted(&tiny(method, &explicit), CPU), CPU).unwrap();
         let sa = a.train_epoch(&images, &parts).unwrap();
         let sb = b.train_epoch(&images, &parts).unwrap();
         assert_eq!(sa.loss.to_bits(), sb.loss.to_bits(), "{method}");
@@ -186,8 +205,8 @@ fn channels_last_on_the_cpu_stays_within_rounding() {
     // kernel for them corrupts the heap on AVX2 CPUs; the test below).
     let plain_cfg = tiny("ipirm", &["model.width=8"]);
     let cl_cfg = tiny("ipirm", &["model.width=8", "train.channels_last=true"]);
-    let mut plain = Trainer::new(&plain_cfg, CPU).unwrap();
-    let mut cl = Trainer::new(&cl_cfg, CPU).unwrap();
+    let mut plain = Trainer::new(&fitted(&plain_cfg, CPU), CPU).unwrap();
+    let mut cl = Trainer::new(&fitted(&cl_cfg, CPU), CPU).unwrap();
     assert!(cl.model.numerics().channels_last);
     // The convolution weights are channels_last (and the same values); BatchNorm's are 1-d.
     let mut convs = 0;
@@ -273,7 +292,7 @@ fn channels_last_on_the_cpu_stays_within_rounding() {
         sc.loss
     );
     // A checkpoint of either layout loads into the other.
-    let mut again = Trainer::new(&cl_cfg, CPU).unwrap();
+    let mut again = Trainer::new(&fitted(&cl_cfg, CPU), CPU).unwrap();
     again.load_state(&plain.state()).unwrap();
     let w = &again.vs.variables()["f.0.weight"];
     assert!(shim::is_contiguous(w, MemoryFormat::ChannelsLast).unwrap());
@@ -287,24 +306,28 @@ fn channels_last_on_the_cpu_refuses_a_too_narrow_encoder() {
     let _rng = rng_lock();
     for width in [4, 7] {
         let w = format!("model.width={width}");
-        let e = Trainer::new(&tiny("ipirm", &[&w, "train.channels_last=true"]), CPU)
-            .err()
-            .expect("refused");
+        let e = Trainer::new(
+            &fitted(&tiny("ipirm", &[&w, "train.channels_last=true"]), CPU),
+            CPU,
+        )
+        .err()
+        .expect("refused");
         let m = e.to_string();
         assert!(
             m.contains("train.channels_last") && m.contains(&format!("one of {width}")),
             "{m}"
         );
     }
-    assert!(Trainer::new(&tiny("ipirm", &["model.width=4"]), CPU).is_ok());
+    assert!(Trainer::new(&fitted(&tiny("ipirm", &["model.width=4"]), CPU), CPU).is_ok());
 }
 
 #[test]
 fn bf16_autocast_on_the_cpu_stays_within_1e_2_and_keeps_fp32_where_it_must() {
     let _rng = rng_lock();
     let (images, parts) = data();
-    let plain = Trainer::new(&tiny("ipirm", &[]), CPU).unwrap();
-    let mut bf = Trainer::new(&tiny("ipirm", &["train.precision=bf16"]), CPU).unwrap();
+    let plain = Trainer::new(&fitted(&tiny("ipirm", &[]), CPU), CPU).unwrap();
+    let mut bf =
+        Trainer::new(&fitted(&tiny("ipirm", &["train.precision=bf16"]), CPU), CPU).unwrap();
     assert!(bf.model.numerics().bf16);
     let cfg = &plain.cfg;
     let idx = Tensor::arange(16, (Kind::Int64, CPU));
@@ -359,13 +382,13 @@ fn on_a_gpu_the_defaults_train_within_1e_2_of_fp32() {
     assert!(n.channels_last && n.tf32);
     assert_eq!(n.bf16, shim::cuda_bf16_supported(0).unwrap());
     let before = shim::tf32().unwrap();
-    let mut auto = Trainer::new(&tiny("ipirm", &[]), gpu).unwrap();
+    let mut auto = Trainer::new(&fitted(&tiny("ipirm", &[]), gpu), gpu).unwrap();
     let fp32 = [
         "train.precision=fp32",
         "train.channels_last=false",
         "train.tf32=false",
     ];
-    let mut plain = Trainer::new(&tiny("ipirm", &fp32), gpu).unwrap();
+    let mut plain = Trainer::new(&fitted(&tiny("ipirm", &fp32), gpu), gpu).unwrap();
     let sa = auto.train_epoch(&images, &parts).unwrap();
     let sp = plain.train_epoch(&images, &parts).unwrap();
     assert_eq!(shim::tf32().unwrap(), before);

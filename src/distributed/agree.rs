@@ -15,7 +15,7 @@ use crate::{Error, Result};
 /// What a rank runs: the description [`agree`] compares, from the config as the command line
 /// gave it (before rank 0 resolves a branch or the numerics). `dataset` is the sha256 of the
 /// images and labels the rank read.
-pub fn description(cfg: &Config, dataset: &str, device: Device) -> Result<Value> {
+pub fn description(cfg: &Config, dataset: &str, device: Device, group: &Group) -> Result<Value> {
     let mut c = cfg.clone();
     // Where the data lives may differ by machine (the content is compared); only rank 0 uses
     // the store.
@@ -25,7 +25,7 @@ pub fn description(cfg: &Config, dataset: &str, device: Device) -> Result<Value>
         .map_err(|e| Error::Dist(format!("the config does not serialise: {e}")))?;
     d["data sha256 (of the images read)"] = json!(dataset);
     d["ipirm version"] = json!(env!("CARGO_PKG_VERSION"));
-    d["backend"] = json!("gloo");
+    d["backend"] = json!(group.backend().name());
     d["device"] = json!(if device.is_cuda() { "cuda" } else { "cpu" });
     Ok(d)
 }

@@ -1,8 +1,11 @@
-// PyTorch's distributed engine (c10d) for ipirm: a TCPStore rendezvous and a Gloo process group,
-// with the four collectives data-parallel training needs. Compiled by build.rs against the
-// libtorch the crate links; Gloo's headers come from Debian's libgloo-dev (the torch wheel ships
-// libtorch's Gloo build but not its headers). Without them (IPIRM_NO_GLOO) every entry point
-// returns an error saying so.
+// PyTorch's distributed engine (c10d) for ipirm: a TCPStore rendezvous and a process group (Gloo,
+// or NCCL for CUDA tensors), with the four collectives data-parallel training needs. Compiled by
+// build.rs against the libtorch the crate links; Gloo's headers come from Debian's libgloo-dev
+// (the torch wheel ships libtorch's Gloo build but not its headers). Without them
+// (IPIRM_NO_GLOO) every entry point returns an error saying so. NCCL's (IPIRM_NCCL) come from
+// the venv: nccl.h from the nvidia-nccl wheel torch installs, the CUDA headers its include chain
+// needs from nvidia-cuda-crt and nvidia-cuda-cccl (scripts/setup.sh); built without them, asking
+// for NCCL is an error that says so.
 //
 // Convention (as src/shim): each function returns NULL on success or a malloc'd message that
 // the caller frees (shim::take_error); tensors cross as tch's `at::Tensor*`.
@@ -15,6 +18,9 @@
 #ifndef IPIRM_NO_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+#ifdef IPIRM_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 namespace {
@@ -33,7 +39,9 @@ static char* no_gloo() {
       "install Debian's libgloo-dev (scripts/setup.sh does) and rebuild");
 }
 
-char* ipirm_dist_new(const char*, int, int, int, int64_t, int64_t, IpirmGroup**) { return no_gloo(); }
+char* ipirm_dist_new(const char*, int, int, int, int, int64_t, int64_t, IpirmGroup**) {
+  return no_gloo();
+}
 void ipirm_dist_drop(IpirmGroup*) {}
 char* ipirm_dist_allreduce_sum(IpirmGroup*, at::Tensor*) { return no_gloo(); }
 char* ipirm_dist_broadcast(IpirmGroup*, at::Tensor*, int) { return no_gloo(); }
@@ -44,13 +52,32 @@ char* ipirm_dist_barrier(IpirmGroup*) { return no_gloo(); }
 
 struct IpirmGroup {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<c10d::Backend> pg;
 };
 
+static const char* backend_name(int backend) { return backend == 1 ? "nccl" : "gloo"; }
+
+// Every rank writes its backend into the store and reads every other rank's: ranks that would
+// build different process groups stop here, each naming the first rank that differs, instead of
+// hanging in their first collective.
+static void agree_on_backend(c10d::Store& store, int rank, int world, int backend) {
+  std::string mine = backend_name(backend);
+  store.set("ipirm/backend/" + std::to_string(rank), std::vector<uint8_t>(mine.begin(), mine.end()));
+  for (int r = 0; r < world; r++) {
+    auto v = store.get("ipirm/backend/" + std::to_string(r));
+    std::string theirs(v.begin(), v.end());
+    if (theirs != mine) {
+      throw std::runtime_error("rank " + std::to_string(r) + " asks for --dist-backend " + theirs +
+                               ", this rank (" + std::to_string(rank) + ") for " + mine +
+                               ": every rank must use the same backend");
+    }
+  }
+}
+
 // Rendezvous at `host:port` (rank 0 serves the store there) within `connect_timeout_ms`, then a
-// Gloo group whose collectives wait at most `op_timeout_ms`.
-char* ipirm_dist_new(const char* host, int port, int rank, int world, int64_t connect_timeout_ms,
-                     int64_t op_timeout_ms, IpirmGroup** out) {
+// process group of `backend` (0 Gloo, 1 NCCL) whose collectives wait at most `op_timeout_ms`.
+char* ipirm_dist_new(const char* host, int port, int rank, int world, int backend,
+                     int64_t connect_timeout_ms, int64_t op_timeout_ms, IpirmGroup** out) {
   try {
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<uint16_t>(port);
@@ -60,7 +87,21 @@ char* ipirm_dist_new(const char* host, int port, int rank, int world, int64_t co
     opts.timeout = std::chrono::milliseconds(connect_timeout_ms);
     auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
     // Collectives may wait on rank 0's solo work (a maximize step, the kNN monitor).
+    agree_on_backend(*store, rank, world, backend);
     store->setTimeout(std::chrono::milliseconds(op_timeout_ms));
+    if (backend == 1) {
+#ifdef IPIRM_NCCL
+      auto o = c10d::ProcessGroupNCCL::Options::create();
+      o->timeout = std::chrono::milliseconds(op_timeout_ms);
+      auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, o);
+      *out = new IpirmGroup{store, pg};
+      return nullptr;
+#else
+      return error(
+          "this ipirm was built without NCCL's headers: run scripts/setup.sh (it installs them "
+          "into the venv) and rebuild, or use --dist-backend gloo");
+#endif
+    }
     auto o = c10d::ProcessGroupGloo::Options::create();
     o->timeout = std::chrono::milliseconds(op_timeout_ms);
     const char* iface = std::getenv("GLOO_SOCKET_IFNAME");

@@ -11,7 +11,7 @@
 //! - BatchNorm normalises each rank's chunk (per-rank statistics, no SyncBN) and the running
 //!   statistics are rank 0's, broadcast after every step: on two ranks exactly what
 //!   DataParallel did on two GPUs, i.e. one process with `model.bn_splits = 2`. The effective
-//!   split count is what the config records ([`resolve_config`]), so a run's keys do not depend
+//!   split count is what the config records ([`crate::fit`]), so a run's keys do not depend
 //!   on the world size where its result does not.
 //! - Rank 0 drives: it runs the pipeline and the store (the only rank that reads or writes it),
 //!   learns every partition, runs the kNN monitor and the evaluations. The other ranks serve
@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::Config;
 use crate::{Error, Result};
 
 mod agree;
@@ -48,6 +47,7 @@ extern "C" {
         port: c_int,
         rank: c_int,
         world: c_int,
+        backend: c_int,
         connect_timeout_ms: i64,
         op_timeout_ms: i64,
         out: *mut *mut c_void,
@@ -65,11 +65,49 @@ extern "C" {
 /// sockets close, or the launcher ends the job).
 pub const OP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-/// One c10d Gloo process group (this process's rank in it).
+/// The process group's implementation (`--dist-backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Gloo: collectives on CPU tensors (and CUDA tensors through host copies).
+    Gloo,
+    /// NCCL: collectives on CUDA tensors, GPU to GPU.
+    Nccl,
+}
+
+impl Backend {
+    /// `--dist-backend` (`auto`, `nccl` or `gloo`) for a rank that trains on `device`: `auto` is
+    /// NCCL for CUDA devices and Gloo on the CPU; NCCL on the CPU is refused by name.
+    pub fn choose(flag: &str, device: Device) -> Result<Backend> {
+        match (flag, device.is_cuda()) {
+            ("auto", true) | ("nccl", true) => Ok(Backend::Nccl),
+            ("auto", false) | ("gloo", _) => Ok(Backend::Gloo),
+            ("nccl", false) => Err(Error::config(
+                "--dist-backend",
+                "nccl runs collectives between GPUs, and this rank trains on the CPU: use gloo (or auto)",
+            )),
+            (other, _) => Err(Error::config(
+                "--dist-backend",
+                format!("`{other}`: expected auto, nccl or gloo"),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Gloo => "gloo",
+            Backend::Nccl => "nccl",
+        }
+    }
+}
+
+/// One c10d process group (this process's rank in it).
 pub struct Group {
     ptr: *mut c_void,
     rank: usize,
     world: usize,
+    backend: Backend,
+    /// NCCL's collectives take tensors on this rank's GPU: CPU tensors are staged there.
+    stage_on: Option<Device>,
 }
 
 // SAFETY: c10d's process groups are made to be called from any thread; ipirm calls it from one.
@@ -91,8 +129,10 @@ fn check(err: *mut c_char, what: &str) -> Result<()> {
 }
 
 impl Group {
-    /// Joins the group `launch` describes: rendezvous at its master within its timeout.
-    pub fn connect(launch: &Launch) -> Result<Group> {
+    /// Joins the group `launch` describes with `backend`: rendezvous at its master within its
+    /// timeout; every rank must ask for the same backend (checked there, by name). `device`:
+    /// the rank's training device.
+    pub fn connect(launch: &Launch, backend: Backend, device: Device) -> Result<Group> {
         let host = CString::new(launch.master_addr.clone())
             .map_err(|_| Error::config("--master", "an address without NUL bytes"))?;
         let mut ptr = std::ptr::null_mut();
@@ -104,6 +144,7 @@ impl Group {
                 launch.master_port as c_int,
                 launch.rank as c_int,
                 launch.world as c_int,
+                (backend == Backend::Nccl) as c_int,
                 ms(launch.connect_timeout),
                 ms(OP_TIMEOUT),
                 &mut ptr,
@@ -127,7 +168,21 @@ impl Group {
             ptr,
             rank: launch.rank,
             world: launch.world,
+            backend,
+            stage_on: (backend == Backend::Nccl).then_some(device),
         })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// `t` where this group's collectives take it: itself, or (NCCL) a copy on the rank's GPU.
+    fn staged(&self, t: &Tensor) -> Tensor {
+        match self.stage_on {
+            Some(d) if t.device() != d => t.to_device(d),
+            _ => contiguous_view(t),
+        }
     }
 
     pub fn rank(&self) -> usize {
@@ -140,7 +195,7 @@ impl Group {
 
     /// `t` ← the sum of every rank's `t` (in place; same shape and dtype on every rank).
     pub fn all_reduce_sum(&self, t: &Tensor) -> Result<()> {
-        let c = contiguous_view(t);
+        let c = self.staged(t);
         // SAFETY: a live tensor handle; c10d writes into its storage.
         check(
             unsafe { ipirm_dist_allreduce_sum(self.ptr, c.as_ptr() as *mut c_void) },
@@ -151,7 +206,7 @@ impl Group {
 
     /// `t` ← rank `root`'s `t` (in place).
     pub fn broadcast(&self, t: &Tensor, root: usize) -> Result<()> {
-        let c = contiguous_view(t);
+        let c = self.staged(t);
         // SAFETY: as above.
         check(
             unsafe { ipirm_dist_broadcast(self.ptr, c.as_ptr() as *mut c_void, root as c_int) },
@@ -162,14 +217,15 @@ impl Group {
 
     /// Every rank's `t` (same shape everywhere), stacked: world × shape.
     pub fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
-        let c = t.contiguous();
+        let c = self.staged(t).contiguous();
         let mut out = std::ptr::null_mut();
         // SAFETY: a live tensor handle; on success `out` is a new at::Tensor we take over.
         check(
             unsafe { ipirm_dist_allgather(self.ptr, c.as_ptr() as *const c_void, &mut out) },
             "all-gather",
         )?;
-        Ok(unsafe { Tensor::from_ptr(out as *mut _) })
+        let all = unsafe { Tensor::from_ptr(out as *mut _) };
+        Ok(all.to_device(t.device()))
     }
 
     pub fn barrier(&self) -> Result<()> {
@@ -226,7 +282,7 @@ fn contiguous_view(t: &Tensor) -> Tensor {
 }
 
 fn copy_back(t: &Tensor, c: &Tensor) -> Result<()> {
-    if !t.is_contiguous() {
+    if !t.is_contiguous() || t.device() != c.device() {
         let _guard = tch::no_grad_guard();
         let mut t = t.shallow_clone();
         t.f_copy_(c)?;
@@ -242,23 +298,7 @@ pub fn chunk_of(b: i64, w: i64, r: i64) -> (i64, i64) {
     (start, c.min(b - start))
 }
 
-/// The config every rank of a `world`-rank run trains with: BatchNorm normalises at least each
-/// rank's chunk, so the effective `model.bn_splits` is a multiple of the world size (kept when
-/// it already is: 2 on 2 ranks is the reference's DataParallel; else the world size). Each rank
-/// then splits its chunk `bn_splits / world` ways. Returns a note when it changed the value.
-pub fn resolve_config(cfg: &mut Config, world: usize) -> Option<String> {
-    let w = world as i64;
-    if w <= 1 || cfg.model.bn_splits % w == 0 {
-        return None;
-    }
-    let before = cfg.model.bn_splits;
-    cfg.model.bn_splits = w;
-    Some(format!(
-        "model.bn_splits {before} → {w}: each of the {w} ranks normalises its own chunk of the batch"
-    ))
-}
-
-/// The per-rank split count of a `bn_splits` resolved for `world` ranks.
+/// The per-rank split count of a `bn_splits` fitted to `world` ranks ([`crate::fit`]).
 pub fn local_bn_splits(bn_splits: i64, world: usize) -> i64 {
     (bn_splits / world.max(1) as i64).max(1)
 }

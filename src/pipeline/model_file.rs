@@ -37,7 +37,7 @@ pub struct LoadedModel {
 pub fn load_model(cfg: &Config, device: Device, checkpoint: &Path) -> Result<LoadedModel> {
     let vs = tch::nn::VarStore::new(device);
     let mut model = crate::model::Model::new(&vs.root(), &cfg.model);
-    model.set_numerics(crate::numerics::Numerics::resolve(&cfg.train, device)?)?;
+    model.set_numerics(crate::numerics::Numerics::of_fitted(&cfg.train, device)?)?;
     let (_, classifier) = crate::model::checkpoint::load_into(&vs, checkpoint)?;
     Ok(LoadedModel {
         vs,

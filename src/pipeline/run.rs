@@ -6,8 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tch::Device;
-
 use super::artifacts::{short, Ctx, DatasetRecord, MonitorPoint};
 use super::branch::{check_branch_data, resolve_branch};
 use super::model_file::save_model;
@@ -19,6 +17,7 @@ use crate::config::Config;
 use crate::data::loader::RunData;
 use crate::distributed::{self, Group};
 use crate::eval::{knn, linear};
+use crate::fit::Fitted;
 use crate::store::Store;
 use crate::train::ipirm::PartitionRecord;
 use crate::train::{EpochStats, Trainer};
@@ -34,20 +33,19 @@ struct Started<'a> {
     group: Option<Arc<Group>>,
 }
 
-/// Starts a run named `name`: resolves the numerics for `device` (`train.precision`,
-/// `channels_last`, `tf32`; [`crate::numerics`]) and a branch (`ipirm.from_partition`) to a
-/// stored partition, records the run (with the resolved values in its config), reads the data
-/// and plans: the stage keys hold the numerics actually used.
+/// Starts a run named `name` of `cfg` (a copy of `fitted.cfg`, the config fitted to the
+/// machine): resolves a branch (`ipirm.from_partition`) to a stored partition, records the run
+/// (its config as fitted: the numerics actually used), reads the data and plans.
 fn start<'a>(
     cfg: &'a mut Config,
-    device: Device,
+    fitted: &Fitted,
     store: &'a Store,
     name: &str,
     group: Option<Arc<Group>>,
 ) -> Result<Started<'a>> {
     let as_given = cfg.clone();
-    let numerics = crate::numerics::resolve_config(cfg, device)?;
-    eprintln!("numerics: {}", numerics.describe());
+    let device = fitted.device;
+    eprintln!("numerics: {}", fitted.numerics.describe());
     let branch = match cfg.ipirm.from_partition.clone() {
         Some(spec) => {
             let b = resolve_branch(store, &spec)?;
@@ -67,7 +65,7 @@ fn start<'a>(
     let sha256 = data.fingerprint()?;
     // As rank 0 of several: the other ranks must run the same job (crate::distributed::agree).
     if let Some(g) = &group {
-        distributed::agree(g, &distributed::description(&as_given, &sha256, device)?)?;
+        distributed::agree(g, &distributed::description(&as_given, &sha256, device, g)?)?;
     }
     let run = store.start_run(name, cfg)?;
     eprintln!("run {} in store {}", run.id, store.root().display());
@@ -181,8 +179,7 @@ fn monitor_stage(
 /// training, the trained encoder's kNN and linear probe, every stage through the store under a
 /// run named `name`; the report, config and model are also written to `out_dir`.
 pub fn main_job(
-    cfg: &Config,
-    device: Device,
+    fitted: &Fitted,
     store: &Store,
     name: &str,
     out_dir: &Path,
@@ -191,8 +188,8 @@ pub fn main_job(
     let begun = std::time::Instant::now();
     // The output folder first: a bad --out fails before any work.
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    let mut cfg = cfg.clone();
-    let s = start(&mut cfg, device, store, name, group)?;
+    let mut cfg = fitted.cfg.clone();
+    let s = start(&mut cfg, fitted, store, name, group)?;
     let (ctx, data, dataset_key) = (&s.ctx, &s.data, &s.dataset_key);
     let cfg = ctx.cfg;
     let kp = knn::Knn::of(cfg);
@@ -221,7 +218,7 @@ pub fn main_job(
         "kNN of the encoder at initialisation",
         || {
             knn::evaluate(
-                &Trainer::new(cfg, device)?.model,
+                &Trainer::new(cfg, fitted.device)?.model,
                 &data.bank,
                 &data.test,
                 &kp,
@@ -277,7 +274,7 @@ pub fn main_job(
         None
     };
     let report = Report {
-        device: crate::device::describe(device),
+        device: crate::device::describe(fitted.device),
         dataset: format!("{}", cfg.data.dataset),
         train_images: data.train.len(),
         bank_images: data.bank.len(),
@@ -331,16 +328,15 @@ pub struct TrainOutcome {
 /// `ipirm train`: training alone, through the store; the final model and the config are also
 /// written to `out_dir`.
 pub fn train_job(
-    cfg: &Config,
-    device: Device,
+    fitted: &Fitted,
     store: &Store,
     name: &str,
     out_dir: &Path,
     group: Option<Arc<Group>>,
 ) -> Result<TrainOutcome> {
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    let mut cfg = cfg.clone();
-    let s = start(&mut cfg, device, store, name, group)?;
+    let mut cfg = fitted.cfg.clone();
+    let s = start(&mut cfg, fitted, store, name, group)?;
     let (trained, _) = train_printing(&s)?;
     store.finish_run(&s.ctx.run)?;
     let model_file = out_dir.join("model.safetensors");

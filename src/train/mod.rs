@@ -97,19 +97,16 @@ pub fn project_batch(
 
 /// The projections of two augmented views of a batch (the first view's draws first).
 fn projected_views(model: &Model, x: &Tensor, dist: Option<&Group>) -> Result<(Tensor, Tensor)> {
-    let z1 = project_batch(
-        model,
-        &augment::train_view(x, augment::CROP_SIZE),
-        true,
-        dist,
-    )?;
-    let z2 = project_batch(
-        model,
-        &augment::train_view(x, augment::CROP_SIZE),
-        true,
-        dist,
-    )?;
-    Ok((z1, z2))
+    let view = || {
+        project_batch(
+            model,
+            &augment::train_view(x, augment::CROP_SIZE),
+            true,
+            dist,
+        )
+    };
+    // A tuple's fields are evaluated left to right: the first view draws first.
+    Ok((view()?, view()?))
 }
 
 /// The model being trained, its optimizer, and how many epochs it has seen.
@@ -128,12 +125,12 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A freshly initialised model (initialisation drawn from `train.seed`) and its Adam. The
-    /// model computes as `train.precision`, `channels_last` and `tf32` resolve for `device`
-    /// ([`crate::numerics`]); the trainer's config holds the resolved values.
+    /// A freshly initialised model (initialisation drawn from `train.seed`) and its Adam, from a
+    /// config fitted to `device` ([`crate::fit`]): the model computes as its `train.precision`,
+    /// `channels_last` and `tf32` say.
     pub fn new(cfg: &Config, device: Device) -> Result<Trainer> {
-        let mut cfg = cfg.clone();
-        let numerics = crate::numerics::resolve_config(&mut cfg, device)?;
+        let cfg = cfg.clone();
+        let numerics = crate::numerics::Numerics::of_fitted(&cfg.train, device)?;
         rng::reseed(cfg.train.seed, "init", 0);
         let vs = nn::VarStore::new(device);
         let mut model = Model::new(&vs.root(), &cfg.model);
@@ -153,7 +150,7 @@ impl Trainer {
     }
 
     /// A trainer that is one rank of the data-parallel run over `group`: `cfg.model.bn_splits`
-    /// (resolved for the world size by [`distributed::resolve_config`]) is shared among the ranks, each
+    /// (fitted to the world size, [`crate::fit`]) is shared among the ranks, each
     /// normalising its own chunk of every batch in `bn_splits / world` pieces. Rank 0 drives the
     /// other ranks (each epoch and feature extraction is announced to them) until
     /// [`Trainer::release_workers`].

@@ -100,7 +100,7 @@ pub fn serve(cfg: &Config, device: Device, g: Arc<Group>) -> Result<()> {
     let data = RunData::load_for_training(cfg, device)?;
     distributed::agree(
         &g,
-        &distributed::description(cfg, &data.fingerprint()?, device)?,
+        &distributed::description(cfg, &data.fingerprint()?, device, &g)?,
     )?;
     let images = &data.train.images;
     let mut trainer = Trainer::with_group(cfg, device, g.clone())?;

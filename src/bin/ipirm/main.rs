@@ -232,6 +232,10 @@ struct DistArgs {
     /// Seconds a rank waits for all the others to join before it gives up.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     dist_timeout: u64,
+    /// The process group's backend: nccl (GPU to GPU), gloo (CPU; also CUDA through host
+    /// copies), or auto (nccl for CUDA devices, gloo on the CPU). Every rank must use the same.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "nccl", "gloo"], value_name = "BACKEND")]
+    dist_backend: String,
 }
 
 impl DistArgs {
@@ -447,7 +451,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Checkpoint {
             what: CheckpointCommand::Import { config, file, out },
         } => {
-            let r = pipeline::import_checkpoint(&config.resolve()?, &file, &out)?;
+            // Read on the CPU: the model the file must fit, as on any machine.
+            let cfg = ipirm::fit::fit(&config.resolve()?, tch::Device::Cpu, 1)?.cfg;
+            let r = pipeline::import_checkpoint(&cfg, &file, &out)?;
             let fc = if r.classifier {
                 " (with the classifier fc.*)"
             } else {
@@ -481,7 +487,8 @@ fn run(cli: Cli) -> Result<()> {
                 maximize_n: a.maximize_n,
                 parts: a.parts,
             };
-            let report = ipirm::bench::run(&cfg, device, &options)?;
+            let report =
+                ipirm::bench::run(&ipirm::fit::fit(&cfg, device, 1)?.cfg, device, &options)?;
             if let Some(p) = a.json {
                 pipeline::write_json(&p, &report)?;
             }
@@ -527,6 +534,7 @@ fn run(cli: Cli) -> Result<()> {
             what: EvalCommand::Knn(args),
         } => {
             let (cfg, device) = args.run.resolve()?;
+            let cfg = ipirm::fit::fit(&cfg, device, 1)?.cfg;
             eprintln!("device: {}", ipirm::device::describe(device));
             let acc = pipeline::eval_knn(&cfg, device, &args.checkpoint)?;
             emitln(format_args!(
@@ -538,6 +546,7 @@ fn run(cli: Cli) -> Result<()> {
             what: EvalCommand::Linear(args),
         } => {
             let (cfg, device) = args.run.resolve()?;
+            let cfg = ipirm::fit::fit(&cfg, device, 1)?.cfg;
             eprintln!("device: {}", ipirm::device::describe(device));
             let r = pipeline::eval_linear(&cfg, device, &args.checkpoint)?;
             emitln(format_args!(
@@ -568,10 +577,11 @@ fn seeds_of(cfg: &Config, n: u64) -> Result<Vec<u64>> {
 /// the ranks of a one-machine job.
 fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> Result<()> {
     use ipirm::distributed::{self as dist, Group, Mode};
-    let (mut cfg, mut device) = args.run.resolve()?;
+    use ipirm::fit::fit;
+    let (cfg, mut device) = args.run.resolve()?;
     // This process's rank in a data-parallel job: joined here, owned here, handed to the job.
     let mut group = None;
-    match args.dist.mode()? {
+    let fitted = match args.dist.mode()? {
         Mode::Spawn { world } => {
             if let tch::Device::Cuda(_) = device {
                 let gpus = ipirm::device::cuda().devices;
@@ -584,44 +594,49 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
                     ));
                 }
             }
-            // Checked here once, so that a bad config fails before any rank starts.
-            dist::resolve_config(&mut cfg, world);
-            cfg.validate()?;
+            // Fitted here once, so that a bad config or backend fails before any rank starts.
+            fit(&cfg, device, world)?;
+            dist::Backend::choose(&args.dist.dist_backend, device)?;
             return Ok(dist::spawn_local(world, device == tch::Device::Cpu)?);
         }
         Mode::Rank(launch) => {
             device = dist::rank_device(device, launch.local_rank);
-            let note = dist::resolve_config(&mut cfg, launch.world);
-            let g = std::sync::Arc::new(Group::connect(&launch)?);
+            let fitted = fit(&cfg, device, launch.world)?;
+            let backend = dist::Backend::choose(&args.dist.dist_backend, device)?;
+            let g = std::sync::Arc::new(Group::connect(&launch, backend, device)?);
             if launch.rank != 0 {
                 // Rank 0 runs the seeds one after the other; this rank serves each.
-                for seed in seeds_of(&cfg, args.seeds)? {
-                    let mut cfg = cfg.clone();
+                for seed in seeds_of(&fitted.cfg, args.seeds)? {
+                    let mut cfg = fitted.cfg.clone();
                     cfg.train.seed = seed;
                     ipirm::train::serve(&cfg, device, g.clone())?;
                 }
                 return Ok(());
             }
             eprintln!(
-                "rank 0 of {}: the other ranks joined (master {}:{})",
-                launch.world, launch.master_addr, launch.master_port
+                "rank 0 of {}: the other ranks joined (master {}:{}, {})",
+                launch.world,
+                launch.master_addr,
+                launch.master_port,
+                backend.name()
             );
-            if let Some(note) = note {
-                eprintln!("{note}");
-            }
             group = Some(g);
+            fitted
         }
-        Mode::Single => {}
+        Mode::Single => fit(&cfg, device, 1)?,
+    };
+    for note in &fitted.notes {
+        eprintln!("{note}");
     }
     eprintln!("device: {}", ipirm::device::describe(device));
     let out = args.run.out_dir(store_dir);
     let store = Store::open(store_dir)?;
-    let seeds = seeds_of(&cfg, args.seeds)?;
+    let seeds = seeds_of(&fitted.cfg, args.seeds)?;
     for (i, &seed) in seeds.iter().enumerate() {
-        let mut cfg = cfg.clone();
+        let mut fitted = fitted.clone();
         let mut out = out.clone();
         if seeds.len() > 1 {
-            cfg.train.seed = seed;
+            fitted.cfg.train.seed = seed;
             out = out.join(format!("seed-{seed}"));
             eprintln!(
                 "== seed {seed} ({} of {}) of `{}`",
@@ -631,12 +646,10 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
             );
         }
         if main {
-            let report =
-                pipeline::main_job(&cfg, device, &store, args.run.name(), &out, group.clone())?;
+            let report = pipeline::main_job(&fitted, &store, args.run.name(), &out, group.clone())?;
             emitln(report.table())?;
         } else {
-            let t =
-                pipeline::train_job(&cfg, device, &store, args.run.name(), &out, group.clone())?;
+            let t = pipeline::train_job(&fitted, &store, args.run.name(), &out, group.clone())?;
             emitln(format_args!(
                 "final checkpoint: {}\ncheckpoint: {}",
                 t.checkpoint,
