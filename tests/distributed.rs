@@ -157,6 +157,37 @@ fn two_ranks_train_as_one_process_with_two_batchnorm_splits() {
     }
 }
 
+/// A rank given with a world of one makes a group of one (its backend set up and every
+/// collective run, as `scripts/gpu-check.sh` uses it to try NCCL on one GPU): it trains the
+/// model one process trains, to the bit, since a sum or broadcast over one rank changes nothing.
+#[test]
+fn a_group_of_one_trains_as_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = with(&real_fashion("one"), &["--set=model.bn_splits=1"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let master = format!("--master=127.0.0.1:{port}");
+    let alone = tmp.path().join("alone");
+    let group = tmp.path().join("group");
+    train(&alone, &args);
+    let text = train(
+        &group,
+        &with(
+            &args,
+            &["--rank=0", "--world-size=1", &master, "--dist-backend=gloo"],
+        ),
+    );
+    assert!(
+        text.contains("rank 0 of 1: the other ranks joined"),
+        "{text}"
+    );
+    let d = max_diff(&model(&alone, "one"), &model(&group, "one"));
+    assert_eq!(d, 0.0, "a group of one ends {d} from one process");
+}
+
 /// The pid of the child of `parent` whose environment says `RANK=rank`.
 fn rank_pid(parent: u32, rank: usize) -> Option<u32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
