@@ -83,7 +83,8 @@ fn real_fashion(name: &str) -> Vec<String> {
 /// Two ranks (each forwarding half of every batch, BatchNorm per rank, gradients summed, rank
 /// 0's running statistics) train the same model as one process whose BatchNorm splits every
 /// batch in two, up to rounding: IP-IRM (a sharded feature extraction, the partition sent to
-/// rank 1, four steps) and MixUp IP-IRM (several forwards per step). The run's keys do not
+/// rank 1, four steps), MixUp IP-IRM (several forwards per step) and MixUp IP-IRM with the
+/// online MixUp maximize step (its batches' views projected by both ranks). The run's keys do not
 /// depend on the world size: the final checkpoint has the same key.
 ///
 /// Why only a few steps: on this width-4 model, rounding differences grow fast through Adam
@@ -102,6 +103,19 @@ fn two_ranks_train_as_one_process_with_two_batchnorm_splits() {
                 "--set=train.mixup=true",
                 "--set=train.temperature=0.2",
                 "--set=data.train_limit=48",
+            ],
+        ),
+        (
+            // The CIFAR-100 MixUp presets' maximize step: online, view 1 MixUp-ed, each batch's
+            // views projected by both ranks (two batches an epoch).
+            "online-mixup",
+            vec![
+                "--set=train.mixup=true",
+                "--set=train.temperature=0.2",
+                "--set=data.train_limit=48",
+                "--set=maximize.offline=false",
+                "--set=maximize.mixup=true",
+                "--set=maximize.batch_size=24",
             ],
         ),
     ] {

@@ -16,8 +16,9 @@
 //! - Rank 0 drives: it runs the pipeline and the store (the only rank that reads or writes it),
 //!   learns every partition, runs the kNN monitor and the evaluations. The other ranks serve
 //!   ([`crate::train::serve`]): they wait for rank 0's next command (an epoch, with the partitions to train
-//!   on and, after a resume, the training state; or a sharded feature extraction for an offline
-//!   maximize step) and take part in it. The online maximize step runs on rank 0 alone.
+//!   on and, after a resume, the training state; a sharded feature extraction for an offline
+//!   maximize step; or an online maximize step, whose views rank 0 sends batch by batch) and
+//!   take part in it.
 //!
 //! This module knows nothing of training: a trainer is handed a [`Group`]
 //! ([`crate::train::Trainer::with_group`]), and the work rank 0 shares with the others is the
