@@ -145,6 +145,11 @@ pub struct ModelConfig {
     /// `nn.DataParallel` on that many GPUs does (every script of the reference used 2; see
     /// `model::SplitBatchNorm`). 1 = the whole batch.
     pub bn_splits: i64,
+    /// SyncBatchNorm, as DistributedDataParallel users know it: in a data-parallel run every
+    /// BatchNorm normalises with the statistics of the global batch, summed over the ranks
+    /// (needs `bn_splits = 1`; on one process it changes nothing). The same training as one
+    /// process with `bn_splits = 1`, hence the same stage keys.
+    pub sync_bn: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -330,6 +335,7 @@ impl Default for ModelConfig {
             head_hidden: 512,
             feature_dim: 128,
             bn_splits: 2,
+            sync_bn: false,
         }
     }
 }
@@ -762,6 +768,16 @@ impl Config {
         positive_i("model.head_hidden", self.model.head_hidden)?;
         positive_i("model.feature_dim", self.model.feature_dim)?;
         positive_i("model.bn_splits", self.model.bn_splits)?;
+        if self.model.sync_bn && self.model.bn_splits != 1 {
+            return Err(Error::config(
+                "model.sync_bn",
+                format!(
+                    "normalises with the whole batch's statistics, and model.bn_splits = {} splits \
+                     it: set model.bn_splits=1 with it",
+                    self.model.bn_splits
+                ),
+            ));
+        }
         positive_i("train.batch_size", self.train.batch_size)?;
         if self.train.batch_size < 2 {
             return Err(Error::config(

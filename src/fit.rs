@@ -3,7 +3,7 @@
 //! - the numerics (`train.precision`, `channels_last`, `tf32`) resolved for the device
 //!   ([`crate::numerics`]: `auto` becomes the device's best), written back into the config;
 //! - `model.bn_splits` for the world size of a data-parallel run (each rank normalises at least
-//!   its own chunk of every batch);
+//!   its own chunk of every batch, unless `model.sync_bn` normalises the global batch);
 //! - the whole config validated.
 //!
 //! What comes out ([`Fitted`]) is what the stages key on, what a run records and what the
@@ -37,7 +37,7 @@ pub fn fit(cfg: &Config, device: Device, world: usize) -> Result<Fitted> {
     // DataParallel; else the world size). Each rank then splits its chunk `bn_splits / world`
     // ways ([`crate::distributed::local_bn_splits`]).
     let w = world.max(1) as i64;
-    if w > 1 && cfg.model.bn_splits % w != 0 {
+    if w > 1 && cfg.model.bn_splits % w != 0 && !cfg.model.sync_bn {
         notes.push(format!(
             "model.bn_splits {} → {w}: each of the {w} ranks normalises its own chunk of the batch",
             cfg.model.bn_splits

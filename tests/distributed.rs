@@ -84,8 +84,10 @@ fn real_fashion(name: &str) -> Vec<String> {
 /// 0's running statistics) train the same model as one process whose BatchNorm splits every
 /// batch in two, up to rounding: IP-IRM (a sharded feature extraction, the partition sent to
 /// rank 1, four steps), MixUp IP-IRM (several forwards per step) and MixUp IP-IRM with the
-/// online MixUp maximize step (its batches' views projected by both ranks). The run's keys do not
-/// depend on the world size: the final checkpoint has the same key.
+/// online MixUp maximize step (its batches' views projected by both ranks); and with
+/// `model.sync_bn`, two ranks train as one process whose BatchNorm sees the whole batch (without
+/// the ranks' sums, each normalising its own chunk, they ended 0.135 apart, 2026-12-04). The
+/// run's keys do not depend on the world size: the final checkpoint has the same key.
 ///
 /// Why only a few steps: on this width-4 model, rounding differences grow fast through Adam
 /// (one process on 1 and on 2 threads ended ~5e-4 apart after 8 steps, 2026-11-29); the bounds
@@ -117,6 +119,12 @@ fn two_ranks_train_as_one_process_with_two_batchnorm_splits() {
                 "--set=maximize.mixup=true",
                 "--set=maximize.batch_size=24",
             ],
+        ),
+        (
+            // SyncBatchNorm: two ranks normalise with the global batch's statistics, as one
+            // process does with the whole batch (bn_splits 1; sync_bn changes nothing there).
+            "sync-bn",
+            vec!["--set=model.bn_splits=1", "--set=model.sync_bn=true"],
         ),
     ] {
         let args = with(&real_fashion(name), &extra);
@@ -351,6 +359,15 @@ fn bad_distribution_flags_name_the_flag() {
         (
             vec!["--world-size=2", "--dist-backend=nccl"],
             "--dist-backend`: nccl runs collectives between GPUs",
+        ),
+        // SyncBatchNorm normalises the whole batch: a split of it is a contradiction.
+        (
+            vec![
+                "--world-size=2",
+                "--set=model.bn_splits=2",
+                "--set=model.sync_bn=true",
+            ],
+            "model.sync_bn`: normalises with the whole batch's statistics, and model.bn_splits = 2",
         ),
     ] {
         let args = with(&tiny_run(tmp.path()), &flags);

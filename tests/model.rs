@@ -86,6 +86,7 @@ fn split_batchnorm_is_dataparallel_on_two_gpus() {
         head_hidden: 16,
         feature_dim: 8,
         bn_splits: 2,
+        sync_bn: false,
     };
     let one = ModelConfig {
         bn_splits: 1,

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/torch.h>
 
 #ifndef IPIRM_NO_GLOO
@@ -47,6 +48,9 @@ char* ipirm_dist_allreduce_sum(IpirmGroup*, at::Tensor*) { return no_gloo(); }
 char* ipirm_dist_broadcast(IpirmGroup*, at::Tensor*, int) { return no_gloo(); }
 char* ipirm_dist_allgather(IpirmGroup*, const at::Tensor*, at::Tensor**) { return no_gloo(); }
 char* ipirm_dist_barrier(IpirmGroup*) { return no_gloo(); }
+char* ipirm_dist_allreduce_sum_grad(IpirmGroup*, const at::Tensor*, at::Tensor**) {
+  return no_gloo();
+}
 
 #else
 
@@ -176,6 +180,43 @@ char* ipirm_dist_allgather(IpirmGroup* g, const at::Tensor* t, at::Tensor** out)
 char* ipirm_dist_barrier(IpirmGroup* g) {
   try {
     g->pg->barrier()->wait();
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error(e.what());
+  }
+}
+
+}  // extern "C"
+
+namespace {
+// The sum over the ranks of a tensor, as an autograd function: its backward sums the incoming
+// gradients over the ranks the same way (the derivative of every rank's output with respect to
+// every rank's input is the identity). What SyncBatchNorm's statistics need (model.sync_bn):
+// written with it, plain tensor operations give SyncBatchNorm's gradients.
+struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            int64_t group) {
+    ctx->saved_data["group"] = group;
+    std::vector<at::Tensor> ts{x.detach().contiguous().clone()};
+    reinterpret_cast<IpirmGroup*>(group)->pg->allreduce(ts)->wait();
+    return ts[0];
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto group = reinterpret_cast<IpirmGroup*>(ctx->saved_data["group"].toInt());
+    std::vector<at::Tensor> ts{grads[0].detach().contiguous().clone()};
+    group->pg->allreduce(ts)->wait();
+    return {ts[0], at::Tensor()};
+  }
+};
+}  // namespace
+
+extern "C" {
+
+// `*out` = the sum over the ranks of `t`, differentiably (see AllReduceSum).
+char* ipirm_dist_allreduce_sum_grad(IpirmGroup* g, const at::Tensor* t, at::Tensor** out) {
+  try {
+    *out = new at::Tensor(AllReduceSum::apply(*t, reinterpret_cast<int64_t>(g)));
     return nullptr;
   } catch (const std::exception& e) {
     return error(e.what());

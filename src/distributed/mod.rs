@@ -28,7 +28,7 @@
 //! of a multi-machine job gets `--rank R --world-size N --master ADDR:PORT`, or `torchrun`'s
 //! environment (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`, `LOCAL_RANK`).
 use std::ffi::{c_char, c_int, c_void, CString};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tch::{Device, Kind, Tensor};
@@ -59,6 +59,11 @@ extern "C" {
     fn ipirm_dist_allgather(g: *mut c_void, t: *const c_void, out: *mut *mut c_void)
         -> *mut c_char;
     fn ipirm_dist_barrier(g: *mut c_void) -> *mut c_char;
+    fn ipirm_dist_allreduce_sum_grad(
+        g: *mut c_void,
+        t: *const c_void,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
 }
 
 /// How long a collective may wait: the other ranks wait in one while rank 0 works alone (a
@@ -229,6 +234,23 @@ impl Group {
         Ok(all.to_device(t.device()))
     }
 
+    /// The sum of every rank's `t` as a new tensor, differentiable: its backward sums the
+    /// incoming gradients over the ranks (SyncBatchNorm's statistics, `model.sync_bn`). `t` must
+    /// be on a device the backend takes (the GPU for NCCL).
+    pub fn all_reduce_sum_grad(&self, t: &Tensor) -> Result<Tensor> {
+        let mut out = std::ptr::null_mut();
+        // SAFETY: a live tensor handle; on success `out` is a new at::Tensor we take over. The
+        // group outlives the autograd graph that holds it: the trainer that owns both drops the
+        // graph with each step.
+        check(
+            unsafe {
+                ipirm_dist_allreduce_sum_grad(self.ptr, t.as_ptr() as *const c_void, &mut out)
+            },
+            "all-reduce (sync_bn)",
+        )?;
+        Ok(unsafe { Tensor::from_ptr(out as *mut _) })
+    }
+
     pub fn barrier(&self) -> Result<()> {
         // SAFETY: a live group.
         check(unsafe { ipirm_dist_barrier(self.ptr) }, "barrier")
@@ -343,6 +365,9 @@ pub struct StepSync {
     /// BatchNorm's running statistics (every variable that is not trained), in the same order
     /// on every rank.
     pub buffers: Vec<Tensor>,
+    /// Where a collective inside the forward pass (SyncBatchNorm's) left its error, since a
+    /// forward cannot return one: raised before the gradients are summed.
+    pub forward_failure: Option<Arc<Mutex<Option<Error>>>>,
 }
 
 impl StepSync {
@@ -350,6 +375,11 @@ impl StepSync {
     /// forward reached on this rank gets a zero gradient first (a backward of 0·p), so that
     /// every rank steps the same parameters.
     pub fn reduce_gradients(&self) -> Result<()> {
+        if let Some(slot) = &self.forward_failure {
+            if let Some(e) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(e);
+            }
+        }
         let missing: Vec<Tensor> = self
             .params
             .iter()

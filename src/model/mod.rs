@@ -4,4 +4,6 @@ pub mod checkpoint;
 mod resnet;
 mod torch_file;
 
-pub use resnet::{count_parameters, l2_normalize, torch_linear, Model, SplitBatchNorm};
+pub use resnet::{
+    count_parameters, l2_normalize, torch_linear, Model, RankSum, SplitBatchNorm, SyncStats,
+};

@@ -17,6 +17,8 @@
 //!
 //! The model computes as its [`Numerics`] say (fp32 unless [`Model::set_numerics`] is called):
 //! under bf16 autocast and/or in channels_last layout, its outputs always fp32.
+use std::sync::{Arc, Mutex};
+
 use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
 
@@ -92,6 +94,38 @@ const BN_INIT: nn::BatchNormConfig = nn::BatchNormConfig {
 pub struct SplitBatchNorm {
     bn: nn::BatchNorm,
     splits: i64,
+    /// With `model.sync_bn` in a data-parallel run: normalise with the global batch's statistics.
+    sync: Option<SyncStats>,
+}
+
+/// Sums a tensor over the ranks of a data-parallel run, differentiably (its backward sums the
+/// gradients over the ranks too): what SyncBatchNorm needs of the process group. The trainer
+/// makes it from its group; the model knows nothing of process groups.
+pub type RankSum = Arc<dyn Fn(&Tensor) -> crate::Result<Tensor> + Send + Sync>;
+
+/// SyncBatchNorm's link to the ranks, shared by every BatchNorm of a model.
+#[derive(Clone)]
+pub struct SyncStats {
+    sum: RankSum,
+    /// The first sum that failed in a forward pass (which cannot return an error; the layer
+    /// then normalises its chunk alone), for the step to raise ([`Model::sync_failure`]).
+    failure: Arc<Mutex<Option<crate::Error>>>,
+}
+
+impl std::fmt::Debug for SyncStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncStats")
+    }
+}
+
+impl SyncStats {
+    /// SyncBatchNorm over the ranks that `sum` sums over.
+    pub fn new(sum: RankSum) -> SyncStats {
+        SyncStats {
+            sum,
+            failure: Arc::new(Mutex::new(None)),
+        }
+    }
 }
 
 impl SplitBatchNorm {
@@ -104,12 +138,71 @@ impl SplitBatchNorm {
         SplitBatchNorm {
             bn,
             splits: splits.max(1),
+            sync: None,
         }
+    }
+
+    /// Train mode with the statistics of the global batch: per channel the sum over the ranks
+    /// of each rank's sum and count gives the mean, then of the centred squares the biased
+    /// variance, both through [`RankSum`] so that the gradients flow to every rank's chunk as
+    /// SyncBatchNorm's do. Computed in fp32, returned in the input's dtype. The running
+    /// statistics move as `nn.BatchNorm`'s do (momentum 0.1, unbiased variance).
+    fn forward_synced(&self, x: &Tensor, s: &SyncStats) -> crate::Result<Tensor> {
+        let c = x.size()[1];
+        let dims: Vec<i64> = (0..x.dim() as i64).filter(|&d| d != 1).collect();
+        let mut shape = vec![1i64; x.dim()];
+        shape[1] = c;
+        let xf = x.to_kind(Kind::Float);
+        let count =
+            Tensor::from_slice(&[(x.numel() as i64 / c.max(1)) as f32]).to_device(x.device());
+        let local = xf.sum_dim_intlist(dims.as_slice(), false, Kind::Float);
+        let sums = (s.sum)(&Tensor::cat(&[local, count], 0))?;
+        let n = sums.get(c);
+        let mean = sums.narrow(0, 0, c) / &n;
+        let centred = &xf - mean.view(shape.as_slice());
+        let squares = centred
+            .square()
+            .sum_dim_intlist(dims.as_slice(), false, Kind::Float);
+        let var = (s.sum)(&squares)? / &n;
+        let scale = (&var + BN_INIT.eps).rsqrt();
+        let y = centred * scale.view(shape.as_slice());
+        // Not in place: autograd keeps what each product's backward needs.
+        let y = match &self.bn.ws {
+            Some(w) => y * w.view(shape.as_slice()),
+            None => y,
+        };
+        let y = match &self.bn.bs {
+            Some(b) => y + b.view(shape.as_slice()),
+            None => y,
+        };
+        tch::no_grad(|| {
+            let m = BN_INIT.momentum;
+            // n / (n − 1) as a tensor: no wait for the device.
+            let n = n.detach();
+            let unbiased = var.detach() * &n / (&n - 1.0).clamp_min(1.0);
+            // Handles on the layer's own buffers (updated in place).
+            let mut rm = self.bn.running_mean.shallow_clone();
+            let mut rv = self.bn.running_var.shallow_clone();
+            let new_mean = &rm * (1.0 - m) + mean.detach() * m;
+            let new_var = &rv * (1.0 - m) + unbiased * m;
+            rm.copy_(&new_mean);
+            rv.copy_(&new_var);
+        });
+        Ok(y.to_kind(x.kind()))
     }
 }
 
 impl ModuleT for SplitBatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        if let (true, Some(s)) = (train, &self.sync) {
+            match self.forward_synced(x, s) {
+                Ok(y) => return y,
+                Err(e) => {
+                    let mut failure = s.failure.lock().unwrap_or_else(|p| p.into_inner());
+                    failure.get_or_insert(e);
+                }
+            }
+        }
         if !train || self.splits == 1 {
             return x.apply_t(&self.bn, train);
         }
@@ -406,17 +499,36 @@ impl Model {
         (l2_normalize(&h), l2_normalize(&z))
     }
 
-    /// Normalises each training batch in `splits` chunks from now on (see [`SplitBatchNorm`]):
-    /// a rank of a data-parallel run takes its share of `model.bn_splits`.
-    pub fn set_bn_splits(&mut self, splits: i64) {
+    /// From now on, in train mode, every BatchNorm normalises with the global batch's
+    /// statistics summed by `sync` (SyncBatchNorm, `model.sync_bn`), or, with `None`, as
+    /// [`Model::set_bn_splits`] says.
+    pub fn set_sync_stats(&mut self, sync: Option<SyncStats>) {
+        for bn in self.batch_norms() {
+            bn.sync = sync.clone();
+        }
+    }
+
+    /// Where SyncBatchNorm leaves the first error of a forward pass (which cannot return it),
+    /// for the step to raise; `None` without SyncBatchNorm.
+    pub fn sync_failure(&self) -> Option<Arc<Mutex<Option<crate::Error>>>> {
+        self.bn1.sync.as_ref().map(|s| s.failure.clone())
+    }
+
+    /// Every BatchNorm of the model: the stem's, the blocks', the head's.
+    fn batch_norms(&mut self) -> impl Iterator<Item = &mut SplitBatchNorm> {
         let blocks = self.layers.iter_mut().flatten().flat_map(|b| {
             let down = b.downsample.as_mut().map(|(_, bn)| bn);
             b.convs.iter_mut().map(|(_, bn)| bn).chain(down)
         });
-        for bn in std::iter::once(&mut self.bn1)
+        std::iter::once(&mut self.bn1)
             .chain(blocks)
             .chain(std::iter::once(&mut self.head_bn))
-        {
+    }
+
+    /// Normalises each training batch in `splits` chunks from now on (see [`SplitBatchNorm`]):
+    /// a rank of a data-parallel run takes its share of `model.bn_splits`.
+    pub fn set_bn_splits(&mut self, splits: i64) {
+        for bn in self.batch_norms() {
             bn.splits = splits.max(1);
         }
     }

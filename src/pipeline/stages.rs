@@ -110,6 +110,8 @@ fn model_params(m: &ModelConfig) -> Value {
         head_hidden,
         feature_dim,
         bn_splits,
+        // Global-batch statistics over the ranks train as one process with bn_splits 1 does.
+        sync_bn: _,
     } = m;
     json!({
         "arch": arch,

@@ -160,6 +160,12 @@ impl Trainer {
             t.cfg.model.bn_splits,
             group.world(),
         ));
+        if t.cfg.model.sync_bn {
+            let g = group.clone();
+            let sum: crate::model::RankSum = Arc::new(move |x: &Tensor| g.all_reduce_sum_grad(x));
+            t.model
+                .set_sync_stats(Some(crate::model::SyncStats::new(sum)));
+        }
         t.dist = Some(group);
         Ok(t)
     }
@@ -189,6 +195,7 @@ impl Trainer {
             self.lead(Command::Done, &[])?;
         }
         if self.dist.take().is_some() {
+            self.model.set_sync_stats(None);
             self.model.set_bn_splits(self.cfg.model.bn_splits);
             distributed::take_back_cores();
         }
@@ -211,6 +218,7 @@ impl Trainer {
             group,
             params: self.opt.params().map(|p| p.shallow_clone()).collect(),
             buffers,
+            forward_failure: self.model.sync_failure(),
         })
     }
 
@@ -468,7 +476,7 @@ pub(crate) fn run_epoch(
             });
         }
         if !loss.backpropagated {
-            loss.total.backward();
+            loss.total.f_backward()?;
         }
         if let Some(sync) = sync {
             sync.reduce_gradients()?;
