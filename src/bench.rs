@@ -13,6 +13,8 @@
 //! Ours only: `augment_img_per_s` (augmentation alone) and `simclr_img_per_s_ondevice_…`. With
 //! `parts` (for profiling) only the on-device minimize figure runs, followed by `PART` lines
 //! splitting the step into forward, loss, backward and Adam, wall and process CPU time.
+//! Augmentation resizes as `data.antialias` says (which matters only for images larger than the
+//! crop).
 //! `small` is the reference's `--small`: batch 32, 1,200 images, 4 timed steps, extraction of
 //! 2 × 256 images, maximize on 4,000 pairs for one epoch. Prints figures; asserts nothing.
 use std::collections::BTreeMap;
@@ -121,13 +123,18 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
     let steps = o.steps.unwrap_or(if o.small { 4 } else { 40 });
     let mut cfg = cfg.clone();
     cfg.train.batch_size = b;
+    let antialias = cfg.data.antialias;
     let settings = format!(
-        "device {}; {:?} width {}, bn_splits {}; batch {b}; {}; CPU allocator {}",
+        "device {}; {:?} width {}, bn_splits {}; batch {b}; {}; crops {}; CPU allocator {}",
         crate::device::describe(device),
         cfg.model.arch,
         cfg.model.width,
         cfg.model.bn_splits,
         numerics.describe(),
+        match antialias {
+            true => "antialiased",
+            false => "plain bilinear",
+        },
         match crate::device::freed_memory_kept() {
             true => "keeps freed memory",
             false => "glibc's default",
@@ -145,8 +152,8 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
     let images = Tensor::randint(256, [b, c, side, side], (Kind::Uint8, device));
     if !o.parts {
         let s = time(device, 1, steps, || {
-            let _ = augment::train_view(&images, augment::CROP_SIZE);
-            let _ = augment::train_view(&images, augment::CROP_SIZE);
+            let _ = augment::train_view(&images, augment::CROP_SIZE, antialias);
+            let _ = augment::train_view(&images, augment::CROP_SIZE, antialias);
             Ok(())
         })?;
         fig("augment_img_per_s".into(), b as f64 / s, "img/s");
@@ -177,8 +184,8 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
         let mut step = |augmented: bool| -> Result<()> {
             let fresh = augmented.then(|| {
                 (
-                    augment::train_view(&images, augment::CROP_SIZE),
-                    augment::train_view(&images, augment::CROP_SIZE),
+                    augment::train_view(&images, augment::CROP_SIZE, antialias),
+                    augment::train_view(&images, augment::CROP_SIZE, antialias),
                 )
             });
             let (x1, x2) = fresh.as_ref().map_or((&v1, &v2), |(a, b)| (a, b));

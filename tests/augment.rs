@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 use ipirm::data::augment::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, apply_train,
     apply_train_unnormalized, color_jitter, gaussian_blur, hflip, normalize, resized_crop,
-    rgb_to_grayscale, sample_train_params, test_view, to_unit, train_view, TrainParams, CROP_SIZE,
-    MEAN, STD,
+    resized_crop_antialiased, rgb_to_grayscale, sample_train_params, test_view, to_unit,
+    train_view, TrainParams, CROP_SIZE, MEAN, STD,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -174,10 +174,10 @@ fn grayscale_blur_normalize_match_torchvision() {
 fn pipeline_matches_torchvision() {
     let f = fixture();
     let p = params(&f);
-    let got = apply_train(get(&f, "x"), &p, CROP_SIZE);
+    let got = apply_train(get(&f, "x"), &p, CROP_SIZE, false);
     assert_eq!(got.kind(), Kind::Float);
     assert_close("pipeline rgb", &got, get(&f, "pipe_x"), PIPE_TOL);
-    let got1 = apply_train(get(&f, "x1"), &p, CROP_SIZE);
+    let got1 = apply_train(get(&f, "x1"), &p, CROP_SIZE, false);
     assert_close("pipeline 1-channel", &got1, get(&f, "pipe_x1"), PIPE_TOL);
 }
 
@@ -378,15 +378,15 @@ fn same_seed_same_views_different_seed_different_views() {
     tch::manual_seed(5);
     let x = rand_images(8, 3, 32, 32);
     tch::manual_seed(42);
-    let a = train_view(&x, CROP_SIZE);
+    let a = train_view(&x, CROP_SIZE, true);
     tch::manual_seed(42);
-    let b = train_view(&x, CROP_SIZE);
+    let b = train_view(&x, CROP_SIZE, true);
     tch::manual_seed(43);
-    let c = train_view(&x, CROP_SIZE);
+    let c = train_view(&x, CROP_SIZE, true);
     assert!(a.equal(&b), "same seed, same view");
     assert!(max_abs_diff(&a, &c) > 0.1, "different seed, different view");
     // Two views drawn one after the other differ too.
-    let d = train_view(&x, CROP_SIZE);
+    let d = train_view(&x, CROP_SIZE, true);
     assert!(max_abs_diff(&c, &d) > 0.1);
 }
 
@@ -396,18 +396,18 @@ fn train_view_shapes_and_range() {
     tch::manual_seed(6);
     for (c, h, w) in [(3, 32, 32), (3, 96, 96), (1, 28, 28)] {
         let x = rand_images(5, c, h, w);
-        let v = train_view(&x, CROP_SIZE);
+        let v = train_view(&x, CROP_SIZE, true);
         assert_eq!(v.size(), [5, 3, CROP_SIZE, CROP_SIZE]);
         assert_eq!(v.kind(), Kind::Float);
         let p = sample_train_params(5, h, w);
-        let u = apply_train_unnormalized(&x, &p, CROP_SIZE);
+        let u = apply_train_unnormalized(&x, &p, CROP_SIZE, true);
         assert!(
             u.min().double_value(&[]) >= 0.0 && u.max().double_value(&[]) <= 1.0,
             "in [0, 1]"
         );
         assert_close(
             "normalise",
-            &apply_train(&x, &p, CROP_SIZE),
+            &apply_train(&x, &p, CROP_SIZE, true),
             &normalize(&u),
             0.0,
         );
@@ -422,7 +422,7 @@ fn one_channel_input_stays_gray() {
     tch::manual_seed(7);
     let x = rand_images(64, 1, 28, 28);
     let p = sample_train_params(64, 28, 28);
-    let u = apply_train_unnormalized(&x, &p, CROP_SIZE);
+    let u = apply_train_unnormalized(&x, &p, CROP_SIZE, true);
     assert_eq!(u.size(), [64, 3, CROP_SIZE, CROP_SIZE]);
     assert_close("G = R", &u.select(1, 1), &u.select(1, 0), 1e-6);
     assert_close("B = R", &u.select(1, 2), &u.select(1, 0), 1e-6);
@@ -464,10 +464,10 @@ fn empty_subsets_and_batches() {
     p.blur = Tensor::zeros([3], (Kind::Bool, Device::Cpu));
     p.gray = Tensor::zeros([3], (Kind::Bool, Device::Cpu));
     p.flip = Tensor::zeros([3], (Kind::Bool, Device::Cpu));
-    let got = apply_train_unnormalized(&x, &p, 16);
+    let got = apply_train_unnormalized(&x, &p, 16, true);
     let want = resized_crop(&to_unit(&x), &p.crop, 16);
     assert_close("crop only", &got, &want, 0.0);
-    let v = train_view(&rand_images(0, 3, 16, 16), CROP_SIZE);
+    let v = train_view(&rand_images(0, 3, 16, 16), CROP_SIZE, true);
     assert_eq!(v.size(), [0, 3, CROP_SIZE, CROP_SIZE]);
 }
 
@@ -480,8 +480,13 @@ fn cuda_matches_cpu_when_available() {
     }
     let f = fixture();
     let p = params(&f);
-    let cpu = apply_train(get(&f, "x"), &p, CROP_SIZE);
-    let gpu = apply_train(&get(&f, "x").to_device(Device::Cuda(0)), &p, CROP_SIZE);
+    let cpu = apply_train(get(&f, "x"), &p, CROP_SIZE, false);
+    let gpu = apply_train(
+        &get(&f, "x").to_device(Device::Cuda(0)),
+        &p,
+        CROP_SIZE,
+        false,
+    );
     assert_eq!(gpu.device(), Device::Cuda(0));
     assert_close(
         "cuda pipeline vs torchvision",
@@ -491,11 +496,116 @@ fn cuda_matches_cpu_when_available() {
     );
     assert_close("cuda vs cpu", &gpu, &cpu, PIPE_TOL);
     let p_gpu = p.to_device(Device::Cuda(0));
-    let gpu2 = apply_train(&get(&f, "x").to_device(Device::Cuda(0)), &p_gpu, CROP_SIZE);
+    let gpu2 = apply_train(
+        &get(&f, "x").to_device(Device::Cuda(0)),
+        &p_gpu,
+        CROP_SIZE,
+        false,
+    );
     assert_close("params on cuda", &gpu2, &gpu, 0.0);
     tch::manual_seed(9);
     let x = rand_images(64, 3, 96, 96).to_device(Device::Cuda(0));
-    let v = train_view(&x, CROP_SIZE);
+    let v = train_view(&x, CROP_SIZE, true);
     assert_eq!(v.device(), Device::Cuda(0));
     assert_eq!(v.size(), [64, 3, CROP_SIZE, CROP_SIZE]);
+}
+
+/// Boxes of every kind on 96×96 images, for a 32×32 output: the whole image (3× shrink), both
+/// sides shrinking by other factors, one side shrinking and the other growing, both growing, a
+/// one-pixel box, and a box the size of the output.
+const BOXES: [[i64; 4]; 8] = [
+    [0, 0, 96, 96],
+    [5, 17, 80, 64],
+    [30, 2, 57, 43],
+    [11, 40, 48, 24],
+    [60, 3, 20, 90],
+    [40, 50, 27, 30],
+    [95, 0, 1, 1],
+    [7, 9, 32, 32],
+];
+
+fn boxes(rows: &[[i64; 4]]) -> Tensor {
+    Tensor::from_slice(rows.concat().as_slice()).view([rows.len() as i64, 4])
+}
+
+/// libtorch's antialiased bilinear kernel (`_upsample_bilinear2d_aa`, which torchvision calls for
+/// `antialias=True`) on each image's box, one image at a time.
+fn libtorch_aa(x: &Tensor, crop: &Tensor, size: i64) -> Tensor {
+    let rows: Vec<Vec<i64>> = Vec::<Vec<i64>>::try_from(crop).unwrap();
+    let out: Vec<Tensor> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            x.get(i as i64)
+                .narrow(1, r[0], r[2])
+                .narrow(2, r[1], r[3])
+                .unsqueeze(0)
+                .internal_upsample_bilinear2d_aa([size, size], false, None, None)
+        })
+        .collect();
+    Tensor::cat(&out, 0)
+}
+
+#[test]
+fn antialiased_crop_matches_libtorch_kernel() {
+    let _rng = rng_lock();
+    tch::manual_seed(10);
+    let n = BOXES.len() as i64;
+    let x = Tensor::rand([n, 3, 96, 96], (Kind::Float, Device::Cpu));
+    let crop = boxes(&BOXES);
+    assert_close(
+        "antialiased crop 32",
+        &resized_crop_antialiased(&x, &crop, 32),
+        &libtorch_aa(&x, &crop, 32),
+        OP_TOL,
+    );
+    // Other output sizes: stronger shrinks (96 → 7), and everything growing (→ 100).
+    for size in [7, 100] {
+        assert_close(
+            &format!("antialiased crop {size}"),
+            &resized_crop_antialiased(&x, &crop, size),
+            &libtorch_aa(&x, &crop, size),
+            OP_TOL,
+        );
+    }
+    // Sampled boxes: RandomResizedCrop on 96×96 and on a 40×100 image.
+    for (h, w) in [(96, 96), (40, 100)] {
+        let x = Tensor::rand([64, 3, h, w], (Kind::Float, Device::Cpu));
+        let p = sample_train_params(64, h, w);
+        assert_close(
+            &format!("sampled crops of {h}×{w}"),
+            &resized_crop_antialiased(&x, &p.crop, CROP_SIZE),
+            &libtorch_aa(&x, &p.crop, CROP_SIZE),
+            OP_TOL,
+        );
+    }
+}
+
+#[test]
+fn antialiasing_changes_nothing_where_no_side_shrinks() {
+    let _rng = rng_lock();
+    tch::manual_seed(11);
+    // In a batch with shrinking boxes (the gathered taps run), an image whose box shrinks on
+    // neither side gets the plain resize to the bit.
+    let n = BOXES.len() as i64;
+    let x = Tensor::rand([n, 3, 96, 96], (Kind::Float, Device::Cpu));
+    let crop = boxes(&BOXES);
+    let aa = resized_crop_antialiased(&x, &crop, 32);
+    let plain = resized_crop(&x, &crop, 32);
+    for (i, b) in BOXES.iter().enumerate() {
+        let d = max_abs_diff(&aa.get(i as i64), &plain.get(i as i64));
+        match b[2] <= 32 && b[3] <= 32 {
+            true => assert_eq!(d, 0.0, "box {b:?}"),
+            false => assert!(d > 1e-3, "box {b:?} shrinks: {d}"),
+        }
+    }
+    // The whole train transform on images no larger than the crop (CIFAR, Fashion-MNIST).
+    for (c, h, w) in [(3, 32, 32), (1, 28, 28)] {
+        let x = rand_images(64, c, h, w);
+        let p = sample_train_params(64, h, w);
+        assert!(
+            apply_train(&x, &p, CROP_SIZE, true).equal(&apply_train(&x, &p, CROP_SIZE, false)),
+            "{c}×{h}×{w}"
+        );
+    }
 }

@@ -13,20 +13,30 @@
 //! torchvision's *tensor* semantics (`torchvision.transforms.functional` on float images); each op
 //! is public so it can be compared with torchvision on its own.
 //!
-//! Deviations from the reference, which runs the transforms on PIL images in its data loader:
+//! Deviations from the reference, which runs the transforms on PIL images in its data loader
+//! (each measured against PIL and OpenCV on STL-sized images in tests/augment.rs, in 0–255 units:
+//! the mean absolute difference, and the worst pixel):
 //! - everything stays in float32 in [0, 1]; the reference quantises to uint8 after the crop, after
-//!   each jitter op, after grayscale and after the blur (differences up to about 1/255 per op);
-//! - the resized crop is bilinear *without* antialiasing; PIL's bilinear resize antialiases, which
-//!   changes the result only when downscaling (crops larger than 32 pixels, i.e. STL-10's 96×96
-//!   images), not for CIFAR's 32×32 images;
+//!   each jitter op, after grayscale and after the blur;
+//! - the resized crop: PIL's bilinear resize antialiases when it shrinks (every output pixel
+//!   averages its whole source footprint with a triangle filter), which matters on STL-10's 96×96
+//!   images, where nearly every crop box is larger than 32. [`resized_crop_antialiased`] computes
+//!   PIL's weights in float (`data.antialias`, the default): 0.21, at most 1, PIL's own rounding.
+//!   [`resized_crop`] is the plain bilinear sampling without antialiasing (`data.antialias =
+//!   false`), which on a 3× shrink reads about one source pixel in three and aliases fine texture
+//!   (13.8 and 189 on shrinking crops of synthetic and Fashion-MNIST-made images). Both upsample
+//!   alike, so on CIFAR and Fashion-MNIST (boxes never larger than 32) they are the same to the
+//!   bit;
 //! - colour jitter and grayscale use torchvision's tensor formulas (grayscale weights 0.2989, 0.587,
-//!   0.114; hue through float HSV), where PIL works in uint8 (grayscale weights 299/587/114 ‰,
-//!   hue through uint8 HSV);
+//!   0.114; hue through float HSV), where PIL works in uint8 (its blends truncate, grayscale
+//!   weights 299/587/114 ‰ rounded, hue through uint8 HSV with the shift truncated to 1/255 steps):
+//!   brightness, contrast and saturation 0.43–0.48, at most 1.13; grayscale 0.24, at most 0.52;
+//!   hue 0.56, at most 11.4;
 //! - the blur is torchvision's `gaussian_blur` (3×3, reflect padding); the reference calls
 //!   `cv2.GaussianBlur` on the uint8 image, whose kernel and default border (reflect-101) are the
-//!   same, but which rounds to uint8. The reference draws the blur's coin and σ from NumPy's global
-//!   generator inside forked data-loader workers, so its blur decisions repeat across workers and
-//!   epochs; here they are fresh for every image.
+//!   same, but in fixed point and rounded to uint8: 0.14, at most 0.81. The reference draws the
+//!   blur's coin and σ from NumPy's global generator inside forked data-loader workers, so its
+//!   blur decisions repeat across workers and epochs; here they are fresh for every image.
 use tch::{Device, Kind, Tensor};
 
 /// Per-channel mean of the Normalize step (CIFAR-10 statistics, as in DCL / IP-IRM).
@@ -332,29 +342,33 @@ fn linear_indices(start: &Tensor, len: &Tensor, size: i64) -> (Tensor, Tensor, T
     (i0 + &start, i1 + start, lambda)
 }
 
+/// Checks the arguments of a resized crop; returns B×C×H×W.
+fn assert_crop_args(x: &Tensor, crop: &Tensor, size: i64, what: &str) -> (i64, i64, i64, i64) {
+    let (b, c, h, w) = assert_images(x, what);
+    assert!(
+        x.is_floating_point(),
+        "{what}: expected float images, found {:?}",
+        x.kind()
+    );
+    assert!(
+        crop.size() == [b, 4],
+        "{what}: expected a {b}×4 crop tensor, found shape {:?}",
+        crop.size()
+    );
+    assert!(size > 0, "{what}: output size {size} must be positive");
+    (b, c, h, w)
+}
+
 /// Crops each image to its box and resizes it to size×size, bilinear with align_corners = False
 /// and no antialiasing: equal to torchvision's `F.resized_crop(img, top, left, height, width,
 /// [size, size], antialias=False)` on float images. Pixels outside the box are never read.
 ///
 /// `x`: float B×C×H×W; `crop`: int64 B×4 (top, left, height, width), boxes inside the image.
 /// Returns float B×C×size×size. The reference resizes PIL images, which antialiases when
-/// downscaling (crops larger than `size`, as on STL-10's 96×96 images); this does not.
+/// downscaling (crops larger than `size`, as on STL-10's 96×96 images); this does not (see
+/// [`resized_crop_antialiased`]).
 pub fn resized_crop(x: &Tensor, crop: &Tensor, size: i64) -> Tensor {
-    let (b, c, _, w) = assert_images(x, "resized_crop");
-    assert!(
-        x.is_floating_point(),
-        "resized_crop: expected float images, found {:?}",
-        x.kind()
-    );
-    assert!(
-        crop.size() == [b, 4],
-        "resized_crop: expected a {b}×4 crop tensor, found shape {:?}",
-        crop.size()
-    );
-    assert!(
-        size > 0,
-        "resized_crop: output size {size} must be positive"
-    );
+    let (b, c, _, w) = assert_crop_args(x, crop, size, "resized_crop");
     let device = x.device();
     let crop = crop.to_device(device).to_kind(Kind::Int64);
     let (top, left) = (crop.select(1, 0), crop.select(1, 1));
@@ -381,6 +395,118 @@ pub fn resized_crop(x: &Tensor, crop: &Tensor, size: i64) -> Tensor {
     };
     let lx = lx.view([b, 1, 1, size]).to_kind(x.kind());
     cols(&x0) * (-&lx + 1.0) + cols(&x1) * lx
+}
+
+/// The taps of a resize of the segments [start, start + len) of each image (int64 B, on the CPU)
+/// to `size` samples: source indices (int64 B×size×K) and weights (float32 B×size×K, each row
+/// summing to 1), K the widest footprint of the batch (at least 2); padding taps repeat an index
+/// of the segment with weight 0.
+///
+/// Where a segment shrinks (len > size) the weights are those of PIL's antialiased bilinear
+/// resize (the triangle filter stretched by s = len / size): output sample i is centred at
+/// c = (i + 0.5)·s, its footprint runs from ⌊c − s + 0.5⌋ (at least 0) to before
+/// ⌊c + s + 0.5⌋ (at most len), and source pixel j weighs max(0, 1 − |j + 0.5 − c| / s),
+/// normalised over the footprint; computed in double precision, then rounded to float32 (libtorch's
+/// `_upsample_bilinear2d_aa` computes the same weights in float32). Elsewhere (len ≤ size) they
+/// are [`linear_indices`]' two taps with weights 1 − λ and λ, the plain bilinear resize, which
+/// is what the antialiased one reduces to when it does not shrink.
+fn resize_taps(start: &Tensor, len: &Tensor, size: i64) -> (Tensor, Tensor) {
+    let cpu = (Kind::Double, Device::Cpu);
+    let b = len.size()[0];
+    // Plain bilinear: two taps.
+    let (i0, i1, lambda) = linear_indices(start, len, size);
+    let plain_idx = Tensor::stack(&[&i0, &i1], 2);
+    let plain_w = Tensor::stack(&[-&lambda + 1.0, lambda], 2);
+    // Antialiased, for every segment (those that do not shrink are dropped below).
+    let lenf = len.to_kind(Kind::Double).view([b, 1]);
+    let scale = &lenf / size as f64;
+    let support = scale.clamp_min(1.0);
+    let center = (Tensor::arange(size, cpu) + 0.5).view([1, size]) * &scale;
+    // PIL truncates towards zero; a negative start is clamped to 0 either way.
+    let first = (&center - &support + 0.5).floor().clamp_min(0.0);
+    let end = (&center + &support + 0.5).floor().minimum(&lenf);
+    let shrinks = len.gt(size);
+    let widest = (&end - &first)
+        .masked_fill(&shrinks.view([b, 1]).logical_not(), 0.0)
+        .max()
+        .double_value(&[]) as i64;
+    let k = widest.max(2);
+    let pos = first.unsqueeze(2) + Tensor::arange(k, cpu).view([1, 1, k]);
+    let t = (&pos - center.unsqueeze(2) + 0.5) / support.unsqueeze(2);
+    let inside = pos.lt_tensor(&end.unsqueeze(2));
+    let w = (-t.abs() + 1.0).clamp_min(0.0) * inside.to_kind(Kind::Double);
+    let w = &w / w.sum_dim_intlist([2i64].as_slice(), true, Kind::Double);
+    let aa_idx =
+        pos.minimum(&(lenf - 1.0).unsqueeze(2)).to_kind(Kind::Int64) + start.view([b, 1, 1]);
+    // Pad the plain taps to K: the last index again, weight 0.
+    let pad = |t: Tensor| {
+        let last = t.narrow(2, 1, 1);
+        let fill = match t.kind() {
+            Kind::Int64 => last.expand([b, size, k - 2], false).contiguous(),
+            _ => last
+                .zeros_like()
+                .expand([b, size, k - 2], false)
+                .contiguous(),
+        };
+        Tensor::cat(&[t, fill], 2)
+    };
+    let shrinks = shrinks.view([b, 1, 1]);
+    let idx = aa_idx.where_self(&shrinks, &pad(plain_idx));
+    let w = w.to_kind(Kind::Float).where_self(&shrinks, &pad(plain_w));
+    (idx, w)
+}
+
+/// Σ_k w[·, ·, k] · (x gathered along `dim` at idx[·, ·, k]): `dim` 2 resamples the rows of
+/// float B×C×H×W images (B×C×size×W out), 3 the columns (B×C×H×size out); idx int64 and w
+/// float B×size×K, on the device of `x`. The first two taps are summed as
+/// [`resized_crop`] sums its two, so two plain bilinear taps (and zero-weight padding) give its
+/// result to the bit.
+fn gather_taps(x: &Tensor, dim: i64, idx: &Tensor, w: &Tensor) -> Tensor {
+    let (b, c, h, wd) = assert_images(x, "gather_taps");
+    let (size, k) = (idx.size()[1], idx.size()[2]);
+    let (view, shape) = match dim {
+        2 => ([b, 1, size, 1], [b, c, size, wd]),
+        _ => ([b, 1, 1, size], [b, c, h, size]),
+    };
+    let tap = |j: i64| {
+        let i = idx.select(2, j).view(view).expand(shape, false);
+        x.gather(dim, &i, false) * w.select(2, j).view(view)
+    };
+    let mut acc = tap(0) + tap(1);
+    for j in 2..k {
+        acc += tap(j);
+    }
+    acc
+}
+
+/// Crops each image to its box and resizes it to size×size as PIL's bilinear resize does: with
+/// antialiasing along every side of the box longer than `size` (each output pixel averages its
+/// whole source footprint, see [`resize_taps`]), plain bilinear along the others (upsampling),
+/// where it equals [`resized_crop`] to the bit. torchvision's `F.resized_crop(img, top, left,
+/// height, width, [size, size], antialias=True)` on float images computes the same (its kernel is
+/// libtorch's `_upsample_bilinear2d_aa`, which torchvision matches to PIL); PIL's own uint8
+/// result differs by its rounding. Batched with per-image boxes as two separable passes of
+/// gathered taps (at most 2·len/size + 1 a side: 7 for a 96-pixel side to 32), rows then columns.
+/// Pixels outside the box are never read.
+///
+/// `x`: float B×C×H×W; `crop`: int64 B×4 (top, left, height, width), boxes inside the image.
+/// Returns float B×C×size×size. A batch with no box longer than `size` is handed to
+/// [`resized_crop`].
+pub fn resized_crop_antialiased(x: &Tensor, crop: &Tensor, size: i64) -> Tensor {
+    assert_crop_args(x, crop, size, "resized_crop_antialiased");
+    // The taps are computed on the CPU (where sampled boxes are) and move once.
+    let crop = crop.to_device(Device::Cpu).to_kind(Kind::Int64);
+    let (top, left) = (crop.select(1, 0), crop.select(1, 1));
+    let (ch, cw) = (crop.select(1, 2), crop.select(1, 3));
+    if crop.size()[0] == 0 || crop.narrow(1, 2, 2).max().int64_value(&[]) <= size {
+        return resized_crop(x, &crop, size);
+    }
+    let device = x.device();
+    let on_device =
+        |(i, w): (Tensor, Tensor)| (i.to_device(device), w.to_device(device).to_kind(x.kind()));
+    let (iy, wy) = on_device(resize_taps(&top, &ch, size));
+    let (ix, wx) = on_device(resize_taps(&left, &cw, size));
+    gather_taps(&gather_taps(x, 2, &iy, &wy), 3, &ix, &wx)
 }
 
 /// Flips the images whose `mask` entry is set left–right: x any B×C×H×W, mask bool B (any device).
@@ -604,8 +730,15 @@ pub fn gaussian_blur(x: &Tensor, sigma: &Tensor) -> Tensor {
 
 /// The train transform without the final Normalize: float32 B×3×size×size in [0, 1].
 /// `images`: uint8 B×C×H×W (C ∈ {1, 3}; one channel is repeated three times), any device;
-/// `p`: parameters for B images (see [`TrainParams`]), boxes inside H×W.
-pub fn apply_train_unnormalized(images: &Tensor, p: &TrainParams, size: i64) -> Tensor {
+/// `p`: parameters for B images (see [`TrainParams`]), boxes inside H×W; `antialias`: resize the
+/// crops with [`resized_crop_antialiased`] (as PIL), else with [`resized_crop`] (the two differ
+/// only where a box is larger than `size`).
+pub fn apply_train_unnormalized(
+    images: &Tensor,
+    p: &TrainParams,
+    size: i64,
+    antialias: bool,
+) -> Tensor {
     let (b, _, h, w) = assert_images(images, "apply_train");
     assert!(
         p.len() == b,
@@ -618,7 +751,10 @@ pub fn apply_train_unnormalized(images: &Tensor, p: &TrainParams, size: i64) -> 
         "apply_train: crops of {size}×{size} are too small to blur"
     );
     let x = to_unit(images);
-    let x = resized_crop(&x, &p.crop, size);
+    let x = match antialias {
+        true => resized_crop_antialiased(&x, &p.crop, size),
+        false => resized_crop(&x, &p.crop, size),
+    };
     let x = hflip(&x, &p.flip);
     let x = color_jitter(
         &x,
@@ -643,16 +779,18 @@ pub fn apply_train_unnormalized(images: &Tensor, p: &TrainParams, size: i64) -> 
 }
 
 /// The train transform with given parameters: uint8 B×C×H×W (C ∈ {1, 3}) on any device →
-/// float32 B×3×size×size on the same device, normalised with [`MEAN`] / [`STD`].
-pub fn apply_train(images: &Tensor, p: &TrainParams, size: i64) -> Tensor {
-    normalize(&apply_train_unnormalized(images, p, size))
+/// float32 B×3×size×size on the same device, normalised with [`MEAN`] / [`STD`]; `antialias` as
+/// in [`apply_train_unnormalized`].
+pub fn apply_train(images: &Tensor, p: &TrainParams, size: i64, antialias: bool) -> Tensor {
+    normalize(&apply_train_unnormalized(images, p, size, antialias))
 }
 
-/// One random train view: [`sample_train_params`] then [`apply_train`].
-/// uint8 B×C×H×W → float32 B×3×size×size, normalised, on the images' device.
-pub fn train_view(images: &Tensor, size: i64) -> Tensor {
+/// One random train view: [`sample_train_params`] then [`apply_train`] (`antialias`: a run's
+/// [`crate::config::DataConfig::antialiased_crops`]). uint8 B×C×H×W → float32 B×3×size×size,
+/// normalised, on the images' device.
+pub fn train_view(images: &Tensor, size: i64, antialias: bool) -> Tensor {
     let (b, _, h, w) = assert_images(images, "train_view");
-    apply_train(images, &sample_train_params(b, h, w), size)
+    apply_train(images, &sample_train_params(b, h, w), size, antialias)
 }
 
 /// The test transform: uint8 B×C×H×W (C ∈ {1, 3}) → float32 B×3×H×W, (x / 255 − mean) / std,
