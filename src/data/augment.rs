@@ -39,6 +39,8 @@
 //!   blur decisions repeat across workers and epochs; here they are fresh for every image.
 use tch::{Device, Kind, Tensor};
 
+use crate::shim::{self, Tf32, Tf32Guard};
+
 /// Per-channel mean of the Normalize step (CIFAR-10 statistics, as in DCL / IP-IRM).
 pub const MEAN: [f64; 3] = [0.4914, 0.4822, 0.4465];
 /// Per-channel standard deviation of the Normalize step.
@@ -397,116 +399,84 @@ pub fn resized_crop(x: &Tensor, crop: &Tensor, size: i64) -> Tensor {
     cols(&x0) * (-&lx + 1.0) + cols(&x1) * lx
 }
 
-/// The taps of a resize of the segments [start, start + len) of each image (int64 B, on the CPU)
-/// to `size` samples: source indices (int64 B×size×K) and weights (float32 B×size×K, each row
-/// summing to 1), K the widest footprint of the batch (at least 2); padding taps repeat an index
-/// of the segment with weight 0.
-///
-/// Where a segment shrinks (len > size) the weights are those of PIL's antialiased bilinear
-/// resize (the triangle filter stretched by s = len / size): output sample i is centred at
-/// c = (i + 0.5)·s, its footprint runs from ⌊c − s + 0.5⌋ (at least 0) to before
-/// ⌊c + s + 0.5⌋ (at most len), and source pixel j weighs max(0, 1 − |j + 0.5 − c| / s),
-/// normalised over the footprint; computed in double precision, then rounded to float32 (libtorch's
-/// `_upsample_bilinear2d_aa` computes the same weights in float32). Elsewhere (len ≤ size) they
-/// are [`linear_indices`]' two taps with weights 1 − λ and λ, the plain bilinear resize, which
-/// is what the antialiased one reduces to when it does not shrink.
-fn resize_taps(start: &Tensor, len: &Tensor, size: i64) -> (Tensor, Tensor) {
+/// The weights of PIL's bilinear resize of the segments [start, start + len) of each image's
+/// `full` rows (or columns) to `size` samples, as a dense float32 B×size×full matrix (zero outside
+/// the segment): output sample i is centred at c = (i + 0.5)·s in the segment, s = len / size;
+/// segment pixel j weighs max(0, 1 − |j + 0.5 − c| / max(s, 1)), normalised over the segment.
+/// Shrinking (s > 1), the triangle is stretched over the whole footprint of the sample: PIL's
+/// antialiasing (its `precompute_coeffs`; libtorch's `_upsample_bilinear2d_aa` is the same).
+/// Enlarging, it reaches the two nearest pixels: the plain bilinear weights 1 − λ and λ, clamped
+/// at the ends as [`linear_indices`] clamps. Computed in double precision on the CPU, where sampled
+/// boxes are.
+fn bilinear_weights(start: &Tensor, len: &Tensor, size: i64, full: i64) -> Tensor {
     let cpu = (Kind::Double, Device::Cpu);
     let b = len.size()[0];
-    // Plain bilinear: two taps.
-    let (i0, i1, lambda) = linear_indices(start, len, size);
-    let plain_idx = Tensor::stack(&[&i0, &i1], 2);
-    let plain_w = Tensor::stack(&[-&lambda + 1.0, lambda], 2);
-    // Antialiased, for every segment (those that do not shrink are dropped below).
-    let lenf = len.to_kind(Kind::Double).view([b, 1]);
-    let scale = &lenf / size as f64;
+    let len = len.to_kind(Kind::Double).view([b, 1, 1]);
+    let scale = &len / size as f64;
     let support = scale.clamp_min(1.0);
-    let center = (Tensor::arange(size, cpu) + 0.5).view([1, size]) * &scale;
-    // PIL truncates towards zero; a negative start is clamped to 0 either way.
-    let first = (&center - &support + 0.5).floor().clamp_min(0.0);
-    let end = (&center + &support + 0.5).floor().minimum(&lenf);
-    let shrinks = len.gt(size);
-    let widest = (&end - &first)
-        .masked_fill(&shrinks.view([b, 1]).logical_not(), 0.0)
-        .max()
-        .double_value(&[]) as i64;
-    let k = widest.max(2);
-    let pos = first.unsqueeze(2) + Tensor::arange(k, cpu).view([1, 1, k]);
-    let t = (&pos - center.unsqueeze(2) + 0.5) / support.unsqueeze(2);
-    let inside = pos.lt_tensor(&end.unsqueeze(2));
-    let w = (-t.abs() + 1.0).clamp_min(0.0) * inside.to_kind(Kind::Double);
-    let w = &w / w.sum_dim_intlist([2i64].as_slice(), true, Kind::Double);
-    let aa_idx =
-        pos.minimum(&(lenf - 1.0).unsqueeze(2)).to_kind(Kind::Int64) + start.view([b, 1, 1]);
-    // Pad the plain taps to K: the last index again, weight 0.
-    let pad = |t: Tensor| {
-        let last = t.narrow(2, 1, 1);
-        let fill = match t.kind() {
-            Kind::Int64 => last.expand([b, size, k - 2], false).contiguous(),
-            _ => last
-                .zeros_like()
-                .expand([b, size, k - 2], false)
-                .contiguous(),
-        };
-        Tensor::cat(&[t, fill], 2)
-    };
-    let shrinks = shrinks.view([b, 1, 1]);
-    let idx = aa_idx.where_self(&shrinks, &pad(plain_idx));
-    let w = w.to_kind(Kind::Float).where_self(&shrinks, &pad(plain_w));
-    (idx, w)
-}
-
-/// Σ_k w[·, ·, k] · (x gathered along `dim` at idx[·, ·, k]): `dim` 2 resamples the rows of
-/// float B×C×H×W images (B×C×size×W out), 3 the columns (B×C×H×size out); idx int64 and w
-/// float B×size×K, on the device of `x`. The first two taps are summed as
-/// [`resized_crop`] sums its two, so two plain bilinear taps (and zero-weight padding) give its
-/// result to the bit.
-fn gather_taps(x: &Tensor, dim: i64, idx: &Tensor, w: &Tensor) -> Tensor {
-    let (b, c, h, wd) = assert_images(x, "gather_taps");
-    let (size, k) = (idx.size()[1], idx.size()[2]);
-    let (view, shape) = match dim {
-        2 => ([b, 1, size, 1], [b, c, size, wd]),
-        _ => ([b, 1, 1, size], [b, c, h, size]),
-    };
-    let tap = |j: i64| {
-        let i = idx.select(2, j).view(view).expand(shape, false);
-        x.gather(dim, &i, false) * w.select(2, j).view(view)
-    };
-    let mut acc = tap(0) + tap(1);
-    for j in 2..k {
-        acc += tap(j);
-    }
-    acc
+    let center = (Tensor::arange(size, cpu) + 0.5).view([1, size, 1]) * &scale;
+    // Source pixels relative to the segment's start.
+    let j =
+        Tensor::arange(full, cpu).view([1, 1, full]) - start.to_kind(Kind::Double).view([b, 1, 1]);
+    let inside = j.ge(0.0).logical_and(&j.lt_tensor(&len));
+    let w = (-((&j + 0.5 - center) / support).abs() + 1.0).clamp_min(0.0) * inside;
+    (&w / w.sum_dim_intlist([2i64].as_slice(), true, Kind::Double)).to_kind(Kind::Float)
 }
 
 /// Crops each image to its box and resizes it to size×size as PIL's bilinear resize does: with
 /// antialiasing along every side of the box longer than `size` (each output pixel averages its
-/// whole source footprint, see [`resize_taps`]), plain bilinear along the others (upsampling),
-/// where it equals [`resized_crop`] to the bit. torchvision's `F.resized_crop(img, top, left,
-/// height, width, [size, size], antialias=True)` on float images computes the same (its kernel is
-/// libtorch's `_upsample_bilinear2d_aa`, which torchvision matches to PIL); PIL's own uint8
-/// result differs by its rounding. Batched with per-image boxes as two separable passes of
-/// gathered taps (at most 2·len/size + 1 a side: 7 for a 96-pixel side to 32), rows then columns.
-/// Pixels outside the box are never read.
+/// whole source footprint, see [`bilinear_weights`]), plain bilinear along the others
+/// (upsampling). torchvision's `F.resized_crop(img, top, left, height, width, [size, size],
+/// antialias=True)` on float images computes the same (its kernel is libtorch's
+/// `_upsample_bilinear2d_aa`, which torchvision matches to PIL); PIL's own uint8 result differs by
+/// its rounding. Batched with per-image boxes as two matrix products with each image's weights,
+/// columns then rows (PIL's order); on CUDA in full fp32 whatever the TF32 switches say. Pixels
+/// outside the box weigh nothing.
 ///
 /// `x`: float B×C×H×W; `crop`: int64 B×4 (top, left, height, width), boxes inside the image.
 /// Returns float B×C×size×size. A batch with no box longer than `size` is handed to
-/// [`resized_crop`].
+/// [`resized_crop`], so images no larger than the output (CIFAR, Fashion-MNIST) are resized as
+/// without antialiasing to the bit; elsewhere a side that grows is within float rounding of it.
 pub fn resized_crop_antialiased(x: &Tensor, crop: &Tensor, size: i64) -> Tensor {
-    assert_crop_args(x, crop, size, "resized_crop_antialiased");
-    // The taps are computed on the CPU (where sampled boxes are) and move once.
+    let (b, c, h, w) = assert_crop_args(x, crop, size, "resized_crop_antialiased");
     let crop = crop.to_device(Device::Cpu).to_kind(Kind::Int64);
-    let (top, left) = (crop.select(1, 0), crop.select(1, 1));
-    let (ch, cw) = (crop.select(1, 2), crop.select(1, 3));
-    if crop.size()[0] == 0 || crop.narrow(1, 2, 2).max().int64_value(&[]) <= size {
+    if b == 0 || crop.narrow(1, 2, 2).max().int64_value(&[]) <= size {
         return resized_crop(x, &crop, size);
     }
-    let device = x.device();
-    let on_device =
-        |(i, w): (Tensor, Tensor)| (i.to_device(device), w.to_device(device).to_kind(x.kind()));
-    let (iy, wy) = on_device(resize_taps(&top, &ch, size));
-    let (ix, wx) = on_device(resize_taps(&left, &cw, size));
-    gather_taps(&gather_taps(x, 2, &iy, &wy), 3, &ix, &wx)
+    let (device, kind) = (x.device(), x.kind());
+    let weights = |side: i64, full: i64| {
+        bilinear_weights(&crop.select(1, side), &crop.select(1, side + 2), size, full)
+            .to_device(device)
+            .to_kind(kind)
+    };
+    let (wy, wx) = (weights(0, h), weights(1, w));
+    let _fp32 = full_fp32_matmuls(device);
+    // Columns: B×(C·H)×W · B×W×size.
+    let cols = x
+        .reshape([b, c * h, w])
+        .bmm(&wx.transpose(1, 2))
+        .view([b, c, h, size]);
+    // Rows: B×size×H · B×H×(C·size).
+    let rows = cols.permute([0, 2, 1, 3]).reshape([b, h, c * size]);
+    wy.bmm(&rows)
+        .view([b, size, c, size])
+        .permute([0, 2, 1, 3])
+        .contiguous()
+}
+
+/// On a CUDA device, TF32 off for cuBLAS matmuls until the guard drops (their 10-bit mantissas
+/// would move a resized pixel by up to about 0.25 of 255); nothing elsewhere.
+fn full_fp32_matmuls(device: Device) -> Option<Tf32Guard> {
+    if !device.is_cuda() {
+        return None;
+    }
+    let set = shim::tf32().and_then(|now| {
+        shim::tf32_scope(Tf32 {
+            matmul: false,
+            cudnn: now.cudnn,
+        })
+    });
+    Some(set.unwrap_or_else(|e| panic!("resized_crop_antialiased: the TF32 switches: {e}")))
 }
 
 /// Flips the images whose `mask` entry is set left–right: x any B×C×H×W, mask bool B (any device).
