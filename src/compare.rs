@@ -400,7 +400,8 @@ fn lineage_of(store: &Store, a: &RunRecord, b: &RunRecord) -> Result<Lineage> {
     })
 }
 
-fn fmt_summary(s: &Option<Summary>) -> String {
+/// A summary as `mean ± sd [lo, hi]` (one run: its value; none: `-`).
+pub(crate) fn fmt_summary(s: &Option<Summary>) -> String {
     match s {
         None => "-".into(),
         Some(Summary { n: 1, mean, .. }) => format!("{mean:.2}"),
@@ -502,8 +503,7 @@ impl Comparison {
         s
     }
 
-    /// Writes `compare.md`, `compare.json` and `compare.svg` (each arm's mean and interval per
-    /// metric, the paper's number as a line where the arm is a paper preset) into `dir`.
+    /// Writes `compare.md`, `compare.json` and `compare.svg` ([`Comparison::chart`]) into `dir`.
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let md = dir.join("compare.md");
@@ -511,6 +511,12 @@ impl Comparison {
         let json = dir.join("compare.json");
         let text = serde_json::to_string_pretty(self).expect("serialisable");
         std::fs::write(&json, text).map_err(|e| Error::io(json, e))?;
+        crate::plot::save_svg(&self.chart(), dir.join("compare.svg"))
+    }
+
+    /// Each arm's mean and 95 % interval per metric, the paper's number as a line where the arm
+    /// is a paper preset, as an SVG document.
+    pub fn chart(&self) -> String {
         let arms: Vec<crate::plot::ArmInterval> = self
             .arms
             .iter()
@@ -526,9 +532,6 @@ impl Comparison {
                 paper: a.paper_top1,
             })
             .collect();
-        crate::plot::save_svg(
-            &crate::plot::arm_intervals_svg(&arms),
-            dir.join("compare.svg"),
-        )
+        crate::plot::arm_intervals_svg(&arms)
     }
 }

@@ -1,10 +1,12 @@
 //! Stepping through a stored run (the notebooks' entry point): its config, its stages in the
-//! order it used them, the partition of every maximize step, the training curve, and a trainer
-//! restored from any stored checkpoint, ready to replay or continue an epoch.
+//! order it used them, the partition of every maximize step, the training curve, its data
+//! (checked against the stored fingerprint), and a trainer restored from any stored checkpoint,
+//! ready to replay or continue an epoch.
 use tch::Device;
 
 use crate::config::Config;
-use crate::pipeline::{Checkpoint, Features, StageKind, TensorArtifact};
+use crate::data::loader::RunData;
+use crate::pipeline::{Checkpoint, DatasetRecord, Features, StageKind, TensorArtifact};
 use crate::store::{Artifact, RunRecord, Store};
 use crate::train::ipirm::PartitionRecord;
 use crate::train::{EpochStats, Trainer};
@@ -143,6 +145,45 @@ impl RunView {
         }
         out.sort_by_key(|s| s.epoch);
         Ok(out)
+    }
+
+    /// The run's data as it read it, on the CPU: the splits its config names, from its
+    /// `data.data_dir`, checked against the fingerprint its dataset stage stored. An error says
+    /// why when the files are not there or hold other images than the run read.
+    pub fn data(&self, store: &Store) -> Result<RunData> {
+        let stored = self
+            .stage(StageKind::Dataset)
+            .first()
+            .map(|a| store.get_record::<DatasetRecord>(&a.key))
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| {
+                Error::Store(format!(
+                    "run {} has no dataset stage in the store",
+                    self.run.id
+                ))
+            })?;
+        let data = RunData::load(&self.cfg, Device::Cpu)?;
+        let sha256 = data.fingerprint()?;
+        if sha256 != stored.sha256 {
+            let dir = self
+                .cfg
+                .data
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| std::path::PathBuf::from(crate::data::FASHION_MNIST_DIR));
+            return Err(Error::file(
+                dir,
+                format!(
+                    "the images run {} read ({}, sha256 {})",
+                    self.run.id,
+                    stored.names.join(", "),
+                    &stored.sha256[..12.min(stored.sha256.len())]
+                ),
+                format!("other images (sha256 {})", &sha256[..12]),
+            ));
+        }
+        Ok(data)
     }
 
     /// The key of the run's stored checkpoint after `epoch` epochs (0 = initialisation), if any,

@@ -90,8 +90,11 @@ fn an_imported_reference_checkpoint_computes_what_pytorch_computes() {
     let out = dir.join("imported.safetensors");
     let text = import(&dir.join("model.pth"), &out);
     assert!(text.contains("imported 272 tensors"), "{text}");
-    // The paper's model (the default config): ResNet-50, 128-d head.
-    let cfg = Config::default();
+    // The paper's model (the default config): ResNet-50, 128-d head, fitted to the CPU as
+    // every command fits its config.
+    let cfg = ipirm::fit::fit(&Config::default(), Device::Cpu, 1)
+        .unwrap()
+        .cfg;
     for file in [out.clone(), dir.join("model.pth")] {
         let loaded = ipirm::pipeline::load_model(&cfg, Device::Cpu, &file).unwrap();
         let model = &loaded.model;
@@ -116,7 +119,10 @@ fn a_linear_checkpoint_keeps_its_classifier() {
     let out = dir.join("linear.safetensors");
     let text = import(&dir.join("linear.pth"), &out);
     assert!(text.contains("with the classifier"), "{text}");
-    let loaded = ipirm::pipeline::load_model(&Config::default(), Device::Cpu, &out).unwrap();
+    let cfg = ipirm::fit::fit(&Config::default(), Device::Cpu, 1)
+        .unwrap()
+        .cfg;
+    let loaded = ipirm::pipeline::load_model(&cfg, Device::Cpu, &out).unwrap();
     let (model, extra) = (&loaded.model, &loaded.classifier);
     let get = |n: &str| {
         extra

@@ -348,6 +348,51 @@ fn the_gate_exits_1_naming_what_is_off_and_0_when_all_holds() {
 }
 
 #[test]
+fn the_html_report_shows_the_arms_of_each_dataset() {
+    let f = fixture();
+    let dir = f.out.join("report");
+    ok(&f.store, &["report"], &[format!("--out={}", dir.display())]);
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    // Arms are names with two finished seeds, side by side per dataset; `branch` (one run) is none.
+    let groups: Vec<(String, Vec<String>)> = json["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let arms = c["arms"].as_array().unwrap();
+            (
+                c["dataset"].as_str().unwrap().to_string(),
+                arms.iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            ("cifar10".to_string(), vec!["other".to_string()]),
+            ("fashion-mnist".to_string(), vec!["a".into(), "b".into()]),
+        ]
+    );
+    let a_vs_b = &json["comparisons"][1]["comparison"];
+    assert_eq!(a_vs_b["arms"][0]["runs"].as_array().unwrap().len(), 2);
+    for needle in [
+        "<h3>fashion-mnist: a, b</h3>",
+        "<h3>cifar10: other</h3>",
+        "<h4><code>b</code> − <code>a</code></h4>",
+        "<code>knn.k</code>",
+        "Arms: mean and 95 % interval",
+    ] {
+        assert!(html.contains(needle), "{needle}");
+    }
+    // CIFAR-10's classes by name in its run's gallery and charts.
+    assert!(html.contains("automobile"));
+}
+
+#[test]
 fn errors_name_the_arm_the_dataset_or_the_file_with_exit_status_2() {
     let f = fixture();
     let fails = |args: &[&str], needle: &str| {

@@ -1,6 +1,9 @@
 //! The chart functions: well-formed SVG documents holding the labels and as many marks (points,
 //! bars) as the data asks for, and no panic on empty or non-finite input. Parse-free checks.
-use ipirm::plot::{composition_svg, paper_table_svg, save_svg, training_curves_svg, CurvePoint};
+use ipirm::plot::{
+    composition_svg, lines_svg, lines_with_references_svg, paper_table_svg, save_svg,
+    training_curves_svg, CurvePoint, Reference,
+};
 
 fn assert_svg(svg: &str) {
     assert!(
@@ -124,6 +127,42 @@ fn training_curves_empty_says_no_data() {
         assert_svg(&svg);
         assert!(svg.contains("no data"));
     }
+}
+
+#[test]
+fn reference_lines_are_dashed_in_their_series_colour() {
+    let series = vec![
+        ("top-1".to_string(), vec![(0, 50.0), (3, 60.0)]),
+        ("top-5".to_string(), vec![(0, 80.0), (3, 90.0)]),
+    ];
+    let reference = |label: &str, value: f64, series: usize| Reference {
+        label: label.into(),
+        value,
+        series,
+    };
+    let plain = lines_svg("kNN", "%", &series);
+    let svg = lines_with_references_svg(
+        "kNN",
+        "%",
+        &series,
+        &[
+            reference("raw pixels top-1", 77.0, 0),
+            reference("nowhere", f64::NAN, 1),
+        ],
+    );
+    assert_svg(&svg);
+    assert!(svg.contains("raw pixels top-1") && !svg.contains("nowhere"));
+    // The points are the series'; the reference adds dashes (and two in the legend) in blue only.
+    assert_eq!(count(&svg, "<circle"), 4);
+    let dashes = stroked(&svg, "<polyline", BLUE) - stroked(&plain, "<polyline", BLUE);
+    assert!(dashes >= 4, "{dashes} blue segments more");
+    assert_eq!(
+        stroked(&svg, "<polyline", ORANGE),
+        stroked(&plain, "<polyline", ORANGE)
+    );
+    // A chart of references alone has no data.
+    let svg = lines_with_references_svg("kNN", "%", &[], &[reference("raw", 77.0, 0)]);
+    assert!(svg.contains("no data"));
 }
 
 #[test]

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 
 pub mod augment;
 pub mod cifar;
+pub mod classes;
 pub mod fashion_mnist;
 pub mod loader;
 pub mod stl10;

@@ -2,6 +2,7 @@
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::data::classes;
 use crate::eval::{linear, Accuracy};
 use crate::train::ipirm::{self, PartitionRecord};
 use crate::train::EpochStats;
@@ -51,22 +52,26 @@ impl PartitionSummary {
         }
     }
 
-    /// A few lines: sizes, then each environment's class counts.
-    pub fn describe(&self) -> String {
+    /// A few lines: sizes, then what each environment holds, its classes by name (`names`,
+    /// indexed by label; `class c` past its end), largest first.
+    pub fn describe(&self, names: &[&str]) -> String {
         let mut s = format!(
             "partition after epoch {}: {} maximize epochs, best at {} (risk {:.4} → {:.4}), environment sizes {:?}",
             self.after_epoch, self.epochs_run, self.best_epoch, self.first_risk, self.best_risk, self.env_sizes
         );
         for (e, counts) in self.composition.iter().enumerate() {
-            let (labelled, unlabelled) = counts.split_at(counts.len() - 1);
-            s += &format!("\n  env {e}: per class {labelled:?}");
-            if unlabelled[0] > 0 {
-                s += &format!(", unlabelled {}", unlabelled[0]);
-            }
+            let size: i64 = counts.iter().sum();
+            s += &format!(
+                "\n  env {e} ({size}): {}",
+                classes::composition_mix(counts, names, MIX_NAMED)
+            );
         }
         s
     }
 }
+
+/// Classes named per environment in a printout; the rest are summed (CIFAR-100 has 100).
+const MIX_NAMED: usize = 10;
 
 impl Report {
     /// The results table printed at the end of the main job.
@@ -108,7 +113,7 @@ impl Report {
             self.trained_knn.top1 - self.init_knn.top1
         );
         for p in &self.partitions {
-            s += &p.describe();
+            s += &p.describe(classes::names_of(&self.dataset));
             s += "\n";
         }
         s

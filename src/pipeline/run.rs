@@ -145,7 +145,7 @@ fn train_printing(s: &Started) -> Result<(Trained, Vec<PartitionSummary>)> {
     };
     let on_partition = |p: &PartitionRecord| {
         let summary = PartitionSummary::new(p, &data.train.labels, data.train.num_classes);
-        eprintln!("{}", summary.describe());
+        eprintln!("{}", summary.describe(cfg.data.dataset.class_names()));
         partitions.push(summary);
         Ok(())
     };

@@ -84,9 +84,32 @@ fn line<DB: DrawingBackend>(
 pub type Series = (String, Vec<(usize, f64)>);
 
 /// A line chart of several series over the epoch: `title`, the y axis named `y_label`. Used for
-/// the kNN monitor over training and the risk of a maximize step over its epochs. Non-finite
-/// points are left out; a chart with none says "no data".
+/// the risk of a maximize step over its epochs. Non-finite points are left out; a chart with
+/// none says "no data".
 pub fn lines_svg(title: &str, y_label: &str, series: &[Series]) -> String {
+    lines_with_references_svg(title, y_label, series, &[])
+}
+
+/// A horizontal line across a [`lines_with_references_svg`] chart: a value to read the series
+/// against (the raw-pixel kNN under the encoder's).
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// Its legend entry.
+    pub label: String,
+    pub value: f64,
+    /// The series whose colour it takes (it is drawn dashed).
+    pub series: usize,
+}
+
+/// [`lines_svg`] with dashed horizontal `references` (non-finite ones left out), each in the
+/// colour of the series it goes with; the y axis spans them too. Used for the kNN over training
+/// with the raw-pixel kNN beneath it.
+pub fn lines_with_references_svg(
+    title: &str,
+    y_label: &str,
+    series: &[Series],
+    references: &[Reference],
+) -> String {
     let series: Vec<(&str, Vec<(usize, f64)>)> = series
         .iter()
         .map(|(n, pts)| {
@@ -100,8 +123,12 @@ pub fn lines_svg(title: &str, y_label: &str, series: &[Series]) -> String {
         })
         .filter(|(_, pts)| !pts.is_empty())
         .collect();
-    let Some((lo, hi)) = finite_range(series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)))
-    else {
+    let references: Vec<&Reference> = references.iter().filter(|r| r.value.is_finite()).collect();
+    if series.is_empty() {
+        return message_svg(SIZE, title, "no data");
+    }
+    let values = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1));
+    let Some((lo, hi)) = finite_range(values.chain(references.iter().map(|r| r.value))) else {
         return message_svg(SIZE, title, "no data");
     };
     let first = series
@@ -133,6 +160,16 @@ pub fn lines_svg(title: &str, y_label: &str, series: &[Series]) -> String {
         for (i, (name, points)) in series.iter().enumerate() {
             chart.draw_series(line(points, color(i)))?;
             entries.push((name.to_string(), color(i), Mark::Line));
+        }
+        for r in &references {
+            let c = color(r.series);
+            chart.draw_series(DashedLineSeries::new(
+                [(first, r.value), (last, r.value)],
+                8,
+                5,
+                c.stroke_width(2),
+            ))?;
+            entries.push((r.label.clone(), c, Mark::Dashed));
         }
         legend(&side, &entries)
     })

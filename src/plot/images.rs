@@ -1,11 +1,12 @@
-//! Images (augmented views) as one PNG grid, for the notebooks.
+//! Images (augmented views, the partition gallery) as one PNG grid.
 use base64::Engine;
 use tch::{Device, Kind, Tensor};
 
 use crate::{Error, Result};
 
 /// A grid of `images` (N×C×H×W, C = 1 or 3; float in [0, 1], clamped, or uint8), `cols` per
-/// row, each pixel drawn `scale`×`scale`, 2-pixel white gaps; PNG bytes.
+/// row, each pixel drawn `scale`×`scale`, 2-pixel white gaps; PNG bytes (greyscale for C = 1,
+/// RGB for C = 3).
 pub fn image_grid_png(images: &Tensor, cols: usize, scale: usize) -> Result<Vec<u8>> {
     let size = images.size();
     let [n, c, h, w] = size[..] else {
@@ -26,32 +27,38 @@ pub fn image_grid_png(images: &Tensor, cols: usize, scale: usize) -> Result<Vec<
             .round()
             .to_kind(Kind::Uint8)
     };
-    let x = x
-        .expand([n, 3, h, w], false)
-        .permute([0, 2, 3, 1])
-        .contiguous(); // N×H×W×3
+    // One byte per pixel for grey images (C = 1), three (RGB) otherwise.
+    let bpp = c as usize;
+    let x = x.permute([0, 2, 3, 1]).contiguous(); // N×H×W×C
     let pixels = Vec::<u8>::try_from(x.view([-1]))?;
     let (n, h, w, cols) = (n as usize, h as usize, w as usize, cols.min(n as usize));
     let rows = n.div_ceil(cols);
     let gap = 2;
     let (cell_w, cell_h) = (w * scale + gap, h * scale + gap);
     let (width, height) = (cols * cell_w + gap, rows * cell_h + gap);
-    let mut canvas = vec![255u8; width * height * 3];
+    let mut canvas = vec![255u8; width * height * bpp];
     for i in 0..n {
         let (ox, oy) = (gap + (i % cols) * cell_w, gap + (i / cols) * cell_h);
         for y in 0..h * scale {
             for x in 0..w * scale {
-                let src = ((i * h + y / scale) * w + x / scale) * 3;
-                let dst = ((oy + y) * width + ox + x) * 3;
-                canvas[dst..dst + 3].copy_from_slice(&pixels[src..src + 3]);
+                let src = ((i * h + y / scale) * w + x / scale) * bpp;
+                let dst = ((oy + y) * width + ox + x) * bpp;
+                canvas[dst..dst + bpp].copy_from_slice(&pixels[src..src + bpp]);
             }
         }
     }
     let mut out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut out, width as u32, height as u32);
-        enc.set_color(png::ColorType::Rgb);
+        enc.set_color(if bpp == 1 {
+            png::ColorType::Grayscale
+        } else {
+            png::ColorType::Rgb
+        });
         enc.set_depth(png::BitDepth::Eight);
+        // Up and Paeth predict the repeated rows of a scaled image: a third of the bytes.
+        enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
+        enc.set_compression(png::Compression::Best);
         let mut writer = enc
             .write_header()
             .map_err(|e| Error::Shape(format!("PNG: {e}")))?;

@@ -16,7 +16,7 @@ mod images;
 
 pub use arms::{arm_intervals_svg, ArmInterval};
 pub use bars::{composition_svg, paper_table_svg};
-pub use curves::{lines_svg, training_curves_svg, Series};
+pub use curves::{lines_svg, lines_with_references_svg, training_curves_svg, Reference, Series};
 pub use images::{image_grid_png, show_png};
 
 /// One epoch of a training run, as [`training_curves_svg`] draws it.
@@ -46,6 +46,11 @@ pub fn show_svgs<S: AsRef<str>>(svgs: &[S]) {
         .map(|s| format!("<div>{}</div>\n", strip_xml_declaration(s.as_ref())))
         .collect();
     println!("EVCXR_BEGIN_CONTENT text/html\n{body}EVCXR_END_CONTENT");
+}
+
+/// Displays an HTML fragment as the output of an evcxr cell (a [`crate::gallery`] table).
+pub fn show_html(html: &str) {
+    println!("EVCXR_BEGIN_CONTENT text/html\n{html}\nEVCXR_END_CONTENT");
 }
 
 /// An SVG document as an HTML fragment: without a leading `<?xml …?>` declaration.
@@ -138,10 +143,12 @@ fn message_svg(size: (u32, u32), title: &str, message: &str) -> String {
     svg
 }
 
-/// How a legend entry is marked: a short line (a curve) or a filled box (a bar).
+/// How a legend entry is marked: a short line (a curve), a dashed one (a reference line) or a
+/// filled box (a bar).
 #[derive(Clone, Copy)]
 enum Mark {
     Line,
+    Dashed,
     Box,
 }
 
@@ -154,6 +161,14 @@ fn legend(area: &Area, entries: &[(String, RGBColor, Mark)]) -> DrawResult {
                 vec![(8, y), (28, y)],
                 color.stroke_width(2),
             ))?,
+            Mark::Dashed => {
+                for x in [6, 19] {
+                    area.draw(&PathElement::new(
+                        vec![(x, y), (x + 8, y)],
+                        color.stroke_width(2),
+                    ))?
+                }
+            }
             Mark::Box => area.draw(&Rectangle::new([(12, y - 6), (24, y + 6)], color.filled()))?,
         }
         area.draw(&Text::new(

@@ -55,12 +55,20 @@ enum Command {
         what: CheckpointCommand,
     },
     /// The reproduction beside the paper: every preset with a published number and the latest
-    /// run of it in the store, then every other run; printed, and with --out written as
-    /// Markdown, JSON and SVG charts.
+    /// run of it in the store, then every other run and the store's comparisons; printed, and
+    /// with --out written as one HTML page (report.html), Markdown, JSON, SVG charts and the
+    /// partition galleries as PNG.
     Report {
-        /// Folder for report.md, report.json and the charts.
+        /// Folder for report.html, report.md, report.json, the charts and gallery/.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// With --out: images per grid of the partition gallery (each environment's most
+        /// confident members and as many at random); 0 leaves the gallery out.
+        #[arg(long, default_value_t = ipirm::gallery::DEFAULT_SIZE, value_name = "N", requires = "out")]
+        gallery_size: usize,
+        /// With --out: the seed of the gallery's random samples.
+        #[arg(long, default_value_t = 0, value_name = "SEED", requires = "out")]
+        gallery_seed: u64,
         /// Check every paper row that has a finished run against the paper's number (±1.0
         /// point) and every `[[expect]]` entry of an optional expectations file; exits 1 naming
         /// each row outside its tolerance.
@@ -391,6 +399,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Config(args) => emit(args.resolve()?.to_toml()),
         Command::Report {
             out,
+            gallery_size,
+            gallery_seed,
             check,
             require_all,
         } => {
@@ -406,7 +416,17 @@ fn run(cli: Cli) -> Result<()> {
             let r = ipirm::reproduction::reproduction(&store)?;
             emit(r.markdown())?;
             if let Some(dir) = out {
-                let files = r.write(&dir)?;
+                let options = ipirm::gallery::GalleryOptions {
+                    size: gallery_size,
+                    seed: gallery_seed,
+                };
+                let galleries = r.galleries(&store, &options);
+                for (run, g) in &galleries.runs {
+                    if let ipirm::reproduction::RunGallery::Unavailable(why) = g {
+                        eprintln!("note: no partition gallery for run {run}: {why}");
+                    }
+                }
+                let files = r.write(&dir, &galleries)?;
                 emitln(format_args!(
                     "\nwrote {} files to {}",
                     files.len(),

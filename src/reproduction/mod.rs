@@ -4,20 +4,35 @@
 //! preset in the store: our linear top-1 beside the paper's and the difference, kNN top-1/top-5,
 //! epochs done of planned (an unfinished run shows its progress and latest kNN monitor), device
 //! and run id; a preset without a run says so. Then every other run with its reference points
-//! (raw pixels, the encoder at initialisation). Everything is read from the store's records and
-//! partitions; nothing is computed again and no data is read.
+//! (raw pixels, the encoder at initialisation), the store's comparisons (its arms, per
+//! dataset, as `ipirm compare` shows them), and what each maximize step found. Everything is
+//! read from the store's records and partitions; nothing is computed again. Only the partition
+//! galleries (`galleries.rs`) read data: each run's images, checked against its fingerprint.
+//!
+//! Written by [`Reproduction::write`] as `report.md`, `report.json`, SVG charts (`charts.rs`),
+//! the galleries as PNG and `report.html`, all of it on one self-contained page (`html.rs`).
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::compare::{self, Comparison};
 use crate::config::{Config, PRESETS};
+use crate::data::classes;
 use crate::eval::Accuracy;
 use crate::pipeline::{MonitorPoint, PartitionSummary, Report, StageKind, TensorArtifact};
 use crate::store::{RunRecord, Store};
 use crate::train::ipirm::PartitionRecord;
 use crate::train::maximize::EpochRisk;
 use crate::train::EpochStats;
-use crate::{plot, Error, Result};
+use crate::{Error, Result};
+
+mod charts;
+mod galleries;
+mod html;
+
+pub use charts::{run_charts, RunCharts, StepCharts};
+pub use galleries::{Galleries, RunGallery};
 
 /// One paper row: the published number and our latest run of that preset.
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +94,58 @@ pub struct Reproduction {
     pub paper: Vec<PaperRow>,
     /// Runs of names without a paper number (Fashion-MNIST and others), latest of each name.
     pub others: Vec<RunSummary>,
+    /// The arms of the store side by side, per dataset (none until a run name has two
+    /// finished seeds).
+    pub comparisons: Vec<StoreComparison>,
+}
+
+/// The arms of one dataset as `ipirm compare` shows them: every run name with finished runs of
+/// at least two seeds.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreComparison {
+    pub dataset: String,
+    pub arms: Vec<String>,
+    pub comparison: Option<Comparison>,
+    /// Why there is no comparison, where `compare` refused.
+    pub problem: Option<String>,
+}
+
+/// The store's arms, grouped by dataset, and their comparison.
+fn comparisons(store: &Store) -> Result<Vec<StoreComparison>> {
+    let runs = store.list_runs()?;
+    let mut names: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.finished)
+        .map(|r| r.name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut by_dataset: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for name in names {
+        // A name whose finished runs share one seed, or whose config no longer reads, is no arm.
+        match compare::arm(store, name) {
+            Ok(a) if a.runs.len() >= 2 => by_dataset
+                .entry(a.dataset)
+                .or_default()
+                .push(name.to_string()),
+            _ => {}
+        }
+    }
+    Ok(by_dataset
+        .into_iter()
+        .map(|(dataset, arms)| {
+            let (comparison, problem) = match compare::compare(store, &arms) {
+                Ok(c) => (Some(c), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            StoreComparison {
+                dataset,
+                arms,
+                comparison,
+                problem,
+            }
+        })
+        .collect())
 }
 
 /// Reads the report from the store.
@@ -110,6 +177,7 @@ pub fn reproduction(store: &Store) -> Result<Reproduction> {
         store: store.root().display().to_string(),
         paper,
         others,
+        comparisons: comparisons(store)?,
     })
 }
 
@@ -120,6 +188,10 @@ pub fn summarise(store: &Store, run: &RunRecord) -> Result<RunSummary> {
     let mut curves: Vec<EpochStats> = Vec::new();
     let mut monitor: Vec<MonitorPoint> = Vec::new();
     let mut partitions: Vec<PartitionRecord> = Vec::new();
+    // The encoder's kNN by the epoch of the checkpoint it was measured on (the initialisation,
+    // the trained encoder), and the raw pixels': stored as stages whether or not the run ended.
+    let mut encoder_knn: BTreeMap<usize, Accuracy> = BTreeMap::new();
+    let mut pixels_knn: Option<Accuracy> = None;
     let mut device = String::from("-");
     for key in &run.artifacts {
         let Some(a) = store.get_meta(key)? else {
@@ -130,6 +202,17 @@ pub fn summarise(store: &Store, run: &RunRecord) -> Result<RunSummary> {
             Some(StageKind::Report) => report = store.get_record(key)?,
             Some(StageKind::Curve) => curves.extend(store.get_record::<EpochStats>(key)?),
             Some(StageKind::Monitor) => monitor.extend(store.get_record::<MonitorPoint>(key)?),
+            Some(StageKind::PixelKnn) => pixels_knn = store.get_record(key)?,
+            Some(StageKind::Knn) => {
+                let epoch = match a.inputs.first() {
+                    Some(checkpoint) => store.tensor_meta(checkpoint)?,
+                    None => None,
+                }
+                .and_then(|m| m.get("epoch").and_then(|e| e.parse::<usize>().ok()));
+                if let (Some(epoch), Some(acc)) = (epoch, store.get_record(key)?) {
+                    encoder_knn.insert(epoch, acc);
+                }
+            }
             Some(StageKind::Partition) => {
                 if let Ok(Some(named)) = store.get_tensors(key) {
                     partitions.push(PartitionRecord::from_tensors(named)?);
@@ -142,11 +225,18 @@ pub fn summarise(store: &Store, run: &RunRecord) -> Result<RunSummary> {
     monitor.sort_by_key(|m| m.epoch);
     let epochs_planned = cfg.as_ref().map_or(0, |c| c.train.epochs);
     let epochs_done = curves.iter().map(|c| c.epoch).max().unwrap_or(0);
-    let mut knn_curve: Vec<(usize, Accuracy)> = monitor.iter().map(|m| (m.epoch, m.knn)).collect();
+    // The kNN over training: the encoder at initialisation (epoch 0), the monitor points, the
+    // trained encoder; from the report where the stages are not all at hand.
+    let mut curve = encoder_knn.clone();
+    curve.extend(monitor.iter().map(|m| (m.epoch, m.knn)));
     if let Some(r) = &report {
-        knn_curve.push((epochs_planned.max(epochs_done), r.trained_knn));
+        curve.entry(0).or_insert(r.init_knn);
+        curve
+            .entry(epochs_planned.max(epochs_done))
+            .or_insert(r.trained_knn);
         device = r.device.clone();
     }
+    let knn_curve: Vec<(usize, Accuracy)> = curve.into_iter().collect();
     let composition_of = |after: usize| -> Option<Vec<Vec<i64>>> {
         report
             .as_ref()?
@@ -176,8 +266,11 @@ pub fn summarise(store: &Store, run: &RunRecord) -> Result<RunSummary> {
             .map(|r| r.trained_knn)
             .or(monitor.last().map(|m| m.knn)),
         knn_curve,
-        raw_pixels_knn: report.as_ref().map(|r| r.raw_pixels_knn),
-        init_knn: report.as_ref().map(|r| r.init_knn),
+        raw_pixels_knn: report.as_ref().map(|r| r.raw_pixels_knn).or(pixels_knn),
+        init_knn: report
+            .as_ref()
+            .map(|r| r.init_knn)
+            .or(encoder_knn.get(&0).copied()),
         partitions: partitions
             .iter()
             .map(|p| PartitionView {
@@ -256,8 +349,17 @@ impl Reproduction {
         s += ".\n\n## Other runs\n\n";
         if self.others.is_empty() {
             s += "None.\n";
-            return s;
+        } else {
+            s += &self.others_table();
         }
+        s += &self.comparisons_markdown();
+        s += &self.partitions_markdown();
+        s
+    }
+
+    /// The other runs as a Markdown table.
+    fn others_table(&self) -> String {
+        let mut s = String::new();
         s += "| run name | dataset | linear top-1 | kNN top-1 | kNN top-5 | raw pixels kNN | initial encoder kNN | epochs | device | run id |\n";
         s += "|---|---|---:|---:|---:|---:|---:|---|---|---|\n";
         for r in &self.others {
@@ -278,6 +380,51 @@ impl Reproduction {
         s
     }
 
+    /// The store's comparisons as `ipirm compare` prints them, one section per dataset.
+    fn comparisons_markdown(&self) -> String {
+        let mut s = String::new();
+        for c in &self.comparisons {
+            s += &format!(
+                "\n## Comparison on {}: {}\n\n",
+                c.dataset,
+                c.arms.join(", ")
+            );
+            match (&c.comparison, &c.problem) {
+                (Some(c), _) => {
+                    // Without its title; its sections one level down.
+                    let md = c.markdown();
+                    let body = md.split_once("\n\n").map_or(md.as_str(), |(_, b)| b);
+                    s += &body.replace("\n## ", "\n### ");
+                }
+                (None, Some(p)) => s += &format!("Not compared: {p}\n"),
+                (None, None) => {}
+            }
+        }
+        s
+    }
+
+    /// What each run's maximize steps found: per environment its size and classes by name.
+    fn partitions_markdown(&self) -> String {
+        let mut s = String::new();
+        for r in self.runs().filter(|r| !r.partitions.is_empty()) {
+            let names = classes::names_of(&r.dataset);
+            s += &format!("\n## Partitions of {} ({})\n\n", r.name, r.run);
+            for p in &r.partitions {
+                s += &format!(
+                    "- after epoch {} (best maximize epoch {}): sizes {:?}\n",
+                    p.after_epoch, p.best_epoch, p.env_sizes
+                );
+                for (e, row) in p.composition.iter().flatten().enumerate() {
+                    s += &format!(
+                        "  - env {e}: {}\n",
+                        classes::composition_mix(row, names, 10)
+                    );
+                }
+            }
+        }
+        s
+    }
+
     /// Every run the report shows.
     pub fn runs(&self) -> impl Iterator<Item = &RunSummary> {
         self.paper
@@ -286,102 +433,62 @@ impl Reproduction {
             .chain(&self.others)
     }
 
-    /// The charts, each as (file name, SVG document): the paper against ours, and per run the
-    /// kNN over epochs and each maximize step's risk curve and environment composition.
-    pub fn charts(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let rows: Vec<(String, f64, Option<f64>)> = self
-            .paper
-            .iter()
-            .map(|p| {
-                (
-                    p.label.clone(),
-                    p.paper_top1,
-                    p.ours.as_ref().and_then(|r| r.linear.map(|l| l.top1)),
-                )
-            })
-            .collect();
-        out.push((
-            "paper_vs_ours.svg".to_string(),
-            plot::paper_table_svg(&rows),
-        ));
-        for r in self.runs() {
-            let name = safe(&r.name);
-            if !r.knn_curve.is_empty() {
-                let series = vec![
-                    (
-                        "top-1".to_string(),
-                        r.knn_curve.iter().map(|(e, a)| (*e, a.top1)).collect(),
-                    ),
-                    (
-                        "top-5".to_string(),
-                        r.knn_curve.iter().map(|(e, a)| (*e, a.top5)).collect(),
-                    ),
-                ];
-                out.push((
-                    format!("knn_{name}.svg"),
-                    plot::lines_svg(
-                        &format!("kNN of {} over training", r.name),
-                        "accuracy (%)",
-                        &series,
-                    ),
-                ));
-            }
-            for p in &r.partitions {
-                let risk = |f: fn(&EpochRisk) -> f64| {
-                    p.risks
-                        .iter()
-                        .enumerate()
-                        .map(|(t, x)| (t, f(x)))
-                        .collect::<Vec<_>>()
-                };
-                let series = vec![
-                    ("risk".to_string(), risk(|x| x.total)),
-                    ("contrastive".to_string(), risk(|x| x.contrastive)),
-                    ("penalty".to_string(), risk(|x| x.penalty)),
-                    ("constraint".to_string(), risk(|x| x.constraint)),
-                ];
-                let title = format!(
-                    "{}: maximize step after epoch {} (best at {})",
-                    r.name, p.after_epoch, p.best_epoch
-                );
-                out.push((
-                    format!("risk_{name}_{}.svg", p.after_epoch),
-                    plot::lines_svg(&title, "value", &series),
-                ));
-                if let Some(c) = &p.composition {
-                    let labelled: Vec<Vec<i64>> = c
-                        .iter()
-                        .map(|row| row[..row.len().saturating_sub(1)].to_vec())
-                        .collect();
-                    out.push((
-                        format!("environments_{name}_{}.svg", p.after_epoch),
-                        plot::composition_svg(&labelled, None),
-                    ));
-                }
-            }
+    /// Writes `report.md`, `report.json` (with the galleries' indices and class counts), the
+    /// [`Reproduction::charts`], each gallery grid as `gallery/<run name>_<epoch>_env<e>_
+    /// {confident,random}.png` and `report.html`, the whole report as one page, into `out`;
+    /// returns the files written.
+    pub fn write(&self, out: &Path, galleries: &Galleries) -> Result<Vec<PathBuf>> {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            report: &'a Reproduction,
+            galleries: &'a Galleries,
         }
-        out
-    }
-
-    /// Writes `report.md`, `report.json` and the [`Reproduction::charts`] into `out`; returns
-    /// the files written.
-    pub fn write(&self, out: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        let json = serde_json::to_string_pretty(self).expect("plain data serialises");
-        let mut files = Vec::new();
-        for (name, text) in [
+        let json = serde_json::to_string_pretty(&Json {
+            report: self,
+            galleries,
+        })
+        .expect("plain data serialises");
+        let mut files: Vec<(String, Vec<u8>)> = [
             ("report.md".to_string(), self.markdown()),
             ("report.json".to_string(), json),
         ]
         .into_iter()
         .chain(self.charts())
-        {
-            let p = out.join(name);
-            std::fs::write(&p, text).map_err(|e| Error::io(&p, e))?;
-            files.push(p);
+        .map(|(name, text)| (name, text.into_bytes()))
+        .collect();
+        for r in self.runs() {
+            let Some(RunGallery::Steps(steps)) = galleries.runs.get(&r.run) else {
+                continue;
+            };
+            for step in steps {
+                for e in &step.envs {
+                    for (grid, what) in [(&e.confident, "confident"), (&e.sample, "random")] {
+                        if !grid.png.is_empty() {
+                            let name = format!(
+                                "gallery/{}_{}_env{}_{what}.png",
+                                safe(&r.name),
+                                step.after_epoch,
+                                e.env
+                            );
+                            files.push((name, grid.png.clone()));
+                        }
+                    }
+                }
+            }
         }
-        Ok(files)
+        files.push(("report.html".to_string(), self.html(galleries).into_bytes()));
+        let mut written = Vec::new();
+        for (name, bytes) in files {
+            let p = out.join(name);
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            std::fs::write(&p, bytes).map_err(|e| Error::io(&p, e))?;
+            written.push(p);
+        }
+        Ok(written)
     }
 }
 
