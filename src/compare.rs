@@ -212,7 +212,7 @@ pub fn arm(store: &Store, spec: &str) -> Result<Arm> {
 }
 
 fn config_of(r: &RunRecord) -> Result<Config> {
-    serde_json::from_str(&r.config_json).map_err(|e| {
+    Config::from_recorded_json(&r.config_json).map_err(|e| {
         Error::Store(format!(
             "run {}: its recorded config does not read as this version's: {e}",
             r.id
@@ -222,7 +222,7 @@ fn config_of(r: &RunRecord) -> Result<Config> {
 
 /// A run's resolved settings by dotted key, `train.seed` left out.
 fn settings_of(r: &RunRecord) -> BTreeMap<String, String> {
-    let v: Value = serde_json::from_str(&r.config_json).unwrap_or(Value::Null);
+    let v = crate::config::recorded_config_value(&r.config_json).unwrap_or(Value::Null);
     let mut out = crate::store::json_leaves(&v);
     out.remove("train.seed");
     out

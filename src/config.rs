@@ -904,6 +904,23 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises to TOML")
     }
+
+    /// The config a run recorded (`RunRecord::config_json`); see [`recorded_config_value`].
+    pub fn from_recorded_json(text: &str) -> serde_json::Result<Config> {
+        serde_json::from_value(recorded_config_value(text)?)
+    }
+}
+
+/// The JSON of the config a run recorded, with the settings it lacks because they came after it
+/// read as the behaviour the run had, where that is not today's default: `data.antialias` false
+/// (the plain resize; default on since the setting). A missing setting otherwise takes its
+/// default when the config is read.
+pub fn recorded_config_value(text: &str) -> serde_json::Result<serde_json::Value> {
+    let mut v: serde_json::Value = serde_json::from_str(text)?;
+    if let Some(data) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
+        data.entry("antialias").or_insert(false.into());
+    }
+    Ok(v)
 }
 
 /// Parses `raw` into a JSON value of the same kind as `current`.
