@@ -137,12 +137,18 @@ pub struct DataConfig {
 }
 
 impl DataConfig {
-    /// Whether the training crops are resized with antialiasing: `antialias` is on and the
-    /// dataset's images are larger than the crop. Crop boxes lie inside the image, so on smaller
-    /// images (CIFAR 32×32, Fashion-MNIST 28×28) no crop shrinks and the two resizes are the same
-    /// computation: the trainer then runs the plain one and no stage key names the setting.
+    /// Whether `antialias` can change anything: the dataset's images are larger than the crop.
+    /// Crop boxes lie inside the image, so on smaller images (CIFAR 32×32, Fashion-MNIST 28×28)
+    /// no crop shrinks and the two resizes are the same computation.
+    pub fn antialias_applies(&self) -> bool {
+        self.dataset.image_side() > crate::data::augment::CROP_SIZE
+    }
+
+    /// Whether the training crops are resized with antialiasing: `antialias` is on and it
+    /// [applies](DataConfig::antialias_applies). Where it does not, the trainer runs the plain
+    /// resize and no stage key names the setting.
     pub fn antialiased_crops(&self) -> bool {
-        self.antialias && self.dataset.image_side() > crate::data::augment::CROP_SIZE
+        self.antialias && self.antialias_applies()
     }
 }
 
