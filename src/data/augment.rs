@@ -406,18 +406,19 @@ pub fn resized_crop(x: &Tensor, crop: &Tensor, size: i64) -> Tensor {
 /// Shrinking (s > 1), the triangle is stretched over the whole footprint of the sample: PIL's
 /// antialiasing (its `precompute_coeffs`; libtorch's `_upsample_bilinear2d_aa` is the same).
 /// Enlarging, it reaches the two nearest pixels: the plain bilinear weights 1 − λ and λ, clamped
-/// at the ends as [`linear_indices`] clamps. Computed in double precision on the CPU, where sampled
-/// boxes are.
+/// at the ends as [`linear_indices`] clamps. Computed in double precision on the device of
+/// `start` and `len` (a few elementwise ops; on a GPU this spares the CPU the work and the copy of
+/// the matrices).
 fn bilinear_weights(start: &Tensor, len: &Tensor, size: i64, full: i64) -> Tensor {
-    let cpu = (Kind::Double, Device::Cpu);
+    let f64_here = (Kind::Double, start.device());
     let b = len.size()[0];
     let len = len.to_kind(Kind::Double).view([b, 1, 1]);
     let scale = &len / size as f64;
     let support = scale.clamp_min(1.0);
-    let center = (Tensor::arange(size, cpu) + 0.5).view([1, size, 1]) * &scale;
+    let center = (Tensor::arange(size, f64_here) + 0.5).view([1, size, 1]) * &scale;
     // Source pixels relative to the segment's start.
-    let j =
-        Tensor::arange(full, cpu).view([1, 1, full]) - start.to_kind(Kind::Double).view([b, 1, 1]);
+    let j = Tensor::arange(full, f64_here).view([1, 1, full])
+        - start.to_kind(Kind::Double).view([b, 1, 1]);
     let inside = j.ge(0.0).logical_and(&j.lt_tensor(&len));
     let w = (-((&j + 0.5 - center) / support).abs() + 1.0).clamp_min(0.0) * inside;
     (&w / w.sum_dim_intlist([2i64].as_slice(), true, Kind::Double)).to_kind(Kind::Float)
@@ -444,10 +445,9 @@ pub fn resized_crop_antialiased(x: &Tensor, crop: &Tensor, size: i64) -> Tensor 
         return resized_crop(x, &crop, size);
     }
     let (device, kind) = (x.device(), x.kind());
+    let crop = crop.to_device(device);
     let weights = |side: i64, full: i64| {
-        bilinear_weights(&crop.select(1, side), &crop.select(1, side + 2), size, full)
-            .to_device(device)
-            .to_kind(kind)
+        bilinear_weights(&crop.select(1, side), &crop.select(1, side + 2), size, full).to_kind(kind)
     };
     let (wy, wx) = (weights(0, h), weights(1, w));
     let _fp32 = full_fp32_matmuls(device);
