@@ -15,9 +15,9 @@
 //! splitting the step into forward, loss, backward and Adam, wall and process CPU time. With
 //! `augment_only` only `augment_img_per_s` runs, followed by `augment_crop_img_per_s` (the
 //! sampling and the resized crop alone), each also per second of the process's CPU time
-//! (`…_img_per_cpu_s`: on a shared machine it moves less than the wall time). Augmentation resizes as `data.antialias` says (which
-//! matters only for images larger than the crop: `--set data.antialias=false` for the plain
-//! resize).
+//! (`…_img_per_cpu_s`: on a shared machine it moves less than the wall time). Augmentation
+//! resizes as `data.antialias` says (which matters only for images larger than the crop:
+//! `--set data.antialias=false` for the plain resize).
 //! `small` is the reference's `--small`: batch 32, 1,200 images, 4 timed steps, extraction of
 //! 2 × 256 images, maximize on 4,000 pairs for one epoch. Prints figures; asserts nothing.
 use std::collections::BTreeMap;
