@@ -227,8 +227,7 @@ fn settings_of(r: &RunRecord) -> BTreeMap<String, String> {
     let v = crate::config::recorded_config_value(&r.config_json).unwrap_or(Value::Null);
     let mut out = crate::store::json_leaves(&v);
     out.remove("train.seed");
-    let applies =
-        serde_json::from_value::<Config>(v).map_or(true, |c| c.data.antialias_applies());
+    let applies = serde_json::from_value::<Config>(v).map_or(true, |c| c.data.antialias_applies());
     if !applies {
         out.remove("data.antialias");
     }

@@ -157,7 +157,10 @@ fn keys_of_runs_the_setting_does_not_change_are_those_from_before_it() {
         }
         // The same run as a store recorded it before the setting: no `data.antialias` at all.
         let mut recorded = serde_json::to_value(&cfg).unwrap();
-        recorded["data"].as_object_mut().unwrap().remove("antialias");
+        recorded["data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("antialias");
         let before = Config::from_recorded_json(&recorded.to_string()).unwrap();
         let got = digest(&run_keys(&before));
         if got != *want {
