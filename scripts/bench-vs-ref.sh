@@ -31,29 +31,4 @@ echo "== ipirm bench" >&2
 "$IPIRM_ROOT/target/release/ipirm" bench --preset stl10-ipirm --set model.bn_splits=1 \
   "${small[@]}" --json "$out/ipirm_bench.json" "$@" | tee "$out/ipirm_bench.txt"
 
-"$py" - "$out" <<'EOF'
-import json, sys
-out = sys.argv[1]
-ref = json.load(open(f"{out}/ref_bench.json"))["figures"]
-ours = json.load(open(f"{out}/ipirm_bench.json"))
-print(f"\nipirm: {ours['settings']}")
-pairs = [("minimize_img_per_s_augmented", "minimize_img_per_s_ref_loader_w4"),
-         ("minimize_img_per_s_augmented", "minimize_img_per_s_ref_loader_w16")]
-for name in ours["figures"]:
-    pairs.append((name, name))
-print(f"{'figure':<42} {'ipirm':>10} {'reference':>10} {'ratio':>7}")
-seen = set()
-for o, r in pairs:
-    if o not in ours["figures"] or (o, r) in seen:
-        continue
-    seen.add((o, r))
-    ov, unit = ours["figures"][o]
-    rv = ref.get(r, [None])[0]
-    label = o if o == r else f"{o} / {r.replace('minimize_img_per_s_', '')}"
-    if rv is None:
-        print(f"{label:<42} {ov:>10.4g} {'-':>10} {'':>7} {unit}")
-        continue
-    ratio = ov / rv if unit == "img/s" else rv / ov
-    print(f"{label:<42} {ov:>10.4g} {rv:>10.4g} {ratio:>6.2f}x {unit}")
-print("(ratio > 1: ipirm faster)")
-EOF
+"$py" "$here/bench_table.py" "$out/ref_bench.json" "$out/ipirm_bench.json"

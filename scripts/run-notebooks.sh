@@ -10,7 +10,7 @@
 # panic, timeout) prints its source and error, the script goes on with the next notebook and
 # exits 1 at the end; the last line reads "notebooks: N passed, M failed".
 # Env: IPIRM_NB_TIMEOUT, seconds one cell may take (default 1800); EVCXR_TMPDIR, another build
-# folder (default target/evcxr).
+# folder (default target/evcxr); IPIRM_NB_OUT, another folder for the executed copies.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -29,7 +29,7 @@ if ! "$IPIRM_VENV/bin/jupyter" kernelspec list 2>/dev/null | grep -q '^ *rust ';
   exit 2
 fi
 
-out="$IPIRM_ROOT/target/notebooks"
+out="$(realpath -m "${IPIRM_NB_OUT:-$IPIRM_ROOT/target/notebooks}")"
 export EVCXR_TMPDIR="${EVCXR_TMPDIR:-$IPIRM_ROOT/target/evcxr}"
 mkdir -p "$out" "$EVCXR_TMPDIR"
 # The kernel builds tch (LIBTORCH, from env.sh) and loads libtorch (no rpath in evcxr's crate).
@@ -47,8 +47,10 @@ cp Cargo.lock "$EVCXR_TMPDIR/Cargo.lock"
 # Runs one notebook with nbclient (what `jupyter nbconvert --execute` runs), cell by cell, and
 # writes the executed copy even when a cell fails. Two evcxr quirks it handles: a compile error's
 # text is only in the cell's outputs, not in the reply nbconvert prints (its message would be
-# empty), and a panic in a cell is caught by evcxr and reported as success (with its default
-# `:preserve_vars_on_panic 1`), so a cell whose stderr says "panicked at" counts as failed.
+# empty), and a cell that fails at run time is reported as success: a panic (caught by evcxr,
+# with its default `:preserve_vars_on_panic 1`) and an error returned with `?` (evcxr prints its
+# message) both leave only text on stderr. So a cell that writes anything on stderr (which
+# JupyterLab shows on red) counts as failed; the notebooks write nothing there when they work.
 runner='
 import re, sys, time, nbformat
 from nbclient import NotebookClient
@@ -58,7 +60,7 @@ path, out, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3])
 ansi = re.compile(r"\x1b\[[0-9;]*m")
 nb = nbformat.read(path, as_version=4)
 
-class Panicked(Exception):
+class Panicked(Exception):  # or returned an error: text on stderr
     pass
 
 def text_of(cell):
@@ -75,8 +77,7 @@ def on_cell_start(cell, cell_index):
     started[0] = time.time()
 def on_cell_executed(cell, cell_index, execute_reply):
     print(f"   cell {cell_index}: {time.time() - started[0]:.1f} s", file=sys.stderr, flush=True)
-    if any(o.output_type == "stream" and o.name == "stderr" and "panicked at" in o.text
-           for o in cell.outputs):
+    if any(o.output_type == "stream" and o.name == "stderr" for o in cell.outputs):
         raise Panicked()
 
 client = NotebookClient(nb, timeout=timeout, kernel_name="rust", coalesce_streams=True,
@@ -87,7 +88,7 @@ try:
     client.execute()
 except (CellExecutionError, Panicked) as e:
     failed = next((c for c in nb.cells if c.cell_type == "code" and c.get("outputs") and
-                   (any(o.output_type == "error" for o in c.outputs) or "panicked at" in text_of(c))), None)
+                   any(o.output_type == "error" or o.get("name") == "stderr" for o in c.outputs)), None)
     print("\n---- failing cell ----", file=sys.stderr)
     print(failed.source if failed else "(unknown)", file=sys.stderr)
     print("---- its error ----", file=sys.stderr)
@@ -111,10 +112,10 @@ for nb in "${notebooks[@]}"; do
   # `:dep ipirm = { path = ".." }` and relative paths in cells resolve against notebooks/.
   if "$IPIRM_PY" -c "$runner" "$nb" "$out/$name" "${IPIRM_NB_TIMEOUT:-1800}"; then
     passed=$((passed + 1))
-    echo "== $name: ok in $((SECONDS - start)) s -> target/notebooks/$name" >&2
+    echo "== $name: ok in $((SECONDS - start)) s -> $out/$name" >&2
   else
     failed+=("$name")
-    echo "== $name: FAILED after $((SECONDS - start)) s (error above; what ran: target/notebooks/$name)" >&2
+    echo "== $name: FAILED after $((SECONDS - start)) s (error above; what ran: $out/$name)" >&2
   fi
 done
 echo "notebooks: ${passed} passed, ${#failed[@]} failed"

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Idempotent set-up for the Rust notebooks, after scripts/setup.sh (which makes the venv): the
-# evcxr Jupyter kernel from crates.io, nbconvert/nbclient in the project venv, and the kernel
-# registered in that venv with libtorch in its environment. Fast when done; the first
-# `cargo install` takes about 11 minutes on 2 cores.
+# evcxr Jupyter kernel from crates.io, JupyterLab (to open the notebooks: scripts/lab.sh) and
+# nbconvert/nbclient (to run them headless) in the project venv, and the kernel registered in that
+# venv with libtorch in its environment. Fast when done; the first `cargo install` takes about
+# 11 minutes on 2 cores.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$IPIRM_ROOT"
 
 EVCXR_VERSION="0.22.0"  # builds with rustc 1.95
-JUPYTER_PKGS="nbconvert==7.17.2 nbclient==0.11.0 nbformat==5.11.1 jupyter-client==8.10.0 jupyter-core==5.9.1"
+# The headless runner's packages and JupyterLab, installed in one pip call (one resolution).
+JUPYTER_PKGS="nbconvert==7.17.2 nbclient==0.11.0 nbformat==5.11.1 jupyter-client==8.10.0 jupyter-core==5.9.1 jupyterlab==4.6.6"
 
 step() { printf '\n== %s\n' "$*" >&2; }
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -25,10 +27,12 @@ if ! { command -v evcxr_jupyter >/dev/null && cargo install --list | grep -qx "e
   env -u CARGO_TARGET_DIR cargo install evcxr_jupyter --version "$EVCXR_VERSION" --locked --quiet
 fi
 
-# Jupyter's notebook runner. No ipykernel: the only kernel the notebooks use is evcxr's.
+# Jupyter's notebook runner and JupyterLab. (JupyterLab brings ipykernel, Python's kernel; the
+# notebooks use only evcxr's.)
 stamp="$IPIRM_VENV/.ipirm-notebooks"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$JUPYTER_PKGS" ]; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$JUPYTER_PKGS" ] || [ ! -x "$IPIRM_VENV/bin/jupyter-lab" ]; then
   step "installing $JUPYTER_PKGS into $IPIRM_VENV"
+  # shellcheck disable=SC2086  # a list of packages, split into words on purpose
   "$IPIRM_PY" -m pip install -q --disable-pip-version-check $JUPYTER_PKGS
   echo "$JUPYTER_PKGS" >"$stamp"
 fi

@@ -2,6 +2,11 @@
 //! order it used them, the partition of every maximize step, the training curve, its data
 //! (checked against the stored fingerprint), and a trainer restored from any stored checkpoint,
 //! ready to replay or continue an epoch.
+//!
+//! A notebook cell that calls these returns their error with `?`: evcxr prints the message in the
+//! cell (a store or run that is not there, a data folder that is gone) instead of a panic.
+use std::path::Path;
+
 use tch::Device;
 
 use crate::config::Config;
@@ -11,6 +16,112 @@ use crate::store::{Artifact, RunRecord, Store};
 use crate::train::ipirm::PartitionRecord;
 use crate::train::{EpochStats, Trainer};
 use crate::{Error, Result};
+
+/// The variable naming the store the notebooks read (`scripts/test.sh`, `scripts/lab.sh` and
+/// `scripts/notebooks-in-browser.sh` set it).
+pub const NOTEBOOK_STORE_ENV: &str = "IPIRM_NOTEBOOK_STORE";
+
+/// The store the notebooks read without [`NOTEBOOK_STORE_ENV`]: the project's `artifacts/` (what
+/// `ipirm run` writes by default), seen from `notebooks/`, where their kernel runs.
+pub const NOTEBOOK_DEFAULT_STORE: &str = "../artifacts";
+
+/// Why a notebook has no store to read ([`notebook_store`]): the library's error, which a cell's
+/// `?` prints. evcxr prints it on the kernel's stderr, which its Jupyter kernel forwards to the
+/// cell that is current when the line arrives; under "Run All" the next cell is already current
+/// a moment after this one returns, and the message would land there. So, in an evcxr kernel,
+/// dropping this error (evcxr drops it right after printing it, before the cell ends) waits a
+/// little for the line to be forwarded to its own cell. Elsewhere it is a plain error.
+pub struct NotebookStoreError(pub Error);
+
+impl std::fmt::Display for NotebookStoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Debug for NotebookStoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for NotebookStoreError {}
+
+impl From<Error> for NotebookStoreError {
+    fn from(e: Error) -> Self {
+        NotebookStoreError(e)
+    }
+}
+
+impl Drop for NotebookStoreError {
+    fn drop(&mut self) {
+        // Set in the process evcxr runs a notebook's cells in.
+        if std::env::var_os("EVCXR_IS_RUNTIME").is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+}
+
+/// The artifact store a notebook reads: `$IPIRM_NOTEBOOK_STORE`, else [`NOTEBOOK_DEFAULT_STORE`].
+/// See [`open_notebook_store`]: a folder that holds no run is an error saying so.
+pub fn notebook_store() -> std::result::Result<Store, NotebookStoreError> {
+    match std::env::var_os(NOTEBOOK_STORE_ENV) {
+        Some(dir) if !dir.is_empty() => {
+            open_notebook_store(Path::new(&dir), &format!("${NOTEBOOK_STORE_ENV}"))
+        }
+        _ => open_notebook_store(
+            Path::new(NOTEBOOK_DEFAULT_STORE),
+            &format!("the default; ${NOTEBOOK_STORE_ENV} is not set"),
+        ),
+    }
+}
+
+/// The store at `dir` (`chosen` says why that folder, for the message), when it holds at least
+/// one run. A missing folder, or one that is not a store yet (no index, no `meta/`), is an error
+/// naming the folder and the command that makes a run there, and is left as it was; so is an
+/// opened store without runs.
+pub fn open_notebook_store(
+    dir: &Path,
+    chosen: &str,
+) -> std::result::Result<Store, NotebookStoreError> {
+    let shown = shown_path(dir);
+    let no_runs = |what: &str| {
+        Error::Store(format!(
+            "the notebooks' store {shown} ({chosen}) {what}: make a run there from the project's \
+             folder with `target/release/ipirm run --preset fmnist-ipirm-quick --set \
+             train.knn_every=1 --store {shown}` (about 12 minutes on 2 CPU cores), or set \
+             ${NOTEBOOK_STORE_ENV} to a store that holds one; then run the notebook again",
+            shown = shown.display()
+        ))
+    };
+    if !dir.exists() {
+        return Err(no_runs("is not there").into());
+    }
+    if !dir.is_dir() {
+        return Err(no_runs("is a file, not a folder").into());
+    }
+    if !Store::exists_at(dir) {
+        return Err(no_runs("is not an artifact store yet").into());
+    }
+    let store = Store::open(dir)?;
+    if store.list_runs()?.is_empty() {
+        return Err(no_runs("holds no runs").into());
+    }
+    Ok(store)
+}
+
+/// `path` without `..` where its folder exists (`../artifacts` from `notebooks/` reads as the
+/// project's `artifacts`), else as given, made absolute.
+fn shown_path(path: &Path) -> std::path::PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match (parent.map(|p| p.canonicalize()), path.file_name()) {
+        (Some(Ok(p)), Some(name)) => p.join(name),
+        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+    }
+}
 
 /// One stored maximize step of a run ([`RunView::maximize_step`]).
 pub struct StoredStep {
@@ -208,5 +319,70 @@ impl RunView {
         let mut t = Trainer::new(&crate::fit::fit(&self.cfg, device, 1)?.cfg, device)?;
         t.load_state(&Checkpoint::from_tensors(named)?.state)?;
         Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a notebook's first data cell shows on a store without runs.
+    fn message(dir: &Path) -> String {
+        match open_notebook_store(dir, "$IPIRM_NOTEBOOK_STORE") {
+            Ok(_) => panic!("{} opened as a notebook store", dir.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_notebook_store_without_runs_is_named_with_the_command_that_makes_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let command = "ipirm run --preset fmnist-ipirm-quick --set train.knn_every=1 --store";
+
+        // A folder that is not there is not created.
+        let missing = root.join("store");
+        let m = message(&missing);
+        assert!(
+            m.contains(&format!(
+                "{} ($IPIRM_NOTEBOOK_STORE) is not there",
+                missing.display()
+            )),
+            "{m}"
+        );
+        assert!(
+            m.contains(&format!("{command} {}", missing.display())),
+            "{m}"
+        );
+        assert!(!missing.exists());
+        // `..` is resolved where the folder above exists (`../artifacts` from `notebooks/`).
+        std::fs::create_dir(root.join("notebooks")).unwrap();
+        let m = message(&root.join("notebooks/../store"));
+        assert!(m.contains(&format!("{} (", missing.display())), "{m}");
+
+        // An empty folder (a fresh clone's artifacts/) is left empty.
+        std::fs::create_dir(&missing).unwrap();
+        let m = message(&missing);
+        assert!(
+            m.contains("is not an artifact store yet") && m.contains(command),
+            "{m}"
+        );
+        assert_eq!(std::fs::read_dir(&missing).unwrap().count(), 0);
+
+        // A store without runs, then with one.
+        let store = Store::open(&missing).unwrap();
+        let m = message(&missing);
+        assert!(m.contains("holds no runs") && m.contains(command), "{m}");
+        let run = store
+            .start_run("fmnist-ipirm-quick", &Config::default())
+            .unwrap();
+        drop(store);
+        let opened = open_notebook_store(&missing, "test").unwrap();
+        assert_eq!(opened.list_runs().unwrap()[0].id, run.id);
+
+        // A file where the folder should be.
+        let file = root.join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(message(&file).contains("is a file, not a folder"));
     }
 }

@@ -83,7 +83,8 @@ fn real_fashion(name: &str) -> Vec<String> {
 /// Two ranks (each forwarding half of every batch, BatchNorm per rank, gradients summed, rank
 /// 0's running statistics) train the same model as one process whose BatchNorm splits every
 /// batch in two, up to rounding: IP-IRM (a sharded feature extraction, the partition sent to
-/// rank 1, four steps) and MixUp IP-IRM (several forwards per step). The run's keys do not
+/// rank 1, four steps), MixUp IP-IRM (several forwards per step) and MixUp IP-IRM with the
+/// online MixUp maximize step (its batches' views projected by both ranks). The run's keys do not
 /// depend on the world size: the final checkpoint has the same key.
 ///
 /// Why only a few steps: on this width-4 model, rounding differences grow fast through Adam
@@ -102,6 +103,19 @@ fn two_ranks_train_as_one_process_with_two_batchnorm_splits() {
                 "--set=train.mixup=true",
                 "--set=train.temperature=0.2",
                 "--set=data.train_limit=48",
+            ],
+        ),
+        (
+            // The CIFAR-100 MixUp presets' maximize step: online, view 1 MixUp-ed, each batch's
+            // views projected by both ranks (two batches an epoch).
+            "online-mixup",
+            vec![
+                "--set=train.mixup=true",
+                "--set=train.temperature=0.2",
+                "--set=data.train_limit=48",
+                "--set=maximize.offline=false",
+                "--set=maximize.mixup=true",
+                "--set=maximize.batch_size=24",
             ],
         ),
     ] {
@@ -155,6 +169,37 @@ fn two_ranks_train_as_one_process_with_two_batchnorm_splits() {
         assert_eq!(sizes(&one), sizes(&two), "{name}");
         assert!(!sizes(&one).is_empty());
     }
+}
+
+/// A rank given with a world of one makes a group of one (its backend set up and every
+/// collective run, as `scripts/gpu-check.sh` uses it to try NCCL on one GPU): it trains the
+/// model one process trains, to the bit, since a sum or broadcast over one rank changes nothing.
+#[test]
+fn a_group_of_one_trains_as_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = with(&real_fashion("one"), &["--set=model.bn_splits=1"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let master = format!("--master=127.0.0.1:{port}");
+    let alone = tmp.path().join("alone");
+    let group = tmp.path().join("group");
+    train(&alone, &args);
+    let text = train(
+        &group,
+        &with(
+            &args,
+            &["--rank=0", "--world-size=1", &master, "--dist-backend=gloo"],
+        ),
+    );
+    assert!(
+        text.contains("rank 0 of 1: the other ranks joined"),
+        "{text}"
+    );
+    let d = max_diff(&model(&alone, "one"), &model(&group, "one"));
+    assert_eq!(d, 0.0, "a group of one ends {d} from one process");
 }
 
 /// The pid of the child of `parent` whose environment says `RANK=rank`.

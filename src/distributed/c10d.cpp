@@ -121,11 +121,23 @@ char* ipirm_dist_new(const char* host, int port, int rank, int world, int backen
   }
 }
 
-void ipirm_dist_drop(IpirmGroup* g) { delete g; }
+// The group's orderly end (ProcessGroupNCCL warns at exit without it and may leak its
+// communicators; Gloo's is a no-op), then its memory.
+void ipirm_dist_drop(IpirmGroup* g) {
+  try {
+    g->pg->shutdown();
+  } catch (const std::exception&) {
+    // Ending anyway: a rank whose peers are gone cannot shut down cleanly.
+  }
+  delete g;
+}
 
+// The collectives work on detached aliases of their tensors (same storage, no autograd): with
+// CUDA tensors, Gloo copies results back from host buffers in its own threads, where grad mode
+// is on, and an in-place copy into a parameter (a leaf that requires grad) would be refused.
 char* ipirm_dist_allreduce_sum(IpirmGroup* g, at::Tensor* t) {
   try {
-    std::vector<at::Tensor> ts{*t};
+    std::vector<at::Tensor> ts{t->detach()};
     g->pg->allreduce(ts)->wait();
     return nullptr;
   } catch (const std::exception& e) {
@@ -135,7 +147,7 @@ char* ipirm_dist_allreduce_sum(IpirmGroup* g, at::Tensor* t) {
 
 char* ipirm_dist_broadcast(IpirmGroup* g, at::Tensor* t, int root) {
   try {
-    std::vector<at::Tensor> ts{*t};
+    std::vector<at::Tensor> ts{t->detach()};
     c10d::BroadcastOptions o;
     o.rootRank = root;
     g->pg->broadcast(ts, o)->wait();
@@ -152,7 +164,7 @@ char* ipirm_dist_allgather(IpirmGroup* g, const at::Tensor* t, at::Tensor** out)
     std::vector<at::Tensor> outs;
     for (int i = 0; i < world; i++) outs.push_back(at::empty_like(*t));
     std::vector<std::vector<at::Tensor>> outputs{outs};
-    std::vector<at::Tensor> inputs{t->contiguous()};
+    std::vector<at::Tensor> inputs{t->detach().contiguous()};
     g->pg->allgather(outputs, inputs)->wait();
     *out = new at::Tensor(at::stack(outputs[0], 0));
     return nullptr;

@@ -97,7 +97,9 @@ impl Mode {
             None => num("WORLD_SIZE", "--world-size")?,
         };
         let world = match world {
-            None | Some(1) if rank.unwrap_or(0) == 0 => return Ok(Mode::Single),
+            // A world of one is a single process, unless the rank is given: then it is a
+            // group of one (its backend set up and used, as `torchrun --nproc-per-node 1` does).
+            None | Some(1) if rank.is_none() => return Ok(Mode::Single),
             None => {
                 return Err(Error::config(
                     "--world-size",
@@ -304,6 +306,23 @@ mod tests {
     fn flags_and_torchrun_environment() {
         assert_eq!(mode(None, None, None, &[]).unwrap(), Mode::Single);
         assert_eq!(mode(None, Some(1), None, &[]).unwrap(), Mode::Single);
+        // A rank given makes a group of one, which needs rank 0's address like any group.
+        let one = mode(Some(0), Some(1), Some("127.0.0.1:29500"), &[]).unwrap();
+        assert!(
+            matches!(one, Mode::Rank(ref l) if l.world == 1 && l.rank == 0),
+            "{one:?}"
+        );
+        let env_one = [
+            ("RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "1"),
+        ];
+        assert!(matches!(
+            mode(None, None, None, &env_one).unwrap(),
+            Mode::Rank(_)
+        ));
+        assert!(mode(Some(0), Some(1), None, &[]).is_err());
         assert_eq!(
             mode(None, Some(4), None, &[]).unwrap(),
             Mode::Spawn { world: 4 }

@@ -16,8 +16,9 @@
 //! - Rank 0 drives: it runs the pipeline and the store (the only rank that reads or writes it),
 //!   learns every partition, runs the kNN monitor and the evaluations. The other ranks serve
 //!   ([`crate::train::serve`]): they wait for rank 0's next command (an epoch, with the partitions to train
-//!   on and, after a resume, the training state; or a sharded feature extraction for an offline
-//!   maximize step) and take part in it. The online maximize step runs on rank 0 alone.
+//!   on and, after a resume, the training state; a sharded feature extraction for an offline
+//!   maximize step; or an online maximize step, whose views rank 0 sends batch by batch) and
+//!   take part in it.
 //!
 //! This module knows nothing of training: a trainer is handed a [`Group`]
 //! ([`crate::train::Trainer::with_group`]), and the work rank 0 shares with the others is the
@@ -303,11 +304,33 @@ pub fn local_bn_splits(bn_splits: i64, world: usize) -> i64 {
     (bn_splits / world.max(1) as i64).max(1)
 }
 
-/// The device rank `local_rank` trains on: `cuda:LOCAL_RANK` when `device` is a GPU.
-pub fn rank_device(device: Device, local_rank: usize) -> Device {
+/// The device rank `local_rank` trains on when `device` is a GPU and the machine has `gpus`:
+/// `cuda:LOCAL_RANK`, one rank per GPU. With Gloo, more ranks than GPUs share them in turn
+/// (`cuda:LOCAL_RANK % gpus`: a check of several ranks on a one-GPU machine); NCCL refuses two
+/// ranks on one GPU, so that is refused here by name.
+pub fn rank_device(
+    device: Device,
+    local_rank: usize,
+    gpus: usize,
+    backend: Backend,
+) -> Result<Device> {
     match device {
-        Device::Cuda(_) => Device::Cuda(local_rank),
-        d => d,
+        Device::Cuda(_) if local_rank < gpus => Ok(Device::Cuda(local_rank)),
+        Device::Cuda(_) if gpus == 0 => Err(Error::config(
+            "--device",
+            "this rank was asked to train on a GPU and libtorch sees none",
+        )),
+        Device::Cuda(_) => match backend {
+            Backend::Gloo => Ok(Device::Cuda(local_rank % gpus)),
+            Backend::Nccl => Err(Error::config(
+                "--dist-backend",
+                format!(
+                    "nccl needs a GPU of its own for each rank on a machine: LOCAL_RANK {local_rank}, \
+                     {gpus} GPU(s) here; use gloo to let ranks share a GPU"
+                ),
+            )),
+        },
+        d => Ok(d),
     }
 }
 

@@ -319,6 +319,13 @@ impl Drop for Inner {
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
+    /// Whether `root` holds a store: its index, or the `meta/` records a lost index is rebuilt
+    /// from. Opens nothing (a reader that must not create a store checks this first).
+    pub fn exists_at(root: impl AsRef<Path>) -> bool {
+        let root = root.as_ref();
+        root.join(lock::INDEX_DIR).is_dir() || root.join(mirror::META_DIR).is_dir()
+    }
+
     /// Opens (creating if needed) the store at `root` with default options, checking its schema.
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
         Store::open_with(root, StoreOptions::default())

@@ -223,6 +223,9 @@ pub fn learn_partition(
             let n = images.size()[0];
             let init = initial_partition(cfg, n, previous, step, trainer.device);
             let _tf32 = trainer.model.numerics().tf32_scope()?;
+            // In a data-parallel run the other ranks project their chunks of each batch.
+            trainer.lead(super::Command::Online(step), &[])?;
+            let group = trainer.group();
             let encode = |idx: &Tensor| {
                 let _guard = tch::no_grad_guard();
                 let x = images.index_select(0, idx);
@@ -239,11 +242,14 @@ pub fn learn_partition(
                         partner: Some(perm),
                     });
                 }
-                let z1 = trainer.model.forward(&v1, false).1;
-                let z2 = trainer.model.forward(&v2, false).1;
+                let views = (v1, v2);
+                if let Some(g) = group {
+                    super::ranks::send_views(g, Some((&views.0, &views.1)))?;
+                }
+                let (z1, z2) = super::ranks::project_views(trainer, &views)?;
                 Ok(BatchFeatures { z1, z2, mix })
             };
-            maximize_online(
+            let result = maximize_online(
                 n,
                 &init,
                 &cfg.maximize,
@@ -251,7 +257,12 @@ pub fn learn_partition(
                 trainer.device,
                 encode,
                 on_epoch,
-            )?
+            );
+            // The other ranks are told the step is over even when it failed (its error first).
+            let ended = group.map(|g| super::ranks::send_views(g, None));
+            let result = result?;
+            ended.transpose()?;
+            result
         }
     };
     pb.finish_and_clear();

@@ -19,6 +19,9 @@ pub enum Command {
     Epoch,
     /// The view pairs of maximize step `step`, extracted sharded (offline maximize).
     Features(u64),
+    /// Online maximize step `step`: rank 0 learns the partition and sends each batch's two
+    /// views; every rank projects its chunk of them ([`send_views`], [`project_views`]).
+    Online(u64),
     /// Training is over: the other ranks exit.
     Done,
 }
@@ -29,6 +32,7 @@ impl Command {
             Command::Epoch => (1, 0),
             Command::Features(step) => (2, step as i64),
             Command::Done => (3, 0),
+            Command::Online(step) => (4, step as i64),
         }
     }
     fn decode(code: i64, arg: i64) -> Result<Command> {
@@ -36,6 +40,7 @@ impl Command {
             1 => Ok(Command::Epoch),
             2 => Ok(Command::Features(arg as u64)),
             3 => Ok(Command::Done),
+            4 => Ok(Command::Online(arg as u64)),
             c => Err(Error::Dist(format!("rank 0 sent an unknown command ({c})"))),
         }
     }
@@ -121,7 +126,67 @@ pub fn serve(cfg: &Config, device: Device, g: Arc<Group>) -> Result<()> {
             Command::Features(step) => {
                 crate::train::ipirm::extract_view_pairs_here(&trainer, images, step)?;
             }
+            Command::Online(_) => {
+                let _guard = tch::no_grad_guard();
+                let _tf32 = trainer.model.numerics().tf32_scope()?;
+                while let Some(views) = receive_views(&g, device).map_err(lost)? {
+                    // Rank 0 keeps the projections; this rank's part was its chunk.
+                    let _ = project_views(&trainer, &views)?;
+                }
+            }
             Command::Done => return Ok(()),
         }
     }
+}
+
+/// Rank 0 during an online maximize step: the next batch's two views (both `B × C × H × W`,
+/// float, on every rank's device), or `None` when the step is over.
+pub(crate) fn send_views(g: &Group, views: Option<(&Tensor, &Tensor)>) -> Result<()> {
+    let Some((v1, v2)) = views else {
+        return g.broadcast(&Tensor::from_slice(&[0i64, 0, 0, 0, 0]), 0);
+    };
+    let mut header = vec![1i64];
+    header.extend(v1.size());
+    if header.len() != 5 || v2.size() != v1.size() {
+        return Err(Error::Shape(format!(
+            "online maximize: views of {:?} and {:?}, expected two equal B × C × H × W",
+            v1.size(),
+            v2.size()
+        )));
+    }
+    g.broadcast(&Tensor::from_slice(&header), 0)?;
+    for v in [v1, v2] {
+        g.broadcast(&v.to_kind(Kind::Float).contiguous(), 0)?;
+    }
+    Ok(())
+}
+
+/// The other ranks: what [`send_views`] sent.
+fn receive_views(g: &Group, device: Device) -> Result<Option<(Tensor, Tensor)>> {
+    let header = Tensor::zeros([5], (Kind::Int64, Device::Cpu));
+    g.broadcast(&header, 0)?;
+    let h: Vec<i64> = Vec::try_from(&header)?;
+    if h[0] == 0 {
+        return Ok(None);
+    }
+    let mut views = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let v = Tensor::zeros(&h[1..], (Kind::Float, device));
+        g.broadcast(&v, 0)?;
+        views.push(v);
+    }
+    let v2 = views.pop().expect("two views");
+    Ok(Some((views.pop().expect("two views"), v2)))
+}
+
+/// Both views' projections (eval mode), each rank forwarding its chunk of the batch.
+pub(crate) fn project_views(
+    trainer: &Trainer,
+    (v1, v2): &(Tensor, Tensor),
+) -> Result<(Tensor, Tensor)> {
+    let g = trainer.group();
+    Ok((
+        super::project_batch(&trainer.model, v1, false, g)?,
+        super::project_batch(&trainer.model, v2, false, g)?,
+    ))
 }

@@ -588,26 +588,40 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
     let mut group = None;
     let fitted = match args.dist.mode()? {
         Mode::Spawn { world } => {
+            // Fitted here once, so that a bad config or backend fails before any rank starts.
+            fit(&cfg, device, world)?;
+            let backend = dist::Backend::choose(&args.dist.dist_backend, device)?;
             if let tch::Device::Cuda(_) = device {
                 let gpus = ipirm::device::cuda().devices;
                 if world > gpus {
-                    anyhow::bail!(ipirm::Error::config(
-                        "--world-size",
-                        format!(
-                            "{world} ranks on this machine want a GPU each; libtorch sees {gpus}"
+                    // The last rank's device says whether the GPUs may be shared.
+                    dist::rank_device(device, world - 1, gpus, backend).map_err(|_| {
+                        ipirm::Error::config(
+                            "--world-size",
+                            format!(
+                                "{world} ranks on this machine want a GPU each with {}; libtorch \
+                                 sees {gpus} (--dist-backend gloo lets ranks share a GPU)",
+                                backend.name()
+                            ),
                         )
-                    ));
+                    })?;
+                    eprintln!(
+                        "{world} ranks share {gpus} GPU(s) (gloo): a check of data parallelism, \
+                         not a speed-up"
+                    );
                 }
             }
-            // Fitted here once, so that a bad config or backend fails before any rank starts.
-            fit(&cfg, device, world)?;
-            dist::Backend::choose(&args.dist.dist_backend, device)?;
             return Ok(dist::spawn_local(world, device == tch::Device::Cpu)?);
         }
         Mode::Rank(launch) => {
-            device = dist::rank_device(device, launch.local_rank);
-            let fitted = fit(&cfg, device, launch.world)?;
             let backend = dist::Backend::choose(&args.dist.dist_backend, device)?;
+            device = dist::rank_device(
+                device,
+                launch.local_rank,
+                ipirm::device::cuda().devices,
+                backend,
+            )?;
+            let fitted = fit(&cfg, device, launch.world)?;
             let g = std::sync::Arc::new(Group::connect(&launch, backend, device)?);
             if launch.rank != 0 {
                 // Rank 0 runs the seeds one after the other; this rank serves each.
