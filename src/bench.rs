@@ -12,7 +12,12 @@
 //!
 //! Ours only: `augment_img_per_s` (augmentation alone) and `simclr_img_per_s_ondevice_…`. With
 //! `parts` (for profiling) only the on-device minimize figure runs, followed by `PART` lines
-//! splitting the step into forward, loss, backward and Adam, wall and process CPU time.
+//! splitting the step into forward, loss, backward and Adam, wall and process CPU time. With
+//! `augment_only` only `augment_img_per_s` runs, followed by `augment_crop_img_per_s` (the
+//! sampling and the resized crop alone), each also per second of the process's CPU time
+//! (`…_img_per_cpu_s`: on a shared machine it moves less than the wall time). Augmentation
+//! resizes as `data.antialias` says (which matters only for images larger than the crop:
+//! `--set data.antialias=false` for the plain resize).
 //! `small` is the reference's `--small`: batch 32, 1,200 images, 4 timed steps, extraction of
 //! 2 × 256 images, maximize on 4,000 pairs for one epoch. Prints figures; asserts nothing.
 use std::collections::BTreeMap;
@@ -42,6 +47,8 @@ pub struct BenchOptions {
     pub maximize_n: Option<i64>,
     /// Only the on-device minimize step, then its parts timed apart (profiling).
     pub parts: bool,
+    /// Only the augmentation figures.
+    pub augment_only: bool,
 }
 
 /// The figures, as ref_bench.py writes them (`figures`: name → (value, unit)), with the
@@ -90,6 +97,22 @@ fn time(device: Device, warm: usize, n: usize, mut f: impl FnMut() -> Result<()>
     Ok(t.elapsed().as_secs_f64() / n.max(1) as f64)
 }
 
+/// [`time`], with the process's CPU seconds per call (all its threads) beside the wall seconds:
+/// on a machine others share, CPU time moves less than wall time.
+fn time_cpu(
+    device: Device,
+    warm: usize,
+    n: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(f64, f64)> {
+    for _ in 0..warm {
+        f()?;
+    }
+    let cpu = cpu_seconds();
+    let wall = time(device, 0, n, f)?;
+    Ok((wall, (cpu_seconds() - cpu) / n.max(1) as f64))
+}
+
 /// The numerics' figure suffix: `fp32`, `bf16`, `fp32_cl`, `bf16_cl`.
 fn tag(n: &Numerics) -> String {
     format!(
@@ -121,13 +144,18 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
     let steps = o.steps.unwrap_or(if o.small { 4 } else { 40 });
     let mut cfg = cfg.clone();
     cfg.train.batch_size = b;
+    let antialias = cfg.data.antialias;
     let settings = format!(
-        "device {}; {:?} width {}, bn_splits {}; batch {b}; {}; CPU allocator {}",
+        "device {}; {:?} width {}, bn_splits {}; batch {b}; {}; crops {}; CPU allocator {}",
         crate::device::describe(device),
         cfg.model.arch,
         cfg.model.width,
         cfg.model.bn_splits,
         numerics.describe(),
+        match antialias {
+            true => "antialiased",
+            false => "plain bilinear",
+        },
         match crate::device::freed_memory_kept() {
             true => "keeps freed memory",
             false => "glibc's default",
@@ -144,12 +172,35 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
     let (side, c) = (o.side, o.channels);
     let images = Tensor::randint(256, [b, c, side, side], (Kind::Uint8, device));
     if !o.parts {
-        let s = time(device, 1, steps, || {
-            let _ = augment::train_view(&images, augment::CROP_SIZE);
-            let _ = augment::train_view(&images, augment::CROP_SIZE);
+        let (s, cpu) = time_cpu(device, 1, steps, || {
+            let _ = augment::train_view(&images, augment::CROP_SIZE, antialias);
+            let _ = augment::train_view(&images, augment::CROP_SIZE, antialias);
             Ok(())
         })?;
         fig("augment_img_per_s".into(), b as f64 / s, "img/s");
+        if o.augment_only {
+            fig("augment_img_per_cpu_s".into(), b as f64 / cpu, "img/s");
+        }
+    }
+    if o.augment_only {
+        let (s, cpu) = time_cpu(device, 1, steps, || {
+            for _ in 0..2 {
+                let p = augment::sample_train_params(b, side, side);
+                let x = augment::to_unit(&images);
+                let _ = match antialias {
+                    true => augment::resized_crop_antialiased(&x, &p.crop, augment::CROP_SIZE),
+                    false => augment::resized_crop(&x, &p.crop, augment::CROP_SIZE),
+                };
+            }
+            Ok(())
+        })?;
+        fig("augment_crop_img_per_s".into(), b as f64 / s, "img/s");
+        fig("augment_crop_img_per_cpu_s".into(), b as f64 / cpu, "img/s");
+        return Ok(BenchReport {
+            device: crate::device::describe(device),
+            settings,
+            figures,
+        });
     }
 
     // Five retained partitions over the dataset, the batch its first b images (as the reference).
@@ -177,8 +228,8 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
         let mut step = |augmented: bool| -> Result<()> {
             let fresh = augmented.then(|| {
                 (
-                    augment::train_view(&images, augment::CROP_SIZE),
-                    augment::train_view(&images, augment::CROP_SIZE),
+                    augment::train_view(&images, augment::CROP_SIZE, antialias),
+                    augment::train_view(&images, augment::CROP_SIZE, antialias),
                 )
             });
             let (x1, x2) = fresh.as_ref().map_or((&v1, &v2), |(a, b)| (a, b));

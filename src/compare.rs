@@ -212,7 +212,7 @@ pub fn arm(store: &Store, spec: &str) -> Result<Arm> {
 }
 
 fn config_of(r: &RunRecord) -> Result<Config> {
-    serde_json::from_str(&r.config_json).map_err(|e| {
+    Config::from_recorded_json(&r.config_json).map_err(|e| {
         Error::Store(format!(
             "run {}: its recorded config does not read as this version's: {e}",
             r.id
@@ -220,11 +220,17 @@ fn config_of(r: &RunRecord) -> Result<Config> {
     })
 }
 
-/// A run's resolved settings by dotted key, `train.seed` left out.
+/// A run's resolved settings by dotted key, `train.seed` left out, and `data.antialias` where it
+/// changes nothing ([`crate::config::DataConfig::antialias_applies`]): there a run recorded
+/// before the setting reads it off and a later one on, and the two computed the same.
 fn settings_of(r: &RunRecord) -> BTreeMap<String, String> {
-    let v: Value = serde_json::from_str(&r.config_json).unwrap_or(Value::Null);
+    let v = crate::config::recorded_config_value(&r.config_json).unwrap_or(Value::Null);
     let mut out = crate::store::json_leaves(&v);
     out.remove("train.seed");
+    let applies = serde_json::from_value::<Config>(v).map_or(true, |c| c.data.antialias_applies());
+    if !applies {
+        out.remove("data.antialias");
+    }
     out
 }
 

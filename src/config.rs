@@ -129,6 +129,27 @@ pub struct DataConfig {
     pub bank_limit: usize,
     /// Use only the first N test images (0 = all).
     pub test_limit: usize,
+    /// Resize the training crops with antialiasing where they shrink, as the reference's PIL
+    /// resize does (`false`: plain bilinear sampling, this project's resize before the option).
+    /// It changes only crops larger than 32 pixels, so only STL-10's 96×96 images: see
+    /// [`DataConfig::antialiased_crops`].
+    pub antialias: bool,
+}
+
+impl DataConfig {
+    /// Whether `antialias` can change anything: the dataset's images are larger than the crop.
+    /// Crop boxes lie inside the image, so on smaller images (CIFAR 32×32, Fashion-MNIST 28×28)
+    /// no crop shrinks and the two resizes are the same computation.
+    pub fn antialias_applies(&self) -> bool {
+        self.dataset.image_side() > crate::data::augment::CROP_SIZE
+    }
+
+    /// Whether the training crops are resized with antialiasing: `antialias` is on and it
+    /// [applies](DataConfig::antialias_applies). Where it does not, the trainer runs the plain
+    /// resize and no stage key names the setting.
+    pub fn antialiased_crops(&self) -> bool {
+        self.antialias && self.antialias_applies()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -323,6 +344,7 @@ impl Default for DataConfig {
             train_limit: 0,
             bank_limit: 0,
             test_limit: 0,
+            antialias: true,
         }
     }
 }
@@ -904,6 +926,23 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises to TOML")
     }
+
+    /// The config a run recorded (`RunRecord::config_json`); see [`recorded_config_value`].
+    pub fn from_recorded_json(text: &str) -> serde_json::Result<Config> {
+        serde_json::from_value(recorded_config_value(text)?)
+    }
+}
+
+/// The JSON of the config a run recorded, with the settings it lacks because they came after it
+/// read as the behaviour the run had, where that is not today's default: `data.antialias` false
+/// (the plain resize; default on since the setting). A missing setting otherwise takes its
+/// default when the config is read.
+pub fn recorded_config_value(text: &str) -> serde_json::Result<serde_json::Value> {
+    let mut v: serde_json::Value = serde_json::from_str(text)?;
+    if let Some(data) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
+        data.entry("antialias").or_insert(false.into());
+    }
+    Ok(v)
 }
 
 /// Parses `raw` into a JSON value of the same kind as `current`.

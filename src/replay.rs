@@ -147,7 +147,7 @@ impl RunView {
     /// unique id prefix.
     pub fn open(store: &Store, what: &str) -> Result<RunView> {
         let run = store.resolve_run(what)?;
-        let cfg: Config = serde_json::from_str(&run.config_json).map_err(|e| {
+        let cfg = Config::from_recorded_json(&run.config_json).map_err(|e| {
             Error::Store(format!(
                 "run {}: its config does not read as this version's Config: {e}",
                 run.id

@@ -1,13 +1,14 @@
 //! Tests of the batched augmentation against torchvision (the fixture made by
-//! tests/fixtures/gen_augment.py) and of the sampler's invariants.
+//! tests/fixtures/gen_augment.py), against the reference's own PIL and OpenCV transforms on
+//! STL-sized images (tests/fixtures/gen_stl_augment.py), and of the sampler's invariants.
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use ipirm::data::augment::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, apply_train,
     apply_train_unnormalized, color_jitter, gaussian_blur, hflip, normalize, resized_crop,
-    rgb_to_grayscale, sample_train_params, test_view, to_unit, train_view, TrainParams, CROP_SIZE,
-    MEAN, STD,
+    resized_crop_antialiased, rgb_to_grayscale, sample_train_params, test_view, to_unit,
+    train_view, TrainParams, CROP_SIZE, MEAN, STD,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -174,10 +175,10 @@ fn grayscale_blur_normalize_match_torchvision() {
 fn pipeline_matches_torchvision() {
     let f = fixture();
     let p = params(&f);
-    let got = apply_train(get(&f, "x"), &p, CROP_SIZE);
+    let got = apply_train(get(&f, "x"), &p, CROP_SIZE, false);
     assert_eq!(got.kind(), Kind::Float);
     assert_close("pipeline rgb", &got, get(&f, "pipe_x"), PIPE_TOL);
-    let got1 = apply_train(get(&f, "x1"), &p, CROP_SIZE);
+    let got1 = apply_train(get(&f, "x1"), &p, CROP_SIZE, false);
     assert_close("pipeline 1-channel", &got1, get(&f, "pipe_x1"), PIPE_TOL);
 }
 
@@ -378,15 +379,15 @@ fn same_seed_same_views_different_seed_different_views() {
     tch::manual_seed(5);
     let x = rand_images(8, 3, 32, 32);
     tch::manual_seed(42);
-    let a = train_view(&x, CROP_SIZE);
+    let a = train_view(&x, CROP_SIZE, true);
     tch::manual_seed(42);
-    let b = train_view(&x, CROP_SIZE);
+    let b = train_view(&x, CROP_SIZE, true);
     tch::manual_seed(43);
-    let c = train_view(&x, CROP_SIZE);
+    let c = train_view(&x, CROP_SIZE, true);
     assert!(a.equal(&b), "same seed, same view");
     assert!(max_abs_diff(&a, &c) > 0.1, "different seed, different view");
     // Two views drawn one after the other differ too.
-    let d = train_view(&x, CROP_SIZE);
+    let d = train_view(&x, CROP_SIZE, true);
     assert!(max_abs_diff(&c, &d) > 0.1);
 }
 
@@ -396,18 +397,18 @@ fn train_view_shapes_and_range() {
     tch::manual_seed(6);
     for (c, h, w) in [(3, 32, 32), (3, 96, 96), (1, 28, 28)] {
         let x = rand_images(5, c, h, w);
-        let v = train_view(&x, CROP_SIZE);
+        let v = train_view(&x, CROP_SIZE, true);
         assert_eq!(v.size(), [5, 3, CROP_SIZE, CROP_SIZE]);
         assert_eq!(v.kind(), Kind::Float);
         let p = sample_train_params(5, h, w);
-        let u = apply_train_unnormalized(&x, &p, CROP_SIZE);
+        let u = apply_train_unnormalized(&x, &p, CROP_SIZE, true);
         assert!(
             u.min().double_value(&[]) >= 0.0 && u.max().double_value(&[]) <= 1.0,
             "in [0, 1]"
         );
         assert_close(
             "normalise",
-            &apply_train(&x, &p, CROP_SIZE),
+            &apply_train(&x, &p, CROP_SIZE, true),
             &normalize(&u),
             0.0,
         );
@@ -422,7 +423,7 @@ fn one_channel_input_stays_gray() {
     tch::manual_seed(7);
     let x = rand_images(64, 1, 28, 28);
     let p = sample_train_params(64, 28, 28);
-    let u = apply_train_unnormalized(&x, &p, CROP_SIZE);
+    let u = apply_train_unnormalized(&x, &p, CROP_SIZE, true);
     assert_eq!(u.size(), [64, 3, CROP_SIZE, CROP_SIZE]);
     assert_close("G = R", &u.select(1, 1), &u.select(1, 0), 1e-6);
     assert_close("B = R", &u.select(1, 2), &u.select(1, 0), 1e-6);
@@ -464,10 +465,10 @@ fn empty_subsets_and_batches() {
     p.blur = Tensor::zeros([3], (Kind::Bool, Device::Cpu));
     p.gray = Tensor::zeros([3], (Kind::Bool, Device::Cpu));
     p.flip = Tensor::zeros([3], (Kind::Bool, Device::Cpu));
-    let got = apply_train_unnormalized(&x, &p, 16);
+    let got = apply_train_unnormalized(&x, &p, 16, true);
     let want = resized_crop(&to_unit(&x), &p.crop, 16);
     assert_close("crop only", &got, &want, 0.0);
-    let v = train_view(&rand_images(0, 3, 16, 16), CROP_SIZE);
+    let v = train_view(&rand_images(0, 3, 16, 16), CROP_SIZE, true);
     assert_eq!(v.size(), [0, 3, CROP_SIZE, CROP_SIZE]);
 }
 
@@ -480,8 +481,13 @@ fn cuda_matches_cpu_when_available() {
     }
     let f = fixture();
     let p = params(&f);
-    let cpu = apply_train(get(&f, "x"), &p, CROP_SIZE);
-    let gpu = apply_train(&get(&f, "x").to_device(Device::Cuda(0)), &p, CROP_SIZE);
+    let cpu = apply_train(get(&f, "x"), &p, CROP_SIZE, false);
+    let gpu = apply_train(
+        &get(&f, "x").to_device(Device::Cuda(0)),
+        &p,
+        CROP_SIZE,
+        false,
+    );
     assert_eq!(gpu.device(), Device::Cuda(0));
     assert_close(
         "cuda pipeline vs torchvision",
@@ -491,11 +497,301 @@ fn cuda_matches_cpu_when_available() {
     );
     assert_close("cuda vs cpu", &gpu, &cpu, PIPE_TOL);
     let p_gpu = p.to_device(Device::Cuda(0));
-    let gpu2 = apply_train(&get(&f, "x").to_device(Device::Cuda(0)), &p_gpu, CROP_SIZE);
+    let gpu2 = apply_train(
+        &get(&f, "x").to_device(Device::Cuda(0)),
+        &p_gpu,
+        CROP_SIZE,
+        false,
+    );
     assert_close("params on cuda", &gpu2, &gpu, 0.0);
     tch::manual_seed(9);
+    // The antialiased crop against the CPU's, with TF32 on as training has it: its matmuls run
+    // in full fp32 all the same.
+    let x = Tensor::rand([64, 3, 96, 96], (Kind::Float, Device::Cpu));
+    let p = sample_train_params(64, 96, 96);
+    let tf32 = ipirm::shim::Tf32 {
+        matmul: true,
+        cudnn: true,
+    };
+    let gpu = {
+        let _tf32 = ipirm::shim::tf32_scope(tf32).unwrap();
+        resized_crop_antialiased(&x.to_device(Device::Cuda(0)), &p.crop, CROP_SIZE)
+    };
+    let cpu = resized_crop_antialiased(&x, &p.crop, CROP_SIZE);
+    assert_close("cuda antialiased crop", &gpu, &cpu, 1e-5);
     let x = rand_images(64, 3, 96, 96).to_device(Device::Cuda(0));
-    let v = train_view(&x, CROP_SIZE);
+    let v = train_view(&x, CROP_SIZE, true);
     assert_eq!(v.device(), Device::Cuda(0));
     assert_eq!(v.size(), [64, 3, CROP_SIZE, CROP_SIZE]);
+}
+
+/// Boxes of every kind on 96×96 images, for a 32×32 output: the whole image (3× shrink), both
+/// sides shrinking by other factors, one side shrinking and the other growing, both growing, a
+/// one-pixel box, and a box the size of the output.
+const BOXES: [[i64; 4]; 8] = [
+    [0, 0, 96, 96],
+    [5, 17, 80, 64],
+    [30, 2, 57, 43],
+    [11, 40, 48, 24],
+    [60, 3, 20, 90],
+    [40, 50, 27, 30],
+    [95, 0, 1, 1],
+    [7, 9, 32, 32],
+];
+
+fn boxes(rows: &[[i64; 4]]) -> Tensor {
+    Tensor::from_slice(rows.concat().as_slice()).view([rows.len() as i64, 4])
+}
+
+/// libtorch's antialiased bilinear kernel (`_upsample_bilinear2d_aa`, which torchvision calls for
+/// `antialias=True`) on each image's box, one image at a time.
+fn libtorch_aa(x: &Tensor, crop: &Tensor, size: i64) -> Tensor {
+    let rows: Vec<Vec<i64>> = Vec::<Vec<i64>>::try_from(crop).unwrap();
+    let out: Vec<Tensor> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            x.get(i as i64)
+                .narrow(1, r[0], r[2])
+                .narrow(2, r[1], r[3])
+                .unsqueeze(0)
+                .internal_upsample_bilinear2d_aa([size, size], false, None, None)
+        })
+        .collect();
+    Tensor::cat(&out, 0)
+}
+
+#[test]
+fn antialiased_crop_matches_libtorch_kernel() {
+    let _rng = rng_lock();
+    tch::manual_seed(10);
+    let n = BOXES.len() as i64;
+    let x = Tensor::rand([n, 3, 96, 96], (Kind::Float, Device::Cpu));
+    let crop = boxes(&BOXES);
+    assert_close(
+        "antialiased crop 32",
+        &resized_crop_antialiased(&x, &crop, 32),
+        &libtorch_aa(&x, &crop, 32),
+        OP_TOL,
+    );
+    // Other output sizes: stronger shrinks (96 → 7), and everything growing (→ 100).
+    for size in [7, 100] {
+        assert_close(
+            &format!("antialiased crop {size}"),
+            &resized_crop_antialiased(&x, &crop, size),
+            &libtorch_aa(&x, &crop, size),
+            OP_TOL,
+        );
+    }
+    // Sampled boxes: RandomResizedCrop on 96×96 and on a 40×100 image.
+    for (h, w) in [(96, 96), (40, 100)] {
+        let x = Tensor::rand([64, 3, h, w], (Kind::Float, Device::Cpu));
+        let p = sample_train_params(64, h, w);
+        assert_close(
+            &format!("sampled crops of {h}×{w}"),
+            &resized_crop_antialiased(&x, &p.crop, CROP_SIZE),
+            &libtorch_aa(&x, &p.crop, CROP_SIZE),
+            OP_TOL,
+        );
+    }
+}
+
+#[test]
+fn antialiasing_changes_nothing_where_no_side_shrinks() {
+    let _rng = rng_lock();
+    tch::manual_seed(11);
+    // In a batch with shrinking boxes, an image whose box shrinks on neither side gets the plain
+    // resize up to float rounding (the weights are the same, summed in another order).
+    let n = BOXES.len() as i64;
+    let x = Tensor::rand([n, 3, 96, 96], (Kind::Float, Device::Cpu));
+    let crop = boxes(&BOXES);
+    let aa = resized_crop_antialiased(&x, &crop, 32);
+    let plain = resized_crop(&x, &crop, 32);
+    for (i, b) in BOXES.iter().enumerate() {
+        let d = max_abs_diff(&aa.get(i as i64), &plain.get(i as i64));
+        match b[2] <= 32 && b[3] <= 32 {
+            true => assert!(d <= 1e-6, "box {b:?}: {d}"),
+            false => assert!(d > 1e-3, "box {b:?} shrinks: {d}"),
+        }
+    }
+    // A batch with no shrinking box is the plain resize to the bit, and so is the whole train
+    // transform on images no larger than the crop (CIFAR, Fashion-MNIST).
+    let small = boxes(&BOXES[5..]);
+    let x = x.narrow(0, 5, 3);
+    assert!(resized_crop_antialiased(&x, &small, 32).equal(&resized_crop(&x, &small, 32)));
+    for (c, h, w) in [(3, 32, 32), (1, 28, 28)] {
+        let x = rand_images(64, c, h, w);
+        let p = sample_train_params(64, h, w);
+        assert!(
+            apply_train(&x, &p, CROP_SIZE, true).equal(&apply_train(&x, &p, CROP_SIZE, false)),
+            "{c}×{h}×{w}"
+        );
+    }
+}
+
+fn stl_fixture() -> HashMap<String, Tensor> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stl_augment.safetensors"
+    );
+    Tensor::read_safetensors(path)
+        .expect("read the fixture")
+        .into_iter()
+        .collect()
+}
+
+/// How far float images in [0, 1] (`ours`) are from the reference's uint8 images, in 0–255
+/// units: the mean absolute difference of each image, then (the mean of those, the largest,
+/// the worst pixel of all).
+fn distance_255(what: &str, ours: &Tensor, reference: &Tensor) -> (f64, f64, f64) {
+    assert_eq!(ours.size(), reference.size(), "{what}: shapes");
+    let d = (ours.to_kind(Kind::Double) * 255.0 - reference.to_kind(Kind::Double)).abs();
+    let per_image = d.flatten(1, -1).mean_dim(1, false, Kind::Double);
+    let figures = (
+        per_image.mean(Kind::Double).double_value(&[]),
+        per_image.max().double_value(&[]),
+        d.max().double_value(&[]),
+    );
+    eprintln!(
+        "{what}: mean abs difference {:.3} (largest of an image {:.3}), worst pixel {:.3}",
+        figures.0, figures.1, figures.2
+    );
+    figures
+}
+
+/// The resized crop (and flip) of 96×96 images against PIL's, as the reference makes STL-10's
+/// training crops. Measured on the 42 crops (the mean of the crops' mean absolute differences, the
+/// largest of one crop, the worst pixel, in 0–255 units):
+/// - antialiased (`data.antialias`, the default): 0.213, 0.399, 1.000 — PIL's own uint8 rounding;
+/// - the plain bilinear resize (`data.antialias = false`, the only one before): 11.5, 116, 189
+///   over all crops; on the 35 whose box shrinks on some side 13.8, 116, 189 (the synthetic
+///   images' 20: 23.5, 116, 189; the Fashion-MNIST images' 15: 0.76, 2.26, 45 at edges), on the 7
+///   that only grow 0.215, 0.296, 0.981, as antialiased (PIL does not antialias when it enlarges).
+#[test]
+fn stl_crops_match_pil() {
+    let f = stl_fixture();
+    let x = to_unit(&get(&f, "images").index_select(0, get(&f, "src")));
+    let (crop, flip) = (get(&f, "crop"), get(&f, "flip"));
+    let want = get(&f, "pil_crop");
+    let new = hflip(&resized_crop_antialiased(&x, crop, CROP_SIZE), flip);
+    let (mean, largest, worst) = distance_255("antialiased crop vs PIL", &new, want);
+    // PIL rounds to uint8 after each of its two passes: at most 0.5 + 0.5 (its fixed-point weights
+    // add under 1e-3), and about 0.25 on average.
+    assert!(
+        mean <= 0.3 && largest <= 0.5 && worst <= 1.001,
+        "antialiased crop: {mean} {largest} {worst}"
+    );
+    // The plain resize, on the crops that shrink and on those that only grow.
+    let old = hflip(&resized_crop(&x, crop, CROP_SIZE), flip);
+    let (mean, largest, worst) = distance_255("plain crop vs PIL", &old, want);
+    assert!(
+        mean > 10.0 && largest > 100.0 && worst > 150.0,
+        "plain crop"
+    );
+    let shrinks = crop.narrow(1, 2, 2).gt(CROP_SIZE).any_dim(1, false);
+    for (what, sel) in [
+        ("shrinking", shrinks.shallow_clone()),
+        ("growing", shrinks.logical_not()),
+    ] {
+        let idx = sel.nonzero().squeeze_dim(1);
+        let (mean, _, worst) = distance_255(
+            &format!("plain crop vs PIL, boxes {what}"),
+            &old.index_select(0, &idx),
+            &want.index_select(0, &idx),
+        );
+        if what == "growing" {
+            assert!(mean <= 0.35 && worst <= 1.0, "{mean} {worst}");
+        }
+    }
+    // The whole train transform's crop, with no other op drawn, is the antialiased one.
+    let n = crop.size()[0];
+    let off = Tensor::zeros([n], (Kind::Bool, Device::Cpu));
+    let ones = Tensor::ones([n], (Kind::Float, Device::Cpu));
+    let p = TrainParams {
+        crop: crop.shallow_clone(),
+        flip: flip.shallow_clone(),
+        jitter: off.shallow_clone(),
+        brightness: ones.shallow_clone(),
+        contrast: ones.shallow_clone(),
+        saturation: ones.shallow_clone(),
+        hue: ones.zeros_like(),
+        order: Tensor::arange(4, (Kind::Int64, Device::Cpu)).repeat([n, 1]),
+        gray: off.shallow_clone(),
+        blur: off,
+        sigma: ones,
+    };
+    let images = get(&f, "images").index_select(0, get(&f, "src"));
+    assert_close(
+        "train transform, crop and flip only",
+        &apply_train_unnormalized(&images, &p, CROP_SIZE, true),
+        &new,
+        0.0,
+    );
+}
+
+/// Our colour ops (torchvision's tensor formulas on float) against the reference's (PIL's
+/// ImageEnhance and HSV on uint8, OpenCV's blur on uint8), each applied alone to the same PIL
+/// crop. Measured on the 14 crops (the mean of the crops' mean absolute differences, the largest of
+/// one crop, the worst pixel, in 0–255 units); what is left is the reference's uint8 arithmetic:
+/// - brightness 0.425, 0.539, 0.999: PIL's blend truncates to uint8 (ours is about half a unit
+///   brighter);
+/// - contrast 0.476, 0.646, 1.108: the same truncation, and PIL blends towards the mean of its
+///   uint8 grayscale rounded to an integer;
+/// - saturation 0.457, 0.583, 1.134: the truncation, towards PIL's uint8 grayscale;
+/// - hue 0.562, 1.037, 11.4: PIL's HSV holds hue, saturation and value in uint8 (hue in steps of
+///   1/256 of the circle, so dark or grey-ish pixels round to other hues) and truncates the shift
+///   to whole steps (int(255·hue));
+/// - grayscale 0.241, 0.339, 0.521: PIL rounds its 299/587/114 ‰ luma to uint8 (ours weighs
+///   0.2989/0.587/0.114 in float);
+/// - blur 0.144, 0.263, 0.812: OpenCV's 8-bit blur uses a fixed-point kernel and rounds to uint8.
+#[test]
+fn stl_colour_ops_match_pil_and_opencv() {
+    let f = stl_fixture();
+    let x = get(&f, "pil_crop").index_select(0, get(&f, "jit"));
+    let x = to_unit(&x);
+    let g = |k: &str| get(&f, k);
+    // Each bound (on the mean, the largest image mean, the worst pixel) a little above the
+    // figures measured.
+    let mut failed = Vec::new();
+    let mut check = |what: &str, ours: Tensor, reference: &str, bound: [f64; 3]| {
+        let (mean, largest, worst) = distance_255(what, &ours, g(reference));
+        if mean > bound[0] || largest > bound[1] || worst > bound[2] {
+            failed.push(format!(
+                "{what}: {mean:.3} {largest:.3} {worst:.3} beyond {bound:?}"
+            ));
+        }
+    };
+    let (b, c, s) = (g("brightness"), g("contrast"), g("saturation"));
+    check(
+        "brightness",
+        adjust_brightness(&x, b),
+        "pil_brightness",
+        [0.5, 0.6, 1.05],
+    );
+    check(
+        "contrast",
+        adjust_contrast(&x, c),
+        "pil_contrast",
+        [0.55, 0.7, 1.25],
+    );
+    check(
+        "saturation",
+        adjust_saturation(&x, s),
+        "pil_saturation",
+        [0.55, 0.7, 1.25],
+    );
+    check("hue", adjust_hue(&x, g("hue")), "pil_hue", [0.7, 1.3, 13.0]);
+    check(
+        "grayscale",
+        rgb_to_grayscale(&x),
+        "pil_gray",
+        [0.3, 0.4, 0.6],
+    );
+    check(
+        "blur",
+        gaussian_blur(&x, g("sigma")),
+        "cv_blur",
+        [0.2, 0.35, 1.0],
+    );
+    assert!(failed.is_empty(), "beyond the bounds: {failed:?}");
 }

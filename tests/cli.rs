@@ -610,3 +610,42 @@ fn channels_last_on_a_too_narrow_cpu_encoder_is_refused() {
         "{stderr}"
     );
 }
+
+/// `bench --augment-only` prints the augmentation figures alone, resized as `data.antialias`
+/// says.
+#[test]
+fn bench_augment_only_prints_the_augmentation_figures() {
+    for (set, crops) in [
+        ("data.antialias=true", "crops antialiased"),
+        ("data.antialias=false", "crops plain bilinear"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+            .args([
+                "bench",
+                "--device=cpu",
+                "--preset=fmnist-quick",
+                "--side=48",
+            ])
+            .args(["--iters=1", "--augment-only", "--set", set])
+            .output()
+            .expect("the binary runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(stdout.contains(crops), "{stdout}");
+        let figures: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("FIG "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(
+            figures,
+            [
+                "augment_img_per_s",
+                "augment_img_per_cpu_s",
+                "augment_crop_img_per_s",
+                "augment_crop_img_per_cpu_s"
+            ],
+            "{stdout}"
+        );
+    }
+}

@@ -114,13 +114,17 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-/// `ipirm compare ARGS --json`, which must succeed.
+/// `ipirm compare ARGS --json` on the shared store, which must succeed.
 fn compare_json(args: &[&str]) -> serde_json::Value {
-    let f = fixture();
+    compare_json_in(&fixture().store, args)
+}
+
+/// `ipirm compare ARGS --json` on `store`, which must succeed.
+fn compare_json_in(store: &Path, args: &[&str]) -> serde_json::Value {
     let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     all.push("--json".into());
     // The JSON is stdout, after whatever stderr said.
-    let text = ok(&f.store, &["compare"], &all);
+    let text = ok(store, &["compare"], &all);
     let json = &text[text.find("\n{").map_or(0, |i| i + 1)..];
     serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -276,6 +280,58 @@ fn the_lineage_of_a_branch_names_the_first_stage_where_the_runs_part() {
     }
     assert_eq!(
         lineage["first_parting"]["stage"], "checkpoint after epoch 2",
+        "{lineage}"
+    );
+}
+
+/// A run recorded before `data.antialias` existed (its config has no such key; it resized
+/// without antialiasing) is read as it ran: in a copy of the store, seed 2 of `a` recorded again
+/// so, over the same artifacts. On Fashion-MNIST the setting changes nothing, so the arm is not
+/// inconsistent, and the run's stages from its recorded config are those the store holds.
+#[test]
+fn a_run_recorded_before_antialias_is_read_as_it_ran() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    for file in common::files_under(&f.store) {
+        let to = store.join(file.strip_prefix(&f.store).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &to).unwrap();
+    }
+    let new = latest_run_id(&store, "a");
+    let old = {
+        let s = ipirm::store::Store::open(&store).unwrap();
+        let run = s.get_run(&new).unwrap().unwrap();
+        let mut cfg: serde_json::Value = serde_json::from_str(&run.config_json).unwrap();
+        assert_eq!(cfg["data"]["antialias"], true);
+        cfg["data"].as_object_mut().unwrap().remove("antialias");
+        let old = s.start_run("a", &cfg).unwrap();
+        for k in &run.artifacts {
+            s.attach(&old.id, k).unwrap();
+        }
+        s.finish_run(&old.id).unwrap();
+        old.id
+    };
+    let c = compare_json_in(&store, &["a"]);
+    let runs: Vec<&str> = c["arms"][0]["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert!(runs.contains(&old.as_str()), "{runs:?}");
+    assert!(
+        c["arms"][0]["inconsistent"].as_array().unwrap().is_empty(),
+        "{}",
+        c["arms"][0]["inconsistent"]
+    );
+    let lineage = &compare_json_in(&store, &[&old, &new])["lineage"];
+    assert!(lineage["first_parting"].is_null(), "{lineage}");
+    assert!(
+        lineage["shared"]
+            .as_array()
+            .unwrap()
+            .contains(&"checkpoint after epoch 3".into()),
         "{lineage}"
     );
 }

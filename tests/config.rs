@@ -104,3 +104,29 @@ fn unknown_key_in_a_toml_file_is_refused() {
     let e = Config::from_toml_file(&p).unwrap_err().to_string();
     assert!(e.contains("run.toml") && e.contains("epochz"), "{e}");
 }
+
+/// `data.antialias` is on by default, in a config and in a TOML file that leaves it out; a run
+/// recorded before the setting existed (its config has no such key) reads back with it off, the
+/// resize that run had.
+#[test]
+fn antialias_defaults_on_but_reads_off_in_a_run_recorded_before_it() {
+    assert!(Config::default().data.antialias);
+    let from_toml: Config = toml::from_str("[data]\ndataset = \"stl10\"\n").unwrap();
+    assert!(from_toml.data.antialias);
+    let off = Config::default()
+        .with_overrides(&["data.antialias=off"])
+        .unwrap();
+    assert!(!off.data.antialias);
+
+    let mut recorded = serde_json::to_value(Config::default()).unwrap();
+    assert_eq!(recorded["data"]["antialias"], true);
+    let with_it = Config::from_recorded_json(&recorded.to_string()).unwrap();
+    assert_eq!(with_it, Config::default());
+    recorded["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("antialias");
+    let before = Config::from_recorded_json(&recorded.to_string()).unwrap();
+    assert!(!before.data.antialias);
+    assert_eq!(before, off);
+}

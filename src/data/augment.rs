@@ -13,21 +13,33 @@
 //! torchvision's *tensor* semantics (`torchvision.transforms.functional` on float images); each op
 //! is public so it can be compared with torchvision on its own.
 //!
-//! Deviations from the reference, which runs the transforms on PIL images in its data loader:
+//! Deviations from the reference, which runs the transforms on PIL images in its data loader
+//! (each measured against PIL and OpenCV on STL-sized images in tests/augment.rs, in 0–255 units:
+//! the mean absolute difference, and the worst pixel):
 //! - everything stays in float32 in [0, 1]; the reference quantises to uint8 after the crop, after
-//!   each jitter op, after grayscale and after the blur (differences up to about 1/255 per op);
-//! - the resized crop is bilinear *without* antialiasing; PIL's bilinear resize antialiases, which
-//!   changes the result only when downscaling (crops larger than 32 pixels, i.e. STL-10's 96×96
-//!   images), not for CIFAR's 32×32 images;
+//!   each jitter op, after grayscale and after the blur;
+//! - the resized crop: PIL's bilinear resize antialiases when it shrinks (every output pixel
+//!   averages its whole source footprint with a triangle filter), which matters on STL-10's 96×96
+//!   images, where nearly every crop box is larger than 32. [`resized_crop_antialiased`] computes
+//!   PIL's weights in float (`data.antialias`, the default): 0.21, at most 1, PIL's own rounding.
+//!   [`resized_crop`] is the plain bilinear sampling without antialiasing (`data.antialias =
+//!   false`), which on a 3× shrink reads about one source pixel in three and aliases fine texture
+//!   (13.8 and 189 on shrinking crops of synthetic and Fashion-MNIST-made images). Both upsample
+//!   alike, so on CIFAR and Fashion-MNIST (boxes never larger than 32) they are the same to the
+//!   bit;
 //! - colour jitter and grayscale use torchvision's tensor formulas (grayscale weights 0.2989, 0.587,
-//!   0.114; hue through float HSV), where PIL works in uint8 (grayscale weights 299/587/114 ‰,
-//!   hue through uint8 HSV);
+//!   0.114; hue through float HSV), where PIL works in uint8 (its blends truncate, grayscale
+//!   weights 299/587/114 ‰ rounded, hue through uint8 HSV with the shift truncated to 1/255 steps):
+//!   brightness, contrast and saturation 0.43–0.48, at most 1.13; grayscale 0.24, at most 0.52;
+//!   hue 0.56, at most 11.4;
 //! - the blur is torchvision's `gaussian_blur` (3×3, reflect padding); the reference calls
 //!   `cv2.GaussianBlur` on the uint8 image, whose kernel and default border (reflect-101) are the
-//!   same, but which rounds to uint8. The reference draws the blur's coin and σ from NumPy's global
-//!   generator inside forked data-loader workers, so its blur decisions repeat across workers and
-//!   epochs; here they are fresh for every image.
+//!   same, but in fixed point and rounded to uint8: 0.14, at most 0.81. The reference draws the
+//!   blur's coin and σ from NumPy's global generator inside forked data-loader workers, so its
+//!   blur decisions repeat across workers and epochs; here they are fresh for every image.
 use tch::{Device, Kind, Tensor};
+
+use crate::shim::{self, Tf32, Tf32Guard};
 
 /// Per-channel mean of the Normalize step (CIFAR-10 statistics, as in DCL / IP-IRM).
 pub const MEAN: [f64; 3] = [0.4914, 0.4822, 0.4465];
@@ -332,29 +344,33 @@ fn linear_indices(start: &Tensor, len: &Tensor, size: i64) -> (Tensor, Tensor, T
     (i0 + &start, i1 + start, lambda)
 }
 
+/// Checks the arguments of a resized crop; returns B×C×H×W.
+fn assert_crop_args(x: &Tensor, crop: &Tensor, size: i64, what: &str) -> (i64, i64, i64, i64) {
+    let (b, c, h, w) = assert_images(x, what);
+    assert!(
+        x.is_floating_point(),
+        "{what}: expected float images, found {:?}",
+        x.kind()
+    );
+    assert!(
+        crop.size() == [b, 4],
+        "{what}: expected a {b}×4 crop tensor, found shape {:?}",
+        crop.size()
+    );
+    assert!(size > 0, "{what}: output size {size} must be positive");
+    (b, c, h, w)
+}
+
 /// Crops each image to its box and resizes it to size×size, bilinear with align_corners = False
 /// and no antialiasing: equal to torchvision's `F.resized_crop(img, top, left, height, width,
 /// [size, size], antialias=False)` on float images. Pixels outside the box are never read.
 ///
 /// `x`: float B×C×H×W; `crop`: int64 B×4 (top, left, height, width), boxes inside the image.
 /// Returns float B×C×size×size. The reference resizes PIL images, which antialiases when
-/// downscaling (crops larger than `size`, as on STL-10's 96×96 images); this does not.
+/// downscaling (crops larger than `size`, as on STL-10's 96×96 images); this does not (see
+/// [`resized_crop_antialiased`]).
 pub fn resized_crop(x: &Tensor, crop: &Tensor, size: i64) -> Tensor {
-    let (b, c, _, w) = assert_images(x, "resized_crop");
-    assert!(
-        x.is_floating_point(),
-        "resized_crop: expected float images, found {:?}",
-        x.kind()
-    );
-    assert!(
-        crop.size() == [b, 4],
-        "resized_crop: expected a {b}×4 crop tensor, found shape {:?}",
-        crop.size()
-    );
-    assert!(
-        size > 0,
-        "resized_crop: output size {size} must be positive"
-    );
+    let (b, c, _, w) = assert_crop_args(x, crop, size, "resized_crop");
     let device = x.device();
     let crop = crop.to_device(device).to_kind(Kind::Int64);
     let (top, left) = (crop.select(1, 0), crop.select(1, 1));
@@ -381,6 +397,86 @@ pub fn resized_crop(x: &Tensor, crop: &Tensor, size: i64) -> Tensor {
     };
     let lx = lx.view([b, 1, 1, size]).to_kind(x.kind());
     cols(&x0) * (-&lx + 1.0) + cols(&x1) * lx
+}
+
+/// The weights of PIL's bilinear resize of the segments [start, start + len) of each image's
+/// `full` rows (or columns) to `size` samples, as a dense float32 B×size×full matrix (zero outside
+/// the segment): output sample i is centred at c = (i + 0.5)·s in the segment, s = len / size;
+/// segment pixel j weighs max(0, 1 − |j + 0.5 − c| / max(s, 1)), normalised over the segment.
+/// Shrinking (s > 1), the triangle is stretched over the whole footprint of the sample: PIL's
+/// antialiasing (its `precompute_coeffs`; libtorch's `_upsample_bilinear2d_aa` is the same).
+/// Enlarging, it reaches the two nearest pixels: the plain bilinear weights 1 − λ and λ, clamped
+/// at the ends as [`linear_indices`] clamps. Computed in double precision on the device of
+/// `start` and `len` (a few elementwise ops; on a GPU this spares the CPU the work and the copy of
+/// the matrices).
+fn bilinear_weights(start: &Tensor, len: &Tensor, size: i64, full: i64) -> Tensor {
+    let f64_here = (Kind::Double, start.device());
+    let b = len.size()[0];
+    let len = len.to_kind(Kind::Double).view([b, 1, 1]);
+    let scale = &len / size as f64;
+    let support = scale.clamp_min(1.0);
+    let center = (Tensor::arange(size, f64_here) + 0.5).view([1, size, 1]) * &scale;
+    // Source pixels relative to the segment's start.
+    let j = Tensor::arange(full, f64_here).view([1, 1, full])
+        - start.to_kind(Kind::Double).view([b, 1, 1]);
+    let inside = j.ge(0.0).logical_and(&j.lt_tensor(&len));
+    let w = (-((&j + 0.5 - center) / support).abs() + 1.0).clamp_min(0.0) * inside;
+    (&w / w.sum_dim_intlist([2i64].as_slice(), true, Kind::Double)).to_kind(Kind::Float)
+}
+
+/// Crops each image to its box and resizes it to size×size as PIL's bilinear resize does: with
+/// antialiasing along every side of the box longer than `size` (each output pixel averages its
+/// whole source footprint, see [`bilinear_weights`]), plain bilinear along the others
+/// (upsampling). torchvision's `F.resized_crop(img, top, left, height, width, [size, size],
+/// antialias=True)` on float images computes the same (its kernel is libtorch's
+/// `_upsample_bilinear2d_aa`, which torchvision matches to PIL); PIL's own uint8 result differs by
+/// its rounding. Batched with per-image boxes as two matrix products with each image's weights,
+/// columns then rows (PIL's order); on CUDA in full fp32 whatever the TF32 switches say. Pixels
+/// outside the box weigh nothing.
+///
+/// `x`: float B×C×H×W; `crop`: int64 B×4 (top, left, height, width), boxes inside the image.
+/// Returns float B×C×size×size. A batch with no box longer than `size` is handed to
+/// [`resized_crop`], so images no larger than the output (CIFAR, Fashion-MNIST) are resized as
+/// without antialiasing to the bit; elsewhere a side that grows is within float rounding of it.
+pub fn resized_crop_antialiased(x: &Tensor, crop: &Tensor, size: i64) -> Tensor {
+    let (b, c, h, w) = assert_crop_args(x, crop, size, "resized_crop_antialiased");
+    let crop = crop.to_device(Device::Cpu).to_kind(Kind::Int64);
+    if b == 0 || crop.narrow(1, 2, 2).max().int64_value(&[]) <= size {
+        return resized_crop(x, &crop, size);
+    }
+    let (device, kind) = (x.device(), x.kind());
+    let crop = crop.to_device(device);
+    let weights = |side: i64, full: i64| {
+        bilinear_weights(&crop.select(1, side), &crop.select(1, side + 2), size, full).to_kind(kind)
+    };
+    let (wy, wx) = (weights(0, h), weights(1, w));
+    let _fp32 = full_fp32_matmuls(device);
+    // Columns: B×(C·H)×W · B×W×size.
+    let cols = x
+        .reshape([b, c * h, w])
+        .bmm(&wx.transpose(1, 2))
+        .view([b, c, h, size]);
+    // Rows: B×size×H · B×H×(C·size).
+    let rows = cols.permute([0, 2, 1, 3]).reshape([b, h, c * size]);
+    wy.bmm(&rows)
+        .view([b, size, c, size])
+        .permute([0, 2, 1, 3])
+        .contiguous()
+}
+
+/// On a CUDA device, TF32 off for cuBLAS matmuls until the guard drops (their 10-bit mantissas
+/// would move a resized pixel by up to about 0.25 of 255); nothing elsewhere.
+fn full_fp32_matmuls(device: Device) -> Option<Tf32Guard> {
+    if !device.is_cuda() {
+        return None;
+    }
+    let set = shim::tf32().and_then(|now| {
+        shim::tf32_scope(Tf32 {
+            matmul: false,
+            cudnn: now.cudnn,
+        })
+    });
+    Some(set.unwrap_or_else(|e| panic!("resized_crop_antialiased: the TF32 switches: {e}")))
 }
 
 /// Flips the images whose `mask` entry is set left–right: x any B×C×H×W, mask bool B (any device).
@@ -604,8 +700,15 @@ pub fn gaussian_blur(x: &Tensor, sigma: &Tensor) -> Tensor {
 
 /// The train transform without the final Normalize: float32 B×3×size×size in [0, 1].
 /// `images`: uint8 B×C×H×W (C ∈ {1, 3}; one channel is repeated three times), any device;
-/// `p`: parameters for B images (see [`TrainParams`]), boxes inside H×W.
-pub fn apply_train_unnormalized(images: &Tensor, p: &TrainParams, size: i64) -> Tensor {
+/// `p`: parameters for B images (see [`TrainParams`]), boxes inside H×W; `antialias`: resize the
+/// crops with [`resized_crop_antialiased`] (as PIL), else with [`resized_crop`] (the two differ
+/// only where a box is larger than `size`).
+pub fn apply_train_unnormalized(
+    images: &Tensor,
+    p: &TrainParams,
+    size: i64,
+    antialias: bool,
+) -> Tensor {
     let (b, _, h, w) = assert_images(images, "apply_train");
     assert!(
         p.len() == b,
@@ -618,7 +721,10 @@ pub fn apply_train_unnormalized(images: &Tensor, p: &TrainParams, size: i64) -> 
         "apply_train: crops of {size}×{size} are too small to blur"
     );
     let x = to_unit(images);
-    let x = resized_crop(&x, &p.crop, size);
+    let x = match antialias {
+        true => resized_crop_antialiased(&x, &p.crop, size),
+        false => resized_crop(&x, &p.crop, size),
+    };
     let x = hflip(&x, &p.flip);
     let x = color_jitter(
         &x,
@@ -643,16 +749,18 @@ pub fn apply_train_unnormalized(images: &Tensor, p: &TrainParams, size: i64) -> 
 }
 
 /// The train transform with given parameters: uint8 B×C×H×W (C ∈ {1, 3}) on any device →
-/// float32 B×3×size×size on the same device, normalised with [`MEAN`] / [`STD`].
-pub fn apply_train(images: &Tensor, p: &TrainParams, size: i64) -> Tensor {
-    normalize(&apply_train_unnormalized(images, p, size))
+/// float32 B×3×size×size on the same device, normalised with [`MEAN`] / [`STD`]; `antialias` as
+/// in [`apply_train_unnormalized`].
+pub fn apply_train(images: &Tensor, p: &TrainParams, size: i64, antialias: bool) -> Tensor {
+    normalize(&apply_train_unnormalized(images, p, size, antialias))
 }
 
-/// One random train view: [`sample_train_params`] then [`apply_train`].
-/// uint8 B×C×H×W → float32 B×3×size×size, normalised, on the images' device.
-pub fn train_view(images: &Tensor, size: i64) -> Tensor {
+/// One random train view: [`sample_train_params`] then [`apply_train`] (`antialias`: a run's
+/// [`crate::config::DataConfig::antialiased_crops`]). uint8 B×C×H×W → float32 B×3×size×size,
+/// normalised, on the images' device.
+pub fn train_view(images: &Tensor, size: i64, antialias: bool) -> Tensor {
     let (b, _, h, w) = assert_images(images, "train_view");
-    apply_train(images, &sample_train_params(b, h, w), size)
+    apply_train(images, &sample_train_params(b, h, w), size, antialias)
 }
 
 /// The test transform: uint8 B×C×H×W (C ∈ {1, 3}) → float32 B×3×H×W, (x / 255 − mean) / std,

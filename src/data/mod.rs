@@ -103,6 +103,15 @@ impl DatasetKind {
         }
     }
 
+    /// The side of the dataset's square images, in pixels.
+    pub fn image_side(self) -> i64 {
+        match self {
+            DatasetKind::FashionMnist => fashion_mnist::SIDE as i64,
+            DatasetKind::Stl10 => stl10::SIDE,
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 => cifar::SIDE,
+        }
+    }
+
     /// Whether the dataset has the split (only STL-10 has `unlabeled` and `train+unlabeled`).
     pub fn has_split(self, split: Split) -> bool {
         matches!(split, Split::Train | Split::Test) || self == DatasetKind::Stl10

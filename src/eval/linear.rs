@@ -34,12 +34,14 @@ pub struct LinearResult {
 
 /// Trains a linear classifier on the frozen encoder of (`vs`, `model_cfg`), scoring it on the
 /// test set after every epoch. The encoder computes as `numerics` say (its features come back
-/// fp32; the classifier and its loss are fp32).
+/// fp32; the classifier and its loss are fp32); the train transform's crops are antialiased with
+/// `antialias` ([`crate::config::DataConfig::antialiased_crops`]).
 pub fn linear_probe(
     vs: &nn::VarStore,
     model_cfg: &ModelConfig,
     numerics: Numerics,
     cfg: &LinearConfig,
+    antialias: bool,
     train: &Dataset,
     test: &Dataset,
 ) -> Result<LinearResult> {
@@ -69,7 +71,11 @@ pub fn linear_probe(
         );
         let (mut total, mut seen) = (0.0, 0i64);
         for idx in &batches {
-            let x = augment::train_view(&train.images.index_select(0, idx), augment::CROP_SIZE);
+            let x = augment::train_view(
+                &train.images.index_select(0, idx),
+                augment::CROP_SIZE,
+                antialias,
+            );
             let y = train.labels.index_select(0, idx);
             let h = tch::no_grad(|| encoder.encode(&x, cfg.bn_train_quirk));
             let loss = fc.forward(&h).cross_entropy_for_logits(&y);

@@ -114,6 +114,7 @@ pub fn eval_linear(
         &cfg.model,
         model.numerics(),
         &cfg.linear,
+        cfg.data.antialiased_crops(),
         &data.bank,
         &data.test,
     )

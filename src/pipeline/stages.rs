@@ -9,15 +9,15 @@
 //! |---|---|---|
 //! | `dataset` | the data's sha256 | dataset, limits (not the folder: the content is hashed) |
 //! | `checkpoint` 0 (initialisation) | none | model, `train.seed` |
-//! | `checkpoint` e ≥ 1 | checkpoint e−1, dataset, newest partition | e, model, the minimize step's settings (`train` without `epochs`, `knn_every`; `mixup`, `mixup_alpha` only with `mixup`, `debiased`, `tau_plus` only for SimCLR without it; IP-IRM: `ipirm` without `maximize_iter`, with `retain_group_set` only when `retain_group` and non-zero, plus `env_num`, and `irm_temp` unless `mixup`; `epochs` only with `increasing_weight`), the partition a branched run started from; numerics |
+//! | `checkpoint` e ≥ 1 | checkpoint e−1, dataset, newest partition | e, model, the minimize step's settings (`train` without `epochs`, `knn_every`; `mixup`, `mixup_alpha` only with `mixup`, `debiased`, `tau_plus` only for SimCLR without it; IP-IRM: `ipirm` without `maximize_iter`, with `retain_group_set` only when `retain_group` and non-zero, plus `env_num`, and `irm_temp` unless `mixup`; `epochs` only with `increasing_weight`), the partition a branched run started from; antialias; numerics |
 //! | `curve` e | checkpoint e | none (the same computation as the checkpoint) |
-//! | `features` k | the checkpoint it is learned after, dataset | k, `train.seed`, `maximize.batch_size` (and `train.mixup_alpha` with `maximize.mixup`), numerics |
-//! | `partition` k | that checkpoint, dataset, its features (offline), the previous partition (without `random_init`) | k, `train.seed`, every `maximize` setting but `seed`, the resolved temperature (and `train.mixup_alpha` with `maximize.mixup`); numerics when online |
+//! | `features` k | the checkpoint it is learned after, dataset | k, `train.seed`, `maximize.batch_size` (and `train.mixup_alpha` with `maximize.mixup`), antialias, numerics |
+//! | `partition` k | that checkpoint, dataset, its features (offline), the previous partition (without `random_init`) | k, `train.seed`, every `maximize` setting but `seed`, the resolved temperature (and `train.mixup_alpha` with `maximize.mixup`); antialias and numerics when online |
 //! | `knn-pixels` | dataset | `knn`, the resolved temperature |
 //! | `knn` | a checkpoint, dataset | `knn`, the resolved temperature, numerics |
 //! | `knn-monitor` | the checkpoint after epoch e, dataset | e, `knn`, the resolved temperature, numerics |
-//! | `linear` | a checkpoint, dataset | `linear`, model, numerics |
-//! | `report` | final checkpoint, dataset | the whole config |
+//! | `linear` | a checkpoint, dataset | `linear`, model, antialias, numerics |
+//! | `report` | final checkpoint, dataset | the whole config (`data.antialias` as antialias) |
 //!
 //! So `train.epochs` enters no checkpoint's key (a longer run reuses a shorter one's epochs),
 //! and a stage that never reads `train.lr` (the raw-pixel kNN, the initial encoder's kNN) is
@@ -30,6 +30,13 @@
 //! (checkpoints from epoch 1, including the minimize step's settings above), and only when one
 //! of them is on, so the keys of fp32 runs (every CPU run by default) are those from before these
 //! settings existed. The pipeline resolves the config before it plans.
+//!
+//! `data.antialias` (the training crops resized with antialiasing, as the reference's PIL) enters
+//! every stage that draws training views (checkpoints from epoch 1, the offline step's features,
+//! the online step's partitions, the linear probe, and the report) only when it is on and the
+//! dataset's images are larger than the crop ([`crate::config::DataConfig::antialiased_crops`]):
+//! on smaller images no crop shrinks and the two resizes are one computation, so CIFAR and
+//! Fashion-MNIST runs keep their keys, and so does an STL-10 run with it off.
 use serde_json::{json, Value};
 
 use crate::config::{
@@ -130,6 +137,8 @@ pub fn dataset_params(cfg: &Config) -> Value {
         train_limit,
         bank_limit,
         test_limit,
+        // The training views' resize (`antialias_into`), not the images.
+        antialias: _,
     } = &cfg.data;
     json!({"dataset": dataset, "train_limit": train_limit, "bank_limit": bank_limit, "test_limit": test_limit})
 }
@@ -216,8 +225,17 @@ pub fn epoch_params(cfg: &Config, epoch: usize, origin: Option<&str>) -> Value {
             }
         }
     }
+    antialias_into(cfg, &mut p);
     numerics_into(cfg, &mut p);
     p
+}
+
+/// Adds `antialias: true` to the parameters of a stage that draws training views when the crops
+/// are antialiased (see the module doc).
+fn antialias_into(cfg: &Config, p: &mut Value) {
+    if cfg.data.antialiased_crops() {
+        p["antialias"] = json!(true);
+    }
 }
 
 /// Adds the resolved numerics to a stage's parameters when one of them is on (see the module
@@ -236,6 +254,7 @@ pub fn features_params(cfg: &Config, step: usize) -> Value {
     if cfg.maximize.mixup {
         p["mixup_alpha"] = json!(cfg.train.mixup_alpha);
     }
+    antialias_into(cfg, &mut p);
     numerics_into(cfg, &mut p);
     p
 }
@@ -288,8 +307,10 @@ pub fn partition_params(cfg: &Config, step: usize) -> Value {
         "mixup": mixup,
         "mixup_alpha": if *mixup { json!(cfg.train.mixup_alpha) } else { Value::Null },
     });
-    // The online step encodes every batch itself; the offline one reads stored features.
+    // The online step augments and encodes every batch itself; the offline one reads stored
+    // features.
     if !*offline {
+        antialias_into(cfg, &mut p);
         numerics_into(cfg, &mut p);
     }
     p
@@ -338,17 +359,26 @@ pub fn linear_params(cfg: &Config) -> Value {
         "bn_train_quirk": bn_train_quirk,
         "seed": seed,
     });
+    // The probe trains on the train transform's views.
+    antialias_into(cfg, &mut p);
     numerics_into(cfg, &mut p);
     p
 }
 
-/// The run's report: the whole config but where the data and the store live.
+/// The run's report: the whole config but where the data and the store live, with
+/// `data.antialias` only where it is in effect (see the module doc).
 pub fn report_params(cfg: &Config) -> Result<Value> {
     let mut c = cfg.clone();
     c.data.data_dir = None;
     c.store = Default::default();
-    serde_json::to_value(&c)
-        .map_err(|e| Error::Store(format!("the config does not serialise: {e}")))
+    let mut v = serde_json::to_value(&c)
+        .map_err(|e| Error::Store(format!("the config does not serialise: {e}")))?;
+    if !cfg.data.antialiased_crops() {
+        if let Some(data) = v["data"].as_object_mut() {
+            data.remove("antialias");
+        }
+    }
+    Ok(v)
 }
 
 /// A stage whose key is known: its kind, canonical parameters and input keys.

@@ -183,7 +183,7 @@ pub fn reproduction(store: &Store) -> Result<Reproduction> {
 
 /// What the store holds about `run` (its report, curves, monitor points and partitions).
 pub fn summarise(store: &Store, run: &RunRecord) -> Result<RunSummary> {
-    let cfg: Option<Config> = serde_json::from_str(&run.config_json).ok();
+    let cfg = Config::from_recorded_json(&run.config_json).ok();
     let mut report: Option<Report> = None;
     let mut curves: Vec<EpochStats> = Vec::new();
     let mut monitor: Vec<MonitorPoint> = Vec::new();

@@ -95,12 +95,18 @@ pub fn project_batch(
     }
 }
 
-/// The projections of two augmented views of a batch (the first view's draws first).
-fn projected_views(model: &Model, x: &Tensor, dist: Option<&Group>) -> Result<(Tensor, Tensor)> {
+/// The projections of two augmented views of a batch (the first view's draws first);
+/// `antialias`: [`crate::config::DataConfig::antialiased_crops`].
+fn projected_views(
+    model: &Model,
+    x: &Tensor,
+    antialias: bool,
+    dist: Option<&Group>,
+) -> Result<(Tensor, Tensor)> {
     let view = || {
         project_batch(
             model,
-            &augment::train_view(x, augment::CROP_SIZE),
+            &augment::train_view(x, augment::CROP_SIZE, antialias),
             true,
             dist,
         )
@@ -226,6 +232,7 @@ impl Trainer {
     /// `train.batch_size` (last partial one dropped), two augmented views each, NT-Xent.
     pub fn train_epoch_simclr(&mut self, images: &Tensor) -> Result<EpochStats> {
         let _tf32 = self.model.numerics().tf32_scope()?;
+        let antialias = self.cfg.data.antialiased_crops();
         let cfg = &self.cfg.train;
         let (tau, debiased) = (cfg.temperature, cfg.debiased.then_some(cfg.tau_plus));
         let (model, dist) = (&self.model, self.dist.as_deref());
@@ -239,7 +246,7 @@ impl Trainer {
             &mut self.opt,
             sync.as_ref(),
             |x, _| {
-                let (z1, z2) = projected_views(model, x, dist)?;
+                let (z1, z2) = projected_views(model, x, antialias, dist)?;
                 let total = loss::nt_xent(&z1, &z2, tau, debiased)?;
                 Ok(BatchLoss::contrastive_only(total))
             },
@@ -270,7 +277,8 @@ impl Trainer {
             &mut self.opt,
             sync.as_ref(),
             |x, idx| {
-                let (z1, z2) = projected_views(model, x, dist)?;
+                let antialias = cfg.data.antialiased_crops();
+                let (z1, z2) = projected_views(model, x, antialias, dist)?;
                 let l = minimize::minimize_loss(&z1, &z2, idx, partitions, cfg, pw)?;
                 Ok(BatchLoss::with_parts(l.total, &l.contrastive, &l.penalty))
             },
@@ -319,8 +327,9 @@ impl Trainer {
             &mut self.opt,
             sync.as_ref(),
             |x, idx| {
-                let x1 = augment::train_view(x, augment::CROP_SIZE);
-                let x2 = augment::train_view(x, augment::CROP_SIZE);
+                let antialias = cfg.data.antialiased_crops();
+                let x1 = augment::train_view(x, augment::CROP_SIZE, antialias);
+                let x2 = augment::train_view(x, augment::CROP_SIZE, antialias);
                 if !ipirm {
                     let total = mixup::mixup_baseline_loss(
                         &x1,

@@ -286,6 +286,10 @@ struct BenchArgs {
     /// Also split the minimize step into forward, loss, backward and Adam (PART lines).
     #[arg(long)]
     parts: bool,
+    /// Only the augmentation figures: the whole train transform (two views), then the sampling
+    /// and resized crop alone (resized as data.antialias says).
+    #[arg(long, conflicts_with = "parts")]
+    augment_only: bool,
     /// Also write the figures as JSON here (ref_bench.json's shape).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -486,6 +490,7 @@ fn run(cli: Cli) -> Result<()> {
                 steps: a.iters,
                 maximize_n: a.maximize_n,
                 parts: a.parts,
+                augment_only: a.augment_only,
             };
             let report =
                 ipirm::bench::run(&ipirm::fit::fit(&cfg, device, 1)?.cfg, device, &options)?;
