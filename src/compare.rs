@@ -222,13 +222,19 @@ fn config_of(r: &RunRecord) -> Result<Config> {
 
 /// A run's resolved settings by dotted key, `train.seed` left out, and `data.antialias` where it
 /// changes nothing ([`crate::config::DataConfig::antialias_applies`]): there a run recorded
-/// before the setting reads it off and a later one on, and the two computed the same.
+/// before the setting reads it off and a later one on, and the two computed the same. Read as
+/// this version's config, so a setting added since (`model.sync_bn`) has the value the run had
+/// rather than being absent from it.
 fn settings_of(r: &RunRecord) -> BTreeMap<String, String> {
     let v = crate::config::recorded_config_value(&r.config_json).unwrap_or(Value::Null);
+    let cfg = serde_json::from_value::<Config>(v.clone()).ok();
+    let v = cfg
+        .as_ref()
+        .and_then(|c| serde_json::to_value(c).ok())
+        .unwrap_or(v);
     let mut out = crate::store::json_leaves(&v);
     out.remove("train.seed");
-    let applies = serde_json::from_value::<Config>(v).map_or(true, |c| c.data.antialias_applies());
-    if !applies {
+    if !cfg.as_ref().map_or(true, |c| c.data.antialias_applies()) {
         out.remove("data.antialias");
     }
     out

@@ -284,8 +284,8 @@ fn the_lineage_of_a_branch_names_the_first_stage_where_the_runs_part() {
     );
 }
 
-/// A run recorded before `data.antialias` existed (its config has no such key; it resized
-/// without antialiasing) is read as it ran: in a copy of the store, seed 2 of `a` recorded again
+/// A run recorded before `data.antialias` and `model.sync_bn` existed (its config has neither
+/// key; it resized without antialiasing) is read as it ran: in a copy of the store, seed 2 of `a` recorded again
 /// so, over the same artifacts. On Fashion-MNIST the setting changes nothing, so the arm is not
 /// inconsistent, and the run's stages from its recorded config are those the store holds.
 #[test]
@@ -305,6 +305,12 @@ fn a_run_recorded_before_antialias_is_read_as_it_ran() {
         let mut cfg: serde_json::Value = serde_json::from_str(&run.config_json).unwrap();
         assert_eq!(cfg["data"]["antialias"], true);
         cfg["data"].as_object_mut().unwrap().remove("antialias");
+        // Nor `model.sync_bn` (added the same day, default off): read as off, no difference.
+        assert!(cfg["model"]
+            .as_object_mut()
+            .unwrap()
+            .remove("sync_bn")
+            .is_some());
         let old = s.start_run("a", &cfg).unwrap();
         for k in &run.artifacts {
             s.attach(&old.id, k).unwrap();
