@@ -234,7 +234,7 @@ fn settings_of(r: &RunRecord) -> BTreeMap<String, String> {
         .unwrap_or(v);
     let mut out = crate::store::json_leaves(&v);
     out.remove("train.seed");
-    if !cfg.as_ref().map_or(true, |c| c.data.antialias_applies()) {
+    if cfg.as_ref().is_some_and(|c| !c.data.antialias_applies()) {
         out.remove("data.antialias");
     }
     out
