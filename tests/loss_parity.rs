@@ -357,6 +357,18 @@ fn stable_for_small_temperatures() {
         .unwrap()
         .double_value(&[]);
     assert!(v.is_finite());
+
+    // No logit above the overflow bound, but a positive 150 below its row's largest negative:
+    // the reference's e^{l0} / Σ rounds to 0 in float32 and its log to −inf (random draws at
+    // τ = 0.01 made such a row now and then: this test failed on a fresh clone, 2026-12-04).
+    // Exactly: loss = −log(e^{−100} / (e^{−100} + e^{50} + e^{−100})) with equal weights.
+    let logits = Tensor::from_slice(&[-100.0f32, 50.0, -100.0]).view([1, 3]);
+    let w = Tensor::ones([1, 3], (Kind::Float, Device::Cpu));
+    let v = soft_contrastive_loss(&logits, &w, SoftMode::V2, false)
+        .unwrap()
+        .double_value(&[]);
+    let exact = 150.0 + (1.0 + 2.0 * (-150f64).exp()).ln();
+    assert!((v - exact).abs() < 1e-4, "{v} vs {exact}");
 }
 
 /// `utils_mixup.soft_contrastive_loss_mixup_offline` and `_online` (v2, with and without `nonorm`):

@@ -14,8 +14,9 @@ pub enum SoftMode {
     V2,
 }
 
-/// The largest logit for which [`soft_contrastive_loss`] `V2` exponentiates the raw logits as the
-/// reference does (float32 `exp` overflows above ~88.7; the rows' sums need some headroom).
+/// The largest logit, and the largest spread between logits, for which [`soft_contrastive_loss`]
+/// `V2` exponentiates the raw logits as the reference does (float32 `exp` overflows above ~88.7
+/// and a ratio of exponentials underflows below e^-87; the rows' sums need some headroom).
 pub const V2_RAW_EXP_MAX: f64 = 80.0;
 
 /// Soft contrastive loss (`utils.soft_contrastive_loss`).
@@ -30,7 +31,8 @@ pub const V2_RAW_EXP_MAX: f64 = 80.0;
 /// `loss_r = −log(e^{l_r0} / (e^{l_r0} + Σ_{j≥1} w'_rj e^{l_rj}))`;
 /// the result is `Σ_r w_r0·loss_r / Σ_r w_r0`, or `Σ_r w_r0·loss_r / R` with `nonorm`.
 ///
-/// Rounding: while every logit is at most [`V2_RAW_EXP_MAX`] the reference's own sequence of
+/// Rounding: while every logit is at most [`V2_RAW_EXP_MAX`], and they spread over no more than
+/// that, the reference's own sequence of
 /// operations is used (exponentiate the raw logits, build the renormalised weight matrix, divide
 /// by the row sums, take the log, pick column 0), so the value and its gradients, first and second
 /// order, round as the reference's (measured: the maximize step's gradients with respect to the
@@ -40,8 +42,11 @@ pub const V2_RAW_EXP_MAX: f64 = 80.0;
 /// formula: 2e-10 on gradients of at most 6e-6, N = 1500) into logit differences of up to 5e-3
 /// after a single step.
 /// Above that bound (a temperature below ~0.0125 for unit features) the reference overflows to
-/// inf/NaN; this function then factors the row maximum out of the exponentials instead (same
-/// value up to rounding, no overflow).
+/// inf/NaN, and where the logits spread over more than the bound (a temperature below ~0.025) a
+/// positive's share of its row can round to 0 in float32 and its log to −inf (an underflow that
+/// depends on the draw); this function then factors the row maximum out of the exponentials
+/// instead (same value up to rounding, finite for any logits). The paper's temperatures (0.2,
+/// 0.5) keep unit features' logits within ±5.
 ///
 /// `V1`: `mean_r CE(l_r ⊙ w_r, target 0)`; `nonorm` is ignored (as in the reference). The
 /// reference multiplies its `logits` argument *in place* (`logits *= weights`); this function does
@@ -83,7 +88,11 @@ pub fn soft_contrastive_loss(
                     "soft contrastive loss v2: needs at least one negative column, found C = {cols}"
                 )));
             }
-            if logits.f_max()?.f_double_value(&[])? <= V2_RAW_EXP_MAX {
+            let (max, min) = (
+                logits.f_max()?.f_double_value(&[])?,
+                logits.f_min()?.f_double_value(&[])?,
+            );
+            if max <= V2_RAW_EXP_MAX && max - min <= V2_RAW_EXP_MAX {
                 return soft_contrastive_v2_as_reference(logits, weights, nonorm);
             }
             soft_contrastive_v2_fast(logits, weights, nonorm)
