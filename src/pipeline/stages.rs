@@ -17,7 +17,7 @@
 //! | `knn` | a checkpoint, dataset | `knn`, the resolved temperature, numerics |
 //! | `knn-monitor` | the checkpoint after epoch e, dataset | e, `knn`, the resolved temperature, numerics |
 //! | `linear` | a checkpoint, dataset | `linear`, model, antialias, numerics |
-//! | `report` | final checkpoint, dataset | the whole config (`data.antialias` as antialias) |
+//! | `report` | final checkpoint, dataset | the whole config (`data.antialias` as antialias; `model.sync_bn` only when on) |
 //!
 //! So `train.epochs` enters no checkpoint's key (a longer run reuses a shorter one's epochs),
 //! and a stage that never reads `train.lr` (the raw-pixel kNN, the initial encoder's kNN) is
@@ -376,6 +376,12 @@ pub fn report_params(cfg: &Config) -> Result<Value> {
     if !cfg.data.antialiased_crops() {
         if let Some(data) = v["data"].as_object_mut() {
             data.remove("antialias");
+        }
+    }
+    // Off, `model.sync_bn` leaves the report keys of runs from before it where they were.
+    if !cfg.model.sync_bn {
+        if let Some(model) = v["model"].as_object_mut() {
+            model.remove("sync_bn");
         }
     }
     Ok(v)
