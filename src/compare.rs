@@ -63,10 +63,48 @@ pub struct Arm {
     records: Vec<RunRecord>,
 }
 
+/// The columns of an arm's row in a comparison table ([`Arm::cells`]): `ipirm compare`'s
+/// Markdown and the report's HTML.
+pub const ARM_COLUMNS: [&str; 9] = [
+    "arm",
+    "n",
+    "seeds",
+    "linear top-1",
+    "kNN top-1",
+    "kNN top-5",
+    "raw pixels kNN top-1",
+    "initialisation kNN top-1",
+    "paper",
+];
+
 impl Arm {
     /// The values of `metric`, by seed.
     pub fn values(&self, metric: &str) -> Option<&BTreeMap<u64, f64>> {
         self.values.get(metric)
+    }
+
+    /// This arm's row under [`ARM_COLUMNS`], as text (the label flagged `(!)` when its runs
+    /// differ in more than the seed).
+    pub fn cells(&self) -> Vec<String> {
+        let m = |k: &str| fmt_summary(self.metrics.get(k).unwrap_or(&None));
+        let seeds: Vec<String> = self.runs.iter().map(|(_, s)| s.to_string()).collect();
+        let flag = if self.inconsistent.is_empty() {
+            ""
+        } else {
+            " (!)"
+        };
+        vec![
+            format!("{}{flag}", self.label),
+            self.runs.len().to_string(),
+            seeds.join(", "),
+            m("linear_top1"),
+            m("knn_top1"),
+            m("knn_top5"),
+            m("raw_pixels_knn_top1"),
+            m("init_knn_top1"),
+            self.paper_top1
+                .map_or_else(|| "-".into(), |p| format!("{p:.2}")),
+        ]
     }
 }
 
@@ -413,7 +451,7 @@ fn lineage_of(store: &Store, a: &RunRecord, b: &RunRecord) -> Result<Lineage> {
 }
 
 /// A summary as `mean ± sd [lo, hi]` (one run: its value; none: `-`).
-pub(crate) fn fmt_summary(s: &Option<Summary>) -> String {
+fn fmt_summary(s: &Option<Summary>) -> String {
     match s {
         None => "-".into(),
         Some(Summary { n: 1, mean, .. }) => format!("{mean:.2}"),
@@ -433,29 +471,10 @@ impl Comparison {
     pub fn markdown(&self) -> String {
         let mut s = format!("# Comparison (store `{}`)\n\n", self.store);
         s += "Per arm: mean ± standard deviation [95 % t interval] over its runs (one per seed).\n\n";
-        s += "| arm | n | seeds | linear top-1 | kNN top-1 | kNN top-5 | raw pixels kNN top-1 | initialisation kNN top-1 | paper |\n";
+        s += &format!("| {} |\n", ARM_COLUMNS.join(" | "));
         s += "|---|---:|---|---|---|---|---|---|---:|\n";
         for a in &self.arms {
-            let seeds: Vec<String> = a.runs.iter().map(|(_, s)| s.to_string()).collect();
-            let m = |k: &str| fmt_summary(a.metrics.get(k).unwrap_or(&None));
-            s += &format!(
-                "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                a.label,
-                if a.inconsistent.is_empty() {
-                    ""
-                } else {
-                    " (!)"
-                },
-                a.runs.len(),
-                seeds.join(", "),
-                m("linear_top1"),
-                m("knn_top1"),
-                m("knn_top5"),
-                m("raw_pixels_knn_top1"),
-                m("init_knn_top1"),
-                a.paper_top1
-                    .map_or_else(|| "-".into(), |p| format!("{p:.2}"))
-            );
+            s += &format!("| {} |\n", a.cells().join(" | "));
         }
         for a in self.arms.iter().filter(|a| !a.inconsistent.is_empty()) {
             s += &format!(

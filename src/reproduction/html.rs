@@ -6,7 +6,7 @@ use super::{
     pct, progress, run_charts, safe, Galleries, Reproduction, RunGallery, RunSummary,
     StoreComparison,
 };
-use crate::compare::{fmt_summary, Comparison};
+use crate::compare::{Comparison, ARM_COLUMNS};
 use crate::data::classes;
 use crate::html::{escape, inline_svg, table};
 use crate::plot;
@@ -198,42 +198,9 @@ fn comparison_html(sc: &StoreComparison) -> String {
     let rows: Vec<Vec<String>> = c
         .arms
         .iter()
-        .map(|a| {
-            let m = |k: &str| escape(&fmt_summary(a.metrics.get(k).unwrap_or(&None)));
-            let seeds: Vec<String> = a.runs.iter().map(|(_, s)| s.to_string()).collect();
-            let flag = if a.inconsistent.is_empty() {
-                ""
-            } else {
-                " (!)"
-            };
-            vec![
-                format!("{}{flag}", escape(&a.label)),
-                a.runs.len().to_string(),
-                seeds.join(", "),
-                m("linear_top1"),
-                m("knn_top1"),
-                m("knn_top5"),
-                m("raw_pixels_knn_top1"),
-                m("init_knn_top1"),
-                a.paper_top1
-                    .map_or_else(|| "-".into(), |p| format!("{p:.2}")),
-            ]
-        })
+        .map(|a| a.cells().iter().map(|cell| escape(cell)).collect())
         .collect();
-    s += &table(
-        &[
-            "arm",
-            "n",
-            "seeds",
-            "linear top-1",
-            "kNN top-1",
-            "kNN top-5",
-            "raw pixels kNN top-1",
-            "initialisation kNN top-1",
-            "paper",
-        ],
-        &rows,
-    );
+    s += &table(&ARM_COLUMNS, &rows);
     for a in c.arms.iter().filter(|a| !a.inconsistent.is_empty()) {
         let keys: Vec<String> = a.inconsistent.iter().map(|d| escape(&d.key)).collect();
         s += &format!(
