@@ -26,6 +26,15 @@ fn model(store: &Path, name: &str) -> Vec<(String, Tensor)> {
     v
 }
 
+/// A local port nothing listens on (bound, then released) for a rank 0 to serve on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The largest difference between two models' variables.
 fn max_diff(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
     assert_eq!(a.len(), b.len());
@@ -186,11 +195,7 @@ fn two_ranks_train_as_one_process_with_two_batchnorm_splits() {
 fn a_group_of_one_trains_as_one_process() {
     let tmp = tempfile::tempdir().unwrap();
     let args = with(&real_fashion("one"), &["--set=model.bn_splits=1"]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let master = format!("--master=127.0.0.1:{port}");
     let alone = tmp.path().join("alone");
     let group = tmp.path().join("group");
@@ -307,11 +312,7 @@ fn a_killed_rank_ends_the_job_and_a_rerun_resumes_bit_identical() {
 fn an_unreachable_master_fails_within_the_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     // A port nothing listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let args = with(
         &tiny_run(tmp.path()),
         &[
@@ -388,11 +389,7 @@ fn ranks_with_other_settings_stop_naming_the_setting() {
         ("--set=train.lr=0.5", "train.lr"),
         ("--set=data.train_limit=32", "data.train_limit"),
     ] {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let store = tmp.path().join(format!("store-{key}"));
         let rank = |r: usize, extra: &[&str]| {
             let master = format!("--master=127.0.0.1:{port}");
@@ -440,11 +437,7 @@ fn ranks_with_other_settings_stop_naming_the_setting() {
 #[test]
 fn a_rank_with_a_backend_it_cannot_run_ends_every_rank_within_the_timeout() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let rank = |r: usize, backend: &str| {
         let flags = [
             format!("--rank={r}"),
