@@ -593,18 +593,19 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
             let backend = dist::Backend::choose(&args.dist.dist_backend, device)?;
             if let tch::Device::Cuda(_) = device {
                 let gpus = ipirm::device::cuda().devices;
+                // Ranks may share GPUs over Gloo (as [`dist::rank_device`] assigns them);
+                // NCCL refuses two ranks on one GPU.
+                if world > gpus && (gpus == 0 || backend == dist::Backend::Nccl) {
+                    anyhow::bail!(ipirm::Error::config(
+                        "--world-size",
+                        format!(
+                            "{world} ranks on this machine want a GPU each with {}; libtorch \
+                             sees {gpus} (--dist-backend gloo lets ranks share a GPU)",
+                            backend.name()
+                        ),
+                    ));
+                }
                 if world > gpus {
-                    // The last rank's device says whether the GPUs may be shared.
-                    dist::rank_device(device, world - 1, gpus, backend).map_err(|_| {
-                        ipirm::Error::config(
-                            "--world-size",
-                            format!(
-                                "{world} ranks on this machine want a GPU each with {}; libtorch \
-                                 sees {gpus} (--dist-backend gloo lets ranks share a GPU)",
-                                backend.name()
-                            ),
-                        )
-                    })?;
                     eprintln!(
                         "{world} ranks share {gpus} GPU(s) (gloo): a check of data parallelism, \
                          not a speed-up"
