@@ -88,10 +88,11 @@ pub fn soft_contrastive_loss(
                     "soft contrastive loss v2: needs at least one negative column, found C = {cols}"
                 )));
             }
-            let (max, min) = (
-                logits.f_max()?.f_double_value(&[])?,
-                logits.f_min()?.f_double_value(&[])?,
-            );
+            // Both read back at once: one wait for the device per call, as before the minimum.
+            let (min, max) = logits.f_aminmax(None, false)?;
+            let bounds =
+                Vec::<f64>::try_from(Tensor::f_stack(&[max, min], 0)?.f_to_kind(Kind::Double)?)?;
+            let (max, min) = (bounds[0], bounds[1]);
             if max <= V2_RAW_EXP_MAX && max - min <= V2_RAW_EXP_MAX {
                 return soft_contrastive_v2_as_reference(logits, weights, nonorm);
             }
