@@ -147,8 +147,9 @@ run=(--preset fmnist-ipirm-full "${fm[@]}" --set train.epochs=3 --set ipirm.maxi
      --set train.knn_every=0 --set linear.epochs=1 --set store.checkpoint_every=1)
 if fits kill-resume 150; then
   t=$SECONDS
-  "$bin" run --store "$out/store-run" "${run[@]}" --set train.precision=fp32 --set train.tf32=false --name fp32 \
-    --out "$out/fp32" >"$out/kill-resume.log" 2>&1 &
+  fp32=("$bin" run --store "$out/store-run" "${run[@]}" --set train.precision=fp32
+        --set train.tf32=false --name fp32 --out "$out/fp32")
+  "${fp32[@]}" >"$out/kill-resume.log" 2>&1 &
   pid=$!
   # Killed once the second epoch's line is out (its checkpoint, or the first's, is stored).
   for _ in $(seq 1 240); do
@@ -159,8 +160,7 @@ if fits kill-resume 150; then
   kill -9 $pid 2>/dev/null
   wait $pid 2>/dev/null
   echo "=== killed with SIGKILL; the same command again" >>"$out/kill-resume.log"
-  timeout 240 "$bin" run --store "$out/store-run" "${run[@]}" --set train.precision=fp32 --set train.tf32=false --name fp32 \
-    --out "$out/fp32" >>"$out/kill-resume.log" 2>&1
+  timeout 240 "${fp32[@]}" >>"$out/kill-resume.log" 2>&1
   rc=$?
   if [ $rc -eq 0 ] && grep -q 'resuming from the stored checkpoint' "$out/kill-resume.log" &&
     [ -f "$out/fp32/report.json" ]; then
