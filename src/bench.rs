@@ -27,7 +27,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{Config, Precision, Switch};
-use crate::data::augment;
+use crate::data::augment::{self, Views};
 use crate::numerics::Numerics;
 use crate::train::maximize::maximize_offline;
 use crate::train::minimize;
@@ -145,6 +145,11 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
     let mut cfg = cfg.clone();
     cfg.train.batch_size = b;
     let antialias = cfg.data.antialias;
+    // The configured crops, antialiased as `data.antialias` says whatever `--side` is.
+    let views = Views {
+        antialias,
+        ..cfg.data.views()
+    };
     let settings = format!(
         "device {}; {:?} width {}, bn_splits {}; batch {b}; {}; crops {}; CPU allocator {}",
         crate::device::describe(device),
@@ -173,8 +178,8 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
     let images = Tensor::randint(256, [b, c, side, side], (Kind::Uint8, device));
     if !o.parts {
         let (s, cpu) = time_cpu(device, 1, steps, || {
-            let _ = augment::train_view(&images, augment::CROP_SIZE, antialias);
-            let _ = augment::train_view(&images, augment::CROP_SIZE, antialias);
+            let _ = views.draw(&images);
+            let _ = views.draw(&images);
             Ok(())
         })?;
         fig("augment_img_per_s".into(), b as f64 / s, "img/s");
@@ -185,11 +190,11 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
     if o.augment_only {
         let (s, cpu) = time_cpu(device, 1, steps, || {
             for _ in 0..2 {
-                let p = augment::sample_train_params(b, side, side);
+                let p = augment::sample_train_params_in(b, side, side, views.scale);
                 let x = augment::to_unit(&images);
                 let _ = match antialias {
-                    true => augment::resized_crop_antialiased(&x, &p.crop, augment::CROP_SIZE),
-                    false => augment::resized_crop(&x, &p.crop, augment::CROP_SIZE),
+                    true => augment::resized_crop_antialiased(&x, &p.crop, views.size),
+                    false => augment::resized_crop(&x, &p.crop, views.size),
                 };
             }
             Ok(())
@@ -226,12 +231,7 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
         let v2 = Tensor::randn([b, 3, 32, 32], (Kind::Float, device));
         let cfg = &trainer.cfg.clone();
         let mut step = |augmented: bool| -> Result<()> {
-            let fresh = augmented.then(|| {
-                (
-                    augment::train_view(&images, augment::CROP_SIZE, antialias),
-                    augment::train_view(&images, augment::CROP_SIZE, antialias),
-                )
-            });
+            let fresh = augmented.then(|| (views.draw(&images), views.draw(&images)));
             let (x1, x2) = fresh.as_ref().map_or((&v1, &v2), |(a, b)| (a, b));
             let (_, z1) = trainer.model.forward(x1, true);
             let (_, z2) = trainer.model.forward(x2, true);

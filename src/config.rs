@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::augment::{self, Views};
 use crate::data::DatasetKind;
 use crate::{Error, Result};
 
@@ -134,6 +135,12 @@ pub struct DataConfig {
     /// It changes only crops larger than 32 pixels, so only STL-10's 96×96 images: see
     /// [`DataConfig::antialiased_crops`].
     pub antialias: bool,
+    /// Side of the square training crops (the reference's 32 for every dataset; the
+    /// Fashion-MNIST presets crop at the images' own 28).
+    pub crop_size: i64,
+    /// RandomResizedCrop's range of the crop's area as a fraction of the image's, `[lo, hi]`
+    /// (the reference's `[0.08, 1.0]`).
+    pub crop_scale: [f64; 2],
 }
 
 impl DataConfig {
@@ -141,7 +148,7 @@ impl DataConfig {
     /// Crop boxes lie inside the image, so on smaller images (CIFAR 32×32, Fashion-MNIST 28×28)
     /// no crop shrinks and the two resizes are the same computation.
     pub fn antialias_applies(&self) -> bool {
-        self.dataset.image_side() > crate::data::augment::CROP_SIZE
+        self.dataset.image_side() > self.crop_size
     }
 
     /// Whether the training crops are resized with antialiasing: `antialias` is on and it
@@ -149,6 +156,23 @@ impl DataConfig {
     /// resize and no stage key names the setting.
     pub fn antialiased_crops(&self) -> bool {
         self.antialias && self.antialias_applies()
+    }
+
+    /// The run's training views: its crop side and range of areas, antialiased where that
+    /// [applies](DataConfig::antialias_applies) and is on.
+    pub fn views(&self) -> Views {
+        Views {
+            size: self.crop_size,
+            scale: (self.crop_scale[0], self.crop_scale[1]),
+            antialias: self.antialiased_crops(),
+        }
+    }
+
+    /// Whether the crops are the reference's ([`augment::CROP_SIZE`], [`augment::CROP_SCALE`]):
+    /// the settings then enter no stage key, so runs from before them keep their keys.
+    pub fn reference_crops(&self) -> bool {
+        self.crop_size == augment::CROP_SIZE
+            && (self.crop_scale[0], self.crop_scale[1]) == augment::CROP_SCALE
     }
 }
 
@@ -345,6 +369,8 @@ impl Default for DataConfig {
             bank_limit: 0,
             test_limit: 0,
             antialias: true,
+            crop_size: augment::CROP_SIZE,
+            crop_scale: [augment::CROP_SCALE.0, augment::CROP_SCALE.1],
         }
     }
 }
@@ -482,6 +508,10 @@ mod seed {
 
 /// The largest `train.epochs` accepted.
 pub const MAX_EPOCHS: usize = 100_000;
+/// The training crops' side: at least the 3×3 blur's support with a margin, at most what any
+/// dataset here holds (STL-10's 96) and a little more.
+const MIN_CROP: i64 = 8;
+const MAX_CROP: i64 = 256;
 
 /// A named starting point for a run; `ipirm presets` lists them.
 pub struct Preset {
@@ -786,6 +816,25 @@ impl Config {
             }
             Ok(())
         }
+        if !(MIN_CROP..=MAX_CROP).contains(&self.data.crop_size) {
+            return Err(Error::config(
+                "data.crop_size",
+                format!(
+                    "must be in {MIN_CROP}..={MAX_CROP} pixels (the reference crops 32), got {}",
+                    self.data.crop_size
+                ),
+            ));
+        }
+        let [lo, hi] = self.data.crop_scale;
+        if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo <= hi && hi <= 1.0) {
+            return Err(Error::config(
+                "data.crop_scale",
+                format!(
+                    "must be [lo, hi] with 0 < lo ≤ hi ≤ 1 (fractions of the image's area; the \
+                     reference's [0.08, 1.0]), got [{lo}, {hi}]"
+                ),
+            ));
+        }
         positive_i("model.width", self.model.width)?;
         positive_i("model.head_hidden", self.model.head_hidden)?;
         positive_i("model.feature_dim", self.model.feature_dim)?;
@@ -983,16 +1032,20 @@ fn parse_like(
                     .ok_or_else(|| format!("expected a finite number, got `{raw}`"))?
             }
         }
-        Value::Array(_) => {
+        Value::Array(current) => {
+            // Each item as the list's items are (integers for milestones, numbers for a range).
+            let like = current.first().cloned().unwrap_or(Value::from(0u64));
+            let kind = if like.is_u64() { "integers" } else { "numbers" };
             let inner = raw.trim_start_matches('[').trim_end_matches(']');
             let items: std::result::Result<Vec<Value>, String> = inner
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(|s| {
-                    s.parse::<u64>()
-                        .map(Value::from)
-                        .map_err(|_| format!("expected a list of integers, got `{raw}`"))
+                    parse_like(&like, s)
+                        .ok()
+                        .filter(|v| v.is_number())
+                        .ok_or_else(|| format!("expected a list of {kind}, got `{raw}`"))
                 })
                 .collect();
             Value::Array(items?)

@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 use ipirm::data::augment::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, apply_train,
     apply_train_unnormalized, color_jitter, gaussian_blur, hflip, normalize, resized_crop,
-    resized_crop_antialiased, rgb_to_grayscale, sample_train_params, test_view, to_unit,
-    train_view, TrainParams, CROP_SIZE, MEAN, STD,
+    resized_crop_antialiased, rgb_to_grayscale, sample_train_params, sample_train_params_in,
+    test_view, to_unit, train_view, TrainParams, Views, CROP_SCALE, CROP_SIZE, MEAN, STD,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -794,4 +794,44 @@ fn stl_colour_ops_match_pil_and_opencv() {
         [0.2, 0.35, 1.0],
     );
     assert!(failed.is_empty(), "beyond the bounds: {failed:?}");
+}
+
+/// A run's crop area range (`data.crop_scale`): the default draws are the reference's, draw for
+/// draw, and a narrower range keeps every crop's area inside it (up to the rounding of its sides
+/// and the aspect ratio's clamp); `Views::draw` crops at its own side.
+#[test]
+fn crop_scale_bounds_the_crops_area() {
+    let _rng = rng_lock();
+    let n = 5_000;
+    tch::manual_seed(9);
+    let a = sample_train_params(n, 28, 28);
+    tch::manual_seed(9);
+    let b = sample_train_params_in(n, 28, 28, CROP_SCALE);
+    assert!(a.crop.equal(&b.crop) && a.sigma.equal(&b.sigma));
+    let area = |p: &TrainParams| {
+        let c = p.crop.to_kind(Kind::Double);
+        (c.select(1, 2) * c.select(1, 3)) / (28.0 * 28.0)
+    };
+    let wide = area(&a);
+    tch::manual_seed(9);
+    let narrow = area(&sample_train_params_in(n, 28, 28, (0.5, 1.0)));
+    // A side rounds by at most half a pixel: area ≥ (√(0.5·784) − 0.5)² / 784 ≈ 0.476.
+    let min = narrow.min().double_value(&[]);
+    assert!((0.47..0.5).contains(&min), "smallest area fraction {min}");
+    assert!(wide.min().double_value(&[]) < 0.1);
+    let mean = |t: &Tensor| t.mean(Kind::Double).double_value(&[]);
+    assert!(
+        mean(&narrow) > mean(&wide) + 0.15,
+        "{} {}",
+        mean(&narrow),
+        mean(&wide)
+    );
+    let x = rand_images(4, 1, 28, 28);
+    let v = Views {
+        size: 28,
+        scale: (0.5, 1.0),
+        antialias: true,
+    }
+    .draw(&x);
+    assert_eq!(v.size(), [4, 3, 28, 28]);
 }

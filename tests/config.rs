@@ -48,6 +48,8 @@ fn overrides_parse_by_type() {
             "model.arch=resnet18",
             "maximize.temperature=0.2",
             "maximize.lr_milestones=[2,4]",
+            "data.crop_scale=[0.25, 1]",
+            "data.crop_size=28",
         ])
         .unwrap();
     assert_eq!(c.train.epochs, 3);
@@ -56,6 +58,8 @@ fn overrides_parse_by_type() {
     assert_eq!(c.model.arch, Arch::Resnet18);
     assert_eq!(c.maximize.temperature, Some(0.2));
     assert_eq!(c.maximize.lr_milestones, vec![2, 4]);
+    assert_eq!(c.data.crop_scale, [0.25, 1.0]);
+    assert_eq!(c.data.crop_size, 28);
     // round trip through TOML
     let back: Config = toml::from_str(&c.to_toml()).unwrap();
     assert_eq!(back, c);
@@ -90,6 +94,23 @@ fn bad_overrides_name_the_key_and_the_expectation() {
     assert!(e.contains("maximize.env_num"), "{e}");
     let e = err(&["train.temperature=0"]);
     assert!(e.contains("train.temperature"), "{e}");
+    let e = err(&["maximize.lr_milestones=[2.5,4]"]);
+    assert!(
+        e.contains("maximize.lr_milestones") && e.contains("list of integers"),
+        "{e}"
+    );
+    let e = err(&["data.crop_scale=[0.2,x]"]);
+    assert!(
+        e.contains("data.crop_scale") && e.contains("list of numbers"),
+        "{e}"
+    );
+    let e = err(&["data.crop_scale=[0.5,0.2]"]);
+    assert!(
+        e.contains("data.crop_scale") && e.contains("0 < lo ≤ hi ≤ 1"),
+        "{e}"
+    );
+    let e = err(&["data.crop_size=7"]);
+    assert!(e.contains("data.crop_size") && e.contains("8..=256"), "{e}");
     let e = err(&["noequals"]);
     assert!(e.contains("section.key=value"), "{e}");
     let e = Config::preset("nope").unwrap_err().to_string();

@@ -233,3 +233,72 @@ fn antialias_enters_only_the_stl10_stages_that_draw_training_views() {
     let back: Config = toml::from_str(&off.to_toml()).unwrap();
     assert_eq!(back, off);
 }
+
+/// `data.crop_size` and `data.crop_scale` enter the stages that draw training views (those
+/// `data.antialias` enters) when they differ from the reference's 32 and [0.08, 1], and no stage
+/// at the reference's values (the pins above hold the keys from before the settings).
+#[test]
+fn crop_settings_enter_the_stages_that_draw_training_views_unless_the_reference_s() {
+    let reference = ["data.crop_size=32", "data.crop_scale=[0.08,1.0]"];
+    for name in ["fmnist-ipirm-quick", "stl10-ipirm", "cifar100-ipirm-mixup"] {
+        let base = preset(name, &reference);
+        for (what, p) in [
+            ("dataset", stages::dataset_params(&base)),
+            ("epoch", stages::epoch_params(&base, 1, None)),
+            ("features", stages::features_params(&base, 0)),
+            ("linear", stages::linear_params(&base)),
+        ] {
+            assert!(
+                p.get("crop_size").is_none() && p.get("crop_scale").is_none(),
+                "{what}: {p}"
+            );
+        }
+        assert!(stages::report_params(&base).unwrap()["data"]
+            .get("crop_size")
+            .is_none());
+    }
+    for set in ["data.crop_size=28", "data.crop_scale=[0.2,1.0]"] {
+        let on = preset("stl10-ipirm", &[set]);
+        let online = preset("stl10-ipirm", &[set, "maximize.offline=false"]);
+        for (what, p) in [
+            ("epoch", stages::epoch_params(&on, 1, None)),
+            ("features", stages::features_params(&on, 0)),
+            ("online partition", stages::partition_params(&online, 0)),
+            ("linear", stages::linear_params(&on)),
+        ] {
+            assert_eq!(
+                p["crop_size"],
+                serde_json::json!(on.data.crop_size),
+                "{set} {what}: {p}"
+            );
+            assert_eq!(
+                p["crop_scale"],
+                serde_json::json!(on.data.crop_scale),
+                "{set} {what}: {p}"
+            );
+        }
+        assert_eq!(
+            stages::report_params(&on).unwrap()["data"]["crop_scale"],
+            serde_json::json!(on.data.crop_scale)
+        );
+        for (what, p) in [
+            ("dataset", stages::dataset_params(&on)),
+            ("offline partition", stages::partition_params(&on, 0)),
+            ("knn", stages::encoder_knn_params(&on)),
+            ("monitor", stages::monitor_params(&on, 1)),
+            ("pixel knn", stages::knn_params(&on)),
+        ] {
+            assert!(p.get("crop_size").is_none(), "{set} {what}: {p}");
+        }
+        // The keys: all but the dataset, the initial checkpoint and the raw-pixel kNN move.
+        let keys_on = run_keys(&on);
+        let keys_ref = run_keys(&preset("stl10-ipirm", &reference));
+        assert_eq!(keys_on.len(), keys_ref.len());
+        let initial = &keys_ref[1];
+        assert_eq!(initial.0, StageKind::Checkpoint);
+        for ((kind, a), (_, b)) in keys_on.iter().zip(&keys_ref) {
+            let stays = matches!(kind, StageKind::Dataset | StageKind::PixelKnn) || b == &initial.1;
+            assert_eq!(a == b, stays, "{set} {kind:?} {b}");
+        }
+    }
+}

@@ -5,7 +5,9 @@
 //! RandomResizedCrop([`CROP_SIZE`], scale 0.08–1, ratio 3/4–4/3) → horizontal flip (p = 0.5) →
 //! with p = 0.8 ColorJitter(0.4, 0.4, 0.4, 0.1) (the four ops in a random order per image) →
 //! grayscale (p = 0.2) → with p = 0.5 Gaussian blur (kernel 3, σ ~ U[0.1, 2]) → Normalize([`MEAN`],
-//! [`STD`]). Test transform: to [0, 1] and Normalize, no resize.
+//! [`STD`]). Test transform: to [0, 1] and Normalize, no resize. A run may change the crop's side
+//! and its range of areas ([`Views`], `data.crop_size` and `data.crop_scale`; the Fashion-MNIST
+//! presets crop at the images' own 28 pixels): the reference's values are the defaults.
 //!
 //! Sampling ([`sample_train_params`], on the CPU, from tch's global generator so that
 //! `tch::manual_seed` makes it reproducible) is separate from application ([`apply_train`], batched
@@ -155,6 +157,17 @@ fn uniform(shape: &[i64], lo: f64, hi: f64, kind: Kind) -> Tensor {
 /// brightness/contrast/saturation ~ U[0.6, 1.4], hue ~ U[−0.1, 0.1], a uniform random order of the
 /// four jitter ops per image, σ ~ U[0.1, 2].
 pub fn sample_train_params(batch: i64, height: i64, width: i64) -> TrainParams {
+    sample_train_params_in(batch, height, width, CROP_SCALE)
+}
+
+/// [`sample_train_params`] with the crop's area fraction drawn from `scale` (lo, hi) instead of
+/// [`CROP_SCALE`]; the same draws in the same order.
+pub fn sample_train_params_in(
+    batch: i64,
+    height: i64,
+    width: i64,
+    scale: (f64, f64),
+) -> TrainParams {
     assert!(
         batch >= 0,
         "sample_train_params: negative batch size {batch}"
@@ -165,7 +178,11 @@ pub fn sample_train_params(batch: i64, height: i64, width: i64) -> TrainParams {
     );
     let (h_img, w_img) = (height as f64, width as f64);
     let shape = [batch, CROP_ATTEMPTS];
-    let area = uniform(&shape, CROP_SCALE.0, CROP_SCALE.1, Kind::Double) * (h_img * w_img);
+    assert!(
+        0.0 < scale.0 && scale.0 <= scale.1 && scale.1 <= 1.0,
+        "sample_train_params: crop scale {scale:?} is not within (0, 1]"
+    );
+    let area = uniform(&shape, scale.0, scale.1, Kind::Double) * (h_img * w_img);
     let log_ratio = uniform(&shape, CROP_RATIO.0.ln(), CROP_RATIO.1.ln(), Kind::Double);
     let ratio = log_ratio.exp();
     let w = (&area * &ratio).sqrt().round();
@@ -759,8 +776,35 @@ pub fn apply_train(images: &Tensor, p: &TrainParams, size: i64, antialias: bool)
 /// [`crate::config::DataConfig::antialiased_crops`]). uint8 B×C×H×W → float32 B×3×size×size,
 /// normalised, on the images' device.
 pub fn train_view(images: &Tensor, size: i64, antialias: bool) -> Tensor {
-    let (b, _, h, w) = assert_images(images, "train_view");
-    apply_train(images, &sample_train_params(b, h, w), size, antialias)
+    Views {
+        size,
+        scale: CROP_SCALE,
+        antialias,
+    }
+    .draw(images)
+}
+
+/// What a run's training views are: the crop's side, RandomResizedCrop's range of area
+/// fractions, and whether shrinking crops are antialiased. The reference's, for every dataset:
+/// [`CROP_SIZE`], [`CROP_SCALE`], antialiased (PIL). A run gets its own from
+/// [`crate::config::DataConfig::views`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Views {
+    /// Side of the square crops.
+    pub size: i64,
+    /// Range of the crop's area as a fraction of the image's.
+    pub scale: (f64, f64),
+    /// Resize shrinking crops with antialiasing ([`resized_crop_antialiased`]).
+    pub antialias: bool,
+}
+
+impl Views {
+    /// One train view of every image of a batch (draws as [`sample_train_params_in`]).
+    pub fn draw(&self, images: &Tensor) -> Tensor {
+        let (b, _, h, w) = assert_images(images, "train_view");
+        let p = sample_train_params_in(b, h, w, self.scale);
+        apply_train(images, &p, self.size, self.antialias)
+    }
 }
 
 /// The test transform: uint8 B×C×H×W (C ∈ {1, 3}) → float32 B×3×H×W, (x / 255 − mean) / std,

@@ -13,7 +13,8 @@ use tch::{nn, nn::Module, Kind, Tensor};
 
 use super::{topk_hits, Accuracy};
 use crate::config::{LinearConfig, ModelConfig};
-use crate::data::{augment, loader, Dataset};
+use crate::data::augment::{self, Views};
+use crate::data::{loader, Dataset};
 use crate::model::Model;
 use crate::numerics::Numerics;
 use crate::{progress, rng, Result};
@@ -34,14 +35,14 @@ pub struct LinearResult {
 
 /// Trains a linear classifier on the frozen encoder of (`vs`, `model_cfg`), scoring it on the
 /// test set after every epoch. The encoder computes as `numerics` say (its features come back
-/// fp32; the classifier and its loss are fp32); the train transform's crops are antialiased with
-/// `antialias` ([`crate::config::DataConfig::antialiased_crops`]).
+/// fp32; the classifier and its loss are fp32); it trains on the run's training views
+/// ([`crate::config::DataConfig::views`]).
 pub fn linear_probe(
     vs: &nn::VarStore,
     model_cfg: &ModelConfig,
     numerics: Numerics,
     cfg: &LinearConfig,
-    antialias: bool,
+    views: Views,
     train: &Dataset,
     test: &Dataset,
 ) -> Result<LinearResult> {
@@ -71,11 +72,7 @@ pub fn linear_probe(
         );
         let (mut total, mut seen) = (0.0, 0i64);
         for idx in &batches {
-            let x = augment::train_view(
-                &train.images.index_select(0, idx),
-                augment::CROP_SIZE,
-                antialias,
-            );
+            let x = views.draw(&train.images.index_select(0, idx));
             let y = train.labels.index_select(0, idx);
             let h = tch::no_grad(|| encoder.encode(&x, cfg.bn_train_quirk));
             let loss = fc.forward(&h).cross_entropy_for_logits(&y);

@@ -114,7 +114,7 @@ pub fn eval_linear(
         &cfg.model,
         model.numerics(),
         &cfg.linear,
-        cfg.data.antialiased_crops(),
+        cfg.data.views(),
         &data.bank,
         &data.test,
     )

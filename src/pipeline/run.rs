@@ -261,7 +261,7 @@ pub fn main_job(
                 &cfg.model,
                 trainer.model.numerics(),
                 &cfg.linear,
-                cfg.data.antialiased_crops(),
+                cfg.data.views(),
                 &data.bank,
                 &data.test,
             )

@@ -37,6 +37,9 @@
 //! dataset's images are larger than the crop ([`crate::config::DataConfig::antialiased_crops`]):
 //! on smaller images no crop shrinks and the two resizes are one computation, so CIFAR and
 //! Fashion-MNIST runs keep their keys, and so does an STL-10 run with it off.
+//! `data.crop_size` and `data.crop_scale` enter the same stages only when they are not the
+//! reference's (32, [0.08, 1]), so the keys of runs with the reference's crops are those from
+//! before the settings.
 use serde_json::{json, Value};
 
 use crate::config::{
@@ -137,8 +140,10 @@ pub fn dataset_params(cfg: &Config) -> Value {
         train_limit,
         bank_limit,
         test_limit,
-        // The training views' resize (`antialias_into`), not the images.
+        // The training views (`views_into`), not the images.
         antialias: _,
+        crop_size: _,
+        crop_scale: _,
     } = &cfg.data;
     json!({"dataset": dataset, "train_limit": train_limit, "bank_limit": bank_limit, "test_limit": test_limit})
 }
@@ -225,16 +230,21 @@ pub fn epoch_params(cfg: &Config, epoch: usize, origin: Option<&str>) -> Value {
             }
         }
     }
-    antialias_into(cfg, &mut p);
+    views_into(cfg, &mut p);
     numerics_into(cfg, &mut p);
     p
 }
 
-/// Adds `antialias: true` to the parameters of a stage that draws training views when the crops
-/// are antialiased (see the module doc).
-fn antialias_into(cfg: &Config, p: &mut Value) {
+/// Adds what makes a stage's training views differ from the reference's to the parameters of a
+/// stage that draws them: `antialias: true` when the crops are antialiased, the crop's side and
+/// range of areas when they are not the reference's (see the module doc).
+fn views_into(cfg: &Config, p: &mut Value) {
     if cfg.data.antialiased_crops() {
         p["antialias"] = json!(true);
+    }
+    if !cfg.data.reference_crops() {
+        p["crop_size"] = json!(cfg.data.crop_size);
+        p["crop_scale"] = json!(cfg.data.crop_scale);
     }
 }
 
@@ -254,7 +264,7 @@ pub fn features_params(cfg: &Config, step: usize) -> Value {
     if cfg.maximize.mixup {
         p["mixup_alpha"] = json!(cfg.train.mixup_alpha);
     }
-    antialias_into(cfg, &mut p);
+    views_into(cfg, &mut p);
     numerics_into(cfg, &mut p);
     p
 }
@@ -310,7 +320,7 @@ pub fn partition_params(cfg: &Config, step: usize) -> Value {
     // The online step augments and encodes every batch itself; the offline one reads stored
     // features.
     if !*offline {
-        antialias_into(cfg, &mut p);
+        views_into(cfg, &mut p);
         numerics_into(cfg, &mut p);
     }
     p
@@ -360,22 +370,27 @@ pub fn linear_params(cfg: &Config) -> Value {
         "seed": seed,
     });
     // The probe trains on the train transform's views.
-    antialias_into(cfg, &mut p);
+    views_into(cfg, &mut p);
     numerics_into(cfg, &mut p);
     p
 }
 
 /// The run's report: the whole config but where the data and the store live, with
-/// `data.antialias` only where it is in effect (see the module doc).
+/// `data.antialias` only where it is in effect and the crop's settings only where they are not
+/// the reference's (see the module doc).
 pub fn report_params(cfg: &Config) -> Result<Value> {
     let mut c = cfg.clone();
     c.data.data_dir = None;
     c.store = Default::default();
     let mut v = serde_json::to_value(&c)
         .map_err(|e| Error::Store(format!("the config does not serialise: {e}")))?;
-    if !cfg.data.antialiased_crops() {
-        if let Some(data) = v["data"].as_object_mut() {
+    if let Some(data) = v["data"].as_object_mut() {
+        if !cfg.data.antialiased_crops() {
             data.remove("antialias");
+        }
+        if cfg.data.reference_crops() {
+            data.remove("crop_size");
+            data.remove("crop_scale");
         }
     }
     // Off, `model.sync_bn` leaves the report keys of runs from before it where they were.

@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 use super::maximize::{maximize_online, BatchFeatures, EpochRisk, MaximizeResult, Maximizer, Mix};
 use super::Trainer;
 use crate::config::Config;
-use crate::data::{augment, loader};
+use crate::data::loader;
 use crate::{loss, progress, rng, Result};
 
 /// One maximize step's outcome, kept for the rest of the run and the report.
@@ -77,8 +77,8 @@ pub(crate) fn extract_view_pairs_here(
     let (mut a, mut b, mut lams, mut partners) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in &batches {
         let x = images.index_select(0, i);
-        let mut v1 = augment::train_view(&x, augment::CROP_SIZE, cfg.data.antialiased_crops());
-        let v2 = augment::train_view(&x, augment::CROP_SIZE, cfg.data.antialiased_crops());
+        let mut v1 = cfg.data.views().draw(&x);
+        let v2 = cfg.data.views().draw(&x);
         if cfg.maximize.mixup {
             let (lam, perm) =
                 loss::draw_mixup(i.size()[0], cfg.train.mixup_alpha, images.device())?;
@@ -229,9 +229,8 @@ pub fn learn_partition(
             let encode = |idx: &Tensor| {
                 let _guard = tch::no_grad_guard();
                 let x = images.index_select(0, idx);
-                let mut v1 =
-                    augment::train_view(&x, augment::CROP_SIZE, cfg.data.antialiased_crops());
-                let v2 = augment::train_view(&x, augment::CROP_SIZE, cfg.data.antialiased_crops());
+                let mut v1 = cfg.data.views().draw(&x);
+                let v2 = cfg.data.views().draw(&x);
                 let mut mix = None;
                 if cfg.maximize.mixup {
                     let (lam, perm) =

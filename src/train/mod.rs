@@ -12,7 +12,8 @@ use std::time::Instant;
 use tch::{nn, Device, Tensor};
 
 use crate::config::{Config, Method};
-use crate::data::{augment, loader};
+use crate::data::augment::Views;
+use crate::data::loader;
 use crate::distributed::{self, Group, StepSync};
 use crate::model::Model;
 use crate::{loss, progress, rng, Result};
@@ -96,21 +97,14 @@ pub fn project_batch(
 }
 
 /// The projections of two augmented views of a batch (the first view's draws first);
-/// `antialias`: [`crate::config::DataConfig::antialiased_crops`].
+/// `views`: [`crate::config::DataConfig::views`].
 fn projected_views(
     model: &Model,
     x: &Tensor,
-    antialias: bool,
+    views: Views,
     dist: Option<&Group>,
 ) -> Result<(Tensor, Tensor)> {
-    let view = || {
-        project_batch(
-            model,
-            &augment::train_view(x, augment::CROP_SIZE, antialias),
-            true,
-            dist,
-        )
-    };
+    let view = || project_batch(model, &views.draw(x), true, dist);
     // A tuple's fields are evaluated left to right: the first view draws first.
     Ok((view()?, view()?))
 }
@@ -232,7 +226,7 @@ impl Trainer {
     /// `train.batch_size` (last partial one dropped), two augmented views each, NT-Xent.
     pub fn train_epoch_simclr(&mut self, images: &Tensor) -> Result<EpochStats> {
         let _tf32 = self.model.numerics().tf32_scope()?;
-        let antialias = self.cfg.data.antialiased_crops();
+        let views = self.cfg.data.views();
         let cfg = &self.cfg.train;
         let (tau, debiased) = (cfg.temperature, cfg.debiased.then_some(cfg.tau_plus));
         let (model, dist) = (&self.model, self.dist.as_deref());
@@ -246,7 +240,7 @@ impl Trainer {
             &mut self.opt,
             sync.as_ref(),
             |x, _| {
-                let (z1, z2) = projected_views(model, x, antialias, dist)?;
+                let (z1, z2) = projected_views(model, x, views, dist)?;
                 let total = loss::nt_xent(&z1, &z2, tau, debiased)?;
                 Ok(BatchLoss::contrastive_only(total))
             },
@@ -277,8 +271,8 @@ impl Trainer {
             &mut self.opt,
             sync.as_ref(),
             |x, idx| {
-                let antialias = cfg.data.antialiased_crops();
-                let (z1, z2) = projected_views(model, x, antialias, dist)?;
+                let views = cfg.data.views();
+                let (z1, z2) = projected_views(model, x, views, dist)?;
                 let l = minimize::minimize_loss(&z1, &z2, idx, partitions, cfg, pw)?;
                 Ok(BatchLoss::with_parts(l.total, &l.contrastive, &l.penalty))
             },
@@ -327,9 +321,9 @@ impl Trainer {
             &mut self.opt,
             sync.as_ref(),
             |x, idx| {
-                let antialias = cfg.data.antialiased_crops();
-                let x1 = augment::train_view(x, augment::CROP_SIZE, antialias);
-                let x2 = augment::train_view(x, augment::CROP_SIZE, antialias);
+                let views = cfg.data.views();
+                let x1 = views.draw(x);
+                let x2 = views.draw(x);
                 if !ipirm {
                     let total = mixup::mixup_baseline_loss(
                         &x1,
