@@ -152,6 +152,9 @@ pub struct Comparison {
     pub settings: Vec<SettingDiff>,
     /// With two single runs.
     pub lineage: Option<Lineage>,
+    /// What makes a column not comparable between the arms (their kNN weighted at different
+    /// temperatures), one sentence each.
+    pub notes: Vec<String>,
 }
 
 /// Resolves `spec`: a run name with finished runs (an arm), else one run id (or unique id prefix).
@@ -262,7 +265,8 @@ fn config_of(r: &RunRecord) -> Result<Config> {
 /// changes nothing ([`crate::config::DataConfig::antialias_applies`]): there a run recorded
 /// before the setting reads it off and a later one on, and the two computed the same. Read as
 /// this version's config, so a setting added since (`model.sync_bn`) has the value the run had
-/// rather than being absent from it.
+/// rather than being absent from it. `knn.temperature` is the one the kNN weighted with
+/// ([`Config::knn_temperature`]: `train.temperature` unless set).
 fn settings_of(r: &RunRecord) -> BTreeMap<String, String> {
     let v = crate::config::recorded_config_value(&r.config_json).unwrap_or(Value::Null);
     let cfg = serde_json::from_value::<Config>(v.clone()).ok();
@@ -272,10 +276,28 @@ fn settings_of(r: &RunRecord) -> BTreeMap<String, String> {
         .unwrap_or(v);
     let mut out = crate::store::json_leaves(&v);
     out.remove("train.seed");
-    if cfg.as_ref().is_some_and(|c| !c.data.antialias_applies()) {
-        out.remove("data.antialias");
+    if let Some(c) = &cfg {
+        if !c.data.antialias_applies() {
+            out.remove("data.antialias");
+        }
+        out.insert(
+            "knn.temperature".into(),
+            Value::from(c.knn_temperature()).to_string(),
+        );
     }
     out
+}
+
+/// The note when the arms' kNN weighted neighbours at different temperatures (see
+/// [`Comparison::notes`]).
+fn knn_scale_note(settings: &[SettingDiff]) -> Option<String> {
+    let d = settings.iter().find(|d| d.key == "knn.temperature")?;
+    Some(format!(
+        "the arms' kNN weighted neighbours at different temperatures ({}; it follows \
+         train.temperature unless knn.temperature is set), so their kNN scores are on different \
+         scales (raw pixels score differently too): set the same knn.temperature to compare kNN",
+        d.values.join(" / ")
+    ))
 }
 
 /// The keys whose values are not the same in every map, with each map's value.
@@ -341,6 +363,7 @@ pub fn compare(store: &Store, specs: &[String]) -> Result<Comparison> {
         store: store.root().display().to_string(),
         arms,
         differences,
+        notes: knn_scale_note(&settings).into_iter().collect(),
         settings,
         lineage,
     })
@@ -484,6 +507,9 @@ impl Comparison {
             for d in &a.inconsistent {
                 s += &format!("- `{}`: {}\n", d.key, d.values.join(" / "));
             }
+        }
+        for n in &self.notes {
+            s += &format!("\n(!) {n}\n");
         }
         if !self.differences.is_empty() {
             let (a, b) = (&self.arms[0].label, &self.arms[1].label);

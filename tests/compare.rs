@@ -13,7 +13,7 @@ use common::run::{ipirm, ok, tiny_run, with, LogWatch};
 const T_975_1: f64 = 12.706_204_736;
 
 /// One store shared by the tests (each reads it only): arm `a` (2 seeds, killed once in its
-/// second seed and resumed), arm `b` (the same with two probe and kNN settings changed), a run
+/// second seed and resumed), arm `b` (the same with a probe and two kNN settings changed), a run
 /// `branch` branched from `a`'s partition after epoch 1, and arm `other` on other data.
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -64,6 +64,7 @@ fn fixture() -> &'static Fixture {
                 "--name=b",
                 "--set=linear.lr=0.02",
                 "--set=knn.k=5",
+                "--set=knn.temperature=0.3",
                 &format!("--out={}", out.join("b").display()),
             ],
         );
@@ -229,15 +230,31 @@ fn compare_shows_means_intervals_and_paired_differences_computed_by_hand() {
     assert!(close(d["mean"].as_f64().unwrap(), mean), "{d} vs {mean}");
     assert!(close(d["ci95"][0].as_f64().unwrap(), lo), "{d}");
     assert!(close(d["ci95"][1].as_f64().unwrap(), hi), "{d}");
-    // The settings that differ: exactly the two set with --set, each arm's value.
+    // The settings that differ: exactly the three set with --set, each arm's value.
     let keys: Vec<&str> = c["settings"]
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s["key"].as_str().unwrap())
         .collect();
-    assert_eq!(keys, ["knn.k", "linear.lr"], "{}", c["settings"]);
+    assert_eq!(
+        keys,
+        ["knn.k", "knn.temperature", "linear.lr"],
+        "{}",
+        c["settings"]
+    );
     assert_eq!(c["settings"][0]["values"], serde_json::json!(["10", "5"]));
+    // The kNN temperature as each arm's kNN weighted with (a: train.temperature's 0.5), and the
+    // note that their kNN columns are not on one scale.
+    assert_eq!(
+        c["settings"][1]["values"],
+        serde_json::json!(["0.5", "0.3"])
+    );
+    let notes = c["notes"].as_array().unwrap();
+    assert!(
+        notes.len() == 1 && notes[0].as_str().unwrap().contains("0.5 / 0.3"),
+        "{notes:?}"
+    );
     assert!(c["arms"][0]["inconsistent"].as_array().unwrap().is_empty());
     // The Markdown and the chart.
     let f = fixture();

@@ -209,6 +209,9 @@ fn comparison_html(sc: &StoreComparison) -> String {
             keys.join(", ")
         );
     }
+    for n in &c.notes {
+        s += &format!("<p class=\"note\">(!) {}</p>\n", escape(n));
+    }
     s += &differences_html(c);
     s += &inline_svg(&c.chart());
     s
