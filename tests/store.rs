@@ -4,6 +4,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use ipirm::store::{self, GcOptions, Meta, Stage, Store, StoreOptions, SCHEMA_VERSION};
 use ipirm::Error;
 use serde::{Deserialize, Serialize};
@@ -862,14 +864,14 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("artifacts");
     Store::open(&root).unwrap();
-    Store::overwrite_schema_version_for_tests(&root, SCHEMA_VERSION + 1).unwrap();
+    common::store::overwrite_schema_version(&root, SCHEMA_VERSION + 1);
     let e = Store::open(&root).unwrap_err().to_string();
     let want = format!("store at {} was written by a newer ipirm (schema {}, this build reads up to {SCHEMA_VERSION})", root.display(), SCHEMA_VERSION + 1);
     assert!(e.contains(&want), "{e}");
-    Store::overwrite_schema_version_for_tests(&root, 0).unwrap();
+    common::store::overwrite_schema_version(&root, 0);
     let e = Store::open(&root).unwrap_err().to_string();
     assert!(e.contains("older than any this build can migrate"), "{e}");
-    Store::overwrite_schema_version_for_tests(&root, SCHEMA_VERSION).unwrap();
+    common::store::overwrite_schema_version(&root, SCHEMA_VERSION);
     Store::open(&root).unwrap();
 }
 

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::blobs::{hash_file, object_path, tmp_file, write_tmp, OBJECTS_DIR, TMP_DIR};
 use super::{
-    hash_file, latest_of, now_secs, object_path, write_tmp, Artifact, ArtifactKind, Provenance,
-    RunRecord, Store, OBJECTS_DIR, SCHEMA_VERSION, TMP_DIR,
+    latest_of, now_secs, Artifact, ArtifactKind, Provenance, RunRecord, Store, SCHEMA_VERSION,
 };
 use crate::{Error, Result};
 
@@ -768,7 +768,7 @@ impl Store {
                     continue;
                 }
                 let src = dir.join(OBJECTS_DIR).join(digest);
-                let tmp = super::tmp_file(self.root());
+                let tmp = tmp_file(self.root());
                 let copied = std::fs::File::open(&src)
                     .map_err(|e| Error::io(&src, e))
                     .and_then(|mut f| write_tmp(&tmp, &mut f));

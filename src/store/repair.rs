@@ -3,10 +3,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::blobs::{check_blob, object_path};
+use super::index::Index;
 use super::lock::{IndexHandle, INDEX_DIR};
 use super::{
-    check_blob, codec, compact_time, mirror, now_secs, Artifact, ArtifactKind, ImportReport, Index,
-    RunRecord, Store, SCHEMA_VERSION,
+    codec, compact_time, mirror, now_secs, Artifact, ArtifactKind, ImportReport, RunRecord, Store,
+    SCHEMA_VERSION,
 };
 use crate::{Error, Result};
 
@@ -125,13 +127,8 @@ fn restore_artifact(ix: &Index, path: &Path) -> std::result::Result<(), String> 
         ));
     }
     if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
-        check_blob(
-            &a.key,
-            &super::object_path(&ix.root, digest),
-            digest,
-            *bytes,
-        )
-        .map_err(|e| e.to_string())?;
+        check_blob(&a.key, &object_path(&ix.root, digest), digest, *bytes)
+            .map_err(|e| e.to_string())?;
     }
     ix.index_artifact(&a).map_err(|e| e.to_string())
 }
