@@ -79,8 +79,8 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 pub use commands::{
-    human_bytes, ArtifactEntry, ExportReport, Found, GcOptions, GcReport, ImportReport,
-    VerifyReport, MANIFEST_FORMAT,
+    ArtifactEntry, ExportReport, Found, GcOptions, GcReport, ImportReport, VerifyReport,
+    MANIFEST_FORMAT,
 };
 pub(crate) use key::key_from_json;
 pub use key::{canonical_json, json_leaves, stage_key};
@@ -239,11 +239,6 @@ impl Stage {
     /// The device to record (e.g. [`crate::device::describe`]'s text).
     pub fn device(mut self, device: impl Into<String>) -> Stage {
         self.device = device.into();
-        self
-    }
-    /// The libtorch version to record instead of [`libtorch_version`]'s guess.
-    pub fn libtorch(mut self, version: impl Into<String>) -> Stage {
-        self.libtorch = version.into();
         self
     }
     /// The wall time to record instead of the time since [`Stage::new`].
