@@ -139,7 +139,7 @@ fn two_processes_write_and_read_concurrently() {
     let report = store.verify().unwrap();
     assert!(
         report.is_clean() && report.orphans.is_empty() && report.temp_files.is_empty(),
-        "{report}"
+        "{report:?}"
     );
     // Nobody waited without bound: far below the 30 s lock timeout.
     assert!(

@@ -1,15 +1,15 @@
 //! The store's maintenance: finding a run or an artifact, `verify`, `gc`, `export`, `import`.
-//! Each returns a report (every report implements `Display`); `ls` and `show` are formatted by
-//! the CLI from [`Store::list_runs`], [`Store::list_artifacts`] and [`Store::find`].
+//! Each returns a report, plain data that the CLI prints (`src/bin/ipirm/store_view.rs`), as it
+//! formats `ls` and `show` from [`Store::list_runs`], [`Store::list_artifacts`] and
+//! [`Store::find`].
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::blobs::{hash_file, object_path, tmp_file, write_tmp, OBJECTS_DIR, TMP_DIR};
 use super::{
-    hash_file, latest_of, now_secs, object_path, write_tmp, Artifact, ArtifactKind, Provenance,
-    RunRecord, Store, OBJECTS_DIR, SCHEMA_VERSION, TMP_DIR,
+    latest_of, now_secs, Artifact, ArtifactKind, Provenance, RunRecord, Store, SCHEMA_VERSION,
 };
 use crate::{Error, Result};
 
@@ -149,35 +149,6 @@ impl VerifyReport {
     }
 }
 
-impl fmt::Display for VerifyReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{} artifacts, {} blobs re-hashed: {} damaged, {} missing, {} unreadable; {} orphan blobs, {} temp files",
-            self.artifacts,
-            self.blobs_checked,
-            self.damaged.len(),
-            self.missing.len(),
-            self.unreadable.len(),
-            self.orphans.len(),
-            self.temp_files.len()
-        )?;
-        for d in &self.details {
-            writeln!(f, "  {d}")?;
-        }
-        for o in &self.orphans {
-            writeln!(f, "  orphan {}", o.display())?;
-        }
-        for t in &self.temp_files {
-            writeln!(f, "  temp {}", t.display())?;
-        }
-        for r in &self.dangling_run_refs {
-            writeln!(f, "  run reference to a missing artifact: {r}")?;
-        }
-        Ok(())
-    }
-}
-
 /// How [`Store::gc_with`] runs.
 #[derive(Debug, Clone)]
 pub struct GcOptions {
@@ -228,40 +199,6 @@ pub struct GcReport {
     pub freed_bytes: u64,
 }
 
-impl fmt::Display for GcReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = if self.dry_run {
-            "would remove"
-        } else {
-            "removed"
-        };
-        writeln!(
-            f,
-            "gc {verb} {} runs, {} artifacts, {} blob files, {} temp files ({}); kept {} runs, {} artifacts",
-            self.removed_runs.len(),
-            self.removed_artifacts.len(),
-            self.removed_blobs.len(),
-            self.removed_temp_files.len(),
-            human_bytes(self.freed_bytes),
-            self.kept_runs.len(),
-            self.kept_artifacts
-        )?;
-        for r in &self.removed_runs {
-            writeln!(f, "  run {r}")?;
-        }
-        for a in &self.removed_artifacts {
-            writeln!(f, "  artifact {a}")?;
-        }
-        for b in &self.removed_blobs {
-            writeln!(f, "  blob {}", b.display())?;
-        }
-        for t in &self.removed_temp_files {
-            writeln!(f, "  temp {}", t.display())?;
-        }
-        Ok(())
-    }
-}
-
 /// What [`Store::export`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportReport {
@@ -270,20 +207,6 @@ pub struct ExportReport {
     pub runs: usize,
     pub blobs: usize,
     pub bytes: u64,
-}
-
-impl fmt::Display for ExportReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "exported {} artifacts, {} runs, {} blob files ({}) to {}",
-            self.artifacts,
-            self.runs,
-            self.blobs,
-            human_bytes(self.bytes),
-            self.manifest.display()
-        )
-    }
 }
 
 /// What [`Store::import`] did.
@@ -297,36 +220,6 @@ pub struct ImportReport {
     pub runs_added: usize,
     pub runs_skipped: usize,
     pub blobs_copied: usize,
-}
-
-impl fmt::Display for ImportReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "imported {} artifacts ({} already present), {} runs ({} already present), {} blob files",
-            self.artifacts_added, self.artifacts_skipped, self.runs_added, self.runs_skipped, self.blobs_copied
-        )?;
-        for c in &self.conflicts {
-            writeln!(f, "  kept this store's own, different, artifact {c}")?;
-        }
-        Ok(())
-    }
-}
-
-/// `512 B`, `1.5 KiB`, `3.2 MiB`, …
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 fn is_digest(s: &str) -> bool {
@@ -768,7 +661,7 @@ impl Store {
                     continue;
                 }
                 let src = dir.join(OBJECTS_DIR).join(digest);
-                let tmp = super::tmp_file(self.root());
+                let tmp = tmp_file(self.root());
                 let copied = std::fs::File::open(&src)
                     .map_err(|e| Error::io(&src, e))
                     .and_then(|mut f| write_tmp(&tmp, &mut f));

@@ -54,7 +54,7 @@ pub(crate) fn write(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     fault!("store::meta-write");
     let dir = path.parent().expect("meta files live in a folder");
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = super::tmp_file(root);
+    let tmp = super::blobs::tmp_file(root);
     let written = (|| {
         use std::io::Write;
         let mut f = std::fs::File::create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -126,7 +126,7 @@ pub(crate) fn index_gaps(
     // (A run records itself before its first blob, so blobs under an index without runs were
     // not left by a crash.)
     if artifact_keys.is_empty() && run_ids.is_empty() {
-        let blobs = super::commands::files_under(&root.join(super::OBJECTS_DIR))?.len();
+        let blobs = super::commands::files_under(&root.join(super::blobs::OBJECTS_DIR))?.len();
         if blobs > 0 {
             return Ok(Some(format!(
                 "the index of store {} is empty while {blobs} blob files are present under objects/ (a lost index, and no meta files to rebuild it from: `ipirm store repair --from EXPORT_DIR` restores an export)",

@@ -51,9 +51,17 @@
 //! waits up to [`StoreOptions::lock_timeout`] (30 s by default) and then fails with an error
 //! naming the holder's pid and command. Writing blob bytes and hashing them on load happen
 //! outside the lock. Within one process a `Store` (and its clones) serialises its own operations.
+//!
+//! # Files
+//! This file holds the [`Store`] front and what it stores ([`Artifact`], [`RunRecord`],
+//! [`Stage`]); `index.rs` the sled index inside one operation, `blobs.rs` content addressing
+//! (writing, hashing and checking blobs), `commands.rs` verify/gc/export/import, `repair.rs`
+//! rebuilding a lost index, `lock.rs` who holds the index, `mirror.rs` the `meta/` files.
+mod blobs;
 pub mod codec;
 mod commands;
 pub mod fault;
+mod index;
 mod key;
 mod lock;
 mod mirror;
@@ -62,20 +70,17 @@ mod repair;
 mod tensor_file;
 
 use std::fs::File;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tch::Tensor;
 
 pub use commands::{
-    human_bytes, ArtifactEntry, ExportReport, Found, GcOptions, GcReport, ImportReport,
-    VerifyReport, MANIFEST_FORMAT,
+    ArtifactEntry, ExportReport, Found, GcOptions, GcReport, ImportReport, VerifyReport,
+    MANIFEST_FORMAT,
 };
 pub(crate) use key::key_from_json;
 pub use key::{canonical_json, json_leaves, stage_key};
@@ -85,7 +90,9 @@ pub use repair::RepairReport;
 pub use tensor_file::Meta;
 
 use crate::{Error, Result};
+use blobs::{check_blob_of, hash_file, is_writable, object_path, tmp_file, OBJECTS_DIR, TMP_DIR};
 use fault::fault;
+use index::Index;
 use lock::IndexHandle;
 
 /// The schema this build writes and reads.
@@ -94,18 +101,6 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const DEFAULT_ROOT: &str = "artifacts";
 /// How long an operation waits for another process to release the index.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-
-const SCHEMA_KEY: &[u8] = b"schema";
-const OBJECTS_DIR: &str = "objects";
-const TMP_DIR: &str = "tmp";
-
-/// The `schema` record in the `meta` tree.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SchemaRecord {
-    version: u32,
-    created: u64,
-    crate_version: String,
-}
 
 /// One stored result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,11 +241,6 @@ impl Stage {
         self.device = device.into();
         self
     }
-    /// The libtorch version to record instead of [`libtorch_version`]'s guess.
-    pub fn libtorch(mut self, version: impl Into<String>) -> Stage {
-        self.libtorch = version.into();
-        self
-    }
     /// The wall time to record instead of the time since [`Stage::new`].
     pub fn wall_seconds(mut self, seconds: f64) -> Stage {
         self.wall_seconds = Some(seconds);
@@ -315,8 +305,6 @@ impl Drop for Inner {
         }
     }
 }
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
     /// Whether `root` holds a store: its index, or the `meta/` records a lost index is rebuilt
@@ -608,30 +596,6 @@ impl Store {
     pub fn object_path(&self, digest: &str) -> PathBuf {
         object_path(self.root(), digest)
     }
-
-    #[doc(hidden)]
-    /// Rewrites the schema record with `version` (tests of the refusal of newer stores).
-    pub fn overwrite_schema_version_for_tests(root: impl AsRef<Path>, version: u32) -> Result<()> {
-        let root = root.as_ref();
-        let ix = Index {
-            handle: IndexHandle::open(root, DEFAULT_LOCK_TIMEOUT)?,
-            root: root.to_path_buf(),
-            read_only: false,
-        };
-        let rec = SchemaRecord {
-            version,
-            created: now_secs(),
-            crate_version: env!("CARGO_PKG_VERSION").into(),
-        };
-        ix.handle
-            .meta()
-            .insert(
-                SCHEMA_KEY,
-                codec::encode(version, &rec).map_err(Error::Store)?,
-            )
-            .map_err(|e| ix.sled_err(e))?;
-        ix.handle.flush()
-    }
 }
 
 /// "The latest run" of each name, sorted by name: its most recent finished run (by `created`,
@@ -647,483 +611,6 @@ fn latest_of(runs: &[RunRecord]) -> Vec<RunRecord> {
         }
     }
     by_name.into_values().cloned().collect()
-}
-
-/// The index, open, inside one store operation.
-pub(crate) struct Index {
-    handle: IndexHandle,
-    root: PathBuf,
-    read_only: bool,
-}
-
-impl Index {
-    fn writable(&self) -> Result<()> {
-        if self.read_only {
-            return Err(Error::Store(format!(
-                "store at {} is read-only: this operation has to write",
-                self.root.display()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Writes the meta file of every index entry (a store made before `meta/` existed), then
-    /// marks `meta/` complete.
-    fn write_all_meta(&self) -> Result<()> {
-        if mirror::is_complete(&self.root) {
-            return Ok(());
-        }
-        for tree in [self.handle.artifacts(), self.handle.runs()] {
-            for kv in tree.iter() {
-                let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-                let name = String::from_utf8_lossy(&k);
-                let path = if std::ptr::eq(tree, self.handle.artifacts()) {
-                    mirror::artifact_path(&self.root, &name)
-                } else {
-                    mirror::run_path(&self.root, &name)
-                };
-                mirror::write(&self.root, &path, &v)?;
-            }
-        }
-        mirror::mark_complete(&self.root)
-    }
-
-    fn sled_err(&self, e: sled::Error) -> Error {
-        self.handle.err(e.to_string())
-    }
-
-    fn decode<T: DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T> {
-        codec::decode(SCHEMA_VERSION, bytes).map_err(|e| match e {
-            codec::DecodeError::Version(v) => schema_error(&self.root, v),
-            e => Error::Store(format!("store at {}: {what}: {e}", self.root.display())),
-        })
-    }
-
-    fn encode<T: Serialize>(&self, what: &str, value: &T) -> Result<Vec<u8>> {
-        codec::encode(SCHEMA_VERSION, value).map_err(|e| {
-            Error::Store(format!(
-                "store at {}: {what} does not encode: {e}",
-                self.root.display()
-            ))
-        })
-    }
-
-    fn check_schema(&self) -> Result<()> {
-        match self
-            .handle
-            .meta()
-            .get(SCHEMA_KEY)
-            .map_err(|e| self.sled_err(e))?
-        {
-            None => {
-                if !self.handle.artifacts().is_empty() || !self.handle.runs().is_empty() {
-                    return Err(Error::Store(format!(
-                        "store at {} has artifacts or runs but no schema record: it is damaged or was not written by ipirm",
-                        self.root.display()
-                    )));
-                }
-                let rec = SchemaRecord {
-                    version: SCHEMA_VERSION,
-                    created: now_secs(),
-                    crate_version: env!("CARGO_PKG_VERSION").into(),
-                };
-                let bytes = self.encode("the schema record", &rec)?;
-                self.handle
-                    .meta()
-                    .insert(SCHEMA_KEY, bytes)
-                    .map_err(|e| self.sled_err(e))?;
-                Ok(())
-            }
-            Some(bytes) => match codec::schema_of(&bytes) {
-                Ok(SCHEMA_VERSION) => Ok(()),
-                // Schema 1 is the first: any other version, newer or older, is refused (an
-                // older one would be migrated here once there is one).
-                Ok(v) => Err(schema_error(&self.root, v)),
-                Err(e) => Err(Error::Store(format!(
-                    "store at {}: the schema record is damaged ({e})",
-                    self.root.display()
-                ))),
-            },
-        }
-    }
-
-    pub fn get_meta(&self, key: &str) -> Result<Option<Artifact>> {
-        match self
-            .handle
-            .artifacts()
-            .get(key.as_bytes())
-            .map_err(|e| self.sled_err(e))?
-        {
-            None => Ok(None),
-            Some(b) => self.decode(&format!("artifact {key}"), &b).map(Some),
-        }
-    }
-
-    /// See [`Store::contains`].
-    pub fn contains(&self, key: &str) -> Result<bool> {
-        Ok(match self.get_meta(key)? {
-            None => false,
-            Some(a) => match &a.kind {
-                ArtifactKind::Record(_) => true,
-                ArtifactKind::Blob { digest, bytes, .. } => {
-                    std::fs::metadata(object_path(&self.root, digest))
-                        .is_ok_and(|m| m.is_file() && m.len() == *bytes)
-                }
-            },
-        })
-    }
-
-    pub fn get_record<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let Some(a) = self.get_meta(key)? else {
-            return Ok(None);
-        };
-        match &a.kind {
-            ArtifactKind::Record(body) => codec::decode_body(body).map(Some).map_err(|e| {
-                Error::Store(format!(
-                    "artifact {key} (stage {}) in store {} does not decode as {}: {e}",
-                    a.stage,
-                    self.root.display(),
-                    std::any::type_name::<T>()
-                ))
-            }),
-            ArtifactKind::Blob { .. } => Err(Error::Store(format!(
-                "artifact {key} in store {} is a blob (stage {}), not a record",
-                self.root.display(),
-                a.stage
-            ))),
-        }
-    }
-
-    pub fn list_artifacts(&self) -> Result<Vec<Artifact>> {
-        let mut out = Vec::new();
-        for kv in self.handle.artifacts().iter() {
-            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-            out.push(self.decode(&format!("artifact {}", String::from_utf8_lossy(&k)), &v)?);
-        }
-        Ok(out)
-    }
-
-    /// See [`Store::index_gaps`].
-    pub fn index_gaps(&self) -> Result<Option<String>> {
-        let mut keys = Vec::new();
-        for k in self.handle.artifacts().iter().keys() {
-            keys.push(String::from_utf8_lossy(&k.map_err(|e| self.sled_err(e))?).into_owned());
-        }
-        let mut runs = Vec::new();
-        for k in self.handle.runs().iter().keys() {
-            runs.push(String::from_utf8_lossy(&k.map_err(|e| self.sled_err(e))?).into_owned());
-        }
-        mirror::index_gaps(&self.root, &keys, &runs)
-    }
-
-    /// See [`Store::invalidate`].
-    pub fn invalidate(&self, key: &str) -> Result<bool> {
-        self.writable()?;
-        let Some(a) = self.get_meta(key)? else {
-            return Ok(false);
-        };
-        self.handle
-            .artifacts()
-            .remove(key.as_bytes())
-            .map_err(|e| self.sled_err(e))?;
-        self.handle.flush()?;
-        mirror::remove(&mirror::artifact_path(&self.root, key))?;
-        if let Some(d) = a.digest() {
-            if !self.list_artifacts()?.iter().any(|o| o.digest() == Some(d)) {
-                let p = object_path(&self.root, d);
-                match std::fs::remove_file(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(p, e)),
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    fn check_run_exists(&self, run: Option<&str>) -> Result<()> {
-        match run {
-            Some(id) if self.get_run(id)?.is_none() => Err(Error::Store(format!(
-                "store at {}: run {id} does not exist (`ipirm store ls` lists the runs)",
-                self.root.display()
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// Renames a finished temp file into `objects/` (replacing a file of the same name, which can
-    /// only be the same bytes or a damaged copy) and fsyncs the folder.
-    fn install_blob(&self, tmp: &Path, digest: &str) -> Result<()> {
-        self.writable()?;
-        fault!("store::blob-install");
-        let dest = object_path(&self.root, digest);
-        let dir = dest.parent().expect("objects/ab");
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            sync_dir(&self.root.join(OBJECTS_DIR))?;
-        }
-        std::fs::rename(tmp, &dest).map_err(|e| Error::io(tmp, e))?;
-        sync_dir(dir)
-    }
-
-    /// Indexes `a` (replacing any artifact with its key) and attaches it to its run.
-    fn insert_artifact(&self, a: &Artifact) -> Result<()> {
-        self.index_artifact(a)?;
-        if let Some(run) = &a.run {
-            self.attach(run, &a.key)?;
-        }
-        Ok(())
-    }
-
-    /// Writes `a`'s meta file, then its index entry (replacing any artifact with its key).
-    pub(crate) fn index_artifact(&self, a: &Artifact) -> Result<()> {
-        self.writable()?;
-        let bytes = self.encode(&format!("artifact {}", a.key), a)?;
-        mirror::write(
-            &self.root,
-            &mirror::artifact_path(&self.root, &a.key),
-            &bytes,
-        )?;
-        fault!("store::index-insert");
-        self.handle
-            .artifacts()
-            .insert(a.key.as_bytes(), bytes)
-            .map_err(|e| self.sled_err(e))?;
-        Ok(())
-    }
-
-    /// Removes artifacts and runs from the index, flushes, then removes their meta files.
-    pub(crate) fn remove_entries(&self, artifacts: &[&str], runs: &[&str]) -> Result<()> {
-        self.writable()?;
-        for k in artifacts {
-            self.handle
-                .artifacts()
-                .remove(k.as_bytes())
-                .map_err(|e| self.sled_err(e))?;
-        }
-        for r in runs {
-            self.handle
-                .runs()
-                .remove(r.as_bytes())
-                .map_err(|e| self.sled_err(e))?;
-        }
-        self.handle.flush()?;
-        for k in artifacts {
-            mirror::remove(&mirror::artifact_path(&self.root, k))?;
-        }
-        for r in runs {
-            mirror::remove(&mirror::run_path(&self.root, r))?;
-        }
-        Ok(())
-    }
-
-    fn start_run(&self, name: &str, config_json: &str) -> Result<RunRecord> {
-        let seq = self.handle.generate_id()? + 1;
-        let created = now_secs();
-        let run = RunRecord {
-            id: format!("{name}-{}-{seq}", compact_time(created)),
-            name: name.to_string(),
-            config_json: config_json.to_string(),
-            artifacts: Vec::new(),
-            pinned: false,
-            created,
-            finished: false,
-            seq,
-        };
-        self.put_run(&run)
-    }
-
-    pub fn put_run(&self, run: &RunRecord) -> Result<RunRecord> {
-        self.writable()?;
-        let mut run = run.clone();
-        if run.seq == 0 {
-            run.seq = self.handle.generate_id()? + 1;
-        }
-        let bytes = self.encode(&format!("run {}", run.id), &run)?;
-        mirror::write(&self.root, &mirror::run_path(&self.root, &run.id), &bytes)?;
-        fault!("store::index-insert");
-        self.handle
-            .runs()
-            .insert(run.id.as_bytes(), bytes)
-            .map_err(|e| self.sled_err(e))?;
-        Ok(run)
-    }
-
-    pub fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
-        match self
-            .handle
-            .runs()
-            .get(id.as_bytes())
-            .map_err(|e| self.sled_err(e))?
-        {
-            None => Ok(None),
-            Some(b) => self.decode(&format!("run {id}"), &b).map(Some),
-        }
-    }
-
-    pub fn list_runs(&self) -> Result<Vec<RunRecord>> {
-        let mut out: Vec<RunRecord> = Vec::new();
-        for kv in self.handle.runs().iter() {
-            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-            out.push(self.decode(&format!("run {}", String::from_utf8_lossy(&k)), &v)?);
-        }
-        out.sort_by_key(|r| (r.created, r.seq));
-        Ok(out)
-    }
-
-    pub fn update_run(&self, id: &str, f: impl FnOnce(&mut RunRecord)) -> Result<()> {
-        let mut run = self.get_run(id)?.ok_or_else(|| {
-            Error::Store(format!("store at {}: no run {id}", self.root.display()))
-        })?;
-        f(&mut run);
-        self.put_run(&run).map(|_| ())
-    }
-
-    pub fn attach(&self, run: &str, key: &str) -> Result<()> {
-        self.update_run(run, |r| {
-            if !r.artifacts.iter().any(|k| k == key) {
-                r.artifacts.push(key.to_string());
-            }
-        })
-    }
-}
-
-fn schema_error(root: &Path, found: u32) -> Error {
-    if found > SCHEMA_VERSION {
-        Error::Store(format!(
-            "store at {} was written by a newer ipirm (schema {found}, this build reads up to {SCHEMA_VERSION}); use that ipirm, or export the store with it and import the export here",
-            root.display()
-        ))
-    } else {
-        Error::Store(format!(
-            "store at {} has schema {found}, older than any this build can migrate (it reads schema {SCHEMA_VERSION}); export it with the ipirm that wrote it and import the export here",
-            root.display()
-        ))
-    }
-}
-
-pub(crate) fn object_path(root: &Path, digest: &str) -> PathBuf {
-    root.join(OBJECTS_DIR)
-        .join(digest.get(..2).unwrap_or("__"))
-        .join(digest)
-}
-
-/// Copies `src` into a new file `tmp` while hashing it, then fsyncs; returns (digest, size).
-fn write_tmp(tmp: &Path, src: &mut dyn Read) -> Result<(String, u64)> {
-    let mut f = File::create_new(tmp).map_err(|e| Error::io(tmp, e))?;
-    let r = hash_stream(src, Some(&mut f)).map_err(|e| match e {
-        StreamError::Read(e) => Error::Store(format!(
-            "reading the blob's source for {}: {e}",
-            tmp.display()
-        )),
-        StreamError::Write(e) => Error::io(tmp, e),
-    })?;
-    f.sync_all().map_err(|e| Error::io(tmp, e))?;
-    Ok(r)
-}
-
-/// (sha256 hex, size) of a file.
-pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    hash_stream(&mut f, None)
-        .map_err(|(StreamError::Read(e) | StreamError::Write(e))| Error::io(path, e))
-}
-
-enum StreamError {
-    Read(std::io::Error),
-    Write(std::io::Error),
-}
-
-/// The one read loop: hashes `src` to its end, copying it into `dst` when given.
-fn hash_stream(
-    src: &mut dyn Read,
-    mut dst: Option<&mut File>,
-) -> std::result::Result<(String, u64), StreamError> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(StreamError::Read(e)),
-        };
-        hasher.update(&buf[..n]);
-        if let Some(f) = dst.as_mut() {
-            f.write_all(&buf[..n]).map_err(StreamError::Write)?;
-        }
-        total += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), total))
-}
-
-/// [`check_blob`] of an indexed artifact's blob.
-fn check_blob_of(key: &str, path: &Path, artifact: &Option<Artifact>) -> Result<()> {
-    match artifact.as_ref().map(|a| &a.kind) {
-        Some(ArtifactKind::Blob { digest, bytes, .. }) => check_blob(key, path, digest, *bytes),
-        _ => Err(Error::Store(format!(
-            "artifact {key} left the index while it was read"
-        ))),
-    }
-}
-
-/// Checks the blob file of `key` against its digest: [`Error::Damaged`] if missing or changed.
-fn check_blob(key: &str, path: &Path, digest: &str, bytes: u64) -> Result<()> {
-    let damaged = |found: String| Error::Damaged {
-        key: key.to_string(),
-        file: path.to_path_buf(),
-        expected: format!("sha256 {digest} ({bytes} bytes)"),
-        found,
-    };
-    match hash_file(path) {
-        Ok((d, n)) if d == digest && n == bytes => Ok(()),
-        Ok((d, n)) => Err(damaged(format!("sha256 {d} ({n} bytes)"))),
-        Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
-            Err(damaged("no such file".into()))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// A fresh temporary file name under `root/tmp`.
-pub(crate) fn tmp_file(root: &Path) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    root.join(TMP_DIR).join(format!(
-        "{}.{}.{nanos}.part",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-/// Whether this process can create files in the existing folder `root` (probed by creating and
-/// removing one).
-fn is_writable(root: &Path) -> Result<bool> {
-    let probe = root.join(format!(
-        ".write-probe.{}.{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    match File::create_new(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(true)
-        }
-        Err(e)
-            if e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(30) =>
-        {
-            Ok(false)
-        }
-        Err(e) => Err(Error::io(root, e)),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
 }
 
 /// Unix seconds now.

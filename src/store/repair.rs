@@ -1,12 +1,13 @@
 //! `ipirm store repair`: a new index rebuilt from the files under `meta/` (see `mirror`), and
 //! optionally from an export, when sled's own files are damaged.
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::blobs::{check_blob, object_path};
+use super::index::Index;
 use super::lock::{IndexHandle, INDEX_DIR};
 use super::{
-    check_blob, codec, compact_time, mirror, now_secs, Artifact, ArtifactKind, ImportReport, Index,
-    RunRecord, Store, SCHEMA_VERSION,
+    codec, compact_time, mirror, now_secs, Artifact, ArtifactKind, ImportReport, RunRecord, Store,
+    SCHEMA_VERSION,
 };
 use crate::{Error, Result};
 
@@ -21,32 +22,6 @@ pub struct RepairReport {
     pub skipped: Vec<String>,
     /// What importing the export added, when one was given.
     pub imported: Option<ImportReport>,
-}
-
-impl fmt::Display for RepairReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "rebuilt the index: {} artifacts, {} runs; {} entries left out",
-            self.artifacts,
-            self.runs,
-            self.skipped.len()
-        )?;
-        for s in &self.skipped {
-            writeln!(f, "  left out {s}")?;
-        }
-        if let Some(old) = &self.old_index {
-            writeln!(
-                f,
-                "the old index is in {} (delete it once the store works)",
-                old.display()
-            )?;
-        }
-        if let Some(i) = &self.imported {
-            write!(f, "{i}")?;
-        }
-        Ok(())
-    }
 }
 
 impl Store {
@@ -125,13 +100,8 @@ fn restore_artifact(ix: &Index, path: &Path) -> std::result::Result<(), String> 
         ));
     }
     if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
-        check_blob(
-            &a.key,
-            &super::object_path(&ix.root, digest),
-            digest,
-            *bytes,
-        )
-        .map_err(|e| e.to_string())?;
+        check_blob(&a.key, &object_path(&ix.root, digest), digest, *bytes)
+            .map_err(|e| e.to_string())?;
     }
     ix.index_artifact(&a).map_err(|e| e.to_string())
 }

@@ -4,6 +4,7 @@
 pub mod parity;
 pub mod pth;
 pub mod run;
+pub mod store;
 use std::io::Write;
 use std::path::Path;
 

@@ -501,7 +501,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Store {
             what: StoreCommand::Repair { from },
-        } => emit(Store::repair(&store_dir, from.as_deref())?),
+        } => emit(store_view::Text(&Store::repair(
+            &store_dir,
+            from.as_deref(),
+        )?)),
         Command::Store { what } => {
             let store = open_store()?;
             match what {
@@ -509,7 +512,7 @@ fn run(cli: Cli) -> Result<()> {
                 StoreCommand::Show { what, json } => emitln(store_view::show(&store, &what, json)?),
                 StoreCommand::Verify => {
                     let report = store.verify()?;
-                    emit(&report)?;
+                    emit(store_view::Text(&report))?;
                     if !report.is_clean() {
                         anyhow::bail!(
                             "the store at {} has damaged or missing artifacts (listed above); a run recomputes them",
@@ -518,7 +521,7 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     Ok(())
                 }
-                StoreCommand::Gc { dry_run } => emit(store.gc(dry_run)?),
+                StoreCommand::Gc { dry_run } => emit(store_view::Text(&store.gc(dry_run)?)),
                 StoreCommand::Pin { run, off } => {
                     let run = store.resolve_run(&run)?;
                     store.pin(&run.id, !off)?;
@@ -528,8 +531,12 @@ fn run(cli: Cli) -> Result<()> {
                         run.id
                     ))
                 }
-                StoreCommand::Export { export_dir } => emitln(store.export(&export_dir)?),
-                StoreCommand::Import { export_dir } => emit(store.import(&export_dir)?),
+                StoreCommand::Export { export_dir } => {
+                    emitln(store_view::Text(&store.export(&export_dir)?))
+                }
+                StoreCommand::Import { export_dir } => {
+                    emit(store_view::Text(&store.import(&export_dir)?))
+                }
                 StoreCommand::Repair { .. } => unreachable!("handled above"),
             }
         }

@@ -1,9 +1,12 @@
-//! How `ipirm store ls` and `ipirm store show` print the store.
+//! How `ipirm store` prints the store (`ls`, `show`) and the reports of its commands (`verify`,
+//! `gc`, `export`, `import`, `repair`).
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use ipirm::pipeline::StageKind;
 use ipirm::store::{
-    fmt_time, human_bytes, Artifact, ArtifactEntry, ArtifactKind, Found, RunRecord, Store,
+    fmt_time, Artifact, ArtifactEntry, ArtifactKind, ExportReport, Found, GcReport, ImportReport,
+    RepairReport, RunRecord, Store, VerifyReport,
 };
 use serde::Serialize;
 
@@ -228,4 +231,179 @@ fn artifact_text(store: &Store, a: &Artifact, by_key: &BTreeMap<&str, &Artifact>
         p.crate_version
     );
     out
+}
+
+/// A store report as `ipirm store verify`, `gc`, `export`, `import` and `repair` print it.
+pub struct Text<'a, T>(pub &'a T);
+
+impl fmt::Display for Text<'_, VerifyReport> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rep = self.0;
+        writeln!(
+            f,
+            "{} artifacts, {} blobs re-hashed: {} damaged, {} missing, {} unreadable; {} orphan blobs, {} temp files",
+            rep.artifacts,
+            rep.blobs_checked,
+            rep.damaged.len(),
+            rep.missing.len(),
+            rep.unreadable.len(),
+            rep.orphans.len(),
+            rep.temp_files.len()
+        )?;
+        for d in &rep.details {
+            writeln!(f, "  {d}")?;
+        }
+        for o in &rep.orphans {
+            writeln!(f, "  orphan {}", o.display())?;
+        }
+        for t in &rep.temp_files {
+            writeln!(f, "  temp {}", t.display())?;
+        }
+        for r in &rep.dangling_run_refs {
+            writeln!(f, "  run reference to a missing artifact: {r}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Text<'_, GcReport> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rep = self.0;
+        let verb = if rep.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        writeln!(
+            f,
+            "gc {verb} {} runs, {} artifacts, {} blob files, {} temp files ({}); kept {} runs, {} artifacts",
+            rep.removed_runs.len(),
+            rep.removed_artifacts.len(),
+            rep.removed_blobs.len(),
+            rep.removed_temp_files.len(),
+            human_bytes(rep.freed_bytes),
+            rep.kept_runs.len(),
+            rep.kept_artifacts
+        )?;
+        for r in &rep.removed_runs {
+            writeln!(f, "  run {r}")?;
+        }
+        for a in &rep.removed_artifacts {
+            writeln!(f, "  artifact {a}")?;
+        }
+        for b in &rep.removed_blobs {
+            writeln!(f, "  blob {}", b.display())?;
+        }
+        for t in &rep.removed_temp_files {
+            writeln!(f, "  temp {}", t.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Text<'_, ExportReport> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rep = self.0;
+        write!(
+            f,
+            "exported {} artifacts, {} runs, {} blob files ({}) to {}",
+            rep.artifacts,
+            rep.runs,
+            rep.blobs,
+            human_bytes(rep.bytes),
+            rep.manifest.display()
+        )
+    }
+}
+
+impl fmt::Display for Text<'_, ImportReport> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rep = self.0;
+        writeln!(
+            f,
+            "imported {} artifacts ({} already present), {} runs ({} already present), {} blob files",
+            rep.artifacts_added, rep.artifacts_skipped, rep.runs_added, rep.runs_skipped, rep.blobs_copied
+        )?;
+        for c in &rep.conflicts {
+            writeln!(f, "  kept this store's own, different, artifact {c}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Text<'_, RepairReport> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rep = self.0;
+        writeln!(
+            f,
+            "rebuilt the index: {} artifacts, {} runs; {} entries left out",
+            rep.artifacts,
+            rep.runs,
+            rep.skipped.len()
+        )?;
+        for s in &rep.skipped {
+            writeln!(f, "  left out {s}")?;
+        }
+        if let Some(old) = &rep.old_index {
+            writeln!(
+                f,
+                "the old index is in {} (delete it once the store works)",
+                old.display()
+            )?;
+        }
+        if let Some(i) = &rep.imported {
+            write!(f, "{}", Text(i))?;
+        }
+        Ok(())
+    }
+}
+
+/// `512 B`, `1.5 KiB`, `3.2 MiB`, …
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reports' texts name what they count: a damaged key under verify's summary, and a
+    /// dry run of gc as what it would remove.
+    #[test]
+    fn reports_print_their_details() {
+        let verify = VerifyReport {
+            artifacts: 2,
+            damaged: vec!["k1".into()],
+            details: vec!["k1: blob objects/ab/ab12 damaged".into()],
+            ..VerifyReport::default()
+        };
+        let text = Text(&verify).to_string();
+        assert!(
+            text.contains("1 damaged") && text.contains("\n  k1: blob"),
+            "{text}"
+        );
+        let gc = GcReport {
+            dry_run: true,
+            removed_runs: vec!["r1".into()],
+            freed_bytes: 1536,
+            ..GcReport::default()
+        };
+        let text = Text(&gc).to_string();
+        assert!(
+            text.starts_with("gc would remove 1 runs") && text.contains("(1.5 KiB)"),
+            "{text}"
+        );
+        assert!(text.contains("\n  run r1\n"), "{text}");
+    }
 }

@@ -1,0 +1,28 @@
+//! Store tests' access to a store's insides that the library does not offer.
+use std::path::Path;
+
+use serde::Serialize;
+
+/// The `schema` record of the `meta` tree, as the store writes it (the fields in its order).
+#[derive(Serialize)]
+struct SchemaRecord {
+    version: u32,
+    created: u64,
+    crate_version: String,
+}
+
+/// Rewrites the schema record of the (closed) store at `root` with `version`, enveloped as the
+/// store envelopes it: for tests of the refusal of newer and older stores.
+pub fn overwrite_schema_version(root: &Path, version: u32) {
+    let db = sled::open(root.join("index")).expect("the store's index opens");
+    let rec = SchemaRecord {
+        version,
+        created: ipirm::store::now_secs(),
+        crate_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let bytes = ipirm::store::codec::encode(version, &rec).expect("the record encodes");
+    db.open_tree("meta")
+        .and_then(|t| t.insert(b"schema", bytes))
+        .expect("the record is written");
+    db.flush().expect("the index flushes");
+}
