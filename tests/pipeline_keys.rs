@@ -182,6 +182,41 @@ fn keys_of_runs_the_setting_does_not_change_are_those_from_before_it() {
 
 /// On images no larger than the crop the setting changes nothing, so it enters no key; on
 /// STL-10 it enters exactly the stages that draw training views, and the keys they feed.
+/// The parameters of the stages that draw training views of `cfg` (the partition's from
+/// `online`, a config with the online maximize step).
+fn drawing_views(cfg: &Config, online: &Config) -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("epoch", stages::epoch_params(cfg, 1, None)),
+        ("features", stages::features_params(cfg, 0)),
+        ("online partition", stages::partition_params(online, 0)),
+        ("linear", stages::linear_params(cfg)),
+    ]
+}
+
+/// The parameters of the stages that draw no training view.
+fn not_drawing_views(cfg: &Config) -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("dataset", stages::dataset_params(cfg)),
+        ("offline partition", stages::partition_params(cfg, 0)),
+        ("knn", stages::encoder_knn_params(cfg)),
+        ("monitor", stages::monitor_params(cfg, 1)),
+        ("pixel knn", stages::knn_params(cfg)),
+    ]
+}
+
+/// Between two configs that draw training views differently, every key moves but the dataset's,
+/// the initial checkpoint's and the raw-pixel kNN's.
+fn only_views_stages_move(a: &Config, b: &Config, what: &str) {
+    let (keys_a, keys_b) = (run_keys(a), run_keys(b));
+    assert_eq!(keys_a.len(), keys_b.len());
+    let initial = &keys_b[1];
+    assert_eq!(initial.0, StageKind::Checkpoint);
+    for ((kind, x), (_, y)) in keys_a.iter().zip(&keys_b) {
+        let stays = matches!(kind, StageKind::Dataset | StageKind::PixelKnn) || y == &initial.1;
+        assert_eq!(x == y, stays, "{what}: {kind:?} {y}");
+    }
+}
+
 #[test]
 fn antialias_enters_only_the_stl10_stages_that_draw_training_views() {
     for name in [
@@ -201,37 +236,22 @@ fn antialias_enters_only_the_stl10_stages_that_draw_training_views() {
     let on = preset("stl10-ipirm", &[]);
     assert!(on.data.antialias, "on by default");
     let online = preset("stl10-ipirm", &["maximize.offline=false"]);
-    for (what, p) in [
-        ("epoch", stages::epoch_params(&on, 1, None)),
-        ("features", stages::features_params(&on, 0)),
-        ("online partition", stages::partition_params(&online, 0)),
-        ("linear", stages::linear_params(&on)),
-    ] {
+    for (what, p) in drawing_views(&on, &online) {
         assert_eq!(p["antialias"], true, "{what}: {p}");
     }
     assert_eq!(
         stages::report_params(&on).unwrap()["data"]["antialias"],
         true
     );
-    for (what, p) in [
-        ("dataset", stages::dataset_params(&on)),
-        ("offline partition", stages::partition_params(&on, 0)),
-        ("knn", stages::encoder_knn_params(&on)),
-        ("monitor", stages::monitor_params(&on, 1)),
-        ("pixel knn", stages::knn_params(&on)),
-    ] {
+    for (what, p) in not_drawing_views(&on) {
         assert!(p.get("antialias").is_none(), "{what}: {p}");
     }
     // The keys: all but the dataset, the initial checkpoint and the raw-pixel kNN move.
-    let keys_on = run_keys(&on);
-    let keys_off = run_keys(&preset("stl10-ipirm", &["data.antialias=false"]));
-    assert_eq!(keys_on.len(), keys_off.len());
-    let initial = &keys_off[1];
-    assert_eq!(initial.0, StageKind::Checkpoint);
-    for ((kind, a), (_, b)) in keys_on.iter().zip(&keys_off) {
-        let stays = matches!(kind, StageKind::Dataset | StageKind::PixelKnn) || b == &initial.1;
-        assert_eq!(a == b, stays, "{kind:?} {b}");
-    }
+    only_views_stages_move(
+        &on,
+        &preset("stl10-ipirm", &["data.antialias=false"]),
+        "antialias",
+    );
     // And a config says it, and reads it back.
     let off = preset("stl10-ipirm", &["data.antialias=false"]);
     assert!(off.to_toml().contains("antialias = false"));
@@ -247,12 +267,10 @@ fn crop_settings_enter_the_stages_that_draw_training_views_unless_the_reference_
     let reference = ["data.crop_size=32", "data.crop_scale=[0.08,1.0]"];
     for name in ["fmnist-ipirm-quick", "stl10-ipirm", "cifar100-ipirm-mixup"] {
         let base = preset(name, &reference);
-        for (what, p) in [
-            ("dataset", stages::dataset_params(&base)),
-            ("epoch", stages::epoch_params(&base, 1, None)),
-            ("features", stages::features_params(&base, 0)),
-            ("linear", stages::linear_params(&base)),
-        ] {
+        let every = drawing_views(&base, &base)
+            .into_iter()
+            .chain(not_drawing_views(&base));
+        for (what, p) in every {
             assert!(
                 p.get("crop_size").is_none() && p.get("crop_scale").is_none(),
                 "{what}: {p}"
@@ -265,12 +283,7 @@ fn crop_settings_enter_the_stages_that_draw_training_views_unless_the_reference_
     for set in ["data.crop_size=28", "data.crop_scale=[0.2,1.0]"] {
         let on = preset("stl10-ipirm", &[set]);
         let online = preset("stl10-ipirm", &[set, "maximize.offline=false"]);
-        for (what, p) in [
-            ("epoch", stages::epoch_params(&on, 1, None)),
-            ("features", stages::features_params(&on, 0)),
-            ("online partition", stages::partition_params(&online, 0)),
-            ("linear", stages::linear_params(&on)),
-        ] {
+        for (what, p) in drawing_views(&on, &online) {
             assert_eq!(
                 p["crop_size"],
                 serde_json::json!(on.data.crop_size),
@@ -286,24 +299,10 @@ fn crop_settings_enter_the_stages_that_draw_training_views_unless_the_reference_
             stages::report_params(&on).unwrap()["data"]["crop_scale"],
             serde_json::json!(on.data.crop_scale)
         );
-        for (what, p) in [
-            ("dataset", stages::dataset_params(&on)),
-            ("offline partition", stages::partition_params(&on, 0)),
-            ("knn", stages::encoder_knn_params(&on)),
-            ("monitor", stages::monitor_params(&on, 1)),
-            ("pixel knn", stages::knn_params(&on)),
-        ] {
+        for (what, p) in not_drawing_views(&on) {
             assert!(p.get("crop_size").is_none(), "{set} {what}: {p}");
         }
         // The keys: all but the dataset, the initial checkpoint and the raw-pixel kNN move.
-        let keys_on = run_keys(&on);
-        let keys_ref = run_keys(&preset("stl10-ipirm", &reference));
-        assert_eq!(keys_on.len(), keys_ref.len());
-        let initial = &keys_ref[1];
-        assert_eq!(initial.0, StageKind::Checkpoint);
-        for ((kind, a), (_, b)) in keys_on.iter().zip(&keys_ref) {
-            let stays = matches!(kind, StageKind::Dataset | StageKind::PixelKnn) || b == &initial.1;
-            assert_eq!(a == b, stays, "{set} {kind:?} {b}");
-        }
+        only_views_stages_move(&on, &preset("stl10-ipirm", &reference), set);
     }
 }
