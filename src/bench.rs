@@ -192,10 +192,7 @@ pub fn run(cfg: &Config, device: Device, o: &BenchOptions) -> Result<BenchReport
             for _ in 0..2 {
                 let p = augment::sample_train_params_in(b, side, side, views.scale);
                 let x = augment::to_unit(&images);
-                let _ = match antialias {
-                    true => augment::resized_crop_antialiased(&x, &p.crop, views.size),
-                    false => augment::resized_crop(&x, &p.crop, views.size),
-                };
+                let _ = augment::resized_crop_as(&x, &p.crop, views.size, antialias);
             }
             Ok(())
         })?;

@@ -144,6 +144,15 @@ pub fn resized_crop_antialiased(x: &Tensor, crop: &Tensor, size: i64) -> Tensor 
         .contiguous()
 }
 
+/// The crops resized as a run says: [`resized_crop_antialiased`] with `antialias` (as PIL),
+/// else [`resized_crop`]; the two differ only where a box is larger than `size`.
+pub fn resized_crop_as(x: &Tensor, crop: &Tensor, size: i64, antialias: bool) -> Tensor {
+    match antialias {
+        true => resized_crop_antialiased(x, crop, size),
+        false => resized_crop(x, crop, size),
+    }
+}
+
 /// On a CUDA device, TF32 off for cuBLAS matmuls until the guard drops (their 10-bit mantissas
 /// would move a resized pixel by up to about 0.25 of 255); nothing elsewhere.
 fn full_fp32_matmuls(device: Device) -> Option<Tf32Guard> {

@@ -42,7 +42,7 @@
 use tch::{Device, Kind, Tensor};
 
 mod crop;
-pub use crop::{resized_crop, resized_crop_antialiased};
+pub use crop::{resized_crop, resized_crop_antialiased, resized_crop_as};
 
 /// Per-channel mean of the Normalize step (CIFAR-10 statistics, as in DCL / IP-IRM).
 pub const MEAN: [f64; 3] = [0.4914, 0.4822, 0.4465];
@@ -565,9 +565,8 @@ pub fn gaussian_blur(x: &Tensor, sigma: &Tensor) -> Tensor {
 
 /// The train transform without the final Normalize: float32 B×3×size×size in [0, 1].
 /// `images`: uint8 B×C×H×W (C ∈ {1, 3}; one channel is repeated three times), any device;
-/// `p`: parameters for B images (see [`TrainParams`]), boxes inside H×W; `antialias`: resize the
-/// crops with [`resized_crop_antialiased`] (as PIL), else with [`resized_crop`] (the two differ
-/// only where a box is larger than `size`).
+/// `p`: parameters for B images (see [`TrainParams`]), boxes inside H×W; `antialias`: how the
+/// crops are resized ([`resized_crop_as`]).
 pub fn apply_train_unnormalized(
     images: &Tensor,
     p: &TrainParams,
@@ -586,10 +585,7 @@ pub fn apply_train_unnormalized(
         "apply_train: crops of {size}×{size} are too small to blur"
     );
     let x = to_unit(images);
-    let x = match antialias {
-        true => resized_crop_antialiased(&x, &p.crop, size),
-        false => resized_crop(&x, &p.crop, size),
-    };
+    let x = resized_crop_as(&x, &p.crop, size, antialias);
     let x = hflip(&x, &p.flip);
     let x = color_jitter(
         &x,
