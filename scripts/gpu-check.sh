@@ -19,7 +19,8 @@
 # The checks, most informative first:
 #   nccl-one-rank   a group of one with NCCL (`--rank 0 --world-size 1 --dist-backend nccl`)
 #                   trains 2 IP-IRM epochs on Fashion-MNIST: NCCL's collectives on a GPU
-#   gloo-two-ranks  two ranks sharing the GPU over Gloo (`--world-size 2 --dist-backend gloo`)
+#   gloo-two-ranks  two ranks sharing the GPU over Gloo (`--world-size 2 --dist-backend gloo`; gradients
+#                   in DDP's buckets, c10d's Reducer on CUDA tensors)
 #   bench           `ipirm bench` on STL-10-sized data at the resolved GPU defaults, against the
 #                   targets: minimize with augmentation >= 4,000 img/s, extraction >= 10,000
 #                   img/s, offline maximize <= 0.5 s/epoch at N = 105,000, a 400-epoch STL-10

@@ -1,7 +1,7 @@
 //! The ranks' check that they run the same job: before any collective that depends on the
 //! settings, every rank all-gathers a description of what it is about to do (its resolved
 //! config without where the data and the store live, the fingerprint of the data it read, the
-//! crate version, the backend and the kind of device) and compares it with rank 0's. A rank
+//! crate version, the backend, how gradients are summed and the kind of device) and compares it with rank 0's. A rank
 //! with other settings would otherwise train under mixed settings while rank 0 stores the
 //! result under its own keys, or die in a collective whose shapes differ.
 use serde_json::{json, Value};
@@ -26,6 +26,7 @@ pub fn description(cfg: &Config, dataset: &str, device: Device, group: &Group) -
     d["data sha256 (of the images read)"] = json!(dataset);
     d["ipirm version"] = json!(env!("CARGO_PKG_VERSION"));
     d["backend"] = json!(group.backend().name());
+    d["gradient sums (--bucket-cap-mb)"] = json!(group.grad_sync().describe());
     d["device"] = json!(if device.is_cuda() { "cuda" } else { "cpu" });
     Ok(d)
 }

@@ -1,5 +1,6 @@
 // PyTorch's distributed engine (c10d) for ipirm: a TCPStore rendezvous and a process group (Gloo,
-// or NCCL for CUDA tensors), with the four collectives data-parallel training needs. Compiled by
+// or NCCL for CUDA tensors), with the collectives data-parallel training needs, and c10d's
+// Reducer (DistributedDataParallel's gradient buckets, summed while the backward pass runs). Compiled by
 // build.rs against the libtorch the crate links; Gloo's headers come from Debian's libgloo-dev
 // (the torch wheel ships libtorch's Gloo build but not its headers). Without them
 // (IPIRM_NO_GLOO) every entry point returns an error saying so. NCCL's (IPIRM_NCCL) come from
@@ -9,6 +10,7 @@
 //
 // Convention (as src/shim): each function returns NULL on success or a malloc'd message that
 // the caller frees (shim::take_error); tensors cross as tch's `at::Tensor*`.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -19,6 +21,7 @@
 #ifndef IPIRM_NO_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
 #endif
 #ifdef IPIRM_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
@@ -51,12 +54,22 @@ char* ipirm_dist_barrier(IpirmGroup*) { return no_gloo(); }
 char* ipirm_dist_allreduce_sum_grad(IpirmGroup*, const at::Tensor*, at::Tensor**) {
   return no_gloo();
 }
+struct IpirmReducer {};
+char* ipirm_reducer_new(IpirmGroup*, at::Tensor* const*, int64_t, int64_t, int64_t, IpirmReducer**,
+                        int64_t*) {
+  return no_gloo();
+}
+char* ipirm_reducer_arm(IpirmReducer*) { return no_gloo(); }
+void ipirm_reducer_drop(IpirmReducer*) {}
 
 #else
 
 struct IpirmGroup {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> pg;
+  bool nccl;
+  // The backend as a ProcessGroup (what the Reducer takes), made when first asked for.
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
 };
 
 static const char* backend_name(int backend) { return backend == 1 ? "nccl" : "gloo"; }
@@ -98,7 +111,7 @@ char* ipirm_dist_new(const char* host, int port, int rank, int world, int backen
       auto o = c10d::ProcessGroupNCCL::Options::create();
       o->timeout = std::chrono::milliseconds(op_timeout_ms);
       auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, o);
-      *out = new IpirmGroup{store, pg};
+      *out = new IpirmGroup{store, pg, true, {}};
       return nullptr;
 #else
       return error(
@@ -118,7 +131,7 @@ char* ipirm_dist_new(const char* host, int port, int rank, int world, int backen
       o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }
     auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, o);
-    *out = new IpirmGroup{store, pg};
+    *out = new IpirmGroup{store, pg, false, {}};
     return nullptr;
   } catch (const std::exception& e) {
     return error(e.what());
@@ -220,6 +233,99 @@ char* ipirm_dist_allreduce_sum_grad(IpirmGroup* g, const at::Tensor* t, at::Tens
     return nullptr;
   } catch (const std::exception& e) {
     return error(e.what());
+  }
+}
+
+// The group's backend as a c10d ProcessGroup, which routes a collective by its tensors' device:
+// NCCL takes CUDA tensors; Gloo takes CPU tensors and CUDA ones (through host copies).
+static c10::intrusive_ptr<c10d::ProcessGroup> process_group(IpirmGroup* g) {
+  if (!g->group) {
+    auto pg = c10::make_intrusive<c10d::ProcessGroup>(g->store, g->pg->getRank(),
+                                                      g->pg->getSize());
+    using Type = c10d::ProcessGroup::BackendType;
+    auto type = g->nccl ? Type::NCCL : Type::GLOO;
+    if (!g->nccl) pg->setBackend(c10::DeviceType::CPU, type, g->pg);
+    pg->setBackend(c10::DeviceType::CUDA, type, g->pg);
+    pg->setDefaultBackend(type);
+    g->group = pg;
+  }
+  return g->group;
+}
+
+}  // extern "C"
+
+namespace {
+// A bucket's gradients summed over the ranks (no division by the world size: every rank's
+// gradient is its own rows' share of the global batch's loss, see src/distributed/mod.rs).
+// The Reducer divides only when no hook is registered.
+class SumOverRanks
+    : public c10d::CppCommHookInterface<c10::intrusive_ptr<c10d::ProcessGroup>> {
+ public:
+  using CppCommHookInterface::CppCommHookInterface;
+  c10::intrusive_ptr<c10::ivalue::Future> runHook(c10d::GradBucket& bucket) override {
+    std::vector<at::Tensor> ts{bucket.getBufferRef()};
+    return state_->allreduce(ts)->getFuture();
+  }
+};
+}  // namespace
+
+extern "C" {
+
+struct IpirmReducer {
+  std::unique_ptr<c10d::Reducer> reducer;
+};
+
+// c10d's Reducer over `params` (in the same order on every rank), as DistributedDataParallel
+// builds it: buckets of at most `cap` bytes in the parameters' order, the first (the first
+// parameters, whose gradients come last) at most `first_cap`, then reversed so that buckets are
+// summed in the order backward fills them; every parameter takes part in every armed backward
+// (no search for unused ones). `*buckets`: how many buckets it made.
+char* ipirm_reducer_new(IpirmGroup* g, at::Tensor* const* params, int64_t n, int64_t cap,
+                        int64_t first_cap, IpirmReducer** out, int64_t* buckets) {
+  try {
+    std::vector<at::Tensor> ps;
+    for (int64_t i = 0; i < n; i++) ps.push_back(*params[i]);
+    std::vector<bool> sparse(ps.size(), false);
+    auto [indices, limits] = c10d::compute_bucket_assignment_by_size(
+        ps, {static_cast<size_t>(first_cap), static_cast<size_t>(cap)}, sparse);
+    std::reverse(indices.begin(), indices.end());
+    std::reverse(limits.begin(), limits.end());
+    std::vector<int64_t> caps(limits.begin(), limits.end());
+    *buckets = static_cast<int64_t>(indices.size());
+    auto pg = process_group(g);
+    auto r = std::make_unique<c10d::Reducer>(
+        ps, std::move(indices), pg, sparse, cap, /*find_unused_parameters=*/false,
+        /*gradient_as_bucket_view=*/false, std::unordered_map<size_t, std::string>{}, first_cap,
+        /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false, caps);
+    r->register_comm_hook(std::make_unique<SumOverRanks>(pg));
+    *out = new IpirmReducer{std::move(r)};
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error(e.what());
+  }
+}
+
+// Arms the Reducer for the next backward pass, as DDP's forward does: after the first armed
+// backward, the buckets are rebuilt once in the order the gradients came (rank 0's order,
+// broadcast); then every parameter's gradient, once accumulated, is copied into its bucket and
+// a full bucket is summed over the ranks while backward goes on; at the end of that backward the
+// sums are written back into the gradients. A backward that is not armed only accumulates.
+char* ipirm_reducer_arm(IpirmReducer* r) {
+  try {
+    r->reducer->rebuild_buckets();
+    r->reducer->prepare_for_forward();
+    r->reducer->prepare_for_backward({});
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error(e.what());
+  }
+}
+
+void ipirm_reducer_drop(IpirmReducer* r) {
+  try {
+    delete r;
+  } catch (const std::exception&) {
+    // The Reducer's destructor may throw (it removes its hooks); the run is ending anyway.
   }
 }
 

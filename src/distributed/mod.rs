@@ -6,8 +6,9 @@
 //!   MixUp-s) the same global batch; each then forwards its chunk of it, the chunks `torch.chunk`
 //!   would give ([`Group::chunk`]), and the projections are all-gathered: every rank computes
 //!   the same loss on the global batch (negatives from all ranks), with gradients flowing into
-//!   its own chunk only. The gradients are summed over ranks ([`Group::all_reduce_sum`], one flat
-//!   buffer after the backward passes), so every rank takes the same Adam step.
+//!   its own chunk only. The gradients are summed over ranks ([`StepSync`]: in DDP's buckets
+//!   while backward runs, or in one flat buffer after it, [`GradSync`]), so every rank takes the
+//!   same Adam step.
 //! - BatchNorm normalises each rank's chunk (per-rank statistics, no SyncBN) and the running
 //!   statistics are rank 0's, broadcast after every step: on two ranks exactly what
 //!   DataParallel did on two GPUs, i.e. one process with `model.bn_splits = 2`. The effective
@@ -28,19 +29,20 @@
 //! of a multi-machine job gets `--rank R --world-size N --master ADDR:PORT`, or `torchrun`'s
 //! environment (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`, `LOCAL_RANK`).
 use std::ffi::{c_char, c_int, c_void, CString};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::{Error, Result};
 
 mod agree;
 mod launch;
+mod step;
 
 pub use agree::{agree, description};
 
 pub use launch::{spawn_local, take_back_cores, Launch, Mode};
+pub use step::{GradBuckets, StepSync};
 
 extern "C" {
     fn ipirm_dist_new(
@@ -114,6 +116,68 @@ pub struct Group {
     backend: Backend,
     /// NCCL's collectives take tensors on this rank's GPU: CPU tensors are staged there.
     stage_on: Option<Device>,
+    /// How the ranks sum their gradients (`--bucket-cap-mb`).
+    grad_sync: GradSync,
+}
+
+/// How the ranks sum their gradients at each optimizer step (`--bucket-cap-mb`, DDP's
+/// `bucket_cap_mb`). Either way every rank ends with the same sums (tested within 1e-6).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GradSync {
+    /// As DistributedDataParallel: c10d's Reducer fills buckets of at most this many MiB as the
+    /// backward pass produces the gradients, and sums each full bucket over the ranks while
+    /// backward goes on ([`GradBuckets`]).
+    Buckets { cap_mb: f64 },
+    /// One all-reduce of every gradient in one flat buffer, after the backward passes
+    /// (`--bucket-cap-mb 0`).
+    Flat,
+}
+
+impl GradSync {
+    /// DDP's default bucket size, 25 MiB.
+    pub const DEFAULT: GradSync = GradSync::Buckets { cap_mb: 25.0 };
+
+    /// From `--bucket-cap-mb`: 0 for the flat all-reduce, else the buckets' size in MiB.
+    pub fn from_cap_mb(mb: f64) -> Result<GradSync> {
+        if mb == 0.0 {
+            Ok(GradSync::Flat)
+        } else if mb.is_finite() && mb > 0.0 {
+            Ok(GradSync::Buckets { cap_mb: mb })
+        } else {
+            Err(Error::config(
+                "--bucket-cap-mb",
+                format!("{mb}: expected a size in MiB above 0, or 0 for one flat all-reduce after backward"),
+            ))
+        }
+    }
+
+    /// Buckets need every parameter's gradient from every rank at each step, so every rank
+    /// must forward some rows of a batch of `batch_size` (in `torch.chunk`'s chunks over
+    /// `world` ranks); the flat all-reduce gives a rank without rows zero gradients.
+    pub fn check_rows(self, batch_size: i64, world: usize) -> Result<()> {
+        let (b, w) = (batch_size, world as i64);
+        let empty = (0..w).find(|&r| chunk_of(b, w, r).1 == 0);
+        match (self, empty) {
+            (GradSync::Buckets { .. }, Some(r)) => Err(Error::config(
+                "train.batch_size",
+                format!(
+                    "{b} split over {w} ranks in chunks of {} (as torch.chunk splits it) leaves \
+                     rank {r} no rows, and gradient buckets need every rank's gradients: use a \
+                     multiple of {w}, or --bucket-cap-mb 0 (one flat all-reduce)",
+                    (b + w - 1) / w
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// What the ranks compare ([`agree`]): every rank must sum its gradients the same way.
+    pub fn describe(self) -> String {
+        match self {
+            GradSync::Buckets { cap_mb } => format!("buckets of {cap_mb} MiB"),
+            GradSync::Flat => "one flat all-reduce".into(),
+        }
+    }
 }
 
 // SAFETY: c10d's process groups are made to be called from any thread; ipirm calls it from one.
@@ -176,11 +240,22 @@ impl Group {
             world: launch.world,
             backend,
             stage_on: (backend == Backend::Nccl).then_some(device),
+            grad_sync: GradSync::DEFAULT,
         })
+    }
+
+    /// This group with its ranks summing gradients as `grad_sync` says (default: DDP's buckets).
+    pub fn with_grad_sync(mut self, grad_sync: GradSync) -> Group {
+        self.grad_sync = grad_sync;
+        self
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    pub fn grad_sync(&self) -> GradSync {
+        self.grad_sync
     }
 
     /// `t` where this group's collectives take it: itself, or (NCCL) a copy on the rank's GPU.
@@ -353,80 +428,5 @@ pub fn rank_device(
             )),
         },
         d => Ok(d),
-    }
-}
-
-/// Gradient sum and buffer broadcast around an optimizer step (the trainer's side of
-/// data-parallel training).
-pub struct StepSync {
-    pub group: Arc<Group>,
-    /// The trainable parameters, in the optimizer's order.
-    pub params: Vec<Tensor>,
-    /// BatchNorm's running statistics (every variable that is not trained), in the same order
-    /// on every rank.
-    pub buffers: Vec<Tensor>,
-    /// Where a collective inside the forward pass (SyncBatchNorm's) left its error, since a
-    /// forward cannot return one: raised before the gradients are summed.
-    pub forward_failure: Option<Arc<Mutex<Option<Error>>>>,
-}
-
-impl StepSync {
-    /// Sums every parameter's gradient over the ranks, in one flat buffer. A parameter no
-    /// forward reached on this rank gets a zero gradient first (a backward of 0·p), so that
-    /// every rank steps the same parameters.
-    pub fn reduce_gradients(&self) -> Result<()> {
-        if let Some(slot) = &self.forward_failure {
-            if let Some(e) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                return Err(e);
-            }
-        }
-        let missing: Vec<Tensor> = self
-            .params
-            .iter()
-            .filter(|p| !p.grad().defined())
-            .map(|p| (p * 0.0).sum(Kind::Float))
-            .collect();
-        if !missing.is_empty() {
-            Tensor::stack(&missing, 0).sum(Kind::Float).f_backward()?;
-        }
-        let _guard = tch::no_grad_guard();
-        let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad().reshape([-1])).collect();
-        let flat = Tensor::cat(&grads, 0);
-        self.group.all_reduce_sum(&flat)?;
-        let mut offset = 0;
-        for p in &self.params {
-            let n = p.numel() as i64;
-            let mut g = p.grad();
-            g.f_copy_(&flat.narrow(0, offset, n).view_as(p))?;
-            offset += n;
-        }
-        Ok(())
-    }
-
-    /// Every rank takes rank 0's running statistics.
-    pub fn broadcast_buffers(&self) -> Result<()> {
-        if self.buffers.is_empty() {
-            return Ok(());
-        }
-        let _guard = tch::no_grad_guard();
-        for kind in [Kind::Float, Kind::Int64, Kind::Double] {
-            let of_kind: Vec<&Tensor> = self.buffers.iter().filter(|b| b.kind() == kind).collect();
-            if of_kind.is_empty() {
-                continue;
-            }
-            let flat = Tensor::cat(
-                &of_kind.iter().map(|b| b.reshape([-1])).collect::<Vec<_>>(),
-                0,
-            );
-            self.group.broadcast(&flat, 0)?;
-            let mut offset = 0;
-            for b in of_kind {
-                let n = b.numel() as i64;
-                let mut b = b.shallow_clone();
-                b.f_copy_(&flat.narrow(0, offset, n).view_as(&b))?;
-                offset += n;
-            }
-        }
-        Ok(())
     }
 }

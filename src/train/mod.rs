@@ -5,7 +5,7 @@
 //! The model's forward passes compute as its numerics say ([`crate::numerics`]: bf16 autocast,
 //! channels_last, TF32 on a GPU by default; on the CPU plain fp32); the losses and the optimizer
 //! always run in fp32. An epoch holds the TF32 switches for its forward and backward passes.
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ use tch::{nn, Device, Tensor};
 use crate::config::{Config, Method};
 use crate::data::augment::Views;
 use crate::data::loader;
-use crate::distributed::{self, Group, StepSync};
+use crate::distributed::{self, GradBuckets, GradSync, Group, StepSync};
 use crate::model::Model;
 use crate::{loss, progress, rng, Result};
 
@@ -122,6 +122,8 @@ pub struct Trainer {
     dist: Option<Arc<Group>>,
     /// Rank 0: whether the other ranks hold this trainer's state (false after a load).
     synced: Cell<bool>,
+    /// A data-parallel rank's gradient buckets ([`GradSync::Buckets`]), made at its first step.
+    buckets: OnceCell<Arc<GradBuckets>>,
 }
 
 impl Trainer {
@@ -146,6 +148,7 @@ impl Trainer {
             epoch: 0,
             dist: None,
             synced: Cell::new(false),
+            buckets: OnceCell::new(),
         })
     }
 
@@ -195,6 +198,7 @@ impl Trainer {
             self.lead(Command::Done, &[])?;
         }
         if self.dist.take().is_some() {
+            self.buckets.take();
             self.model.set_sync_stats(None);
             self.model.set_bn_splits(self.cfg.model.bn_splits);
             distributed::take_back_cores();
@@ -203,8 +207,25 @@ impl Trainer {
     }
 
     /// What an optimizer step of a data-parallel rank synchronises.
-    fn step_sync(&self) -> Option<StepSync> {
-        let group = self.dist.clone()?;
+    fn step_sync(&self) -> Result<Option<StepSync>> {
+        let Some(group) = self.dist.clone() else {
+            return Ok(None);
+        };
+        let params: Vec<Tensor> = self.opt.params().map(|p| p.shallow_clone()).collect();
+        let buckets = match group.grad_sync() {
+            GradSync::Flat => None,
+            GradSync::Buckets { cap_mb } => Some(match self.buckets.get() {
+                Some(b) => b.clone(),
+                None => {
+                    let world = group.world();
+                    group
+                        .grad_sync()
+                        .check_rows(self.cfg.train.batch_size, world)?;
+                    let b = Arc::new(GradBuckets::new(group.clone(), &params, cap_mb)?);
+                    self.buckets.get_or_init(|| b).clone()
+                }
+            }),
+        };
         // In name order: the same on every rank (the var store's map has no order).
         let mut buffers: Vec<(String, Tensor)> = self
             .vs
@@ -214,12 +235,13 @@ impl Trainer {
             .collect();
         buffers.sort_by(|a, b| a.0.cmp(&b.0));
         let buffers = buffers.into_iter().map(|(_, t)| t).collect();
-        Some(StepSync {
+        Ok(Some(StepSync {
             group,
-            params: self.opt.params().map(|p| p.shallow_clone()).collect(),
+            params,
             buffers,
             forward_failure: self.model.sync_failure(),
-        })
+            buckets,
+        }))
     }
 
     /// One SimCLR epoch over `images` (uint8 N×C×H×W on the device): shuffled batches of
@@ -230,7 +252,7 @@ impl Trainer {
         let cfg = &self.cfg.train;
         let (tau, debiased) = (cfg.temperature, cfg.debiased.then_some(cfg.tau_plus));
         let (model, dist) = (&self.model, self.dist.as_deref());
-        let sync = self.step_sync();
+        let sync = self.step_sync()?;
         run_epoch(
             self.epoch + 1,
             cfg.epochs,
@@ -261,7 +283,7 @@ impl Trainer {
         let epoch = self.epoch + 1;
         let pw = minimize::penalty_weight(&cfg.ipirm, epoch, cfg.train.epochs);
         let (model, dist) = (&self.model, self.dist.as_deref());
-        let sync = self.step_sync();
+        let sync = self.step_sync()?;
         run_epoch(
             epoch,
             cfg.train.epochs,
@@ -311,7 +333,7 @@ impl Trainer {
         let mut draws = mixup::BetaDraws {
             alpha: cfg.train.mixup_alpha,
         };
-        let sync = self.step_sync();
+        let sync = self.step_sync()?;
         run_epoch(
             epoch,
             cfg.train.epochs,
@@ -479,10 +501,13 @@ pub(crate) fn run_epoch(
             });
         }
         if !loss.backpropagated {
+            if let Some(sync) = sync {
+                sync.before_backward()?;
+            }
             loss.total.f_backward()?;
         }
         if let Some(sync) = sync {
-            sync.reduce_gradients()?;
+            sync.reduce_gradients(!loss.backpropagated)?;
         }
         opt.step();
         if let Some(sync) = sync {

@@ -236,6 +236,11 @@ struct DistArgs {
     /// copies), or auto (nccl for CUDA devices, gloo on the CPU). Every rank must use the same.
     #[arg(long, default_value = "auto", value_parser = ["auto", "nccl", "gloo"], value_name = "BACKEND")]
     dist_backend: String,
+    /// How the ranks sum gradients: in buckets of at most this many MiB, each summed while the
+    /// backward pass goes on (DistributedDataParallel's bucket_cap_mb), or 0 for one flat
+    /// all-reduce after it. The same sums either way. Every rank must use the same.
+    #[arg(long, default_value_t = 25.0, value_name = "MIB")]
+    bucket_cap_mb: f64,
 }
 
 impl DistArgs {
@@ -598,6 +603,8 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
             // Fitted here once, so that a bad config or backend fails before any rank starts.
             fit(&cfg, device, world)?;
             let backend = dist::Backend::choose(&args.dist.dist_backend, device)?;
+            dist::GradSync::from_cap_mb(args.dist.bucket_cap_mb)?
+                .check_rows(cfg.train.batch_size, world)?;
             if let tch::Device::Cuda(_) = device {
                 let gpus = ipirm::device::cuda().devices;
                 // Ranks may share GPUs over Gloo (as [`dist::rank_device`] assigns them);
@@ -630,7 +637,9 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
                 backend,
             )?;
             let fitted = fit(&cfg, device, launch.world)?;
-            let g = std::sync::Arc::new(Group::connect(&launch, backend, device)?);
+            let grad_sync = dist::GradSync::from_cap_mb(args.dist.bucket_cap_mb)?;
+            let g = Group::connect(&launch, backend, device)?.with_grad_sync(grad_sync);
+            let g = std::sync::Arc::new(g);
             if launch.rank != 0 {
                 // Rank 0 runs the seeds one after the other; this rank serves each.
                 for seed in seeds_of(&fitted.cfg, args.seeds)? {
