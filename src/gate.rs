@@ -1,7 +1,7 @@
 //! `ipirm report --check [EXPECTATIONS.toml]`: the reproduction as a gate.
 //!
 //! Every paper preset with a finished run is compared with the paper's linear top-1 (the mean of
-//! its seeds, see [`crate::compare`]), within 1.0 point unless the file sets another tolerance
+//! its seeds, see [`crate::reproduction::compare`]), within 1.0 point unless the file sets another tolerance
 //! for that preset; every `[[expect]]` entry of the file (a run name, a metric, a value and a
 //! tolerance in points) likewise. A value outside its tolerance fails the check; a row without a
 //! finished run is listed and fails only when every row is required.
@@ -21,8 +21,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::compare::{self, METRICS};
 use crate::config::PRESETS;
+use crate::reproduction::compare::{self, METRICS};
 use crate::store::Store;
 use crate::{Error, Result};
 

@@ -6,7 +6,6 @@
 //! kNN monitor and the linear probe, [`config`] is the one serde config with its presets, [`distributed`]
 //! is c10d's process group (Gloo) and the launch of several ranks, which a trainer is handed.
 pub mod bench;
-pub mod compare;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -2,11 +2,11 @@
 //! store's comparisons, and per run its kNN over training, each maximize step's risk curve,
 //! class composition and partition gallery; charts are inline SVG, images `data:` URIs, so the
 //! page reads offline and travels as one file.
+use super::compare::{Comparison, ARM_COLUMNS};
 use super::{
     pct, progress, run_charts, safe, Galleries, Reproduction, RunGallery, RunSummary,
     StoreComparison,
 };
-use crate::compare::{Comparison, ARM_COLUMNS};
 use crate::data::classes;
 use crate::html::{escape, inline_svg, table};
 use crate::plot;

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::compare::{self, Comparison};
 use crate::config::{Config, PRESETS};
 use crate::data::classes;
 use crate::eval::Accuracy;
@@ -26,8 +25,10 @@ use crate::train::ipirm::PartitionRecord;
 use crate::train::maximize::EpochRisk;
 use crate::train::EpochStats;
 use crate::{Error, Result};
+use compare::Comparison;
 
 mod charts;
+pub mod compare;
 mod galleries;
 mod html;
 

@@ -447,7 +447,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare { specs, json, out } => {
-            let c = ipirm::compare::compare(&open_store()?, &specs)?;
+            let c = ipirm::reproduction::compare::compare(&open_store()?, &specs)?;
             if let Some(dir) = &out {
                 c.write(dir)?;
             }

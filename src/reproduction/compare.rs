@@ -15,9 +15,9 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::{summarise, RunSummary};
 use crate::config::{Config, PRESETS};
 use crate::pipeline::stages::{Plan, Planned, StageKind};
-use crate::reproduction::{summarise, RunSummary};
 use crate::stats::{self, Difference, Summary};
 use crate::store::{RunRecord, Store};
 use crate::{Error, Result};
