@@ -42,15 +42,30 @@ pub fn cuda() -> &'static CudaStatus {
         if tch::Cuda::is_available() {
             return CudaStatus { devices: tch::Cuda::device_count() as usize, why: "libtorch's CUDA backend is linked".into() };
         }
-        let loaded = load_torch_cuda();
+        // A libtorch_cuda already in the process (linked, as the binary links it, on a machine
+        // without a GPU) must not be loaded again from elsewhere ($LIBTORCH naming another
+        // venv): a second copy registers the CUDA hooks twice and libtorch aborts.
+        let (loaded, how) = match mapped_torch_cuda() {
+            Some(path) => (Ok(path), "linked"),
+            None => (load_torch_cuda(), "loaded at start-up"),
+        };
         let devices = tch::Cuda::device_count().max(0) as usize;
         let why = match (&loaded, devices) {
-            (Ok(path), n) if n > 0 => format!("libtorch's CUDA backend loaded at start-up from {path}"),
-            (Ok(path), _) => format!("libtorch's CUDA backend is loaded ({path}) but sees no GPU (no NVIDIA driver or no device)"),
+            (Ok(path), n) if n > 0 => format!("libtorch's CUDA backend {how} from {path}"),
+            (Ok(path), _) => format!("libtorch's CUDA backend is {how} ({path}) but sees no GPU (no NVIDIA driver or no device)"),
             (Err(e), _) => format!("libtorch's CUDA backend could not be loaded ({e}); CPU only"),
         };
         CudaStatus { devices, why }
     })
+}
+
+/// The path of the `libtorch_cuda.so` mapped into this process, if one is.
+fn mapped_torch_cuda() -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|path| path.ends_with("/libtorch_cuda.so"))
+        .map(str::to_string)
 }
 
 /// `dlopen`s `libtorch_cuda.so` (global symbols, so its static initialisers register the CUDA

@@ -136,6 +136,48 @@ fn bad_device_and_preset() {
     );
 }
 
+/// `$LIBTORCH` naming another copy of libtorch than the one the binary links (a notebook's or
+/// another venv's): the CUDA backend the binary already holds is used, not loaded a second time
+/// from there (which registered libtorch's CUDA hooks twice, and libtorch aborted with "Key
+/// already registered with the same priority: CUDAHooks", before any message). The other copy
+/// is made here: the linked lib folder's files as links, but `libtorch_cuda.so` copied (a link
+/// to the same file is recognised as loaded). Meaningful on a machine without a GPU, where the
+/// binary asks for the backend at start-up; on any machine a device it lacks is a clear error.
+#[test]
+fn another_libtorch_in_libtorch_is_not_loaded_twice() {
+    let Ok(linked) = std::env::var("LIBTORCH") else {
+        panic!(
+            "LIBTORCH is unset: run the tests through scripts/test.sh (or source scripts/env.sh)"
+        );
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    let mut copied = false;
+    for entry in std::fs::read_dir(Path::new(&linked).join("lib")).unwrap() {
+        let entry = entry.unwrap();
+        let to = lib.join(entry.file_name());
+        if entry.file_name() == "libtorch_cuda.so" {
+            std::fs::copy(entry.path(), &to).unwrap();
+            copied = true;
+        } else {
+            std::os::unix::fs::symlink(entry.path(), &to).unwrap();
+        }
+    }
+    assert!(copied, "{linked}/lib has no libtorch_cuda.so");
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .args(["train", "--device", "cuda:99", "--preset", "fmnist-quick"])
+        .env("LIBTORCH", tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`cuda:99` asked for a GPU") && !stderr.contains("already registered"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn missing_config_file() {
     assert_clear_error(
