@@ -5,8 +5,7 @@
 //! loader is needed and the GPU never waits on Python-style workers.
 use tch::{Device, Kind, Tensor};
 
-use super::{load, Dataset, DatasetKind, Split};
-use crate::config::{Config, DataConfig};
+use super::{load, DataConfig, Dataset, DatasetKind, Split};
 use crate::Result;
 
 /// The three image sets of a run, on the training device.
@@ -20,17 +19,10 @@ pub struct RunData {
 }
 
 impl RunData {
-    /// Reads the splits named by `cfg.data` (with their limits) and moves them to `device`.
-    pub fn load(cfg: &Config, device: Device) -> Result<RunData> {
-        RunData::load_splits(&cfg.data, device)
-    }
-
-    /// [`RunData::load`] for training: also checks that the rest of `cfg` can train on the
-    /// data ([`Config::check_against_data`]) before any work.
-    pub fn load_for_training(cfg: &Config, device: Device) -> Result<RunData> {
-        let data = RunData::load_splits(&cfg.data, device)?;
-        cfg.check_against_data(data.train.len(), data.bank.len())?;
-        Ok(data)
+    /// Reads the splits a run's data section names (with their limits) and moves them to
+    /// `device`. `cfg`: a [`crate::config::Config`] or its [`DataConfig`].
+    pub fn load(cfg: &impl AsRef<DataConfig>, device: Device) -> Result<RunData> {
+        RunData::load_splits(cfg.as_ref(), device)
     }
 
     /// The sha256 of the three sets' images and labels, in the order train, bank, test: what

@@ -34,7 +34,10 @@ pub mod cifar;
 pub mod classes;
 pub mod fashion_mnist;
 pub mod loader;
+mod settings;
 pub mod stl10;
+
+pub use settings::DataConfig;
 
 /// A labelled image set held in memory as raw bytes.
 #[derive(Debug)]

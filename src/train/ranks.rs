@@ -102,7 +102,8 @@ fn receive(
 /// part in whatever rank 0 announces until it is done. Writes nothing; prints only errors.
 pub fn serve(cfg: &Config, device: Device, g: Arc<Group>) -> Result<()> {
     crate::progress::set_quiet();
-    let data = RunData::load_for_training(cfg, device)?;
+    let data = RunData::load(cfg, device)?;
+    cfg.check_against_data(data.train.len(), data.bank.len())?;
     distributed::agree(
         &g,
         &distributed::description(cfg, &data.fingerprint()?, device, &g)?,
