@@ -87,7 +87,7 @@ pub use key::{canonical_json, json_leaves, stage_key};
 pub use lock::{read_holder, Holder};
 pub use provenance::{libtorch_version, Provenance};
 pub use repair::RepairReport;
-pub use tensor_file::Meta;
+pub use tensor_file::{take, Meta, TensorArtifact};
 
 use crate::{Error, Result};
 use blobs::{check_blob_of, hash_file, is_writable, object_path, tmp_file, OBJECTS_DIR, TMP_DIR};
@@ -465,6 +465,16 @@ impl Store {
                 path.display()
             ))
         })
+    }
+
+    /// The value stored under `key` as a [`TensorArtifact`] (its tensors, hash-checked as by
+    /// [`Store::get_tensors`], and its header); `Ok(None)` if no such artifact.
+    pub fn get_typed<T: TensorArtifact>(&self, key: &str) -> Result<Option<T>> {
+        let Some(named) = self.get_tensors(key)? else {
+            return Ok(None);
+        };
+        let meta = self.tensor_meta(key)?.unwrap_or_default();
+        T::from_tensors(named, &meta).map(Some)
     }
 
     /// The metadata written with the tensors under `key`, from the blob's header alone (not
