@@ -55,8 +55,8 @@
 //! # Files
 //! This file holds the [`Store`] front and what it stores ([`Artifact`], [`RunRecord`],
 //! [`Stage`]); `index.rs` the sled index inside one operation, `blobs.rs` content addressing
-//! (writing, hashing and checking blobs), `commands.rs` verify/gc/export/import, `repair.rs`
-//! rebuilding a lost index, `lock.rs` who holds the index, `mirror.rs` the `meta/` files.
+//! (writing, hashing and checking blobs), `commands.rs` find/verify/gc, `transfer.rs`
+//! export/import, `repair.rs` rebuilding a lost index, `lock.rs` who holds the index, `mirror.rs` the `meta/` files.
 mod blobs;
 pub mod codec;
 mod commands;
@@ -68,6 +68,7 @@ mod mirror;
 mod provenance;
 mod repair;
 mod tensor_file;
+mod transfer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -78,16 +79,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-pub use commands::{
-    ArtifactEntry, ExportReport, Found, GcOptions, GcReport, ImportReport, VerifyReport,
-    MANIFEST_FORMAT,
-};
+pub use commands::{Found, GcOptions, GcReport, VerifyReport};
 pub(crate) use key::key_from_json;
 pub use key::{canonical_json, json_leaves, stage_key};
 pub use lock::{read_holder, Holder};
 pub use provenance::{libtorch_version, Provenance};
 pub use repair::RepairReport;
 pub use tensor_file::{take, Meta, TensorArtifact};
+pub use transfer::{ArtifactEntry, ExportReport, ImportReport, MANIFEST_FORMAT};
 
 use crate::{Error, Result};
 use blobs::{check_blob_of, hash_file, is_writable, object_path, tmp_file, OBJECTS_DIR, TMP_DIR};
