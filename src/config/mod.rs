@@ -16,7 +16,7 @@ mod presets;
 mod validate;
 
 pub use crate::data::DataConfig;
-pub use overrides::recorded_config_value;
+pub use overrides::{json_leaves, recorded_config_value};
 pub use presets::{Paper, Preset, PRESETS};
 pub use validate::MAX_EPOCHS;
 
