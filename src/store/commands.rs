@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::blobs::{hash_file, object_path, OBJECTS_DIR, TMP_DIR};
+use super::blobs::{hash_file, object_path, remove_if_present, OBJECTS_DIR, TMP_DIR};
 use super::{latest_of, now_secs, Artifact, ArtifactKind, RunRecord, Store};
 use crate::{Error, Result};
 
@@ -57,16 +57,6 @@ pub struct GcOptions {
     /// kept with what it reaches, even if it is neither pinned nor the latest of its name.
     /// Default one week.
     pub unfinished_run_secs: u64,
-}
-
-impl GcOptions {
-    /// Default grace periods, removing nothing.
-    pub fn dry_run() -> GcOptions {
-        GcOptions {
-            dry_run: true,
-            ..GcOptions::default()
-        }
-    }
 }
 
 impl Default for GcOptions {
@@ -407,11 +397,7 @@ impl Store {
                 .iter()
                 .chain(&report.removed_temp_files)
             {
-                match std::fs::remove_file(p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(p, e)),
-                }
+                remove_if_present(p)?;
             }
             Ok(report)
         })

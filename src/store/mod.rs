@@ -224,12 +224,6 @@ impl Stage {
     pub fn key(&self) -> &str {
         &self.key
     }
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-    pub fn config_json(&self) -> &str {
-        &self.config_json
-    }
     /// The run the result belongs to: a put also appends the key to that run (which must exist).
     pub fn run(mut self, run_id: &str) -> Stage {
         self.run = Some(run_id.to_string());
