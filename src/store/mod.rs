@@ -82,7 +82,6 @@ use tch::Tensor;
 pub use commands::{Found, GcOptions, GcReport, VerifyReport};
 pub(crate) use key::key_from_json;
 pub use key::{canonical_json, stage_key};
-pub use lock::{read_holder, Holder};
 pub use provenance::{libtorch_version, Provenance};
 pub use repair::RepairReport;
 pub use tensor_file::{take, Meta, TensorArtifact};
