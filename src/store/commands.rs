@@ -121,6 +121,19 @@ fn file_age_secs(p: &Path) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The files among `objects` (files under `root/objects/`) that are not the blob of a digest
+/// `used` accepts: orphans for `verify`, what `gc` removes.
+fn unused_objects(root: &Path, objects: Vec<PathBuf>, used: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    objects
+        .into_iter()
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| used(n) && object_path(root, n) == *p)
+        })
+        .collect()
+}
+
 /// What [`Store::find`] resolved its argument to.
 #[derive(Debug, Clone)]
 pub enum Found {
@@ -277,14 +290,7 @@ impl Store {
                 }
             }
         }
-        report.orphans = objects
-            .into_iter()
-            .filter(|p| {
-                !p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| by_digest.contains_key(n) && object_path(&root, n) == *p)
-            })
-            .collect();
+        report.orphans = unused_objects(&root, objects, |d| by_digest.contains_key(d));
         for r in &runs {
             for k in &r.artifacts {
                 if !keys.contains(k) {
@@ -359,14 +365,8 @@ impl Store {
                 .filter(|a| reach.contains(a.key.as_str()))
                 .filter_map(|a| a.digest())
                 .collect();
-            let removed_blobs: Vec<PathBuf> = files_under(&root.join(OBJECTS_DIR))?
-                .into_iter()
-                .filter(|p| {
-                    !p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| kept_digests.contains(n) && object_path(&root, n) == *p)
-                })
-                .collect();
+            let objects = files_under(&root.join(OBJECTS_DIR))?;
+            let removed_blobs = unused_objects(&root, objects, |d| kept_digests.contains(d));
             let removed_temp_files: Vec<PathBuf> = files_under(&root.join(TMP_DIR))?
                 .into_iter()
                 .filter(|p| file_age_secs(p) >= opts.grace_secs)
