@@ -128,7 +128,9 @@ impl Adam {
                 .iter()
                 .find(|(n, _, _)| n == name)
                 .ok_or_else(|| {
-                    Error::Shape(format!("checkpoint has no optimizer state for `{name}`"))
+                    Error::Shape(format!(
+                        "checkpoint has no optimizer tensor `adam.exp_avg.{name}`"
+                    ))
                 })?;
             self.exp_avg[i].f_copy_(m)?;
             self.exp_avg_sq[i].f_copy_(v)?;
