@@ -11,10 +11,10 @@ use tch::Device;
 
 use crate::config::Config;
 use crate::data::loader::RunData;
-use crate::pipeline::{Checkpoint, DatasetRecord, Features, StageKind, TensorArtifact};
+use crate::pipeline::{DatasetRecord, StageKind};
 use crate::store::{Artifact, RunRecord, Store};
-use crate::train::ipirm::PartitionRecord;
-use crate::train::{EpochStats, Trainer};
+use crate::train::ipirm::{Features, PartitionRecord};
+use crate::train::{Checkpoint, EpochStats, Trainer};
 use crate::{Error, Result};
 
 /// The variable naming the store the notebooks read (`scripts/test.sh`, `scripts/lab.sh` and
@@ -192,10 +192,10 @@ impl RunView {
     pub fn partitions(&self, store: &Store) -> Result<Vec<PartitionRecord>> {
         let mut out = Vec::new();
         for a in self.stage(StageKind::Partition) {
-            let named = store
-                .get_tensors(&a.key)?
+            let p = store
+                .get_typed::<PartitionRecord>(&a.key)?
                 .ok_or_else(|| Error::Store(format!("partition {} is not in the store", a.key)))?;
-            out.push(PartitionRecord::from_tensors(named)?);
+            out.push(p);
         }
         out.sort_by_key(|p| p.after_epoch);
         Ok(out)
@@ -208,10 +208,10 @@ impl RunView {
     pub fn maximize_step(&self, store: &Store, step: usize) -> Result<StoredStep> {
         let mut steps: Vec<(PartitionRecord, &Artifact)> = Vec::new();
         for a in self.stage(StageKind::Partition) {
-            let named = store
-                .get_tensors(&a.key)?
+            let p = store
+                .get_typed::<PartitionRecord>(&a.key)?
                 .ok_or_else(|| Error::Store(format!("partition {} is not in the store", a.key)))?;
-            steps.push((PartitionRecord::from_tensors(named)?, a));
+            steps.push((p, a));
         }
         steps.sort_by_key(|(p, _)| p.after_epoch);
         let count = steps.len();
@@ -231,12 +231,11 @@ impl RunView {
                 continue;
             };
             if meta.stage == StageKind::Features.name() {
-                let named = store.get_tensors(key)?.ok_or_else(|| {
+                features = Some(store.get_typed::<Features>(key)?.ok_or_else(|| {
                     Error::Store(format!(
                         "the features of maximize step {step} ({key}) are not in the store"
                     ))
-                })?;
-                features = Some(Features::from_tensors(named)?);
+                })?);
             }
         }
         let previous = previous.filter(|_| !self.cfg.maximize.random_init);
@@ -311,13 +310,13 @@ impl RunView {
 
     /// A trainer restored from the stored checkpoint `key` (model, optimizer state, epoch).
     pub fn trainer_at(&self, store: &Store, key: &str, device: Device) -> Result<Trainer> {
-        let named = store
-            .get_tensors(key)?
+        let ckpt = store
+            .get_typed::<Checkpoint>(key)?
             .ok_or_else(|| Error::Store(format!("checkpoint {key} is not in the store")))?;
         // The run's recorded config, fitted to this machine (a run recorded before the numerics
         // settings existed reads them as `auto`).
         let mut t = Trainer::new(&crate::fit::fit(&self.cfg, device, 1)?.cfg, device)?;
-        t.load_state(&Checkpoint::from_tensors(named)?.state)?;
+        t.restore(&ckpt)?;
         Ok(t)
     }
 }

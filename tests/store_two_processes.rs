@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use ipirm::store::{Meta, Stage, Store, StoreOptions};
 use tch::Tensor;
 
+mod common;
+use common::store::holder_pid;
+
 const ROLE: &str = "IPIRM_STORE_CHILD_ROLE";
 const ROOT: &str = "IPIRM_STORE_CHILD_ROOT";
 const OPS: u64 = 150;
@@ -162,7 +165,7 @@ fn a_process_that_gives_up_names_the_holder() {
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    while ipirm::store::read_holder(&root).is_none_or(|h| h.pid != child.id()) {
+    while holder_pid(&root) != Some(child.id()) {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "the holder never started"
@@ -201,7 +204,7 @@ fn a_process_that_gives_up_names_the_holder() {
     assert!(!patient.contains("x").unwrap());
     assert!(child.wait().unwrap().success());
     assert!(
-        ipirm::store::read_holder(&root).is_none(),
+        holder_pid(&root).is_none(),
         "the holder file is removed on release"
     );
 }

@@ -1,6 +1,9 @@
 //! A config to and from text: `section.key=value` overrides ([`Config::set`], each value parsed
 //! as the type its key already has), TOML files, and the config a run recorded in the store
-//! ([`Config::from_recorded_json`]).
+//! ([`Config::from_recorded_json`]); and a config as `section.key` leaves ([`json_leaves`]), to
+//! compare two key by key.
+use std::collections::BTreeMap;
+
 use super::Config;
 use crate::{Error, Result};
 
@@ -151,4 +154,29 @@ fn parse_like(
         },
         _ => Value::String(raw.into()),
     })
+}
+
+/// Every leaf of a JSON value by its dotted path (`train.lr`, as overrides name a key), rendered
+/// as JSON; sorted: how two configs are compared key by key (`ipirm compare`, the ranks'
+/// settings check).
+pub fn json_leaves(v: &serde_json::Value) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let path = match prefix {
+                        "" => k.clone(),
+                        p => format!("{p}.{k}"),
+                    };
+                    walk(&path, v, out);
+                }
+            }
+            leaf => {
+                out.insert(prefix.to_string(), leaf.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", v, &mut out);
+    out
 }

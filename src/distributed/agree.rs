@@ -8,8 +8,7 @@ use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
 use super::Group;
-use crate::config::Config;
-use crate::store::json_leaves as leaves;
+use crate::config::{json_leaves as leaves, Config};
 use crate::{Error, Result};
 
 /// What a rank runs: the description [`agree`] compares, from the config as the command line

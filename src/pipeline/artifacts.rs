@@ -1,14 +1,11 @@
-//! What a run stores, each as one type with one codec, and the store as one run uses it
-//! ([`Ctx`]: every stage it makes or reuses is attached to the run).
+//! The store as one run uses it ([`Ctx`]: every stage it makes or reuses is attached to the
+//! run), and the records only the pipeline stores.
 //!
 //! Tensor artifacts ([`TensorArtifact`]) are safetensors blobs whose header carries their small
-//! facts ([`crate::store::Meta`]), readable without loading the tensors:
-//! - [`Checkpoint`]: the model's variables (`model.<name>`), Adam's state, `epoch`; meta `epoch`.
-//! - [`PartitionRecord`]: `partition` and `last_partition` (N×E logits), `risk` (epochs×4:
-//!   total, contrastive, penalty, constraint), `best_epoch`, `after_epoch`; meta `after_epoch`,
-//!   `best_epoch`, `epochs_run`, `env_sizes` (JSON).
-//! - [`Features`]: `z1`, `z2` (N×d projections of both views; with `maximize.mixup` also `lam`
-//!   and `labels_aux`, each image's λ and partner).
+//! facts ([`crate::store::Meta`]), readable without loading the tensors; each type's encoding is
+//! beside the type: [`crate::train::Checkpoint`] (`train/checkpoint.rs`),
+//! [`crate::train::ipirm::PartitionRecord`] and [`crate::train::ipirm::Features`]
+//! (`train/ipirm.rs`).
 //!
 //! Records (bincode in the index): [`crate::train::EpochStats`] (curve),
 //! [`crate::eval::Accuracy`] (kNN), [`MonitorPoint`] (the kNN monitor),
@@ -20,133 +17,8 @@ use tch::{Device, Tensor};
 
 use super::stages::Planned;
 use crate::config::Config;
-use crate::store::{Meta, Stage, Store};
-pub use crate::train::ipirm::Features;
-use crate::train::ipirm::PartitionRecord;
-use crate::train::maximize::EpochRisk;
+use crate::store::{Stage, Store, TensorArtifact};
 use crate::{Error, Result};
-
-/// A value stored as a safetensors blob.
-pub trait TensorArtifact: Sized {
-    /// Its tensors and header metadata.
-    fn to_tensors(&self) -> (Vec<(String, Tensor)>, Meta);
-    /// Read back from what [`TensorArtifact::to_tensors`] wrote.
-    fn from_tensors(named: Vec<(String, Tensor)>) -> Result<Self>;
-}
-
-/// A training state: model, optimizer, epochs done.
-pub struct Checkpoint {
-    pub epoch: usize,
-    /// `model.<variable>`, `adam.*` and `epoch`, as [`crate::train::Trainer::state`] gives them.
-    pub state: Vec<(String, Tensor)>,
-}
-
-impl TensorArtifact for Checkpoint {
-    fn to_tensors(&self) -> (Vec<(String, Tensor)>, Meta) {
-        let named = self
-            .state
-            .iter()
-            .map(|(n, t)| (n.clone(), t.shallow_clone()))
-            .collect();
-        (
-            named,
-            Meta::from([("epoch".to_string(), self.epoch.to_string())]),
-        )
-    }
-    fn from_tensors(state: Vec<(String, Tensor)>) -> Result<Self> {
-        let epoch = state
-            .iter()
-            .find(|(n, _)| n == "epoch")
-            .map(|(_, t)| t.int64_value(&[0]) as usize);
-        Ok(Checkpoint {
-            epoch: epoch.ok_or_else(|| Error::Shape("checkpoint lacks `epoch`".into()))?,
-            state,
-        })
-    }
-}
-
-impl TensorArtifact for PartitionRecord {
-    fn to_tensors(&self) -> (Vec<(String, Tensor)>, Meta) {
-        let risk: Vec<f64> = self
-            .risks
-            .iter()
-            .flat_map(|r| [r.total, r.contrastive, r.penalty, r.constraint])
-            .collect();
-        let named = [
-            ("partition", self.partition.shallow_clone()),
-            ("last_partition", self.last_partition.shallow_clone()),
-            ("risk", Tensor::from_slice(&risk).view([-1, 4])),
-            ("best_epoch", Tensor::from_slice(&[self.best_epoch as i64])),
-            (
-                "after_epoch",
-                Tensor::from_slice(&[self.after_epoch as i64]),
-            ),
-        ]
-        .into_iter()
-        .map(|(n, t)| (n.to_string(), t))
-        .collect();
-        let meta = Meta::from([
-            ("after_epoch".to_string(), self.after_epoch.to_string()),
-            ("best_epoch".to_string(), self.best_epoch.to_string()),
-            ("epochs_run".to_string(), self.risks.len().to_string()),
-            (
-                "env_sizes".to_string(),
-                serde_json::to_string(&self.env_sizes).expect("integers serialise"),
-            ),
-        ]);
-        (named, meta)
-    }
-    fn from_tensors(mut named: Vec<(String, Tensor)>) -> Result<Self> {
-        let partition = take(&mut named, "partition")?;
-        let risk = Vec::<Vec<f64>>::try_from(take(&mut named, "risk")?)?;
-        let env_sizes = Vec::<i64>::try_from(
-            partition
-                .argmax(1, false)
-                .bincount::<Tensor>(None, partition.size()[1]),
-        )?;
-        Ok(PartitionRecord {
-            after_epoch: take(&mut named, "after_epoch")?.int64_value(&[0]) as usize,
-            best_epoch: take(&mut named, "best_epoch")?.int64_value(&[0]) as usize,
-            last_partition: take(&mut named, "last_partition")?,
-            risks: risk
-                .iter()
-                .map(|r| EpochRisk {
-                    total: r[0],
-                    contrastive: r[1],
-                    penalty: r[2],
-                    constraint: r[3],
-                })
-                .collect(),
-            env_sizes,
-            partition,
-        })
-    }
-}
-
-impl TensorArtifact for Features {
-    fn to_tensors(&self) -> (Vec<(String, Tensor)>, Meta) {
-        let mut named = vec![
-            ("z1".into(), self.z1.shallow_clone()),
-            ("z2".into(), self.z2.shallow_clone()),
-        ];
-        if let Some((lam, aux)) = &self.mix {
-            named.push(("lam".into(), lam.shallow_clone()));
-            named.push(("labels_aux".into(), aux.shallow_clone()));
-        }
-        (named, Meta::new())
-    }
-    fn from_tensors(mut named: Vec<(String, Tensor)>) -> Result<Self> {
-        let mix = match named.iter().any(|(n, _)| n == "lam") {
-            true => Some((take(&mut named, "lam")?, take(&mut named, "labels_aux")?)),
-            false => None,
-        };
-        Ok(Features {
-            z1: take(&mut named, "z1")?,
-            z2: take(&mut named, "z2")?,
-            mix,
-        })
-    }
-}
 
 /// The dataset stage's record: which images a run read (their sha256 is the stage's input).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,15 +33,6 @@ pub struct DatasetRecord {
 pub struct MonitorPoint {
     pub epoch: usize,
     pub knn: crate::eval::Accuracy,
-}
-
-/// Named tensors by name.
-pub fn take(named: &mut Vec<(String, Tensor)>, name: &str) -> Result<Tensor> {
-    let i = named
-        .iter()
-        .position(|(n, _)| n == name)
-        .ok_or_else(|| Error::Shape(format!("stored artifact lacks tensor `{name}`")))?;
-    Ok(named.swap_remove(i).1)
 }
 
 /// The store as one run uses it: every stage it makes or reuses is attached to the run, and
@@ -205,10 +68,10 @@ impl Ctx<'_> {
     /// damaged blob is reported, dropped from the index and treated as absent, so the caller
     /// recomputes it (from its own inputs).
     pub fn load<T: TensorArtifact>(&self, key: &str) -> Result<Option<T>> {
-        match self.store.get_tensors(key) {
-            Ok(Some(t)) => {
+        match self.store.get_typed::<T>(key) {
+            Ok(Some(v)) => {
                 self.store.attach(&self.run, key)?;
-                T::from_tensors(t).map(Some)
+                Ok(Some(v))
             }
             Ok(None) => Ok(None),
             Err(e @ Error::Damaged { .. }) => {

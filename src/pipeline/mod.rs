@@ -2,8 +2,8 @@
 //!
 //! - [`stages`]: the kinds of stage, the parameters each one reads, their keys, the [`Plan`] of a
 //!   run (every training stage's key, known before any work).
-//! - [`artifacts`]: what is stored, one type and one codec each, and [`Ctx`], the store as one
-//!   run uses it.
+//! - [`artifacts`]: [`Ctx`], the store as one run uses it, and the records only the pipeline
+//!   stores (the tensor artifacts are encoded beside their types, in `train/`).
 //! - [`training`]: training along a plan with resume (a killed run continues from its last
 //!   intact checkpoint; a longer run continues a shorter one).
 //! - [`report`]: the results table and the maximize steps' summaries.
@@ -24,7 +24,7 @@ pub mod run;
 pub mod stages;
 pub mod training;
 
-pub use artifacts::{Checkpoint, Ctx, DatasetRecord, Features, MonitorPoint, TensorArtifact};
+pub use artifacts::{Ctx, DatasetRecord, MonitorPoint};
 pub use branch::resolve_branch;
 pub use maximize_file::maximize_file;
 pub use model_file::{eval_knn, eval_linear, import_checkpoint, load_model, Imported, LoadedModel};

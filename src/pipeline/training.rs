@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use tch::Tensor;
 
-use super::artifacts::{short, Checkpoint, Ctx, Features};
+use super::artifacts::{short, Ctx};
 use super::stages::Plan;
 use crate::data::loader::RunData;
 use crate::distributed::Group;
-use crate::train::ipirm::{self, PartitionRecord};
-use crate::train::{EpochStats, Trainer};
+use crate::train::ipirm::{self, Features, PartitionRecord};
+use crate::train::{Checkpoint, EpochStats, Trainer};
 use crate::{Error, Result};
 
 /// What training produced.
@@ -103,7 +103,7 @@ pub fn train(
     let mut partitions: Vec<PartitionRecord> = Vec::new();
     match resume(ctx, plan)? {
         Some((ckpt, loaded)) => {
-            trainer.load_state(&ckpt.state)?;
+            trainer.restore(&ckpt)?;
             partitions = loaded;
             let e = ckpt.epoch;
             // What the run stands on without loading it: the earlier checkpoints and the
@@ -128,13 +128,7 @@ pub fn train(
             }
         }
         None if plan.checkpoint(plan.start()).computable() => {
-            ctx.save(
-                plan.checkpoint(plan.start()),
-                &Checkpoint {
-                    epoch: 0,
-                    state: trainer.state(),
-                },
-            )?;
+            ctx.save(plan.checkpoint(plan.start()), &trainer.checkpoint())?;
         }
         None => {
             return Err(Error::Store(format!(
@@ -229,13 +223,7 @@ pub fn train(
             .get(partitions.len())
             .is_some_and(|p| p.after_epoch == e);
         if e % every == 0 || e == plan.epochs() || maximize_next {
-            ctx.save(
-                plan.checkpoint(e),
-                &Checkpoint {
-                    epoch: e,
-                    state: trainer.state(),
-                },
-            )?;
+            ctx.save(plan.checkpoint(e), &trainer.checkpoint())?;
         }
         on_epoch(&trainer, &s)?;
         epochs.push(s);

@@ -274,7 +274,7 @@ fn settings_of(r: &RunRecord) -> BTreeMap<String, String> {
         .as_ref()
         .and_then(|c| serde_json::to_value(c).ok())
         .unwrap_or(v);
-    let mut out = crate::store::json_leaves(&v);
+    let mut out = crate::config::json_leaves(&v);
     out.remove("train.seed");
     if let Some(c) = &cfg {
         if !c.data.antialias_applies() {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::config::{Config, PRESETS};
 use crate::data::classes;
 use crate::eval::Accuracy;
-use crate::pipeline::{MonitorPoint, PartitionSummary, Report, StageKind, TensorArtifact};
+use crate::pipeline::{MonitorPoint, PartitionSummary, Report, StageKind};
 use crate::store::{RunRecord, Store};
 use crate::train::ipirm::PartitionRecord;
 use crate::train::maximize::EpochRisk;
@@ -215,8 +215,8 @@ pub fn summarise(store: &Store, run: &RunRecord) -> Result<RunSummary> {
                 }
             }
             Some(StageKind::Partition) => {
-                if let Ok(Some(named)) = store.get_tensors(key) {
-                    partitions.push(PartitionRecord::from_tensors(named)?);
+                if let Ok(Some(p)) = store.get_typed::<PartitionRecord>(key) {
+                    partitions.push(p);
                 }
             }
             _ => {}

@@ -134,6 +134,15 @@ pub(super) fn is_writable(root: &Path) -> Result<bool> {
     }
 }
 
+/// Removes the file at `path` (a blob, a temp or a meta file); an absent one is fine.
+pub(super) fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())

@@ -1,122 +1,18 @@
-//! The store's maintenance: finding a run or an artifact, `verify`, `gc`, `export`, `import`.
-//! Each returns a report, plain data that the CLI prints (`src/bin/ipirm/store_view.rs`), as it
-//! formats `ls` and `show` from [`Store::list_runs`], [`Store::list_artifacts`] and
-//! [`Store::find`].
+//! The store's maintenance: finding a run or an artifact, `verify`, `gc` (`export` and `import`
+//! are in `transfer.rs`). Each returns a report, plain data that the CLI prints
+//! (`src/bin/ipirm/store_view.rs`), as it formats `ls` and `show` from [`Store::list_runs`],
+//! [`Store::list_artifacts`] and [`Store::find`].
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use super::blobs::{hash_file, object_path, tmp_file, write_tmp, OBJECTS_DIR, TMP_DIR};
-use super::{
-    latest_of, now_secs, Artifact, ArtifactKind, Provenance, RunRecord, Store, SCHEMA_VERSION,
-};
+use super::blobs::{hash_file, object_path, remove_if_present, OBJECTS_DIR, TMP_DIR};
+use super::{latest_of, now_secs, Artifact, ArtifactKind, RunRecord, Store};
 use crate::{Error, Result};
 
-/// `format` of an export's `manifest.json`.
-pub const MANIFEST_FORMAT: &str = "ipirm-store-export";
-/// Version of the manifest layout (independent of the index schema).
-const MANIFEST_VERSION: u32 = 1;
 /// Default [`GcOptions::grace_secs`]: one hour.
 const DEFAULT_GRACE_SECS: u64 = 3600;
 /// Default [`GcOptions::unfinished_run_secs`]: one week.
 const DEFAULT_UNFINISHED_RUN_SECS: u64 = 7 * 24 * 3600;
-
-/// One artifact as plain JSON: in an export's `manifest.json` and in `show --json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ArtifactEntry {
-    pub key: String,
-    pub stage: String,
-    pub stage_version: u32,
-    /// `blob` or `record`.
-    pub kind: String,
-    /// Blob: `safetensors` or `bytes`.
-    pub format: Option<String>,
-    /// Blob: sha256 hex of the file.
-    pub digest: Option<String>,
-    /// Size of the blob, or of the record's body.
-    pub bytes: u64,
-    /// Blob: the file, relative to the manifest (export) or absolute (show).
-    pub file: Option<String>,
-    /// Record: the bincode 1.3.3 body (fixint, little-endian), hex.
-    pub record_hex: Option<String>,
-    pub inputs: Vec<String>,
-    /// Canonical JSON of the config section (a string, kept byte-exact).
-    pub config_json: String,
-    pub provenance: Provenance,
-    pub run: Option<String>,
-}
-
-impl ArtifactEntry {
-    /// The plain-JSON form of `a`; `file` is where its blob is (for an export, relative).
-    pub fn new(a: &Artifact, file: Option<String>) -> ArtifactEntry {
-        let (kind, format, digest, record_hex) = match &a.kind {
-            ArtifactKind::Blob { digest, format, .. } => {
-                ("blob", Some(format.clone()), Some(digest.clone()), None)
-            }
-            ArtifactKind::Record(b) => ("record", None, None, Some(hex::encode(b))),
-        };
-        ArtifactEntry {
-            key: a.key.clone(),
-            stage: a.stage.clone(),
-            stage_version: a.stage_version,
-            kind: kind.into(),
-            format,
-            digest,
-            bytes: a.size(),
-            file: if kind == "blob" { file } else { None },
-            record_hex,
-            inputs: a.inputs.clone(),
-            config_json: a.config_json.clone(),
-            provenance: a.provenance.clone(),
-            run: a.run.clone(),
-        }
-    }
-
-    fn to_artifact(&self) -> std::result::Result<Artifact, String> {
-        let kind = match self.kind.as_str() {
-            "blob" => ArtifactKind::Blob {
-                digest: self
-                    .digest
-                    .clone()
-                    .filter(|d| is_digest(d))
-                    .ok_or("a blob without a valid `digest`")?,
-                bytes: self.bytes,
-                format: self.format.clone().unwrap_or_else(|| "bytes".into()),
-            },
-            "record" => ArtifactKind::Record(
-                self.record_hex
-                    .as_deref()
-                    .and_then(|h| hex::decode(h).ok())
-                    .ok_or("a record without a valid `record_hex`")?,
-            ),
-            k => return Err(format!("unknown kind `{k}` (expected blob or record)")),
-        };
-        Ok(Artifact {
-            key: self.key.clone(),
-            stage: self.stage.clone(),
-            stage_version: self.stage_version,
-            kind,
-            inputs: self.inputs.clone(),
-            config_json: self.config_json.clone(),
-            provenance: self.provenance.clone(),
-            run: self.run.clone(),
-        })
-    }
-}
-
-/// An export's `manifest.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Manifest {
-    format: String,
-    format_version: u32,
-    /// Index schema of the store it came from (informational).
-    schema: u32,
-    crate_version: String,
-    exported: u64,
-    artifacts: Vec<ArtifactEntry>,
-    runs: Vec<RunRecord>,
-}
 
 /// What [`Store::verify`] found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -163,16 +59,6 @@ pub struct GcOptions {
     pub unfinished_run_secs: u64,
 }
 
-impl GcOptions {
-    /// Default grace periods, removing nothing.
-    pub fn dry_run() -> GcOptions {
-        GcOptions {
-            dry_run: true,
-            ..GcOptions::default()
-        }
-    }
-}
-
 impl Default for GcOptions {
     fn default() -> Self {
         GcOptions {
@@ -197,35 +83,6 @@ pub struct GcReport {
     pub removed_temp_files: Vec<PathBuf>,
     /// Bytes of the removed blob and temp files.
     pub freed_bytes: u64,
-}
-
-/// What [`Store::export`] wrote.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExportReport {
-    pub manifest: PathBuf,
-    pub artifacts: usize,
-    pub runs: usize,
-    pub blobs: usize,
-    pub bytes: u64,
-}
-
-/// What [`Store::import`] did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ImportReport {
-    pub artifacts_added: usize,
-    /// Keys already present with the same content.
-    pub artifacts_skipped: usize,
-    /// Keys already present with a different blob or record: the store's own is kept.
-    pub conflicts: Vec<String>,
-    pub runs_added: usize,
-    pub runs_skipped: usize,
-    pub blobs_copied: usize,
-}
-
-fn is_digest(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Every regular file under `dir` (recursively), sorted.
@@ -262,6 +119,19 @@ fn file_age_secs(p: &Path) -> u64 {
         .ok()
         .and_then(|t| t.elapsed().ok())
         .map_or(0, |d| d.as_secs())
+}
+
+/// The files among `objects` (files under `root/objects/`) that are not the blob of a digest
+/// `used` accepts: orphans for `verify`, what `gc` removes.
+fn unused_objects(root: &Path, objects: Vec<PathBuf>, used: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    objects
+        .into_iter()
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| used(n) && object_path(root, n) == *p)
+        })
+        .collect()
 }
 
 /// What [`Store::find`] resolved its argument to.
@@ -420,14 +290,7 @@ impl Store {
                 }
             }
         }
-        report.orphans = objects
-            .into_iter()
-            .filter(|p| {
-                !p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| by_digest.contains_key(n) && object_path(&root, n) == *p)
-            })
-            .collect();
+        report.orphans = unused_objects(&root, objects, |d| by_digest.contains_key(d));
         for r in &runs {
             for k in &r.artifacts {
                 if !keys.contains(k) {
@@ -502,14 +365,8 @@ impl Store {
                 .filter(|a| reach.contains(a.key.as_str()))
                 .filter_map(|a| a.digest())
                 .collect();
-            let removed_blobs: Vec<PathBuf> = files_under(&root.join(OBJECTS_DIR))?
-                .into_iter()
-                .filter(|p| {
-                    !p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| kept_digests.contains(n) && object_path(&root, n) == *p)
-                })
-                .collect();
+            let objects = files_under(&root.join(OBJECTS_DIR))?;
+            let removed_blobs = unused_objects(&root, objects, |d| kept_digests.contains(d));
             let removed_temp_files: Vec<PathBuf> = files_under(&root.join(TMP_DIR))?
                 .into_iter()
                 .filter(|p| file_age_secs(p) >= opts.grace_secs)
@@ -540,187 +397,9 @@ impl Store {
                 .iter()
                 .chain(&report.removed_temp_files)
             {
-                match std::fs::remove_file(p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(p, e)),
-                }
+                remove_if_present(p)?;
             }
             Ok(report)
         })
-    }
-
-    /// Writes `dir/manifest.json` (every artifact and run as plain JSON, see [`ArtifactEntry`])
-    /// and each blob as `dir/objects/<digest>`, checking every digest on the way (a damaged blob
-    /// fails the export, naming its key). `dir` must not exist or be empty.
-    pub fn export(&self, dir: impl AsRef<Path>) -> Result<ExportReport> {
-        let dir = dir.as_ref();
-        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(Error::Store(format!(
-                "export folder {} is not empty: export into a new or empty folder",
-                dir.display()
-            )));
-        }
-        let objects = dir.join(OBJECTS_DIR);
-        std::fs::create_dir_all(&objects).map_err(|e| Error::io(&objects, e))?;
-        let (arts, runs) = self.with_index(|ix| Ok((ix.list_artifacts()?, ix.list_runs()?)))?;
-        let mut copied: BTreeSet<String> = BTreeSet::new();
-        let mut bytes_total = 0;
-        let mut entries = Vec::with_capacity(arts.len());
-        for a in &arts {
-            if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
-                if copied.insert(digest.clone()) {
-                    let src = self.object_path(digest);
-                    let dest = objects.join(digest);
-                    let mut f = std::fs::File::open(&src).map_err(|e| match e.kind() {
-                        std::io::ErrorKind::NotFound => Error::Damaged {
-                            key: a.key.clone(),
-                            file: src.clone(),
-                            expected: format!("sha256 {digest}"),
-                            found: "no such file".into(),
-                        },
-                        _ => Error::io(&src, e),
-                    })?;
-                    let (d, n) = write_tmp(&dest, &mut f)?;
-                    if d != *digest || n != *bytes {
-                        let _ = std::fs::remove_file(&dest);
-                        return Err(Error::Damaged {
-                            key: a.key.clone(),
-                            file: src,
-                            expected: format!("sha256 {digest} ({bytes} bytes)"),
-                            found: format!("sha256 {d} ({n} bytes)"),
-                        });
-                    }
-                    bytes_total += n;
-                }
-            }
-            entries.push(ArtifactEntry::new(
-                a,
-                a.digest().map(|d| format!("{OBJECTS_DIR}/{d}")),
-            ));
-        }
-        let manifest = Manifest {
-            format: MANIFEST_FORMAT.into(),
-            format_version: MANIFEST_VERSION,
-            schema: SCHEMA_VERSION,
-            crate_version: env!("CARGO_PKG_VERSION").into(),
-            exported: now_secs(),
-            artifacts: entries,
-            runs: runs.clone(),
-        };
-        let path = dir.join("manifest.json");
-        let text = serde_json::to_string_pretty(&manifest).expect("plain data serialises");
-        std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
-        Ok(ExportReport {
-            manifest: path,
-            artifacts: arts.len(),
-            runs: runs.len(),
-            blobs: copied.len(),
-            bytes: bytes_total,
-        })
-    }
-
-    /// Reads an export (`dir/manifest.json` and `dir/objects/`), checks every blob against its
-    /// digest, and adds what this store lacks: artifacts under keys it already has are kept as
-    /// they are (listed as conflicts if they differ), runs with ids it already has are skipped.
-    pub fn import(&self, dir: impl AsRef<Path>) -> Result<ImportReport> {
-        self.writable()?;
-        let dir = dir.as_ref();
-        let path = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| {
-            Error::file(
-                &path,
-                format!("an {MANIFEST_FORMAT} manifest"),
-                format!("invalid JSON for it ({e})"),
-            )
-        })?;
-        if m.format != MANIFEST_FORMAT || m.format_version > MANIFEST_VERSION {
-            return Err(Error::file(
-                &path,
-                format!("format `{MANIFEST_FORMAT}` version <= {MANIFEST_VERSION}"),
-                format!("format `{}` version {}", m.format, m.format_version),
-            ));
-        }
-        let mut arts = Vec::with_capacity(m.artifacts.len());
-        for e in &m.artifacts {
-            arts.push(e.to_artifact().map_err(|msg| {
-                Error::file(&path, format!("a valid entry for artifact {}", e.key), msg)
-            })?);
-        }
-        // Copy and check every blob outside the lock.
-        let mut staged: BTreeMap<String, PathBuf> = BTreeMap::new();
-        let cleanup = |staged: &BTreeMap<String, PathBuf>| {
-            for p in staged.values() {
-                let _ = std::fs::remove_file(p);
-            }
-        };
-        for a in &arts {
-            if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
-                if staged.contains_key(digest) {
-                    continue;
-                }
-                let src = dir.join(OBJECTS_DIR).join(digest);
-                let tmp = tmp_file(self.root());
-                let copied = std::fs::File::open(&src)
-                    .map_err(|e| Error::io(&src, e))
-                    .and_then(|mut f| write_tmp(&tmp, &mut f));
-                match copied {
-                    Ok((d, n)) if d == *digest && n == *bytes => {
-                        staged.insert(digest.clone(), tmp);
-                    }
-                    other => {
-                        let _ = std::fs::remove_file(&tmp);
-                        cleanup(&staged);
-                        return Err(match other {
-                            Ok((d, n)) => Error::Damaged {
-                                key: a.key.clone(),
-                                file: src,
-                                expected: format!("sha256 {digest} ({bytes} bytes)"),
-                                found: format!("sha256 {d} ({n} bytes)"),
-                            },
-                            Err(e) => e,
-                        });
-                    }
-                }
-            }
-        }
-        let mut runs = m.runs.clone();
-        runs.sort_by_key(|r| (r.created, r.seq));
-        let result = self.with_index(|ix| {
-            let mut report = ImportReport::default();
-            for a in &arts {
-                match ix.get_meta(&a.key)? {
-                    Some(existing) if existing.kind == a.kind => report.artifacts_skipped += 1,
-                    Some(_) => report.conflicts.push(a.key.clone()),
-                    None => {
-                        if let Some(d) = a.digest() {
-                            if let Some(tmp) = staged.get(d) {
-                                if tmp.exists() {
-                                    ix.install_blob(tmp, d)?;
-                                    report.blobs_copied += 1;
-                                }
-                            }
-                        }
-                        ix.index_artifact(a)?;
-                        report.artifacts_added += 1;
-                    }
-                }
-            }
-            for r in &runs {
-                if ix.get_run(&r.id)?.is_some() {
-                    report.runs_skipped += 1;
-                } else {
-                    ix.put_run(&RunRecord {
-                        seq: 0,
-                        ..r.clone()
-                    })?;
-                    report.runs_added += 1;
-                }
-            }
-            Ok(report)
-        });
-        cleanup(&staged);
-        result
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::blobs::{object_path, sync_dir, OBJECTS_DIR};
+use super::blobs::{object_path, remove_if_present, sync_dir, OBJECTS_DIR};
 use super::fault::fault;
 use super::lock::IndexHandle;
 use super::{
@@ -203,15 +203,10 @@ impl Index {
             .remove(key.as_bytes())
             .map_err(|e| self.sled_err(e))?;
         self.handle.flush()?;
-        mirror::remove(&mirror::artifact_path(&self.root, key))?;
+        remove_if_present(&mirror::artifact_path(&self.root, key))?;
         if let Some(d) = a.digest() {
             if !self.list_artifacts()?.iter().any(|o| o.digest() == Some(d)) {
-                let p = object_path(&self.root, d);
-                match std::fs::remove_file(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(p, e)),
-                }
+                remove_if_present(&object_path(&self.root, d))?;
             }
         }
         Ok(true)
@@ -285,10 +280,10 @@ impl Index {
         }
         self.handle.flush()?;
         for k in artifacts {
-            mirror::remove(&mirror::artifact_path(&self.root, k))?;
+            remove_if_present(&mirror::artifact_path(&self.root, k))?;
         }
         for r in runs {
-            mirror::remove(&mirror::run_path(&self.root, r))?;
+            remove_if_present(&mirror::run_path(&self.root, r))?;
         }
         Ok(())
     }

@@ -10,9 +10,7 @@
 //! in shortest round-trip notation, so `0.5` and `0.5000001` differ and `1e-1` equals `0.1`.
 //! serde_json writes NaN and infinities as `null`: configs refuse them when validated.
 use serde::Serialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 
 use crate::{Error, Result};
 
@@ -65,29 +63,6 @@ pub(crate) fn key_from_json(
     }
     put(env!("CARGO_PKG_VERSION").as_bytes());
     hex::encode(h.finalize())
-}
-
-/// Every leaf of a JSON value by its dotted path (`train.lr`), rendered as JSON; sorted.
-pub fn json_leaves(v: &Value) -> BTreeMap<String, String> {
-    fn walk(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
-        match v {
-            Value::Object(m) => {
-                for (k, v) in m {
-                    let path = match prefix {
-                        "" => k.clone(),
-                        p => format!("{p}.{k}"),
-                    };
-                    walk(&path, v, out);
-                }
-            }
-            leaf => {
-                out.insert(prefix.to_string(), leaf.to_string());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk("", v, &mut out);
-    out
 }
 
 #[cfg(test)]

@@ -292,11 +292,10 @@ fn held_error(root: &Path, timeout: Duration) -> Error {
 }
 
 /// Who holds the index, from the holder file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    pub pid: u32,
-    pub since: u64,
-    pub command: String,
+struct Holder {
+    pid: u32,
+    since: u64,
+    command: String,
 }
 
 fn parse_holder(s: &str) -> Option<Holder> {
@@ -317,12 +316,6 @@ fn parse_holder(s: &str) -> Option<Holder> {
         since: since.unwrap_or(0),
         command: command.unwrap_or_default(),
     })
-}
-
-/// The holder file's content if one exists (a process holds the index now, or one was killed
-/// while holding it).
-pub fn read_holder(root: &Path) -> Option<Holder> {
-    parse_holder(&std::fs::read_to_string(root.join(HOLDER_FILE)).ok()?)
 }
 
 fn write_holder(root: &Path) {

@@ -68,15 +68,6 @@ pub(crate) fn write(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     written
 }
 
-/// Removes a meta file; an absent one is fine.
-pub(crate) fn remove(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(path, e)),
-    }
-}
-
 /// Whether every index entry of the store has its file.
 pub(crate) fn is_complete(root: &Path) -> bool {
     root.join(META_DIR).join(COMPLETE).is_file()

@@ -54,9 +54,12 @@
 //!
 //! # Files
 //! This file holds the [`Store`] front and what it stores ([`Artifact`], [`RunRecord`],
-//! [`Stage`]); `index.rs` the sled index inside one operation, `blobs.rs` content addressing
-//! (writing, hashing and checking blobs), `commands.rs` verify/gc/export/import, `repair.rs`
-//! rebuilding a lost index, `lock.rs` who holds the index, `mirror.rs` the `meta/` files.
+//! [`Stage`]); `index.rs` the sled index inside one operation, `lock.rs` opening it and who
+//! holds it, `codec.rs` the records' envelope, `mirror.rs` the `meta/` files, `blobs.rs` content
+//! addressing (writing, hashing and checking blobs), `tensor_file.rs` tensor blobs with their
+//! header ([`TensorArtifact`]), `key.rs` stage keys, `provenance.rs` what is recorded with an
+//! artifact, `commands.rs` find/verify/gc, `transfer.rs` export/import, `repair.rs` rebuilding a
+//! lost index, `fault.rs` fault injection for the tests.
 mod blobs;
 pub mod codec;
 mod commands;
@@ -68,6 +71,7 @@ mod mirror;
 mod provenance;
 mod repair;
 mod tensor_file;
+mod transfer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -78,16 +82,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-pub use commands::{
-    ArtifactEntry, ExportReport, Found, GcOptions, GcReport, ImportReport, VerifyReport,
-    MANIFEST_FORMAT,
-};
+pub use commands::{Found, GcOptions, GcReport, VerifyReport};
 pub(crate) use key::key_from_json;
-pub use key::{canonical_json, json_leaves, stage_key};
-pub use lock::{read_holder, Holder};
+pub use key::{canonical_json, stage_key};
 pub use provenance::{libtorch_version, Provenance};
 pub use repair::RepairReport;
-pub use tensor_file::Meta;
+pub use tensor_file::{take, Meta, TensorArtifact};
+pub use transfer::{ArtifactEntry, ExportReport, ImportReport, MANIFEST_FORMAT};
 
 use crate::{Error, Result};
 use blobs::{check_blob_of, hash_file, is_writable, object_path, tmp_file, OBJECTS_DIR, TMP_DIR};
@@ -224,12 +225,6 @@ impl Stage {
     /// The artifact key.
     pub fn key(&self) -> &str {
         &self.key
-    }
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-    pub fn config_json(&self) -> &str {
-        &self.config_json
     }
     /// The run the result belongs to: a put also appends the key to that run (which must exist).
     pub fn run(mut self, run_id: &str) -> Stage {
@@ -465,6 +460,16 @@ impl Store {
                 path.display()
             ))
         })
+    }
+
+    /// The value stored under `key` as a [`TensorArtifact`] (its tensors, hash-checked as by
+    /// [`Store::get_tensors`], and its header); `Ok(None)` if no such artifact.
+    pub fn get_typed<T: TensorArtifact>(&self, key: &str) -> Result<Option<T>> {
+        let Some(named) = self.get_tensors(key)? else {
+            return Ok(None);
+        };
+        let meta = self.tensor_meta(key)?.unwrap_or_default();
+        T::from_tensors(named, &meta).map(Some)
     }
 
     /// The metadata written with the tensors under `key`, from the blob's header alone (not

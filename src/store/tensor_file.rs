@@ -1,6 +1,7 @@
-//! Safetensors files with a metadata header: the format of every tensor blob. tch writes no
-//! metadata, so writing goes through the `safetensors` crate; reading the metadata reads the
-//! header alone (a checkpoint's epoch without loading its 100 MB of weights).
+//! Safetensors files with a metadata header: the format of every tensor blob, and
+//! [`TensorArtifact`], a value stored as one. tch writes no metadata, so writing goes through the
+//! `safetensors` crate; reading the metadata reads the header alone (a checkpoint's epoch without
+//! loading its 100 MB of weights).
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -13,6 +14,24 @@ use crate::{Error, Result};
 
 /// Small facts about a tensor blob, as strings (safetensors' `__metadata__`).
 pub type Meta = BTreeMap<String, String>;
+
+/// A value stored as a safetensors blob: its tensors by name, its small facts in the header.
+/// Each type's encoding is written beside the type.
+pub trait TensorArtifact: Sized {
+    /// Its tensors and header metadata.
+    fn to_tensors(&self) -> (Vec<(String, Tensor)>, Meta);
+    /// Read back from what [`TensorArtifact::to_tensors`] wrote (`meta`: the blob's header).
+    fn from_tensors(named: Vec<(String, Tensor)>, meta: &Meta) -> Result<Self>;
+}
+
+/// Takes the tensor `name` out of `named` (a stored artifact's tensors); an error if absent.
+pub fn take(named: &mut Vec<(String, Tensor)>, name: &str) -> Result<Tensor> {
+    let i = named
+        .iter()
+        .position(|(n, _)| n == name)
+        .ok_or_else(|| Error::Shape(format!("stored artifact lacks tensor `{name}`")))?;
+    Ok(named.swap_remove(i).1)
+}
 
 /// The one `__metadata__` entry the store writes (its value: the [`Meta`] map as JSON).
 const META_KEY: &str = "ipirm";

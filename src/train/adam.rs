@@ -107,37 +107,78 @@ impl Adam {
         self.step();
     }
 
-    /// The state as named tensors (`adam.step`, `adam.exp_avg.<param>`, `adam.exp_avg_sq.<param>`).
-    pub fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![("adam.step".to_string(), Tensor::from_slice(&[self.step]))];
+    /// The step count and the moments (shallow: the live tensors).
+    pub fn state(&self) -> State {
+        let moments = self.params.iter().zip(&self.exp_avg).zip(&self.exp_avg_sq);
+        State {
+            step: self.step,
+            moments: moments
+                .map(|(((name, _), m), v)| (name.clone(), m.shallow_clone(), v.shallow_clone()))
+                .collect(),
+        }
+    }
+
+    /// Restores what [`Adam::state`] returned (moments matched to the parameters by name).
+    pub fn load_state(&mut self, state: &State) -> Result<()> {
+        self.step = state.step;
+        let _guard = tch::no_grad_guard();
         for (i, (name, _)) in self.params.iter().enumerate() {
-            out.push((
-                format!("adam.exp_avg.{name}"),
-                self.exp_avg[i].shallow_clone(),
-            ));
-            out.push((
-                format!("adam.exp_avg_sq.{name}"),
-                self.exp_avg_sq[i].shallow_clone(),
-            ));
+            let (_, m, v) = state
+                .moments
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .ok_or_else(|| {
+                    Error::Shape(format!(
+                        "checkpoint has no optimizer tensor `adam.exp_avg.{name}`"
+                    ))
+                })?;
+            self.exp_avg[i].f_copy_(m)?;
+            self.exp_avg_sq[i].f_copy_(v)?;
+        }
+        Ok(())
+    }
+}
+
+/// Adam's state, what a checkpoint holds of it.
+pub struct State {
+    /// Steps taken.
+    pub step: i64,
+    /// Each parameter's name with its first and second moment estimates (`exp_avg`,
+    /// `exp_avg_sq`), in the optimizer's order.
+    pub moments: Vec<(String, Tensor, Tensor)>,
+}
+
+impl State {
+    /// As named tensors: `adam.step`, `adam.exp_avg.<param>`, `adam.exp_avg_sq.<param>`.
+    pub fn to_named(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("adam.step".to_string(), Tensor::from_slice(&[self.step]))];
+        for (name, m, v) in &self.moments {
+            out.push((format!("adam.exp_avg.{name}"), m.shallow_clone()));
+            out.push((format!("adam.exp_avg_sq.{name}"), v.shallow_clone()));
         }
         out
     }
 
-    /// Restores what [`Adam::state`] returned.
-    pub fn load_state(&mut self, named: &[(String, Tensor)]) -> Result<()> {
-        let get = |n: &str| {
-            named
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, t)| t)
-                .ok_or_else(|| Error::Shape(format!("checkpoint has no optimizer tensor `{n}`")))
-        };
-        self.step = get("adam.step")?.int64_value(&[0]);
-        let _guard = tch::no_grad_guard();
-        for (i, (name, _)) in self.params.iter().enumerate() {
-            self.exp_avg[i].f_copy_(get(&format!("adam.exp_avg.{name}"))?)?;
-            self.exp_avg_sq[i].f_copy_(get(&format!("adam.exp_avg_sq.{name}"))?)?;
+    /// Takes the `adam.*` tensors [`State::to_named`] wrote out of `named`.
+    pub fn take_from(named: &mut Vec<(String, Tensor)>) -> Result<State> {
+        let step = crate::store::take(named, "adam.step")
+            .map_err(|_| Error::Shape("checkpoint has no optimizer tensor `adam.step`".into()))?
+            .int64_value(&[0]);
+        let mut moments = Vec::new();
+        let names: Vec<String> = named
+            .iter()
+            .filter_map(|(n, _)| n.strip_prefix("adam.exp_avg.").map(str::to_string))
+            .collect();
+        for name in names {
+            let m = crate::store::take(named, &format!("adam.exp_avg.{name}"))?;
+            let v =
+                crate::store::take(named, &format!("adam.exp_avg_sq.{name}")).map_err(|_| {
+                    Error::Shape(format!(
+                        "checkpoint has no optimizer tensor `adam.exp_avg_sq.{name}`"
+                    ))
+                })?;
+            moments.push((name, m, v));
         }
-        Ok(())
+        Ok(State { step, moments })
     }
 }

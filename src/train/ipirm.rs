@@ -2,12 +2,20 @@
 //! for it, sharded over ranks; the partition learned from them, [`learn_partition`], kept as a
 //! [`PartitionRecord`]), the partitions kept for the minimize steps ([`kept_partitions`],
 //! `retain_group`), and their class composition. The schedule itself is `train/schedule.rs`.
+//!
+//! What the store keeps of a step, as tensor blobs ([`TensorArtifact`]):
+//! - [`PartitionRecord`]: `partition` and `last_partition` (N×E logits), `risk` (epochs×4:
+//!   total, contrastive, penalty, constraint), `best_epoch`, `after_epoch`; meta `after_epoch`,
+//!   `best_epoch`, `epochs_run`, `env_sizes` (JSON).
+//! - [`Features`]: `z1`, `z2` (N×d projections of both views; with `maximize.mixup` also `lam`
+//!   and `labels_aux`, each image's λ and partner).
 use tch::{Kind, Tensor};
 
 use super::maximize::{maximize_online, BatchFeatures, EpochRisk, MaximizeResult, Maximizer, Mix};
 use super::Trainer;
 use crate::config::Config;
 use crate::data::loader;
+use crate::store::{take, Meta, TensorArtifact};
 use crate::{loss, progress, rng, Result};
 
 /// One maximize step's outcome, kept for the rest of the run and the report.
@@ -47,6 +55,89 @@ pub struct Features {
     /// With `maximize.mixup`: each image's λ (N, float) and the training-set index of the image
     /// it was mixed with (N, int64; the reference's `labels_aux`, kept though its loss ignores it).
     pub mix: Option<(Tensor, Tensor)>,
+}
+
+impl TensorArtifact for PartitionRecord {
+    fn to_tensors(&self) -> (Vec<(String, Tensor)>, Meta) {
+        let risk: Vec<f64> = self
+            .risks
+            .iter()
+            .flat_map(|r| [r.total, r.contrastive, r.penalty, r.constraint])
+            .collect();
+        let named = [
+            ("partition", self.partition.shallow_clone()),
+            ("last_partition", self.last_partition.shallow_clone()),
+            ("risk", Tensor::from_slice(&risk).view([-1, 4])),
+            ("best_epoch", Tensor::from_slice(&[self.best_epoch as i64])),
+            (
+                "after_epoch",
+                Tensor::from_slice(&[self.after_epoch as i64]),
+            ),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+        let meta = Meta::from([
+            ("after_epoch".to_string(), self.after_epoch.to_string()),
+            ("best_epoch".to_string(), self.best_epoch.to_string()),
+            ("epochs_run".to_string(), self.risks.len().to_string()),
+            (
+                "env_sizes".to_string(),
+                serde_json::to_string(&self.env_sizes).expect("integers serialise"),
+            ),
+        ]);
+        (named, meta)
+    }
+    fn from_tensors(mut named: Vec<(String, Tensor)>, _meta: &Meta) -> Result<Self> {
+        let partition = take(&mut named, "partition")?;
+        let risk = Vec::<Vec<f64>>::try_from(take(&mut named, "risk")?)?;
+        let env_sizes = Vec::<i64>::try_from(
+            partition
+                .argmax(1, false)
+                .bincount::<Tensor>(None, partition.size()[1]),
+        )?;
+        Ok(PartitionRecord {
+            after_epoch: take(&mut named, "after_epoch")?.int64_value(&[0]) as usize,
+            best_epoch: take(&mut named, "best_epoch")?.int64_value(&[0]) as usize,
+            last_partition: take(&mut named, "last_partition")?,
+            risks: risk
+                .iter()
+                .map(|r| EpochRisk {
+                    total: r[0],
+                    contrastive: r[1],
+                    penalty: r[2],
+                    constraint: r[3],
+                })
+                .collect(),
+            env_sizes,
+            partition,
+        })
+    }
+}
+
+impl TensorArtifact for Features {
+    fn to_tensors(&self) -> (Vec<(String, Tensor)>, Meta) {
+        let mut named = vec![
+            ("z1".into(), self.z1.shallow_clone()),
+            ("z2".into(), self.z2.shallow_clone()),
+        ];
+        if let Some((lam, aux)) = &self.mix {
+            named.push(("lam".into(), lam.shallow_clone()));
+            named.push(("labels_aux".into(), aux.shallow_clone()));
+        }
+        (named, Meta::new())
+    }
+    fn from_tensors(mut named: Vec<(String, Tensor)>, _meta: &Meta) -> Result<Self> {
+        let mix = match named.iter().any(|(n, _)| n == "lam") {
+            true => Some((take(&mut named, "lam")?, take(&mut named, "labels_aux")?)),
+            false => None,
+        };
+        Ok(Features {
+            z1: take(&mut named, "z1")?,
+            z2: take(&mut named, "z2")?,
+            mix,
+        })
+    }
 }
 
 /// Both views' projections of every training image under the train transform, the encoder in

@@ -1,6 +1,6 @@
 //! Training: the model with its optimizer ([`Trainer`]), the epoch loop, and the per-batch steps
 //! (SimCLR baseline here; the IP-IRM minimize and maximize steps and the MixUp minimize steps in
-//! their own modules).
+//! their own modules). A trainer's state is a [`Checkpoint`] (`checkpoint.rs`).
 //!
 //! The model's forward passes compute as its numerics say ([`crate::numerics`]: bf16 autocast,
 //! channels_last, TF32 on a GPU by default; on the CPU plain fp32); the losses and the optimizer
@@ -19,6 +19,7 @@ use crate::model::Model;
 use crate::{loss, progress, rng, Result};
 
 pub mod adam;
+mod checkpoint;
 pub mod ipirm;
 pub mod maximize;
 pub mod minimize;
@@ -26,6 +27,7 @@ pub mod mixup;
 mod ranks;
 pub mod schedule;
 
+pub use checkpoint::Checkpoint;
 pub use ranks::{serve, Command};
 
 /// Figures of one training epoch (the training curve is a list of these).
@@ -185,8 +187,8 @@ impl Trainer {
         let Some(g) = self.dist.as_deref().filter(|g| g.rank() == 0) else {
             return Ok(());
         };
-        let state = (!self.synced.get()).then(|| self.state());
-        ranks::send(g, command, state.as_deref(), partitions)?;
+        let state = (!self.synced.get()).then(|| self.checkpoint());
+        ranks::send(g, command, state.as_ref(), partitions)?;
         self.synced.set(true);
         Ok(())
     }
@@ -377,30 +379,24 @@ impl Trainer {
         .inspect(|_| self.epoch += 1)
     }
 
-    /// The model's variables (prefixed `model.`), the optimizer's state and the epoch count: what
-    /// a checkpoint holds. Restored by [`Trainer::load_state`].
-    pub fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = self
-            .vs
-            .variables()
-            .into_iter()
-            .map(|(n, t)| (format!("model.{n}"), t))
-            .collect();
-        out.extend(self.opt.state());
-        out.push(("epoch".into(), Tensor::from_slice(&[self.epoch as i64])));
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+    /// The model's variables, the optimizer's state and the epoch count (shallow: the live
+    /// tensors): what a checkpoint holds. Restored by [`Trainer::restore`].
+    pub fn checkpoint(&self) -> Checkpoint {
+        let mut model: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        model.sort_by(|a, b| a.0.cmp(&b.0));
+        Checkpoint {
+            epoch: self.epoch,
+            model,
+            optimizer: self.opt.state(),
+        }
     }
 
-    /// Restores a [`Trainer::state`] (from a checkpoint of the same model config).
-    pub fn load_state(&mut self, named: &[(String, Tensor)]) -> Result<()> {
+    /// Restores a [`Trainer::checkpoint`] (of the same model config).
+    pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
         let _guard = tch::no_grad_guard();
         let mut missing = Vec::new();
         for (name, mut var) in self.vs.variables() {
-            match named
-                .iter()
-                .find(|(n, _)| n.strip_prefix("model.") == Some(name.as_str()))
-            {
+            match ckpt.model.iter().find(|(n, _)| *n == name) {
                 Some((_, t)) if t.size() == var.size() => var.f_copy_(t)?,
                 Some((_, t)) => {
                     return Err(crate::Error::Shape(format!(
@@ -417,13 +413,8 @@ impl Trainer {
                 "checkpoint lacks model variables {missing:?}"
             )));
         }
-        self.opt.load_state(named)?;
-        let epoch = named
-            .iter()
-            .find(|(n, _)| n == "epoch")
-            .map(|(_, t)| t.int64_value(&[0]));
-        self.epoch =
-            epoch.ok_or_else(|| crate::Error::Shape("checkpoint lacks `epoch`".into()))? as usize;
+        self.opt.load_state(&ckpt.optimizer)?;
+        self.epoch = ckpt.epoch;
         self.synced.set(false);
         Ok(())
     }

@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::Config;
 use crate::data::loader::RunData;
 use crate::distributed::{self, Group};
-use crate::train::Trainer;
+use crate::train::{Checkpoint, Trainer};
 use crate::{Error, Result};
 
 /// The shared work rank 0 can announce.
@@ -46,18 +46,26 @@ impl Command {
     }
 }
 
-/// Rank 0: broadcasts `command`, then `state` (a [`Trainer::state`], when given) and the
-/// `partitions` (N × env_num logits each).
+/// Rank 0: broadcasts `command`, then `state` (a [`Trainer::checkpoint`], when given: its epoch
+/// in the header, its tensors in [`Checkpoint::to_named`]'s order) and the `partitions`
+/// (N × env_num logits each).
 pub(crate) fn send(
     g: &Group,
     command: Command,
-    state: Option<&[(String, Tensor)]>,
+    state: Option<&Checkpoint>,
     partitions: &[Tensor],
 ) -> Result<()> {
     let (code, arg) = command.encode();
-    let header = Tensor::from_slice(&[code, arg, state.is_some() as i64, partitions.len() as i64]);
+    let epoch = state.map_or(0, |s| s.epoch as i64);
+    let header = Tensor::from_slice(&[
+        code,
+        arg,
+        state.is_some() as i64,
+        partitions.len() as i64,
+        epoch,
+    ]);
     g.broadcast(&header, 0)?;
-    for (_, t) in state.unwrap_or_default() {
+    for (_, t) in state.map(Checkpoint::to_named).unwrap_or_default() {
         g.broadcast(&t.contiguous(), 0)?;
     }
     for p in partitions {
@@ -75,19 +83,19 @@ fn receive(
     env_num: i64,
     device: Device,
 ) -> Result<(Command, Vec<Tensor>)> {
-    let header = Tensor::zeros([4], (Kind::Int64, Device::Cpu));
+    let header = Tensor::zeros([5], (Kind::Int64, Device::Cpu));
     g.broadcast(&header, 0)?;
     let h: Vec<i64> = Vec::try_from(&header)?;
     let command = Command::decode(h[0], h[1])?;
     if h[2] != 0 {
-        let mine = trainer.state();
+        let mine = trainer.checkpoint().to_named();
         let mut theirs = Vec::with_capacity(mine.len());
         for (name, t) in mine {
             let buf = t.contiguous().zeros_like();
             g.broadcast(&buf, 0)?;
             theirs.push((name, buf));
         }
-        trainer.load_state(&theirs)?;
+        trainer.restore(&Checkpoint::from_named(theirs, h[4] as usize)?)?;
     }
     let mut partitions = Vec::new();
     for _ in 0..h[3] {

@@ -11,6 +11,17 @@ struct SchemaRecord {
     crate_version: String,
 }
 
+/// The pid in the holder file of the store at `root` (`index.holder`: `pid=`, `since=` and
+/// `command=` lines, written by a process while it holds the index), if there is one.
+pub fn holder_pid(root: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(root.join("index.holder")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("pid="))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Rewrites the schema record of the (closed) store at `root` with `version`, enveloped as the
 /// store envelopes it: for tests of the refusal of newer and older stores.
 pub fn overwrite_schema_version(root: &Path, version: u32) {

@@ -1,0 +1,195 @@
+//! Validation of a run config: [`Config::validate`] (values no run can use, refused when a
+//! config is built) and [`Config::check_against_data`] (settings the loaded data cannot serve),
+//! each naming the key and the accepted range.
+use super::{Config, IrmMode, Method};
+use crate::{Error, Result};
+
+/// The largest `train.epochs` accepted.
+pub const MAX_EPOCHS: usize = 100_000;
+/// The training crops' side: at least the 3×3 blur's support with a margin, at most what any
+/// dataset here holds (STL-10's 96) and a little more.
+const MIN_CROP: i64 = 8;
+const MAX_CROP: i64 = 256;
+
+impl Config {
+    /// Refuses values no run can use, naming the key and the accepted range.
+    pub fn validate(&self) -> Result<()> {
+        fn positive_i(key: &str, v: i64) -> Result<()> {
+            if v <= 0 {
+                return Err(Error::config(
+                    key,
+                    format!("must be a positive integer, got {v}"),
+                ));
+            }
+            Ok(())
+        }
+        fn positive_f(key: &str, v: f64) -> Result<()> {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::config(
+                    key,
+                    format!("must be a positive number, got {v}"),
+                ));
+            }
+            Ok(())
+        }
+        fn non_negative_f(key: &str, v: f64) -> Result<()> {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::config(key, format!("must be a number ≥ 0, got {v}")));
+            }
+            Ok(())
+        }
+        if !(MIN_CROP..=MAX_CROP).contains(&self.data.crop_size) {
+            return Err(Error::config(
+                "data.crop_size",
+                format!(
+                    "must be in {MIN_CROP}..={MAX_CROP} pixels (the reference crops 32), got {}",
+                    self.data.crop_size
+                ),
+            ));
+        }
+        let [lo, hi] = self.data.crop_scale;
+        if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo <= hi && hi <= 1.0) {
+            return Err(Error::config(
+                "data.crop_scale",
+                format!(
+                    "must be [lo, hi] with 0 < lo ≤ hi ≤ 1 (fractions of the image's area; the \
+                     reference's [0.08, 1.0]), got [{lo}, {hi}]"
+                ),
+            ));
+        }
+        positive_i("model.width", self.model.width)?;
+        positive_i("model.head_hidden", self.model.head_hidden)?;
+        positive_i("model.feature_dim", self.model.feature_dim)?;
+        positive_i("model.bn_splits", self.model.bn_splits)?;
+        if self.model.sync_bn && self.model.bn_splits != 1 {
+            return Err(Error::config(
+                "model.sync_bn",
+                format!(
+                    "normalises with the whole batch's statistics, and model.bn_splits = {} splits \
+                     it: set model.bn_splits=1 with it",
+                    self.model.bn_splits
+                ),
+            ));
+        }
+        positive_i("train.batch_size", self.train.batch_size)?;
+        if self.train.batch_size < 2 {
+            return Err(Error::config(
+                "train.batch_size",
+                "needs at least 2 images for a contrastive batch",
+            ));
+        }
+        if !(1..=MAX_EPOCHS).contains(&self.train.epochs) {
+            return Err(Error::config(
+                "train.epochs",
+                format!("must be in 1..={MAX_EPOCHS} (the paper's longest run is 1000; every epoch's stage key is planned up front), got {}", self.train.epochs),
+            ));
+        }
+        positive_f("train.lr", self.train.lr)?;
+        non_negative_f("train.weight_decay", self.train.weight_decay)?;
+        positive_f("train.temperature", self.train.temperature)?;
+        if !(0.0..1.0).contains(&self.train.tau_plus) {
+            return Err(Error::config(
+                "train.tau_plus",
+                format!("must be in [0, 1), got {}", self.train.tau_plus),
+            ));
+        }
+        positive_f("train.mixup_alpha", self.train.mixup_alpha)?;
+        if self.train.mixup && self.train.debiased {
+            return Err(Error::config(
+                "train.debiased",
+                "has no MixUp form (`main_mixup.train` has no debiased estimator); turn off train.mixup or train.debiased",
+            ));
+        }
+        if self.maximize.mixup && !self.train.mixup {
+            return Err(Error::config(
+                "maximize.mixup",
+                "MixUp in the maximize step (the reference's --mixup_max) belongs to MixUp runs: set train.mixup=true too",
+            ));
+        }
+        if self.maximize.mixup && self.maximize.irm_mode != IrmMode::V1 {
+            return Err(Error::config(
+                "maximize.irm_mode",
+                "the MixUp maximize step has only the IRMv1 penalty (v1)",
+            ));
+        }
+        non_negative_f("ipirm.penalty_weight", self.ipirm.penalty_weight)?;
+        if self.ipirm.maximize_iter == 0 {
+            return Err(Error::config("ipirm.maximize_iter", "must be at least 1"));
+        }
+        if let Some(t) = self.maximize.temperature {
+            positive_f("maximize.temperature", t)?;
+        }
+        positive_f("maximize.irm_temp", self.maximize.irm_temp)?;
+        non_negative_f("maximize.irm_weight", self.maximize.irm_weight)?;
+        if self.maximize.env_num < 2 {
+            return Err(Error::config(
+                "maximize.env_num",
+                format!("must be at least 2, got {}", self.maximize.env_num),
+            ));
+        }
+        if self.maximize.batch_size < 2 {
+            return Err(Error::config(
+                "maximize.batch_size",
+                format!(
+                    "must be at least 2 (a contrastive batch needs negatives), got {}",
+                    self.maximize.batch_size
+                ),
+            ));
+        }
+        positive_f("maximize.lr", self.maximize.lr)?;
+        positive_f("maximize.lr_gamma", self.maximize.lr_gamma)?;
+        positive_i("knn.k", self.knn.k)?;
+        positive_i("knn.batch_size", self.knn.batch_size)?;
+        if let Some(t) = self.knn.temperature {
+            positive_f("knn.temperature", t)?;
+        }
+        positive_i("linear.batch_size", self.linear.batch_size)?;
+        positive_f("linear.lr", self.linear.lr)?;
+        non_negative_f("linear.weight_decay", self.linear.weight_decay)?;
+        Ok(())
+    }
+
+    /// Refuses settings that the loaded data cannot serve, before any work: called once the
+    /// datasets are read. `train` images for self-supervised training, `bank` labelled images for
+    /// the kNN bank and the probe.
+    pub fn check_against_data(&self, train: i64, bank: i64) -> Result<()> {
+        let images = |n: i64| {
+            format!("{n} training images (data.train_limit and --data-dir decide how many)")
+        };
+        if self.train.batch_size > train {
+            return Err(Error::config(
+                "train.batch_size",
+                format!(
+                    "{} is larger than the {}",
+                    self.train.batch_size,
+                    images(train)
+                ),
+            ));
+        }
+        if self.train.method == Method::Ipirm {
+            if self.maximize.env_num > train {
+                return Err(Error::config(
+                    "maximize.env_num",
+                    format!(
+                        "{} environments cannot be filled by {}",
+                        self.maximize.env_num,
+                        images(train)
+                    ),
+                ));
+            }
+            if !self.maximize.offline && self.maximize.batch_size > train {
+                return Err(Error::config(
+                    "maximize.batch_size",
+                    format!("the online maximize step drops a last partial batch, so {} needs at least that many of the {}", self.maximize.batch_size, images(train)),
+                ));
+            }
+        }
+        if bank < 1 {
+            return Err(Error::config(
+                "data.bank_limit",
+                "the kNN bank and the probe need at least one labelled image",
+            ));
+        }
+        Ok(())
+    }
+}
