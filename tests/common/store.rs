@@ -25,7 +25,18 @@ pub fn holder_pid(root: &Path) -> Option<u32> {
 /// Rewrites the schema record of the (closed) store at `root` with `version`, enveloped as the
 /// store envelopes it: for tests of the refusal of newer and older stores.
 pub fn overwrite_schema_version(root: &Path, version: u32) {
-    let db = sled::open(root.join("index")).expect("the store's index opens");
+    // The store closes its index after each operation, but sled's background flusher may hold
+    // the file lock a moment longer (this open failed once under a loaded test run): retry.
+    let t0 = std::time::Instant::now();
+    let db = loop {
+        match sled::open(root.join("index")) {
+            Ok(db) => break db,
+            Err(e) if t0.elapsed() > std::time::Duration::from_secs(10) => {
+                panic!("the store's index does not open: {e}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
     let rec = SchemaRecord {
         version,
         created: ipirm::store::now_secs(),
