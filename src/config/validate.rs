@@ -1,7 +1,10 @@
 //! Validation of a run config: [`Config::validate`] (values no run can use, refused when a
 //! config is built) and [`Config::check_against_data`] (settings the loaded data cannot serve),
 //! each naming the key and the accepted range.
+use tch::Device;
+
 use super::{Config, IrmMode, Method};
+use crate::data::loader::RunData;
 use crate::{Error, Result};
 
 /// The largest `train.epochs` accepted.
@@ -147,6 +150,14 @@ impl Config {
         positive_f("linear.lr", self.linear.lr)?;
         non_negative_f("linear.weight_decay", self.linear.weight_decay)?;
         Ok(())
+    }
+
+    /// The run's data read for training ([`RunData::load`]), refused with
+    /// [`Config::check_against_data`] when the rest of the config cannot train on it.
+    pub fn load_training_data(&self, device: Device) -> Result<RunData> {
+        let data = RunData::load(self, device)?;
+        self.check_against_data(data.train.len(), data.bank.len())?;
+        Ok(data)
     }
 
     /// Refuses settings that the loaded data cannot serve, before any work: called once the

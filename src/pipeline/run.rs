@@ -61,8 +61,7 @@ fn start<'a>(
         None => None,
     };
     let cfg: &'a Config = cfg;
-    let data = RunData::load(cfg, device)?;
-    cfg.check_against_data(data.train.len(), data.bank.len())?;
+    let data = cfg.load_training_data(device)?;
     let sha256 = data.fingerprint()?;
     // As rank 0 of several: the other ranks must run the same job (crate::distributed::agree).
     if let Some(g) = &group {

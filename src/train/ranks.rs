@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::Config;
-use crate::data::loader::RunData;
 use crate::distributed::{self, Group};
 use crate::train::{Checkpoint, Trainer};
 use crate::{Error, Result};
@@ -110,8 +109,7 @@ fn receive(
 /// part in whatever rank 0 announces until it is done. Writes nothing; prints only errors.
 pub fn serve(cfg: &Config, device: Device, g: Arc<Group>) -> Result<()> {
     crate::progress::set_quiet();
-    let data = RunData::load(cfg, device)?;
-    cfg.check_against_data(data.train.len(), data.bank.len())?;
+    let data = cfg.load_training_data(device)?;
     distributed::agree(
         &g,
         &distributed::description(cfg, &data.fingerprint()?, device, &g)?,
