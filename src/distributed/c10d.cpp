@@ -55,8 +55,7 @@ char* ipirm_dist_allreduce_sum_grad(IpirmGroup*, const at::Tensor*, at::Tensor**
   return no_gloo();
 }
 struct IpirmReducer {};
-char* ipirm_reducer_new(IpirmGroup*, at::Tensor* const*, int64_t, int64_t, int64_t, IpirmReducer**,
-                        int64_t*) {
+char* ipirm_reducer_new(IpirmGroup*, at::Tensor* const*, int64_t, int64_t, int64_t, IpirmReducer**) {
   return no_gloo();
 }
 char* ipirm_reducer_arm(IpirmReducer*) { return no_gloo(); }
@@ -279,9 +278,9 @@ struct IpirmReducer {
 // builds it: buckets of at most `cap` bytes in the parameters' order, the first (the first
 // parameters, whose gradients come last) at most `first_cap`, then reversed so that buckets are
 // summed in the order backward fills them; every parameter takes part in every armed backward
-// (no search for unused ones). `*buckets`: how many buckets it made.
+// (no search for unused ones).
 char* ipirm_reducer_new(IpirmGroup* g, at::Tensor* const* params, int64_t n, int64_t cap,
-                        int64_t first_cap, IpirmReducer** out, int64_t* buckets) {
+                        int64_t first_cap, IpirmReducer** out) {
   try {
     std::vector<at::Tensor> ps;
     for (int64_t i = 0; i < n; i++) ps.push_back(*params[i]);
@@ -291,7 +290,6 @@ char* ipirm_reducer_new(IpirmGroup* g, at::Tensor* const* params, int64_t n, int
     std::reverse(indices.begin(), indices.end());
     std::reverse(limits.begin(), limits.end());
     std::vector<int64_t> caps(limits.begin(), limits.end());
-    *buckets = static_cast<int64_t>(indices.size());
     auto pg = process_group(g);
     auto r = std::make_unique<c10d::Reducer>(
         ps, std::move(indices), pg, sparse, cap, /*find_unused_parameters=*/false,

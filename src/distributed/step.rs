@@ -25,7 +25,6 @@ extern "C" {
         cap: i64,
         first_cap: i64,
         out: *mut *mut c_void,
-        buckets: *mut i64,
     ) -> *mut c_char;
     fn ipirm_reducer_arm(r: *mut c_void) -> *mut c_char;
     fn ipirm_reducer_drop(r: *mut c_void);
@@ -40,8 +39,7 @@ const FIRST_BUCKET_BYTES: i64 = 1 << 20;
 pub struct GradBuckets {
     ptr: *mut c_void,
     /// The group the Reducer sums over, kept alive as long as it is.
-    group: Arc<Group>,
-    buckets: usize,
+    _group: Arc<Group>,
 }
 
 // SAFETY: the Reducer guards its state with its own mutex (its hooks run in autograd's threads);
@@ -61,7 +59,7 @@ impl GradBuckets {
     pub fn new(group: Arc<Group>, params: &[Tensor], cap_mb: f64) -> Result<GradBuckets> {
         let cap = (cap_mb * (1u64 << 20) as f64).round().max(1.0) as i64;
         let ptrs: Vec<*mut c_void> = params.iter().map(|p| p.as_ptr() as *mut c_void).collect();
-        let (mut ptr, mut buckets) = (std::ptr::null_mut(), 0i64);
+        let mut ptr = std::ptr::null_mut();
         // SAFETY: live tensor handles (the Reducer copies them) and valid out-pointers.
         check(
             unsafe {
@@ -72,21 +70,11 @@ impl GradBuckets {
                     cap,
                     FIRST_BUCKET_BYTES.min(cap),
                     &mut ptr,
-                    &mut buckets,
                 )
             },
             "gradient buckets",
         )?;
-        Ok(GradBuckets {
-            ptr,
-            group,
-            buckets: buckets as usize,
-        })
-    }
-
-    /// How many buckets the parameters were put in (before the rebuild after the first step).
-    pub fn buckets(&self) -> usize {
-        self.buckets
+        Ok(GradBuckets { ptr, _group: group })
     }
 
     /// Arms the next backward pass: its gradients are summed over the ranks as they come, and
@@ -94,10 +82,6 @@ impl GradBuckets {
     fn arm(&self) -> Result<()> {
         // SAFETY: a live Reducer.
         check(unsafe { ipirm_reducer_arm(self.ptr) }, "gradient buckets")
-    }
-
-    pub fn group(&self) -> &Group {
-        &self.group
     }
 }
 
@@ -155,46 +139,47 @@ impl StepSync {
             return Ok(());
         }
         zero_backward(self.params.iter().filter(|p| !p.grad().defined()))?;
-        let _guard = tch::no_grad_guard();
-        let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad().reshape([-1])).collect();
-        let flat = Tensor::cat(&grads, 0);
-        self.group.all_reduce_sum(&flat)?;
-        let mut offset = 0;
-        for p in &self.params {
-            let n = p.numel() as i64;
-            let mut g = p.grad();
-            g.f_copy_(&flat.narrow(0, offset, n).view_as(p))?;
-            offset += n;
-        }
-        Ok(())
+        let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).collect();
+        through_one_buffer(&grads, |flat| self.group.all_reduce_sum(flat))
     }
 
     /// Every rank takes rank 0's running statistics.
     pub fn broadcast_buffers(&self) -> Result<()> {
-        if self.buffers.is_empty() {
-            return Ok(());
-        }
-        let _guard = tch::no_grad_guard();
         for kind in [Kind::Float, Kind::Int64, Kind::Double] {
-            let of_kind: Vec<&Tensor> = self.buffers.iter().filter(|b| b.kind() == kind).collect();
-            if of_kind.is_empty() {
-                continue;
-            }
-            let flat = Tensor::cat(
-                &of_kind.iter().map(|b| b.reshape([-1])).collect::<Vec<_>>(),
-                0,
-            );
-            self.group.broadcast(&flat, 0)?;
-            let mut offset = 0;
-            for b in of_kind {
-                let n = b.numel() as i64;
-                let mut b = b.shallow_clone();
-                b.f_copy_(&flat.narrow(0, offset, n).view_as(&b))?;
-                offset += n;
+            let of_kind: Vec<Tensor> = self
+                .buffers
+                .iter()
+                .filter(|b| b.kind() == kind)
+                .map(Tensor::shallow_clone)
+                .collect();
+            if !of_kind.is_empty() {
+                through_one_buffer(&of_kind, |flat| self.group.broadcast(flat, 0))?;
             }
         }
         Ok(())
     }
+}
+
+/// `collective` run once on all of `tensors` (one dtype) concatenated into one flat buffer,
+/// whose result is copied back into them: one call over the wire instead of one per tensor.
+fn through_one_buffer(
+    tensors: &[Tensor],
+    collective: impl FnOnce(&Tensor) -> Result<()>,
+) -> Result<()> {
+    let _guard = tch::no_grad_guard();
+    let flat = Tensor::cat(
+        &tensors.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(),
+        0,
+    );
+    collective(&flat)?;
+    let mut offset = 0;
+    for t in tensors {
+        let n = t.numel() as i64;
+        let mut t = t.shallow_clone();
+        t.f_copy_(&flat.narrow(0, offset, n).view_as(&t))?;
+        offset += n;
+    }
+    Ok(())
 }
 
 /// A backward pass of zero through `params` (each gets 0 added to its gradient, created where

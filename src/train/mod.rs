@@ -214,15 +214,13 @@ impl Trainer {
             return Ok(None);
         };
         let params: Vec<Tensor> = self.opt.params().map(|p| p.shallow_clone()).collect();
-        let buckets = match group.grad_sync() {
+        let grad_sync = group.grad_sync();
+        let buckets = match grad_sync {
             GradSync::Flat => None,
             GradSync::Buckets { cap_mb } => Some(match self.buckets.get() {
                 Some(b) => b.clone(),
                 None => {
-                    let world = group.world();
-                    group
-                        .grad_sync()
-                        .check_rows(self.cfg.train.batch_size, world)?;
+                    grad_sync.check_rows(self.cfg.train.batch_size, group.world())?;
                     let b = Arc::new(GradBuckets::new(group.clone(), &params, cap_mb)?);
                     self.buckets.get_or_init(|| b).clone()
                 }
