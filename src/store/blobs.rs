@@ -82,19 +82,52 @@ pub(super) fn check_blob_of(key: &str, path: &Path, artifact: &Option<Artifact>)
     }
 }
 
+/// What [`Error::Damaged`] says was found in place of a missing blob file.
+pub(super) const NO_FILE: &str = "no such file";
+
 /// Checks the blob file of `key` against its digest: [`Error::Damaged`] if missing or changed.
 pub(super) fn check_blob(key: &str, path: &Path, digest: &str, bytes: u64) -> Result<()> {
+    judge(key, path, digest, bytes, hash_file(path))
+}
+
+/// Copies the blob of `key` from `src` into the new file `dest`, hashing it on the way:
+/// [`Error::Damaged`] (and no `dest`) unless it has `digest` and `bytes`.
+pub(super) fn copy_blob(
+    key: &str,
+    src: &Path,
+    dest: &Path,
+    digest: &str,
+    bytes: u64,
+) -> Result<()> {
+    let found = File::open(src)
+        .map_err(|e| Error::io(src, e))
+        .and_then(|mut f| write_tmp(dest, &mut f));
+    let checked = judge(key, src, digest, bytes, found);
+    if checked.is_err() {
+        let _ = std::fs::remove_file(dest);
+    }
+    checked
+}
+
+/// `found` (a blob's sha256 and size, or why it could not be read) against what the index records.
+fn judge(
+    key: &str,
+    path: &Path,
+    digest: &str,
+    bytes: u64,
+    found: Result<(String, u64)>,
+) -> Result<()> {
     let damaged = |found: String| Error::Damaged {
         key: key.to_string(),
         file: path.to_path_buf(),
         expected: format!("sha256 {digest} ({bytes} bytes)"),
         found,
     };
-    match hash_file(path) {
+    match found {
         Ok((d, n)) if d == digest && n == bytes => Ok(()),
         Ok((d, n)) => Err(damaged(format!("sha256 {d} ({n} bytes)"))),
         Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
-            Err(damaged("no such file".into()))
+            Err(damaged(NO_FILE.into()))
         }
         Err(e) => Err(e),
     }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::blobs::{hash_file, object_path, remove_if_present, OBJECTS_DIR, TMP_DIR};
+use super::blobs::{check_blob, object_path, remove_if_present, NO_FILE, OBJECTS_DIR, TMP_DIR};
 use super::{latest_of, now_secs, Artifact, ArtifactKind, RunRecord, Store};
 use crate::{Error, Result};
 
@@ -159,14 +159,8 @@ impl Store {
 
     fn find_in(&self, what: &str, artifacts: bool) -> Result<Found> {
         let (arts, runs) = self.with_index(|ix| {
-            Ok((
-                if artifacts {
-                    ix.list_artifacts()?
-                } else {
-                    Vec::new()
-                },
-                ix.list_runs()?,
-            ))
+            let arts: Vec<Artifact> = if artifacts { ix.list()? } else { Vec::new() };
+            Ok((arts, ix.runs()?))
         })?;
         if let Some(a) = arts.iter().find(|a| a.key == what) {
             return Ok(Found::Artifact(Box::new(a.clone())));
@@ -219,83 +213,73 @@ impl Store {
     /// orphan blobs and temp files separately.
     pub fn verify(&self) -> Result<VerifyReport> {
         let root = self.root().to_path_buf();
-        let (entries, runs, objects, temps) = self.with_index(|ix| {
-            let mut entries: Vec<std::result::Result<Artifact, String>> = Vec::new();
-            for kv in ix.handle.artifacts().iter() {
-                let (k, v) = kv.map_err(|e| ix.sled_err(e))?;
-                let key = String::from_utf8_lossy(&k).into_owned();
-                entries.push(
-                    ix.decode::<Artifact>(&format!("artifact {key}"), &v)
-                        .map_err(|e| format!("{key}\u{0}{e}")),
-                );
-            }
+        let (entries, runs, objects, temp_files) = self.with_index(|ix| {
             // Listed under the lock: no rename into objects/ is half done.
+            let (objects, temps) = (root.join(OBJECTS_DIR), root.join(TMP_DIR));
+            let entries = ix.entries::<Artifact>()?;
             Ok((
                 entries,
-                ix.list_runs()?,
-                files_under(&root.join(OBJECTS_DIR))?,
-                files_under(&root.join(TMP_DIR))?,
+                ix.runs()?,
+                files_under(&objects)?,
+                files_under(&temps)?,
             ))
         })?;
         let mut report = VerifyReport {
             artifacts: entries.len(),
-            temp_files: temps,
+            temp_files,
             ..Default::default()
         };
-        let mut by_digest: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        // The keys of each blob, by what the index records of it.
+        let mut blobs: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
         let mut keys = BTreeSet::new();
-        for e in entries {
-            match e {
+        for (key, entry) in entries {
+            match entry {
                 Ok(a) => {
-                    keys.insert(a.key.clone());
-                    if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
-                        by_digest
-                            .entry(digest.clone())
-                            .or_default()
-                            .push((a.key.clone(), *bytes));
+                    if let ArtifactKind::Blob { digest, bytes, .. } = a.kind {
+                        blobs.entry((digest, bytes)).or_default().push(key.clone());
                     }
+                    keys.insert(key);
                 }
                 Err(e) => {
-                    let (key, msg) = e.split_once('\u{0}').unwrap_or(("?", &e));
-                    report.unreadable.push(key.to_string());
-                    report.details.push(format!("unreadable {key}: {msg}"));
+                    report.details.push(format!("unreadable {key}: {e}"));
+                    report.unreadable.push(key);
                 }
             }
         }
-        for (digest, users) in &by_digest {
+        for ((digest, bytes), users) in &blobs {
             let path = object_path(&root, digest);
-            report.blobs_checked += 1;
-            let found = hash_file(&path);
-            for (key, bytes) in users {
-                match &found {
-                    Ok((d, n)) if d == digest && n == bytes => {}
-                    Ok((d, n)) => {
-                        report.damaged.push(key.clone());
-                        report.details.push(format!("damaged {key}: {} has sha256 {d} ({n} bytes), expected {digest} ({bytes} bytes)", path.display()));
-                    }
-                    Err(Error::Io { error, .. })
-                        if error.kind() == std::io::ErrorKind::NotFound =>
-                    {
-                        report.missing.push(key.clone());
-                        report
-                            .details
-                            .push(format!("missing {key}: {} does not exist", path.display()));
-                    }
-                    Err(e) => {
-                        report.damaged.push(key.clone());
-                        report
-                            .details
-                            .push(format!("unreadable blob of {key}: {e}"));
-                    }
-                }
+            let verdict = check_blob(&users[0], &path, digest, *bytes);
+            for key in users {
+                let (list, detail) = match &verdict {
+                    Ok(()) => continue,
+                    Err(Error::Damaged { found, .. }) if found == NO_FILE => (
+                        &mut report.missing,
+                        format!("missing {key}: {} does not exist", path.display()),
+                    ),
+                    Err(Error::Damaged {
+                        expected, found, ..
+                    }) => (
+                        &mut report.damaged,
+                        format!(
+                            "damaged {key}: {} has {found}, expected {expected}",
+                            path.display()
+                        ),
+                    ),
+                    Err(e) => (
+                        &mut report.damaged,
+                        format!("unreadable blob of {key}: {e}"),
+                    ),
+                };
+                list.push(key.clone());
+                report.details.push(detail);
             }
         }
-        report.orphans = unused_objects(&root, objects, |d| by_digest.contains_key(d));
+        report.blobs_checked = blobs.len();
+        let digests: BTreeSet<&str> = blobs.keys().map(|(d, _)| d.as_str()).collect();
+        report.orphans = unused_objects(&root, objects, |d| digests.contains(d));
         for r in &runs {
-            for k in &r.artifacts {
-                if !keys.contains(k) {
-                    report.dangling_run_refs.push(format!("{} -> {k}", r.id));
-                }
+            for k in r.artifacts.iter().filter(|k| !keys.contains(*k)) {
+                report.dangling_run_refs.push(format!("{} -> {k}", r.id));
             }
         }
         Ok(report)
@@ -322,7 +306,7 @@ impl Store {
         self.with_index(|ix| {
             // What gc keeps is read from the index: one that lost entries would have gc delete
             // their blobs, which repair could otherwise bring back.
-            if let Some(gap) = ix.index_gaps()? {
+            if let Some(gap) = super::index_gaps(ix)? {
                 return Err(Error::Store(format!("{gap}. gc refuses to run until then")));
             }
             let now = now_secs();
@@ -330,8 +314,7 @@ impl Store {
             let running = |r: &RunRecord| {
                 !r.finished && now.saturating_sub(r.created) < opts.unfinished_run_secs
             };
-            let runs = ix.list_runs()?;
-            let arts = ix.list_artifacts()?;
+            let (runs, arts) = (ix.runs()?, ix.list::<Artifact>()?);
             let by_key: BTreeMap<&str, &Artifact> =
                 arts.iter().map(|a| (a.key.as_str(), a)).collect();
             let latest: BTreeSet<String> = latest_of(&runs).into_iter().map(|r| r.id).collect();
@@ -391,7 +374,8 @@ impl Store {
             }
             let keys: Vec<&str> = removed_artifacts.iter().map(|a| a.key.as_str()).collect();
             let ids: Vec<&str> = removed_runs.iter().map(|r| r.id.as_str()).collect();
-            ix.remove_entries(&keys, &ids)?;
+            ix.remove::<Artifact>(&keys)?;
+            ix.remove::<RunRecord>(&ids)?;
             for p in report
                 .removed_blobs
                 .iter()

@@ -1,7 +1,8 @@
-//! The store's index, open inside one store operation ([`Index`]): the sled trees of artifacts,
-//! runs and the `schema` record, each entry written with its meta file (see `mirror`), values
-//! enveloped by [`codec`](super::codec) and checked against [`SCHEMA_VERSION`].
+//! The store's index, open inside one store operation ([`Index`]): typed tables over sled's trees
+//! ([`Entry`]: artifacts by key, runs by id), each entry written with its meta file (see `mirror`)
+//! and enveloped by [`codec`](super::codec) at [`SCHEMA_VERSION`]; and the `schema` record.
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -9,9 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::blobs::{object_path, remove_if_present, sync_dir, OBJECTS_DIR};
 use super::fault::fault;
 use super::lock::IndexHandle;
-use super::{
-    codec, compact_time, mirror, now_secs, Artifact, ArtifactKind, RunRecord, SCHEMA_VERSION,
-};
+use super::{codec, mirror, now_secs, Artifact, ArtifactKind, RunRecord, SCHEMA_VERSION};
 use crate::{Error, Result};
 
 /// The `schema` record's key in the `meta` tree.
@@ -25,50 +24,77 @@ struct SchemaRecord {
     crate_version: String,
 }
 
+/// What the index's trees hold: a value filed under its id, with a file of the same bytes under
+/// `meta/`.
+pub(super) trait Entry: Serialize + DeserializeOwned {
+    /// What it is, for messages: `artifact` or `run`.
+    const WHAT: &'static str;
+    fn tree(handle: &IndexHandle) -> &sled::Tree;
+    fn meta_path(root: &Path, id: &str) -> PathBuf;
+    fn id(&self) -> &str;
+}
+
+impl Entry for Artifact {
+    const WHAT: &'static str = "artifact";
+    fn tree(handle: &IndexHandle) -> &sled::Tree {
+        handle.artifacts()
+    }
+    fn meta_path(root: &Path, key: &str) -> PathBuf {
+        mirror::artifact_path(root, key)
+    }
+    fn id(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Entry for RunRecord {
+    const WHAT: &'static str = "run";
+    fn tree(handle: &IndexHandle) -> &sled::Tree {
+        handle.runs()
+    }
+    fn meta_path(root: &Path, id: &str) -> PathBuf {
+        mirror::run_path(root, id)
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 /// The index, open, inside one store operation.
 pub(crate) struct Index {
     pub(super) handle: IndexHandle,
     pub(super) root: PathBuf,
-    pub(super) read_only: bool,
+    read_only: bool,
 }
 
 impl Index {
-    fn writable(&self) -> Result<()> {
-        if self.read_only {
-            return Err(Error::Store(format!(
-                "store at {} is read-only: this operation has to write",
-                self.root.display()
-            )));
-        }
-        Ok(())
+    /// Opens the index under `index_root` (the store folder `root`, or a read-only store's private
+    /// copy), waiting at most `timeout` for another process to close it.
+    pub(super) fn open(
+        index_root: &Path,
+        root: &Path,
+        read_only: bool,
+        timeout: Duration,
+    ) -> Result<Index> {
+        Ok(Index {
+            handle: IndexHandle::open(index_root, root, timeout)?,
+            root: root.to_path_buf(),
+            read_only,
+        })
     }
 
-    /// Writes the meta file of every index entry (a store made before `meta/` existed), then
-    /// marks `meta/` complete.
-    pub(super) fn write_all_meta(&self) -> Result<()> {
-        if mirror::is_complete(&self.root) {
-            return Ok(());
-        }
-        for tree in [self.handle.artifacts(), self.handle.runs()] {
-            for kv in tree.iter() {
-                let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-                let name = String::from_utf8_lossy(&k);
-                let path = if std::ptr::eq(tree, self.handle.artifacts()) {
-                    mirror::artifact_path(&self.root, &name)
-                } else {
-                    mirror::run_path(&self.root, &name)
-                };
-                mirror::write(&self.root, &path, &v)?;
-            }
-        }
-        mirror::mark_complete(&self.root)
+    fn sled<T>(&self, r: sled::Result<T>) -> Result<T> {
+        r.map_err(|e| self.handle.err(e.to_string()))
     }
 
-    pub(super) fn sled_err(&self, e: sled::Error) -> Error {
-        self.handle.err(e.to_string())
+    pub(super) fn writable(&self) -> Result<()> {
+        match self.read_only {
+            true => Err(read_only_error(&self.root)),
+            false => Ok(()),
+        }
     }
 
-    pub(super) fn decode<T: DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T> {
+    fn decode<T: DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T> {
         codec::decode(SCHEMA_VERSION, bytes).map_err(|e| match e {
             codec::DecodeError::Version(v) => schema_error(&self.root, v),
             e => Error::Store(format!("store at {}: {what}: {e}", self.root.display())),
@@ -84,142 +110,136 @@ impl Index {
         })
     }
 
+    /// Writes the schema record into a new index; refuses an index of another schema.
     pub(super) fn check_schema(&self) -> Result<()> {
-        match self
-            .handle
-            .meta()
-            .get(SCHEMA_KEY)
-            .map_err(|e| self.sled_err(e))?
-        {
-            None => {
-                if !self.handle.artifacts().is_empty() || !self.handle.runs().is_empty() {
-                    return Err(Error::Store(format!(
-                        "store at {} has artifacts or runs but no schema record: it is damaged or was not written by ipirm",
-                        self.root.display()
-                    )));
-                }
-                let rec = SchemaRecord {
-                    version: SCHEMA_VERSION,
-                    created: now_secs(),
-                    crate_version: env!("CARGO_PKG_VERSION").into(),
-                };
-                let bytes = self.encode("the schema record", &rec)?;
-                self.handle
-                    .meta()
-                    .insert(SCHEMA_KEY, bytes)
-                    .map_err(|e| self.sled_err(e))?;
-                Ok(())
-            }
-            Some(bytes) => match codec::schema_of(&bytes) {
-                Ok(SCHEMA_VERSION) => Ok(()),
-                // Schema 1 is the first: any other version, newer or older, is refused (an
-                // older one would be migrated here once there is one).
-                Ok(v) => Err(schema_error(&self.root, v)),
-                Err(e) => Err(Error::Store(format!(
-                    "store at {}: the schema record is damaged ({e})",
+        let meta = self.handle.meta();
+        let Some(bytes) = self.sled(meta.get(SCHEMA_KEY))? else {
+            if !self.handle.artifacts().is_empty() || !self.handle.runs().is_empty() {
+                return Err(Error::Store(format!(
+                    "store at {} has artifacts or runs but no schema record: it is damaged or was not written by ipirm",
                     self.root.display()
-                ))),
-            },
-        }
-    }
-
-    pub fn get_meta(&self, key: &str) -> Result<Option<Artifact>> {
-        match self
-            .handle
-            .artifacts()
-            .get(key.as_bytes())
-            .map_err(|e| self.sled_err(e))?
-        {
-            None => Ok(None),
-            Some(b) => self.decode(&format!("artifact {key}"), &b).map(Some),
-        }
-    }
-
-    /// See [`Store::contains`].
-    pub fn contains(&self, key: &str) -> Result<bool> {
-        Ok(match self.get_meta(key)? {
-            None => false,
-            Some(a) => match &a.kind {
-                ArtifactKind::Record(_) => true,
-                ArtifactKind::Blob { digest, bytes, .. } => {
-                    std::fs::metadata(object_path(&self.root, digest))
-                        .is_ok_and(|m| m.is_file() && m.len() == *bytes)
-                }
-            },
-        })
-    }
-
-    pub fn get_record<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let Some(a) = self.get_meta(key)? else {
-            return Ok(None);
+                )));
+            }
+            let rec = SchemaRecord {
+                version: SCHEMA_VERSION,
+                created: now_secs(),
+                crate_version: env!("CARGO_PKG_VERSION").into(),
+            };
+            let bytes = self.encode("the schema record", &rec)?;
+            return self.sled(meta.insert(SCHEMA_KEY, bytes)).map(drop);
         };
-        match &a.kind {
-            ArtifactKind::Record(body) => codec::decode_body(body).map(Some).map_err(|e| {
-                Error::Store(format!(
-                    "artifact {key} (stage {}) in store {} does not decode as {}: {e}",
-                    a.stage,
-                    self.root.display(),
-                    std::any::type_name::<T>()
-                ))
-            }),
-            ArtifactKind::Blob { .. } => Err(Error::Store(format!(
-                "artifact {key} in store {} is a blob (stage {}), not a record",
-                self.root.display(),
-                a.stage
+        match codec::schema_of(&bytes) {
+            Ok(SCHEMA_VERSION) => Ok(()),
+            // Schema 1 is the first: any other version, newer or older, is refused (an older one
+            // would be migrated here once there is one).
+            Ok(v) => Err(schema_error(&self.root, v)),
+            Err(e) => Err(Error::Store(format!(
+                "store at {}: the schema record is damaged ({e})",
+                self.root.display()
             ))),
         }
     }
 
-    pub fn list_artifacts(&self) -> Result<Vec<Artifact>> {
+    /// Writes the meta file of every index entry (a store made before `meta/` existed), then
+    /// marks `meta/` complete.
+    pub(super) fn write_all_meta(&self) -> Result<()> {
+        fn files_of<T: Entry>(ix: &Index) -> Result<()> {
+            for kv in T::tree(&ix.handle).iter() {
+                let (k, v) = ix.sled(kv)?;
+                let path = T::meta_path(&ix.root, &String::from_utf8_lossy(&k));
+                mirror::write(&ix.root, &path, &v)?;
+            }
+            Ok(())
+        }
+        if !mirror::is_complete(&self.root) {
+            files_of::<Artifact>(self)?;
+            files_of::<RunRecord>(self)?;
+            mirror::mark_complete(&self.root)?;
+        }
+        Ok(())
+    }
+
+    // ----- typed tables -----------------------------------------------------------------------
+
+    /// The entry filed under `id`.
+    pub(super) fn get<T: Entry>(&self, id: &str) -> Result<Option<T>> {
+        let bytes = self.sled(T::tree(&self.handle).get(id.as_bytes()))?;
+        let what = || format!("{} {id}", T::WHAT);
+        bytes.map(|b| self.decode(&what(), &b)).transpose()
+    }
+
+    /// Every entry by id, sorted by id, each decoded or with the error it gave.
+    pub(super) fn entries<T: Entry>(&self) -> Result<Vec<(String, Result<T>)>> {
         let mut out = Vec::new();
-        for kv in self.handle.artifacts().iter() {
-            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-            out.push(self.decode(&format!("artifact {}", String::from_utf8_lossy(&k)), &v)?);
+        for kv in T::tree(&self.handle).iter() {
+            let (k, v) = self.sled(kv)?;
+            let id = String::from_utf8_lossy(&k).into_owned();
+            let value = self.decode(&format!("{} {id}", T::WHAT), &v);
+            out.push((id, value));
         }
         Ok(out)
     }
 
-    /// See [`Store::index_gaps`].
-    pub fn index_gaps(&self) -> Result<Option<String>> {
-        let mut keys = Vec::new();
-        for k in self.handle.artifacts().iter().keys() {
-            keys.push(String::from_utf8_lossy(&k.map_err(|e| self.sled_err(e))?).into_owned());
-        }
-        let mut runs = Vec::new();
-        for k in self.handle.runs().iter().keys() {
-            runs.push(String::from_utf8_lossy(&k.map_err(|e| self.sled_err(e))?).into_owned());
-        }
-        mirror::index_gaps(&self.root, &keys, &runs)
+    /// Every entry, sorted by id; fails on the first that does not decode.
+    pub(super) fn list<T: Entry>(&self) -> Result<Vec<T>> {
+        self.entries()?.into_iter().map(|(_, v)| v).collect()
     }
 
-    /// See [`Store::invalidate`].
-    pub fn invalidate(&self, key: &str) -> Result<bool> {
+    /// Every id, sorted.
+    pub(super) fn ids<T: Entry>(&self) -> Result<Vec<String>> {
+        let keys = T::tree(&self.handle).iter().keys();
+        keys.map(|k| Ok(String::from_utf8_lossy(&self.sled(k)?).into_owned()))
+            .collect()
+    }
+
+    /// Every run, oldest first.
+    pub(super) fn runs(&self) -> Result<Vec<RunRecord>> {
+        let mut runs: Vec<RunRecord> = self.list()?;
+        runs.sort_by_key(|r| (r.created, r.seq));
+        Ok(runs)
+    }
+
+    /// Writes `value`'s meta file, then its index entry (replacing any with its id).
+    pub(super) fn put<T: Entry>(&self, value: &T) -> Result<()> {
         self.writable()?;
-        let Some(a) = self.get_meta(key)? else {
-            return Ok(false);
-        };
-        self.handle
-            .artifacts()
-            .remove(key.as_bytes())
-            .map_err(|e| self.sled_err(e))?;
-        self.handle.flush()?;
-        remove_if_present(&mirror::artifact_path(&self.root, key))?;
-        if let Some(d) = a.digest() {
-            if !self.list_artifacts()?.iter().any(|o| o.digest() == Some(d)) {
-                remove_if_present(&object_path(&self.root, d))?;
-            }
-        }
-        Ok(true)
+        let id = value.id();
+        let bytes = self.encode(&format!("{} {id}", T::WHAT), value)?;
+        mirror::write(&self.root, &T::meta_path(&self.root, id), &bytes)?;
+        fault!("store::index-insert");
+        self.sled(T::tree(&self.handle).insert(id.as_bytes(), bytes))
+            .map(drop)
     }
 
-    pub(super) fn check_run_exists(&self, run: Option<&str>) -> Result<()> {
-        match run {
-            Some(id) if self.get_run(id)?.is_none() => Err(Error::Store(format!(
-                "store at {}: run {id} does not exist (`ipirm store ls` lists the runs)",
-                self.root.display()
-            ))),
-            _ => Ok(()),
+    /// Removes the entries from the index, flushes, then removes their meta files.
+    pub(super) fn remove<T: Entry>(&self, ids: &[&str]) -> Result<()> {
+        self.writable()?;
+        for id in ids {
+            self.sled(T::tree(&self.handle).remove(id.as_bytes()))?;
         }
+        self.handle.flush()?;
+        for id in ids {
+            remove_if_present(&T::meta_path(&self.root, id))?;
+        }
+        Ok(())
+    }
+
+    /// The next store-wide sequence number (sled's id generator, monotonic across restarts).
+    pub(super) fn next_seq(&self) -> Result<u64> {
+        Ok(self.handle.generate_id()? + 1)
+    }
+
+    // ----- what several operations share -------------------------------------------------------
+
+    /// See [`Store::contains`](super::Store::contains).
+    pub(super) fn contains(&self, key: &str) -> Result<bool> {
+        Ok(match self.get::<Artifact>(key)?.map(|a| a.kind) {
+            None => false,
+            Some(ArtifactKind::Record(_)) => true,
+            Some(ArtifactKind::Blob { digest, bytes, .. }) => {
+                std::fs::metadata(object_path(&self.root, &digest))
+                    .is_ok_and(|m| m.is_file() && m.len() == bytes)
+            }
+        })
     }
 
     /// Renames a finished temp file into `objects/` (replacing a file of the same name, which can
@@ -237,126 +257,51 @@ impl Index {
         sync_dir(dir)
     }
 
+    /// Fails if `a` names a run that does not exist (before its blob is installed).
+    pub(super) fn check_run_of(&self, a: &Artifact) -> Result<()> {
+        match &a.run {
+            Some(id) if self.get::<RunRecord>(id)?.is_none() => Err(Error::Store(format!(
+                "store at {}: run {id} does not exist (`ipirm store ls` lists the runs)",
+                self.root.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Indexes `a` (replacing any artifact with its key) and attaches it to its run.
     pub(super) fn insert_artifact(&self, a: &Artifact) -> Result<()> {
-        self.index_artifact(a)?;
-        if let Some(run) = &a.run {
-            self.attach(run, &a.key)?;
-        }
-        Ok(())
-    }
-
-    /// Writes `a`'s meta file, then its index entry (replacing any artifact with its key).
-    pub(crate) fn index_artifact(&self, a: &Artifact) -> Result<()> {
-        self.writable()?;
-        let bytes = self.encode(&format!("artifact {}", a.key), a)?;
-        mirror::write(
-            &self.root,
-            &mirror::artifact_path(&self.root, &a.key),
-            &bytes,
-        )?;
-        fault!("store::index-insert");
-        self.handle
-            .artifacts()
-            .insert(a.key.as_bytes(), bytes)
-            .map_err(|e| self.sled_err(e))?;
-        Ok(())
-    }
-
-    /// Removes artifacts and runs from the index, flushes, then removes their meta files.
-    pub(crate) fn remove_entries(&self, artifacts: &[&str], runs: &[&str]) -> Result<()> {
-        self.writable()?;
-        for k in artifacts {
-            self.handle
-                .artifacts()
-                .remove(k.as_bytes())
-                .map_err(|e| self.sled_err(e))?;
-        }
-        for r in runs {
-            self.handle
-                .runs()
-                .remove(r.as_bytes())
-                .map_err(|e| self.sled_err(e))?;
-        }
-        self.handle.flush()?;
-        for k in artifacts {
-            remove_if_present(&mirror::artifact_path(&self.root, k))?;
-        }
-        for r in runs {
-            remove_if_present(&mirror::run_path(&self.root, r))?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn start_run(&self, name: &str, config_json: &str) -> Result<RunRecord> {
-        let seq = self.handle.generate_id()? + 1;
-        let created = now_secs();
-        let run = RunRecord {
-            id: format!("{name}-{}-{seq}", compact_time(created)),
-            name: name.to_string(),
-            config_json: config_json.to_string(),
-            artifacts: Vec::new(),
-            pinned: false,
-            created,
-            finished: false,
-            seq,
-        };
-        self.put_run(&run)
-    }
-
-    pub fn put_run(&self, run: &RunRecord) -> Result<RunRecord> {
-        self.writable()?;
-        let mut run = run.clone();
-        if run.seq == 0 {
-            run.seq = self.handle.generate_id()? + 1;
-        }
-        let bytes = self.encode(&format!("run {}", run.id), &run)?;
-        mirror::write(&self.root, &mirror::run_path(&self.root, &run.id), &bytes)?;
-        fault!("store::index-insert");
-        self.handle
-            .runs()
-            .insert(run.id.as_bytes(), bytes)
-            .map_err(|e| self.sled_err(e))?;
-        Ok(run)
-    }
-
-    pub fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
-        match self
-            .handle
-            .runs()
-            .get(id.as_bytes())
-            .map_err(|e| self.sled_err(e))?
-        {
-            None => Ok(None),
-            Some(b) => self.decode(&format!("run {id}"), &b).map(Some),
+        self.put(a)?;
+        match &a.run {
+            Some(run) => self.attach(run, &a.key),
+            None => Ok(()),
         }
     }
 
-    pub fn list_runs(&self) -> Result<Vec<RunRecord>> {
-        let mut out: Vec<RunRecord> = Vec::new();
-        for kv in self.handle.runs().iter() {
-            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-            out.push(self.decode(&format!("run {}", String::from_utf8_lossy(&k)), &v)?);
-        }
-        out.sort_by_key(|r| (r.created, r.seq));
-        Ok(out)
-    }
-
-    pub fn update_run(&self, id: &str, f: impl FnOnce(&mut RunRecord)) -> Result<()> {
-        let mut run = self.get_run(id)?.ok_or_else(|| {
+    /// Changes the run `id` with `f`.
+    pub(super) fn update_run(&self, id: &str, f: impl FnOnce(&mut RunRecord)) -> Result<()> {
+        let mut run = self.get(id)?.ok_or_else(|| {
             Error::Store(format!("store at {}: no run {id}", self.root.display()))
         })?;
         f(&mut run);
-        self.put_run(&run).map(|_| ())
+        self.put(&run)
     }
 
-    pub fn attach(&self, run: &str, key: &str) -> Result<()> {
+    /// See [`Store::attach`](super::Store::attach).
+    pub(super) fn attach(&self, run: &str, key: &str) -> Result<()> {
         self.update_run(run, |r| {
             if !r.artifacts.iter().any(|k| k == key) {
                 r.artifacts.push(key.to_string());
             }
         })
     }
+}
+
+/// The refusal of a write to a read-only store.
+pub(super) fn read_only_error(root: &Path) -> Error {
+    Error::Store(format!(
+        "store at {} is read-only (this process cannot create files in it): `store ls`, `show`, `verify` and `export` work, this command has to write",
+        root.display()
+    ))
 }
 
 fn schema_error(root: &Path, found: u32) -> Error {

@@ -44,14 +44,10 @@ pub struct IndexHandle {
 }
 
 impl IndexHandle {
-    /// Opens `root/index`, waiting at most `timeout` for another holder to close it.
-    pub(crate) fn open(root: &Path, timeout: Duration) -> Result<IndexHandle> {
-        IndexHandle::open_copy(root, root, timeout)
-    }
-
-    /// [`IndexHandle::open`] of the index under `root`, which is a copy of the index of the store
-    /// at `store` (a read-only store): errors name the store, and a damaged copy says so.
-    pub(crate) fn open_copy(root: &Path, store: &Path, timeout: Duration) -> Result<IndexHandle> {
+    /// Opens the index under `root`, waiting at most `timeout` for another holder to close it.
+    /// `root` is the store folder `store`, or a private copy of its index (a read-only store):
+    /// errors name the store, and a damaged copy says so.
+    pub(crate) fn open(root: &Path, store: &Path, timeout: Duration) -> Result<IndexHandle> {
         ensure_not_held_here(root)?;
         let index_dir = root.join(INDEX_DIR);
         let start = Instant::now();

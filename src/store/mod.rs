@@ -94,7 +94,6 @@ use crate::{Error, Result};
 use blobs::{check_blob_of, hash_file, is_writable, object_path, tmp_file, OBJECTS_DIR, TMP_DIR};
 use fault::fault;
 use index::Index;
-use lock::IndexHandle;
 
 /// The schema this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -361,13 +360,10 @@ impl Store {
 
     /// `Ok` unless the store is read-only.
     fn writable(&self) -> Result<()> {
-        if self.is_read_only() {
-            return Err(Error::Store(format!(
-                "store at {} is read-only (this process cannot create files in it): `store ls`, `show`, `verify` and `export` work, this command has to write",
-                self.root().display()
-            )));
+        match self.is_read_only() {
+            true => Err(index::read_only_error(self.root())),
+            false => Ok(()),
         }
-        Ok(())
     }
 
     /// The store folder.
@@ -386,11 +382,8 @@ impl Store {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         };
         let index_root = self.inner.read_only_copy.as_deref().unwrap_or(root);
-        let index = Index {
-            handle: IndexHandle::open_copy(index_root, root, self.inner.options.lock_timeout)?,
-            root: root.clone(),
-            read_only: self.is_read_only(),
-        };
+        let timeout = self.inner.options.lock_timeout;
+        let index = Index::open(index_root, root, self.is_read_only(), timeout)?;
         let out = f(&index);
         let flushed = (|| {
             fault!("store::index-flush");
@@ -436,7 +429,7 @@ impl Store {
             format: "safetensors".into(),
         });
         let r = self.with_index(|ix| {
-            ix.check_run_exists(artifact.run.as_deref())?;
+            ix.check_run_of(&artifact)?;
             ix.install_blob(&tmp, &digest)?;
             ix.insert_artifact(&artifact)
         });
@@ -510,7 +503,7 @@ impl Store {
         })?;
         let artifact = stage.artifact(ArtifactKind::Record(body));
         self.with_index(|ix| {
-            ix.check_run_exists(artifact.run.as_deref())?;
+            ix.check_run_of(&artifact)?;
             ix.insert_artifact(&artifact)
         })
     }
@@ -518,14 +511,28 @@ impl Store {
     /// The record under `key`; `Ok(None)` if absent, an error if it is a blob or does not decode
     /// as `T`.
     pub fn get_record<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        self.with_index(|ix| ix.get_record(key))
+        let Some(a) = self.get_meta(key)? else {
+            return Ok(None);
+        };
+        let (root, stage) = (self.root().display(), &a.stage);
+        match &a.kind {
+            ArtifactKind::Record(body) => codec::decode_body(body).map(Some).map_err(|e| {
+                let t = std::any::type_name::<T>();
+                Error::Store(format!(
+                    "artifact {key} (stage {stage}) in store {root} does not decode as {t}: {e}"
+                ))
+            }),
+            ArtifactKind::Blob { .. } => Err(Error::Store(format!(
+                "artifact {key} in store {root} is a blob (stage {stage}), not a record"
+            ))),
+        }
     }
 
     // ----- the index --------------------------------------------------------------------------
 
     /// The artifact's metadata (no blob check).
     pub fn get_meta(&self, key: &str) -> Result<Option<Artifact>> {
-        self.with_index(|ix| ix.get_meta(key))
+        self.with_index(|ix| ix.get(key))
     }
 
     /// Whether `key` can be loaded: it is indexed and, for a blob, its file exists with the
@@ -543,18 +550,29 @@ impl Store {
     /// Drops `key` from the index (and deletes its blob if no other artifact shares it), so the
     /// next [`Store::contains`] is false and the stage is recomputed. Returns whether it existed.
     pub fn invalidate(&self, key: &str) -> Result<bool> {
-        self.with_index(|ix| ix.invalidate(key))
+        self.with_index(|ix| {
+            let Some(a) = ix.get::<Artifact>(key)? else {
+                return Ok(false);
+            };
+            ix.remove::<Artifact>(&[key])?;
+            if let Some(d) = a.digest() {
+                if !ix.list::<Artifact>()?.iter().any(|o| o.digest() == Some(d)) {
+                    blobs::remove_if_present(&self.object_path(d))?;
+                }
+            }
+            Ok(true)
+        })
     }
 
     /// Every artifact, sorted by key.
     pub fn list_artifacts(&self) -> Result<Vec<Artifact>> {
-        self.with_index(|ix| ix.list_artifacts())
+        self.with_index(|ix| ix.list())
     }
 
     /// Whether the index misses entries the store's files record (see `mirror::index_gaps`):
     /// a message saying what and how to repair it, or `None`.
     pub fn index_gaps(&self) -> Result<Option<String>> {
-        self.with_index(|ix| ix.index_gaps())
+        self.with_index(index_gaps)
     }
 
     // ----- runs -------------------------------------------------------------------------------
@@ -563,16 +581,30 @@ impl Store {
     pub fn start_run<C: Serialize + ?Sized>(&self, name: &str, config: &C) -> Result<RunRecord> {
         self.writable()?;
         let config_json = canonical_json(config)?;
-        self.with_index(|ix| ix.start_run(name, &config_json))
+        self.with_index(|ix| {
+            let (seq, created) = (ix.next_seq()?, now_secs());
+            let run = RunRecord {
+                id: format!("{name}-{}-{seq}", compact_time(created)),
+                name: name.to_string(),
+                config_json,
+                artifacts: Vec::new(),
+                pinned: false,
+                created,
+                finished: false,
+                seq,
+            };
+            ix.put(&run)?;
+            Ok(run)
+        })
     }
 
     pub fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
-        self.with_index(|ix| ix.get_run(id))
+        self.with_index(|ix| ix.get(id))
     }
 
     /// Every run, oldest first.
     pub fn list_runs(&self) -> Result<Vec<RunRecord>> {
-        self.with_index(|ix| ix.list_runs())
+        self.with_index(|ix| ix.runs())
     }
 
     /// The most recent run of each name, by name.
@@ -601,6 +633,12 @@ impl Store {
     pub fn object_path(&self, digest: &str) -> PathBuf {
         object_path(self.root(), digest)
     }
+}
+
+/// See [`Store::index_gaps`].
+fn index_gaps(ix: &Index) -> Result<Option<String>> {
+    let (keys, runs) = (ix.ids::<Artifact>()?, ix.ids::<RunRecord>()?);
+    mirror::index_gaps(&ix.root, &keys, &runs)
 }
 
 /// "The latest run" of each name, sorted by name: its most recent finished run (by `created`,

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use super::blobs::{check_blob, object_path};
-use super::index::Index;
-use super::lock::{IndexHandle, INDEX_DIR};
+use super::index::{Entry, Index};
+use super::lock::INDEX_DIR;
 use super::{
     codec, compact_time, mirror, now_secs, Artifact, ArtifactKind, ImportReport, RunRecord, Store,
     SCHEMA_VERSION,
@@ -52,33 +52,16 @@ impl Store {
             old_index,
             ..Default::default()
         };
-        let ix = Index {
-            handle: IndexHandle::open(root, super::DEFAULT_LOCK_TIMEOUT)?,
-            root: root.to_path_buf(),
-            read_only: false,
-        };
+        let ix = Index::open(root, root, false, super::DEFAULT_LOCK_TIMEOUT)?;
         ix.check_schema()?;
         let (arts, runs) = mirror::list(root)?;
-        for path in arts {
-            match restore_artifact(&ix, &path) {
-                Ok(()) => report.artifacts += 1,
-                Err(why) => report.skipped.push(format!("{}: {why}", path.display())),
-            }
-        }
-        for path in runs {
-            let run = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| {
-                    codec::decode::<RunRecord>(SCHEMA_VERSION, &b).map_err(|e| e.to_string())
-                });
-            match run {
-                Ok(run) => {
-                    ix.put_run(&run)?;
-                    report.runs += 1;
-                }
-                Err(why) => report.skipped.push(format!("{}: {why}", path.display())),
-            }
-        }
+        report.artifacts = restore::<Artifact>(&ix, &arts, &mut report.skipped, |a| {
+            let ArtifactKind::Blob { digest, bytes, .. } = &a.kind else {
+                return Ok(());
+            };
+            check_blob(&a.key, &object_path(root, digest), digest, *bytes)
+        })?;
+        report.runs = restore::<RunRecord>(&ix, &runs, &mut report.skipped, |_| Ok(()))?;
         mirror::mark_complete(root)?;
         ix.handle.flush()?;
         drop(ix);
@@ -89,21 +72,37 @@ impl Store {
     }
 }
 
-/// Indexes the artifact of one meta file, if it decodes and its blob is intact.
-fn restore_artifact(ix: &Index, path: &Path) -> std::result::Result<(), String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let a: Artifact = codec::decode(SCHEMA_VERSION, &bytes).map_err(|e| e.to_string())?;
-    if mirror::artifact_path(&ix.root, &a.key) != path {
-        return Err(format!(
-            "holds artifact {}, not the one its name says",
-            a.key
-        ));
+/// Indexes the entry of each meta file in `files` that decodes, is filed under its own id and
+/// passes `check`; the others are listed in `skipped` with the reason. Returns how many it
+/// indexed.
+fn restore<T: Entry>(
+    ix: &Index,
+    files: &[PathBuf],
+    skipped: &mut Vec<String>,
+    check: impl Fn(&T) -> Result<()>,
+) -> Result<usize> {
+    let mut restored = 0;
+    for path in files {
+        let entry = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| codec::decode::<T>(SCHEMA_VERSION, &b).map_err(|e| e.to_string()))
+            .and_then(|v| match T::meta_path(&ix.root, v.id()) == *path {
+                true => check(&v).map(|()| v).map_err(|e| e.to_string()),
+                false => Err(format!(
+                    "holds {} {}, not the one its name says",
+                    T::WHAT,
+                    v.id()
+                )),
+            });
+        match entry {
+            Ok(v) => {
+                ix.put(&v)?;
+                restored += 1;
+            }
+            Err(why) => skipped.push(format!("{}: {why}", path.display())),
+        }
     }
-    if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
-        check_blob(&a.key, &object_path(&ix.root, digest), digest, *bytes)
-            .map_err(|e| e.to_string())?;
-    }
-    ix.index_artifact(&a).map_err(|e| e.to_string())
+    Ok(restored)
 }
 
 /// Fails if a process holds sled's lock on `index/db`.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::blobs::{tmp_file, write_tmp, OBJECTS_DIR};
+use super::blobs::{copy_blob, tmp_file, OBJECTS_DIR};
 use super::{now_secs, Artifact, ArtifactKind, Provenance, RunRecord, Store, SCHEMA_VERSION};
 use crate::{Error, Result};
 
@@ -154,35 +154,16 @@ impl Store {
         }
         let objects = dir.join(OBJECTS_DIR);
         std::fs::create_dir_all(&objects).map_err(|e| Error::io(&objects, e))?;
-        let (arts, runs) = self.with_index(|ix| Ok((ix.list_artifacts()?, ix.list_runs()?)))?;
+        let (arts, runs) = self.with_index(|ix| Ok((ix.list::<Artifact>()?, ix.runs()?)))?;
         let mut copied: BTreeSet<String> = BTreeSet::new();
         let mut bytes_total = 0;
         let mut entries = Vec::with_capacity(arts.len());
         for a in &arts {
             if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
                 if copied.insert(digest.clone()) {
-                    let src = self.object_path(digest);
-                    let dest = objects.join(digest);
-                    let mut f = std::fs::File::open(&src).map_err(|e| match e.kind() {
-                        std::io::ErrorKind::NotFound => Error::Damaged {
-                            key: a.key.clone(),
-                            file: src.clone(),
-                            expected: format!("sha256 {digest}"),
-                            found: "no such file".into(),
-                        },
-                        _ => Error::io(&src, e),
-                    })?;
-                    let (d, n) = write_tmp(&dest, &mut f)?;
-                    if d != *digest || n != *bytes {
-                        let _ = std::fs::remove_file(&dest);
-                        return Err(Error::Damaged {
-                            key: a.key.clone(),
-                            file: src,
-                            expected: format!("sha256 {digest} ({bytes} bytes)"),
-                            found: format!("sha256 {d} ({n} bytes)"),
-                        });
-                    }
-                    bytes_total += n;
+                    let (src, dest) = (self.object_path(digest), objects.join(digest));
+                    copy_blob(&a.key, &src, &dest, digest, *bytes)?;
+                    bytes_total += bytes;
                 }
             }
             entries.push(ArtifactEntry::new(
@@ -251,29 +232,12 @@ impl Store {
                 if staged.contains_key(digest) {
                     continue;
                 }
-                let src = dir.join(OBJECTS_DIR).join(digest);
-                let tmp = tmp_file(self.root());
-                let copied = std::fs::File::open(&src)
-                    .map_err(|e| Error::io(&src, e))
-                    .and_then(|mut f| write_tmp(&tmp, &mut f));
-                match copied {
-                    Ok((d, n)) if d == *digest && n == *bytes => {
-                        staged.insert(digest.clone(), tmp);
-                    }
-                    other => {
-                        let _ = std::fs::remove_file(&tmp);
-                        cleanup(&staged);
-                        return Err(match other {
-                            Ok((d, n)) => Error::Damaged {
-                                key: a.key.clone(),
-                                file: src,
-                                expected: format!("sha256 {digest} ({bytes} bytes)"),
-                                found: format!("sha256 {d} ({n} bytes)"),
-                            },
-                            Err(e) => e,
-                        });
-                    }
+                let (src, tmp) = (dir.join(OBJECTS_DIR).join(digest), tmp_file(self.root()));
+                if let Err(e) = copy_blob(&a.key, &src, &tmp, digest, *bytes) {
+                    cleanup(&staged);
+                    return Err(e);
                 }
+                staged.insert(digest.clone(), tmp);
             }
         }
         let mut runs = m.runs.clone();
@@ -281,7 +245,7 @@ impl Store {
         let result = self.with_index(|ix| {
             let mut report = ImportReport::default();
             for a in &arts {
-                match ix.get_meta(&a.key)? {
+                match ix.get::<Artifact>(&a.key)? {
                     Some(existing) if existing.kind == a.kind => report.artifacts_skipped += 1,
                     Some(_) => report.conflicts.push(a.key.clone()),
                     None => {
@@ -293,19 +257,17 @@ impl Store {
                                 }
                             }
                         }
-                        ix.index_artifact(a)?;
+                        ix.put(a)?;
                         report.artifacts_added += 1;
                     }
                 }
             }
             for r in &runs {
-                if ix.get_run(&r.id)?.is_some() {
+                if ix.get::<RunRecord>(&r.id)?.is_some() {
                     report.runs_skipped += 1;
                 } else {
-                    ix.put_run(&RunRecord {
-                        seq: 0,
-                        ..r.clone()
-                    })?;
+                    let seq = ix.next_seq()?;
+                    ix.put(&RunRecord { seq, ..r.clone() })?;
                     report.runs_added += 1;
                 }
             }
