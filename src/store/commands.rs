@@ -85,24 +85,15 @@ pub struct GcReport {
     pub freed_bytes: u64,
 }
 
-/// Every regular file under `dir` (recursively), sorted.
+/// Every file under `dir` (recursively), sorted; none if `dir` does not exist.
 pub(crate) fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let rd = match std::fs::read_dir(&d) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&d, e)),
-        };
-        for e in rd {
-            let e = e.map_err(|e| Error::io(&d, e))?;
-            let t = e.file_type().map_err(|err| Error::io(e.path(), err))?;
-            if t.is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
+    for e in walkdir::WalkDir::new(dir).min_depth(1) {
+        match e {
+            Ok(e) if !e.file_type().is_dir() => out.push(e.into_path()),
+            Ok(_) => {}
+            Err(e) if e.depth() == 0 && !dir.exists() => {}
+            Err(e) => return Err(Error::io(e.path().unwrap_or(dir).to_path_buf(), e.into())),
         }
     }
     out.sort();

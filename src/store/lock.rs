@@ -37,8 +37,8 @@ thread_local! {
 /// The open index: sled trees for artifacts, runs and store metadata. Dropping it removes the
 /// holder file and closes the database (releasing the lock).
 pub struct IndexHandle {
-    db: Option<sled::Db>,
-    trees: Option<[sled::Tree; 3]>,
+    db: sled::Db,
+    trees: [sled::Tree; 3],
     root: PathBuf,
     index_dir: PathBuf,
 }
@@ -92,8 +92,8 @@ impl IndexHandle {
         write_holder(root);
         HELD.with(|h| h.borrow_mut().push(index_dir.clone()));
         Ok(IndexHandle {
-            db: Some(db),
-            trees: Some([artifacts, runs, meta]),
+            db,
+            trees: [artifacts, runs, meta],
             root: root.to_path_buf(),
             index_dir,
         })
@@ -101,22 +101,20 @@ impl IndexHandle {
 
     /// Artifact key -> enveloped [`Artifact`](super::Artifact).
     pub(crate) fn artifacts(&self) -> &sled::Tree {
-        &self.trees.as_ref().expect("open")[0]
+        &self.trees[0]
     }
     /// Run id -> enveloped [`RunRecord`](super::RunRecord).
     pub(crate) fn runs(&self) -> &sled::Tree {
-        &self.trees.as_ref().expect("open")[1]
+        &self.trees[1]
     }
     /// Store metadata (the schema record).
     pub(crate) fn meta(&self) -> &sled::Tree {
-        &self.trees.as_ref().expect("open")[2]
+        &self.trees[2]
     }
 
     /// Makes everything written so far durable.
     pub(crate) fn flush(&self) -> Result<()> {
         self.db
-            .as_ref()
-            .expect("open")
             .flush()
             .map_err(|e| self.err(format!("flush failed: {e}")))?;
         Ok(())
@@ -129,24 +127,29 @@ impl IndexHandle {
     /// sled's own id generator (monotonic across restarts).
     pub(crate) fn generate_id(&self) -> Result<u64> {
         self.db
-            .as_ref()
-            .expect("open")
             .generate_id()
             .map_err(|e| self.err(format!("cannot generate an id: {e}")))
     }
 }
 
-impl Drop for IndexHandle {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.root.join(HOLDER_FILE));
-        // The trees hold the database too: drop them all to release the lock.
-        drop(self.trees.take());
-        drop(self.db.take());
-        HELD.with(|h| h.borrow_mut().retain(|p| p != &self.index_dir));
+impl IndexHandle {
+    /// Closes the index (releasing sled's lock), then defers to a waiting process (see the
+    /// module's docs on fairness).
+    pub(crate) fn close(self) {
+        let root = self.root.clone();
+        drop(self);
         let start = Instant::now();
-        while start.elapsed() < POLITE_PAUSE && others_waiting(&self.root) {
+        while start.elapsed() < POLITE_PAUSE && others_waiting(&root) {
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+}
+
+impl Drop for IndexHandle {
+    /// Removes the holder file; the fields dropped after this close the database.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.root.join(HOLDER_FILE));
+        HELD.with(|h| h.borrow_mut().retain(|p| p != &self.index_dir));
     }
 }
 
@@ -220,31 +223,30 @@ pub(crate) fn copy_index(root: &Path) -> Result<PathBuf> {
         NONCE.fetch_add(1, Ordering::Relaxed)
     ));
     let src = root.join(INDEX_DIR);
-    let mut stack = vec![(src.clone(), dest.join(INDEX_DIR))];
-    std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
-    while let Some((from, to)) = stack.pop() {
-        std::fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))?;
-        let entries = match std::fs::read_dir(&from) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&from, e)),
+    std::fs::create_dir_all(dest.join(INDEX_DIR)).map_err(|e| Error::io(&dest, e))?;
+    for e in walkdir::WalkDir::new(&src).min_depth(1) {
+        let e = match e {
+            Ok(e) => e,
+            Err(_) if !src.exists() => break,
+            Err(e) => return Err(Error::io(&src, e.into())),
         };
-        for e in entries {
-            let e = e.map_err(|err| Error::io(&from, err))?;
-            let (f, t) = (e.path(), to.join(e.file_name()));
-            if e.file_type().map_err(|err| Error::io(&f, err))?.is_dir() {
-                stack.push((f, t));
-            } else {
-                std::fs::copy(&f, &t).map_err(|err| Error::io(&f, err))?;
-                // The copy keeps the source's read-only mode; sled opens its files for writing.
-                let mut perm = std::fs::metadata(&t)
-                    .map_err(|err| Error::io(&t, err))?
-                    .permissions();
-                #[allow(clippy::permissions_set_readonly_false)]
-                perm.set_readonly(false);
-                std::fs::set_permissions(&t, perm).map_err(|err| Error::io(&t, err))?;
-            }
+        let (from, to) = (
+            e.path(),
+            dest.join(INDEX_DIR)
+                .join(e.path().strip_prefix(&src).expect("under src")),
+        );
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&to).map_err(|err| Error::io(&to, err))?;
+            continue;
         }
+        std::fs::copy(from, &to).map_err(|err| Error::io(from, err))?;
+        // The copy keeps the source's read-only mode; sled opens its files for writing.
+        let mut perm = std::fs::metadata(&to)
+            .map_err(|err| Error::io(&to, err))?
+            .permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        std::fs::set_permissions(&to, perm).map_err(|err| Error::io(&to, err))?;
     }
     Ok(dest)
 }

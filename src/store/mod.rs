@@ -389,7 +389,7 @@ impl Store {
             fault!("store::index-flush");
             index.handle.flush()
         })();
-        drop(index);
+        index.handle.close();
         let out = out?;
         flushed?;
         Ok(out)

@@ -64,7 +64,7 @@ impl Store {
         report.runs = restore::<RunRecord>(&ix, &runs, &mut report.skipped, |_| Ok(()))?;
         mirror::mark_complete(root)?;
         ix.handle.flush()?;
-        drop(ix);
+        ix.handle.close();
         if let Some(dir) = export {
             report.imported = Some(Store::open(root)?.import(dir)?);
         }
