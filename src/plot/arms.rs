@@ -1,7 +1,9 @@
 //! Arms side by side: each arm's mean and 95 % interval per metric, the paper's number as a line.
 use plotters::prelude::*;
 
-use super::{color, finite_range, legend, message_svg, render, Mark, FONT, LEGEND_W};
+use super::{
+    color, finite_range, legend, message_svg, render, slotted_chart, Mark, LEGEND_W, SLOT,
+};
 
 /// A mean and its 95 % interval when there is one.
 pub type MeanInterval = (f64, Option<(f64, f64)>);
@@ -15,9 +17,6 @@ pub struct ArmInterval {
     /// The paper's linear top-1 where the arm is a paper preset.
     pub paper: Option<f64>,
 }
-
-/// Width of one arm's slot on the x axis.
-const SLOT: i32 = 100;
 
 /// One group per arm: a point per metric at its mean with its interval as a bar; a dashed
 /// line at the paper's number over the arm's group where it has one.
@@ -40,32 +39,11 @@ pub fn arm_intervals_svg(arms: &[ArmInterval]) -> String {
     };
     let pad = ((hi - lo) * 0.15).max(0.5);
     let (lo, hi) = (lo - pad, hi + pad);
-    let arm_label = |x: &i32| {
-        arms.get((x / SLOT) as usize)
-            .map_or(String::new(), |a| a.label.clone())
-    };
+    let arm_label = |a: usize| arms.get(a).map_or(String::new(), |a| a.label.clone());
     render(size, |root| {
         let (plot, side) = root.split_horizontally(size.0 - LEGEND_W);
-        let centres = (0..arms.len() as i32)
-            .map(|a| a * SLOT + SLOT / 2)
-            .collect();
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(TITLE, (FONT, 20))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(
-                (0..arms.len() as i32 * SLOT).with_key_points(centres),
-                lo..hi,
-            )?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_label_formatter(&arm_label)
-            .y_label_formatter(&|v| format!("{v:.1}"))
-            .y_desc("%")
-            .label_style((FONT, 13))
-            .draw()?;
+        let axis = ("%", 1, 60);
+        let mut chart = slotted_chart(&plot, TITLE, arms.len(), &arm_label, lo..hi, axis)?;
         let step = SLOT / (metrics.len() as i32 + 1);
         for (i, a) in arms.iter().enumerate() {
             let x0 = i as i32 * SLOT;

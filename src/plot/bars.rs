@@ -2,11 +2,9 @@
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{color, finite_range, legend, message_svg, render, Mark, FONT, LEGEND_W};
-
-/// Width of one category (an environment, a run) on the x axis; integer coordinates, since
-/// plotters formats labels for custom key points only on integer axes.
-const SLOT: i32 = 100;
+use super::{
+    color, finite_range, legend, message_svg, render, slotted_chart, Mark, FONT, LEGEND_W, SLOT,
+};
 
 /// One stacked bar per environment (its height: the environment's size), one segment per class,
 /// from `composition[env][class]` counts; classes are named by `class_names` where given, else
@@ -28,8 +26,7 @@ pub fn composition_svg(composition: &[Vec<i64>], class_names: Option<&[&str]>) -
         Some(name) => name.to_string(),
         None => format!("class {c}"),
     };
-    let env_label = |x: &i32| {
-        let e = (x / SLOT) as usize;
+    let env_label = |e: usize| {
         totals
             .get(e)
             .map_or(String::new(), |n| format!("env {e} ({n})"))
@@ -37,21 +34,8 @@ pub fn composition_svg(composition: &[Vec<i64>], class_names: Option<&[&str]>) -
 
     render(size, |root| {
         let (plot, side) = root.split_horizontally(size.0 - LEGEND_W);
-        let centres = (0..envs as i32).map(|e| e * SLOT + SLOT / 2).collect();
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(TITLE, (FONT, 20))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d((0..envs as i32 * SLOT).with_key_points(centres), 0.0..top)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_label_formatter(&env_label)
-            .y_label_formatter(&|n| format!("{n:.0}"))
-            .y_desc("images")
-            .label_style((FONT, 13))
-            .draw()?;
+        let axis = ("images", 0, 70);
+        let mut chart = slotted_chart(&plot, TITLE, envs, &env_label, 0.0..top, axis)?;
         for c in 0..classes {
             let segments = composition.iter().enumerate().filter_map(|(e, env)| {
                 let n = env.get(c).copied().unwrap_or(0);
@@ -81,34 +65,13 @@ pub fn paper_table_svg(rows: &[(String, f64, Option<f64>)]) -> String {
         return message_svg(size, TITLE, "no data");
     };
     let top = hi.max(100.0) * 1.06; // room for the value labels above a 100% bar
-    let run_label = |x: &i32| {
-        rows.get((x / SLOT) as usize)
-            .map_or(String::new(), |r| r.0.clone())
-    };
+    let run_label = |r: usize| rows.get(r).map_or(String::new(), |r| r.0.clone());
     let (paper_color, ours_color) = (RGBColor(150, 150, 150), color(0));
 
     render(size, |root| {
         let (plot, side) = root.split_horizontally(size.0 - LEGEND_W);
-        let centres = (0..rows.len() as i32)
-            .map(|r| r * SLOT + SLOT / 2)
-            .collect();
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(TITLE, (FONT, 20))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(
-                (0..rows.len() as i32 * SLOT).with_key_points(centres),
-                0.0..top,
-            )?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_label_formatter(&run_label)
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .y_desc("top-1 (%)")
-            .label_style((FONT, 13))
-            .draw()?;
+        let axis = ("top-1 (%)", 0, 60);
+        let mut chart = slotted_chart(&plot, TITLE, rows.len(), &run_label, 0.0..top, axis)?;
         let value_style =
             TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
         // (left edge of the bar within its run's slot, value, colour)

@@ -6,6 +6,8 @@
 //! gives a chart that says "no data" rather than a panic, and non-finite values are left out.
 use std::path::Path;
 
+use plotters::coord::combinators::WithKeyPoints;
+use plotters::coord::types::{RangedCoordf64, RangedCoordi32};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -96,6 +98,42 @@ const LEGEND_W: u32 = 170;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Width of one category (an environment, a run, an arm) on a [`slotted_chart`]'s x axis; integer
+/// coordinates, since plotters formats labels for custom key points only on integer axes.
+const SLOT: i32 = 100;
+
+type SlottedChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<WithKeyPoints<RangedCoordi32>, RangedCoordf64>>;
+
+/// A chart titled `title` of `slots` categories along x, [`SLOT`] wide each and named under its
+/// centre by `name` (of the category's index), and of `y` up the side, described by `y_desc`
+/// and labelled with `decimals` decimals in a margin `y_width` wide: its mesh drawn.
+fn slotted_chart<'a, 'b>(
+    plot: &'a Area<'b>,
+    title: &str,
+    slots: usize,
+    name: &dyn Fn(usize) -> String,
+    y: std::ops::Range<f64>,
+    (y_desc, decimals, y_width): (&str, usize, u32),
+) -> Result<SlottedChart<'a, 'b>, Box<dyn std::error::Error + Send + Sync>> {
+    let centres = (0..slots as i32).map(|i| i * SLOT + SLOT / 2).collect();
+    let mut chart = ChartBuilder::on(plot)
+        .caption(title, (FONT, 20))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(y_width)
+        .build_cartesian_2d((0..slots as i32 * SLOT).with_key_points(centres), y)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_label_formatter(&|x| name((x / SLOT) as usize))
+        .y_label_formatter(&|v| format!("{v:.decimals$}"))
+        .y_desc(y_desc)
+        .label_style((FONT, 13))
+        .draw()?;
+    Ok(chart)
+}
 
 /// Draws into a fresh SVG document of `size` pixels. Drawing into a string does not fail in
 /// practice; if it ever does, the document says why instead of the caller panicking.

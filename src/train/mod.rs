@@ -244,31 +244,46 @@ impl Trainer {
         }))
     }
 
+    /// One training epoch over `images` at `penalty_weight`, each batch's loss computed by
+    /// `step` (given what it reads besides the batch and the batch's dataset indices).
+    fn epoch_of(
+        &mut self,
+        images: &Tensor,
+        penalty_weight: f64,
+        mut step: impl FnMut(&StepInputs, &Tensor, &Tensor) -> Result<BatchLoss>,
+    ) -> Result<EpochStats> {
+        let _tf32 = self.model.numerics().tf32_scope()?;
+        let sync = self.step_sync()?;
+        let inputs = StepInputs {
+            model: &self.model,
+            dist: self.dist.as_deref(),
+            cfg: &self.cfg,
+        };
+        let t = &self.cfg.train;
+        let stats = run_epoch(
+            self.epoch + 1,
+            t.epochs,
+            t.seed,
+            images,
+            t.batch_size,
+            &mut self.opt,
+            sync.as_ref(),
+            |x, idx| step(&inputs, x, idx),
+            penalty_weight,
+        )?;
+        self.epoch += 1;
+        Ok(stats)
+    }
+
     /// One SimCLR epoch over `images` (uint8 N×C×H×W on the device): shuffled batches of
     /// `train.batch_size` (last partial one dropped), two augmented views each, NT-Xent.
     pub fn train_epoch_simclr(&mut self, images: &Tensor) -> Result<EpochStats> {
-        let _tf32 = self.model.numerics().tf32_scope()?;
-        let views = self.cfg.data.views();
-        let cfg = &self.cfg.train;
-        let (tau, debiased) = (cfg.temperature, cfg.debiased.then_some(cfg.tau_plus));
-        let (model, dist) = (&self.model, self.dist.as_deref());
-        let sync = self.step_sync()?;
-        run_epoch(
-            self.epoch + 1,
-            cfg.epochs,
-            cfg.seed,
-            images,
-            cfg.batch_size,
-            &mut self.opt,
-            sync.as_ref(),
-            |x, _| {
-                let (z1, z2) = projected_views(model, x, views, dist)?;
-                let total = loss::nt_xent(&z1, &z2, tau, debiased)?;
-                Ok(BatchLoss::contrastive_only(total))
-            },
-            0.0,
-        )
-        .inspect(|_| self.epoch += 1)
+        self.epoch_of(images, 0.0, |s, x, _| {
+            let t = &s.cfg.train;
+            let (z1, z2) = projected_views(s.model, x, s.cfg.data.views(), s.dist)?;
+            let total = loss::nt_xent(&z1, &z2, t.temperature, t.debiased.then_some(t.tau_plus))?;
+            Ok(BatchLoss::contrastive_only(total))
+        })
     }
 
     /// One IP-IRM minimize epoch over `images` with the kept `partitions` (each N×E logits on
@@ -278,29 +293,12 @@ impl Trainer {
         images: &Tensor,
         partitions: &[Tensor],
     ) -> Result<EpochStats> {
-        let _tf32 = self.model.numerics().tf32_scope()?;
-        let cfg = &self.cfg;
-        let epoch = self.epoch + 1;
-        let pw = minimize::penalty_weight(&cfg.ipirm, epoch, cfg.train.epochs);
-        let (model, dist) = (&self.model, self.dist.as_deref());
-        let sync = self.step_sync()?;
-        run_epoch(
-            epoch,
-            cfg.train.epochs,
-            cfg.train.seed,
-            images,
-            cfg.train.batch_size,
-            &mut self.opt,
-            sync.as_ref(),
-            |x, idx| {
-                let views = cfg.data.views();
-                let (z1, z2) = projected_views(model, x, views, dist)?;
-                let l = minimize::minimize_loss(&z1, &z2, idx, partitions, cfg, pw)?;
-                Ok(BatchLoss::with_parts(l.total, &l.contrastive, &l.penalty))
-            },
-            pw,
-        )
-        .inspect(|_| self.epoch += 1)
+        let pw = minimize::penalty_weight(&self.cfg.ipirm, self.epoch + 1, self.cfg.train.epochs);
+        self.epoch_of(images, pw, |s, x, idx| {
+            let (z1, z2) = projected_views(s.model, x, s.cfg.data.views(), s.dist)?;
+            let l = minimize::minimize_loss(&z1, &z2, idx, partitions, s.cfg, pw)?;
+            Ok(BatchLoss::with_parts(l.total, &l.contrastive, &l.penalty))
+        })
     }
 
     /// One MixUp epoch (`train.mixup`, `main_mixup.py`): two augmented views per batch as in
@@ -315,12 +313,10 @@ impl Trainer {
         images: &Tensor,
         partitions: &[Tensor],
     ) -> Result<EpochStats> {
-        let _tf32 = self.model.numerics().tf32_scope()?;
         let cfg = &self.cfg;
-        let epoch = self.epoch + 1;
         let ipirm = cfg.train.method == Method::Ipirm;
         let pw = match ipirm {
-            true => minimize::penalty_weight(&cfg.ipirm, epoch, cfg.train.epochs),
+            true => minimize::penalty_weight(&cfg.ipirm, self.epoch + 1, cfg.train.epochs),
             false => 0.0,
         };
         if ipirm && partitions.is_empty() {
@@ -328,53 +324,39 @@ impl Trainer {
                 "the MixUp IP-IRM minimize step needs at least one partition".into(),
             ));
         }
-        let (model, dist) = (&self.model, self.dist.as_deref());
-        let forward = |x: &Tensor| project_batch(model, x, true, dist);
         let mut draws = mixup::BetaDraws {
             alpha: cfg.train.mixup_alpha,
         };
-        let sync = self.step_sync()?;
-        run_epoch(
-            epoch,
-            cfg.train.epochs,
-            cfg.train.seed,
-            images,
-            cfg.train.batch_size,
-            &mut self.opt,
-            sync.as_ref(),
-            |x, idx| {
-                let views = cfg.data.views();
-                let x1 = views.draw(x);
-                let x2 = views.draw(x);
-                if !ipirm {
-                    let total = mixup::mixup_baseline_loss(
-                        &x1,
-                        &x2,
-                        cfg.train.temperature,
-                        forward,
-                        &mut draws,
-                    )?;
-                    return Ok(BatchLoss::contrastive_only(total));
-                }
-                if cfg.ipirm.retain_group {
-                    let l = mixup::mixup_ipirm_retain_backward(
-                        &x1, &x2, idx, partitions, cfg, pw, forward, &mut draws,
-                    )?;
-                    return Ok(BatchLoss {
-                        total: l.total(),
-                        contrastive: l.contrastive(),
-                        penalty: l.penalty(),
-                        backpropagated: true,
-                    });
-                }
-                let latest = partitions.last().expect("checked above");
-                let l =
-                    mixup::mixup_ipirm_loss(&x1, &x2, idx, latest, cfg, pw, forward, &mut draws)?;
-                Ok(BatchLoss::with_parts(l.total, &l.contrastive, &l.penalty))
-            },
-            pw,
-        )
-        .inspect(|_| self.epoch += 1)
+        self.epoch_of(images, pw, |s, x, idx| {
+            let (cfg, views) = (s.cfg, s.cfg.data.views());
+            let forward = |x: &Tensor| project_batch(s.model, x, true, s.dist);
+            let x1 = views.draw(x);
+            let x2 = views.draw(x);
+            if !ipirm {
+                let total = mixup::mixup_baseline_loss(
+                    &x1,
+                    &x2,
+                    cfg.train.temperature,
+                    forward,
+                    &mut draws,
+                )?;
+                return Ok(BatchLoss::contrastive_only(total));
+            }
+            if cfg.ipirm.retain_group {
+                let l = mixup::mixup_ipirm_retain_backward(
+                    &x1, &x2, idx, partitions, cfg, pw, forward, &mut draws,
+                )?;
+                return Ok(BatchLoss {
+                    total: l.total(),
+                    contrastive: l.contrastive(),
+                    penalty: l.penalty(),
+                    backpropagated: true,
+                });
+            }
+            let latest = partitions.last().expect("checked above");
+            let l = mixup::mixup_ipirm_loss(&x1, &x2, idx, latest, cfg, pw, forward, &mut draws)?;
+            Ok(BatchLoss::with_parts(l.total, &l.contrastive, &l.penalty))
+        })
     }
 
     /// The model's variables, the optimizer's state and the epoch count (shallow: the live
@@ -436,6 +418,14 @@ impl Trainer {
             (Method::Ipirm, false) => self.train_epoch_ipirm(images, partitions),
         }
     }
+}
+
+/// What a training step reads besides its batch.
+struct StepInputs<'a> {
+    model: &'a Model,
+    /// The process group of a data-parallel run.
+    dist: Option<&'a Group>,
+    cfg: &'a Config,
 }
 
 /// The epoch loop shared by the training methods: seeds the epoch's random stream from the run
