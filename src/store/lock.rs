@@ -297,22 +297,13 @@ struct Holder {
 }
 
 fn parse_holder(s: &str) -> Option<Holder> {
-    let mut pid = None;
-    let mut since = None;
-    let mut command = None;
-    for line in s.lines() {
-        if let Some(v) = line.strip_prefix("pid=") {
-            pid = v.trim().parse().ok();
-        } else if let Some(v) = line.strip_prefix("since=") {
-            since = v.trim().parse().ok();
-        } else if let Some(v) = line.strip_prefix("command=") {
-            command = Some(v.to_string());
-        }
-    }
+    let field = |name: &str| s.lines().find_map(|l| l.strip_prefix(name));
     Some(Holder {
-        pid: pid?,
-        since: since.unwrap_or(0),
-        command: command.unwrap_or_default(),
+        pid: field("pid=")?.trim().parse().ok()?,
+        since: field("since=")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+        command: field("command=").unwrap_or_default().to_string(),
     })
 }
 
