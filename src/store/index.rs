@@ -37,7 +37,7 @@ pub(super) trait Entry: Serialize + DeserializeOwned {
 impl Entry for Artifact {
     const WHAT: &'static str = "artifact";
     fn tree(handle: &IndexHandle) -> &sled::Tree {
-        handle.artifacts()
+        &handle.artifacts
     }
     fn meta_path(root: &Path, key: &str) -> PathBuf {
         mirror::artifact_path(root, key)
@@ -50,7 +50,7 @@ impl Entry for Artifact {
 impl Entry for RunRecord {
     const WHAT: &'static str = "run";
     fn tree(handle: &IndexHandle) -> &sled::Tree {
-        handle.runs()
+        &handle.runs
     }
     fn meta_path(root: &Path, id: &str) -> PathBuf {
         mirror::run_path(root, id)
@@ -112,9 +112,9 @@ impl Index {
 
     /// Writes the schema record into a new index; refuses an index of another schema.
     pub(super) fn check_schema(&self) -> Result<()> {
-        let meta = self.handle.meta();
+        let meta = &self.handle.meta;
         let Some(bytes) = self.sled(meta.get(SCHEMA_KEY))? else {
-            if !self.handle.artifacts().is_empty() || !self.handle.runs().is_empty() {
+            if !self.handle.artifacts.is_empty() || !self.handle.runs.is_empty() {
                 return Err(Error::Store(format!(
                     "store at {} has artifacts or runs but no schema record: it is damaged or was not written by ipirm",
                     self.root.display()

@@ -38,7 +38,12 @@ thread_local! {
 /// holder file and closes the database (releasing the lock).
 pub struct IndexHandle {
     db: sled::Db,
-    trees: [sled::Tree; 3],
+    /// Artifact key -> enveloped [`Artifact`](super::Artifact).
+    pub(crate) artifacts: sled::Tree,
+    /// Run id -> enveloped [`RunRecord`](super::RunRecord).
+    pub(crate) runs: sled::Tree,
+    /// Store metadata (the schema record).
+    pub(crate) meta: sled::Tree,
     root: PathBuf,
     index_dir: PathBuf,
 }
@@ -80,36 +85,21 @@ impl IndexHandle {
             let _ = std::fs::remove_file(m);
         }
         let db = result?;
-        let trees = (|| -> sled::Result<_> {
-            Ok((
-                db.open_tree("artifacts")?,
-                db.open_tree("runs")?,
-                db.open_tree("meta")?,
-            ))
-        })();
-        let (artifacts, runs, meta) =
-            trees.map_err(|e| damaged_index(store, &format!("cannot open its trees: {e}")))?;
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| damaged_index(store, &format!("cannot open its trees: {e}")))
+        };
+        let (artifacts, runs, meta) = (tree("artifacts")?, tree("runs")?, tree("meta")?);
         write_holder(root);
         HELD.with(|h| h.borrow_mut().push(index_dir.clone()));
         Ok(IndexHandle {
             db,
-            trees: [artifacts, runs, meta],
+            artifacts,
+            runs,
+            meta,
             root: root.to_path_buf(),
             index_dir,
         })
-    }
-
-    /// Artifact key -> enveloped [`Artifact`](super::Artifact).
-    pub(crate) fn artifacts(&self) -> &sled::Tree {
-        &self.trees[0]
-    }
-    /// Run id -> enveloped [`RunRecord`](super::RunRecord).
-    pub(crate) fn runs(&self) -> &sled::Tree {
-        &self.trees[1]
-    }
-    /// Store metadata (the schema record).
-    pub(crate) fn meta(&self) -> &sled::Tree {
-        &self.trees[2]
     }
 
     /// Makes everything written so far durable.
