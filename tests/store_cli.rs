@@ -429,8 +429,8 @@ fn fill(path: &Path) {
     let _ = f.sync_all();
 }
 
-/// A store whose index is lost (its meta files and blobs intact): `ls` says so instead of
-/// showing an empty store, `gc` refuses instead of deleting every blob (it deleted all of them
+/// A store whose index is lost (its meta files and blobs intact): `ls` and `verify` say so
+/// instead of showing an empty store, `gc` refuses instead of deleting every blob (it deleted all of them
 /// before), and after `store repair` everything is there. With the meta files lost too, `ls`
 /// says the index is empty while blobs are present.
 #[test]
@@ -445,6 +445,11 @@ fn a_lost_index_makes_gc_refuse_and_ls_warn() {
     assert!(
         ls.contains("lacks") && ls.contains("store repair"),
         "ls names the lost index:\n{ls}"
+    );
+    let verify = ok(&store, &["store", "verify"], &[]);
+    assert!(
+        verify.contains("lacks") && verify.contains("store repair"),
+        "verify names the lost index:\n{verify}"
     );
     for dry in [true, false] {
         let flags: Vec<&str> = if dry {
