@@ -53,13 +53,13 @@
 //! outside the lock. Within one process a `Store` (and its clones) serialises its own operations.
 //!
 //! # Files
-//! This file holds the [`Store`] front and what it stores ([`Artifact`], [`RunRecord`],
-//! [`Stage`]); `index.rs` the sled index inside one operation, `lock.rs` opening it and who
-//! holds it, `codec.rs` the records' envelope, `mirror.rs` the `meta/` files, `blobs.rs` content
-//! addressing (writing, hashing and checking blobs), `tensor_file.rs` tensor blobs with their
-//! header ([`TensorArtifact`]), `key.rs` stage keys, `provenance.rs` what is recorded with an
-//! artifact, `commands.rs` find/verify/gc, `transfer.rs` export/import, `repair.rs` rebuilding a
-//! lost index, `fault.rs` fault injection for the tests.
+//! This file holds the [`Store`] front and what it stores ([`Artifact`], [`RunRecord`], [`Stage`]);
+//! `index.rs` the sled index inside one operation (typed tables of artifacts and runs), `lock.rs`
+//! opening it and who holds it, `codec.rs` the records' envelope, `mirror.rs` the `meta/` files,
+//! `blobs.rs` content addressing (writing, hashing and checking blobs), `tensor_file.rs` tensor
+//! blobs with their header ([`TensorArtifact`]), `key.rs` stage keys, `provenance.rs` what is
+//! recorded with an artifact, `commands.rs` find/verify/gc, `transfer.rs` export/import,
+//! `repair.rs` rebuilding a lost index, `fault.rs` fault injection for the tests.
 mod blobs;
 pub mod codec;
 mod commands;
