@@ -10,9 +10,10 @@ bash "$here/setup-notebooks.sh"
 source "$here/env.sh"
 cd "$IPIRM_ROOT"
 
-echo "== cargo fmt --check; cargo clippy (warnings are errors)" >&2
+echo "== cargo fmt --check; cargo clippy, cargo doc (warnings are errors)" >&2
 cargo fmt --check
 cargo clippy --release --all-targets --quiet -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --lib --quiet
 
 # The run the notebooks open: a tiny IP-IRM run (a cache hit when the store already holds it).
 export IPIRM_NOTEBOOK_STORE="$IPIRM_ROOT/target/notebook-store"

@@ -12,8 +12,8 @@
 //!   reference points, then training, the trained encoder's kNN and the linear probe) and
 //!   `ipirm train`; [`branch`]: `--from-partition` resolved and checked.
 //! - [`model_file`]: the model files a run writes and the commands that read one (`eval`,
-//!   `checkpoint import`); [`maximize_file`]: `ipirm maximize` on a features file; [`output`]:
-//!   the files jobs write.
+//!   `checkpoint import`); [`maximize_file`](mod@maximize_file): `ipirm maximize` on a features
+//!   file; [`output`]: the files jobs write.
 pub mod artifacts;
 pub mod branch;
 pub mod maximize_file;

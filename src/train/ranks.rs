@@ -19,7 +19,7 @@ pub enum Command {
     /// The view pairs of maximize step `step`, extracted sharded (offline maximize).
     Features(u64),
     /// Online maximize step `step`: rank 0 learns the partition and sends each batch's two
-    /// views; every rank projects its chunk of them ([`send_views`], [`project_views`]).
+    /// views; every rank projects its chunk of them (`send_views`, `project_views`).
     Online(u64),
     /// Training is over: the other ranks exit.
     Done,

@@ -106,7 +106,7 @@ fn bilinear_weights(start: &Tensor, len: &Tensor, size: i64, full: i64) -> Tenso
 
 /// Crops each image to its box and resizes it to size×size as PIL's bilinear resize does: with
 /// antialiasing along every side of the box longer than `size` (each output pixel averages its
-/// whole source footprint, see [`bilinear_weights`]), plain bilinear along the others
+/// whole source footprint, see `bilinear_weights`), plain bilinear along the others
 /// (upsampling). torchvision's `F.resized_crop(img, top, left, height, width, [size, size],
 /// antialias=True)` on float images computes the same (its kernel is libtorch's
 /// `_upsample_bilinear2d_aa`, which torchvision matches to PIL); PIL's own uint8 result differs by
