@@ -516,10 +516,7 @@ fn run(cli: Cli) -> Result<()> {
                 StoreCommand::Ls => emit(store_view::ls(&store)?),
                 StoreCommand::Show { what, json } => emitln(store_view::show(&store, &what, json)?),
                 StoreCommand::Verify => {
-                    // Entries the index lost are not damage (`store repair` brings them back).
-                    if let Some(gap) = store.index_gaps()? {
-                        eprintln!("warning: {gap}");
-                    }
+                    store_view::warn_of_index_gaps(&store)?;
                     let report = store.verify()?;
                     emit(store_view::Text(&report))?;
                     if !report.is_clean() {

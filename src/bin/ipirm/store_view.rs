@@ -10,12 +10,20 @@ use ipirm::store::{
 };
 use serde::Serialize;
 
-/// Runs (oldest first) and then artifacts (by stage, then key), one line each. An artifact of
-/// a stage version this build no longer writes is marked: the current stages never match it.
-pub fn ls(store: &Store) -> ipirm::Result<String> {
+/// A warning on stderr when the index lacks entries the store's files record (a lost index, or
+/// a kill between an entry's meta file and its index entry): not damage, `store repair` brings
+/// them back.
+pub fn warn_of_index_gaps(store: &Store) -> ipirm::Result<()> {
     if let Some(gap) = store.index_gaps()? {
         eprintln!("warning: {gap}");
     }
+    Ok(())
+}
+
+/// Runs (oldest first) and then artifacts (by stage, then key), one line each. An artifact of
+/// a stage version this build no longer writes is marked: the current stages never match it.
+pub fn ls(store: &Store) -> ipirm::Result<String> {
+    warn_of_index_gaps(store)?;
     let runs = store.list_runs()?;
     let mut arts = store.list_artifacts()?;
     let latest: BTreeSet<String> = store.latest_runs()?.into_iter().map(|r| r.id).collect();
