@@ -129,12 +129,42 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
-/// A short description such as `cuda:0` or `cpu (2 threads)`.
+/// A short description such as `cuda:0 (NVIDIA H200)` or `cpu (AMD EPYC 9454, 2 threads)`, with
+/// the processor's model where the system names it: it is recorded with every artifact and run
+/// report, and CPU results differ in their last digits between processor models.
 pub fn describe(device: Device) -> String {
-    match device {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        _ => format!("cpu ({} threads)", tch::get_num_threads()),
+    match (device, processor_model(device)) {
+        (Device::Cuda(i), Some(m)) => format!("cuda:{i} ({m})"),
+        (Device::Cuda(i), None) => format!("cuda:{i}"),
+        (_, Some(m)) => format!("cpu ({m}, {} threads)", tch::get_num_threads()),
+        (_, None) => format!("cpu ({} threads)", tch::get_num_threads()),
     }
+}
+
+/// The model of the CPU (`/proc/cpuinfo`'s first `model name`), or of the GPUs when the NVIDIA
+/// driver lists only one model (`/proc/driver/nvidia/gpus/*/information`: CUDA's device order
+/// need not be the driver's, so a machine of mixed GPUs names none). Linux only.
+fn processor_model(device: Device) -> Option<String> {
+    let field = |text: &str, name: &str| {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let value = line.split_once(':')?.1.split_whitespace();
+        Some(value.collect::<Vec<_>>().join(" ")).filter(|v| !v.is_empty())
+    };
+    if !matches!(device, Device::Cuda(_)) {
+        return field(
+            &std::fs::read_to_string("/proc/cpuinfo").ok()?,
+            "model name",
+        );
+    }
+    let mut models = std::collections::BTreeSet::new();
+    for gpu in std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .ok()?
+        .flatten()
+    {
+        let info = std::fs::read_to_string(gpu.path().join("information")).ok()?;
+        models.insert(field(&info, "Model")?);
+    }
+    models.pop_first().filter(|_| models.is_empty())
 }
 
 /// Makes glibc keep freed memory for reuse instead of handing large blocks back to the kernel:
@@ -167,4 +197,21 @@ static FREED_MEMORY_KEPT: std::sync::atomic::AtomicBool = std::sync::atomic::Ato
 /// Whether [`keep_freed_memory`] took effect in this process.
 pub fn freed_memory_kept() -> bool {
     FREED_MEMORY_KEPT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The CPU's description names its model where `/proc/cpuinfo` gives one (CPU results differ
+    /// between models), then the thread count.
+    #[test]
+    fn a_cpu_is_described_with_its_model() {
+        let d = super::describe(tch::Device::Cpu);
+        let threads = format!("{} threads)", tch::get_num_threads());
+        assert!(d.starts_with("cpu (") && d.ends_with(&threads), "{d}");
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        if let Some(line) = info.lines().find(|l| l.starts_with("model name")) {
+            let model: Vec<&str> = line.split(':').nth(1).unwrap().split_whitespace().collect();
+            assert_eq!(d, format!("cpu ({}, {threads}", model.join(" ")), "{line}");
+        }
+    }
 }
