@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::{Artifact, ArtifactKind};
 use crate::{Error, Result};
 
 pub(super) const OBJECTS_DIR: &str = "objects";
@@ -70,16 +69,6 @@ fn hash_stream(
         total += n as u64;
     }
     Ok((hex::encode(hasher.finalize()), total))
-}
-
-/// [`check_blob`] of an indexed artifact's blob.
-pub(super) fn check_blob_of(key: &str, path: &Path, artifact: &Option<Artifact>) -> Result<()> {
-    match artifact.as_ref().map(|a| &a.kind) {
-        Some(ArtifactKind::Blob { digest, bytes, .. }) => check_blob(key, path, digest, *bytes),
-        _ => Err(Error::Store(format!(
-            "artifact {key} left the index while it was read"
-        ))),
-    }
 }
 
 /// What [`Error::Damaged`] says was found in place of a missing blob file.

@@ -120,9 +120,7 @@ impl IndexHandle {
             .generate_id()
             .map_err(|e| self.err(format!("cannot generate an id: {e}")))
     }
-}
 
-impl IndexHandle {
     /// Closes the index (releasing sled's lock), then defers to a waiting process (see the
     /// module's docs on fairness).
     pub(crate) fn close(self) {

@@ -91,7 +91,7 @@ pub use tensor_file::{take, Meta, TensorArtifact};
 pub use transfer::{ArtifactEntry, ExportReport, ImportReport, MANIFEST_FORMAT};
 
 use crate::{Error, Result};
-use blobs::{check_blob_of, hash_file, is_writable, object_path, tmp_file, OBJECTS_DIR, TMP_DIR};
+use blobs::{check_blob, hash_file, is_writable, object_path, tmp_file, OBJECTS_DIR, TMP_DIR};
 use fault::fault;
 use index::Index;
 
@@ -443,11 +443,40 @@ impl Store {
     /// [`Error::Damaged`] if the blob is missing or its bytes no longer match the digest (then
     /// [`Store::invalidate`] it and recompute).
     pub fn get_tensors(&self, key: &str) -> Result<Option<Vec<(String, Tensor)>>> {
-        let Some(path) = self.blob_path(key)? else {
+        match self.blob_of(key)? {
+            Some(blob) => self.read_checked(key, &blob).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The value stored under `key` as a [`TensorArtifact`] (its tensors, hash-checked as by
+    /// [`Store::get_tensors`], and its header); `Ok(None)` if no such artifact.
+    pub fn get_typed<T: TensorArtifact>(&self, key: &str) -> Result<Option<T>> {
+        let Some(blob) = self.blob_of(key)? else {
             return Ok(None);
         };
-        check_blob_of(key, &path, &self.get_meta(key)?)?;
-        Tensor::read_safetensors(&path).map(Some).map_err(|e| {
+        let named = self.read_checked(key, &blob)?;
+        T::from_tensors(named, &tensor_file::read_meta(&blob.0)?).map(Some)
+    }
+
+    /// The metadata written with the tensors under `key`, from the blob's header alone (not
+    /// re-hashed: [`Store::get_tensors`] checks the bytes); `Ok(None)` if no such artifact.
+    pub fn tensor_meta(&self, key: &str) -> Result<Option<Meta>> {
+        match self.blob_of(key)? {
+            Some((path, ..)) => tensor_file::read_meta(&path).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The tensors of the blob of `key` ([`Store::blob_of`]), its bytes checked against the
+    /// digest first.
+    fn read_checked(
+        &self,
+        key: &str,
+        (path, digest, bytes): &(PathBuf, String, u64),
+    ) -> Result<Vec<(String, Tensor)>> {
+        check_blob(key, path, digest, *bytes)?;
+        Tensor::read_safetensors(path).map_err(|e| {
             Error::Store(format!(
                 "artifact {key}: blob {} matches its digest but does not read as safetensors: {e}",
                 path.display()
@@ -455,32 +484,16 @@ impl Store {
         })
     }
 
-    /// The value stored under `key` as a [`TensorArtifact`] (its tensors, hash-checked as by
-    /// [`Store::get_tensors`], and its header); `Ok(None)` if no such artifact.
-    pub fn get_typed<T: TensorArtifact>(&self, key: &str) -> Result<Option<T>> {
-        let Some(named) = self.get_tensors(key)? else {
-            return Ok(None);
-        };
-        let meta = self.tensor_meta(key)?.unwrap_or_default();
-        T::from_tensors(named, &meta).map(Some)
-    }
-
-    /// The metadata written with the tensors under `key`, from the blob's header alone (not
-    /// re-hashed: [`Store::get_tensors`] checks the bytes); `Ok(None)` if no such artifact.
-    pub fn tensor_meta(&self, key: &str) -> Result<Option<Meta>> {
-        match self.blob_path(key)? {
-            Some(path) => tensor_file::read_meta(&path).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Where the blob of `key` is; `Ok(None)` if no such artifact; an error if it is a record.
-    fn blob_path(&self, key: &str) -> Result<Option<PathBuf>> {
+    /// Where the blob of `key` is, with the digest and size the index records; `Ok(None)` if no
+    /// such artifact; an error if it is a record.
+    fn blob_of(&self, key: &str) -> Result<Option<(PathBuf, String, u64)>> {
         let Some(a) = self.get_meta(key)? else {
             return Ok(None);
         };
-        match &a.kind {
-            ArtifactKind::Blob { digest, .. } => Ok(Some(self.object_path(digest))),
+        match a.kind {
+            ArtifactKind::Blob { digest, bytes, .. } => {
+                Ok(Some((self.object_path(&digest), digest, bytes)))
+            }
             ArtifactKind::Record(_) => Err(Error::Store(format!(
                 "artifact {key} in store {} is a record (stage {}), not a blob",
                 self.root().display(),
