@@ -143,28 +143,38 @@ pub fn describe(device: Device) -> String {
 
 /// The model of the CPU (`/proc/cpuinfo`'s first `model name`), or of the GPUs when the NVIDIA
 /// driver lists only one model (`/proc/driver/nvidia/gpus/*/information`: CUDA's device order
-/// need not be the driver's, so a machine of mixed GPUs names none). Linux only.
+/// need not be the driver's, so a machine of mixed GPUs names none). Linux only; read once per
+/// process (every stored artifact records it).
 fn processor_model(device: Device) -> Option<String> {
+    static CPU: OnceLock<Option<String>> = OnceLock::new();
+    static GPU: OnceLock<Option<String>> = OnceLock::new();
     let field = |text: &str, name: &str| {
         let line = text.lines().find(|l| l.starts_with(name))?;
         let value = line.split_once(':')?.1.split_whitespace();
         Some(value.collect::<Vec<_>>().join(" ")).filter(|v| !v.is_empty())
     };
-    if !matches!(device, Device::Cuda(_)) {
-        return field(
-            &std::fs::read_to_string("/proc/cpuinfo").ok()?,
-            "model name",
-        );
+    let gpus = || {
+        let mut models = std::collections::BTreeSet::new();
+        for gpu in std::fs::read_dir("/proc/driver/nvidia/gpus")
+            .ok()?
+            .flatten()
+        {
+            let info = std::fs::read_to_string(gpu.path().join("information")).ok()?;
+            models.insert(field(&info, "Model")?);
+        }
+        models.pop_first().filter(|_| models.is_empty())
+    };
+    match device {
+        Device::Cuda(_) => GPU.get_or_init(gpus).clone(),
+        _ => CPU
+            .get_or_init(|| {
+                field(
+                    &std::fs::read_to_string("/proc/cpuinfo").ok()?,
+                    "model name",
+                )
+            })
+            .clone(),
     }
-    let mut models = std::collections::BTreeSet::new();
-    for gpu in std::fs::read_dir("/proc/driver/nvidia/gpus")
-        .ok()?
-        .flatten()
-    {
-        let info = std::fs::read_to_string(gpu.path().join("information")).ok()?;
-        models.insert(field(&info, "Model")?);
-    }
-    models.pop_first().filter(|_| models.is_empty())
 }
 
 /// Makes glibc keep freed memory for reuse instead of handing large blocks back to the kernel:
