@@ -6,6 +6,7 @@
 //! run time when it is missing (from `$LIBTORCH/lib` or the library path), so a notebook's
 //! `ipirm` uses the GPU like the binary; [`cuda`]'s answer says which device a process gets and
 //! why.
+use std::path::Path;
 use std::sync::OnceLock;
 
 use tch::Device;
@@ -139,6 +140,37 @@ pub fn describe(device: Device) -> String {
         (_, Some(m)) => format!("cpu ({m}, {} threads)", tch::get_num_threads()),
         (_, None) => format!("cpu ({} threads)", tch::get_num_threads()),
     }
+}
+
+/// The version of the libtorch in use, best effort: `version.py` (a torch wheel) or
+/// `build-version` (a libtorch zip) under `$LIBTORCH` at run time, else under the `LIBTORCH` the
+/// crate was built with, else `unknown`.
+pub fn libtorch_version() -> String {
+    static V: OnceLock<String> = OnceLock::new();
+    V.get_or_init(|| {
+        let roots = [
+            std::env::var("LIBTORCH").ok(),
+            option_env!("LIBTORCH").map(str::to_string),
+        ];
+        for root in roots.into_iter().flatten() {
+            let root = Path::new(&root);
+            if let Ok(s) = std::fs::read_to_string(root.join("version.py")) {
+                if let Some(v) = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("__version__"))
+                    .and_then(|v| v.split_once('='))
+                    .map(|(_, v)| v.trim().trim_matches(['\'', '"']))
+                {
+                    return v.to_string();
+                }
+            }
+            if let Ok(s) = std::fs::read_to_string(root.join("build-version")) {
+                return s.trim().to_string();
+            }
+        }
+        "unknown".into()
+    })
+    .clone()
 }
 
 /// The model of the CPU (`/proc/cpuinfo`'s first `model name`), or of the GPUs when the NVIDIA

@@ -28,6 +28,7 @@ pub mod rng;
 pub mod shim;
 pub mod stats;
 pub mod store;
+pub mod tensor_file;
 pub mod train;
 
 pub use error::{Error, Result};

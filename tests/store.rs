@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use ipirm::store::{self, GcOptions, Meta, Stage, Store, StoreOptions, SCHEMA_VERSION};
+use ipirm::store::{self, GcOptions, Stage, Store, StoreOptions, SCHEMA_VERSION};
+use ipirm::tensor_file::Meta;
 use ipirm::Error;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -91,18 +92,18 @@ fn flip_a_byte(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Stores raw bytes as a one-tensor (uint8) artifact.
+/// Stores raw bytes as a blob of format `bytes`.
 fn put_bytes(store: &Store, st: &Stage, bytes: &[u8]) -> String {
     store
-        .put_tensors(st, &[("bytes", &Tensor::from_slice(bytes))], &Meta::new())
+        .put_blob(st, "bytes", |p| {
+            std::fs::write(p, bytes).map_err(|e| Error::io(p, e))
+        })
         .unwrap()
 }
 
 /// The bytes [`put_bytes`] stored under `key`, verified like any load.
 fn get_bytes(store: &Store, key: &str) -> ipirm::Result<Option<Vec<u8>>> {
-    Ok(store
-        .get_tensors(key)?
-        .map(|t| Vec::<u8>::try_from(&t[0].1).unwrap()))
+    Ok(store.get_blob(key)?.map(|p| std::fs::read(p).unwrap()))
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -125,7 +126,7 @@ fn tensors_and_records_round_trip_with_provenance() {
     let st = Stage::new("features", 1, &section(), &[])
         .unwrap()
         .run(&run.id)
-        .device("cpu (2 threads)");
+        .device("cpu (2 threads)", "2.11.0");
     assert_eq!(
         st.key(),
         store::stage_key("features", 1, &section(), &[]).unwrap()
@@ -190,6 +191,28 @@ fn tensors_and_records_round_trip_with_provenance() {
             .is_none(),
         "no temp file left"
     );
+    assert_eq!(
+        store.get_meta(bs.key()).unwrap().unwrap().kind_name(),
+        "bytes"
+    );
+    // A writer that fails stores nothing and leaves no temp file; its error names the stage.
+    let failing = Stage::new("raw", 1, &"failing", &[]).unwrap();
+    let e = store
+        .put_blob(&failing, "bytes", |p| {
+            std::fs::write(p, b"half").unwrap();
+            Err(Error::Shape("the writer gave up".into()))
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(failing.key()) && e.contains("the writer gave up"),
+        "{e}"
+    );
+    assert!(!store.contains(failing.key()).unwrap());
+    assert!(std::fs::read_dir(store.root().join("tmp"))
+        .unwrap()
+        .next()
+        .is_none());
     // Header metadata is written sorted (same content, same digest) and read back alone.
     let meta = Meta::from([
         ("z".to_string(), "1".to_string()),
@@ -225,10 +248,11 @@ fn tensors_and_records_round_trip_with_provenance() {
     assert_eq!(p.wall_seconds, 1.5);
     assert_eq!(p.crate_version, env!("CARGO_PKG_VERSION"));
     assert!(p.created > 1_600_000_000);
-    assert!(!p.host.is_empty() && !p.git_commit.is_empty() && !p.libtorch.is_empty());
+    assert!(!p.host.is_empty() && !p.git_commit.is_empty() && p.libtorch == "unspecified");
+    let p = store.get_meta(st.key()).unwrap().unwrap().provenance;
     assert_eq!(
-        store.get_meta(st.key()).unwrap().unwrap().provenance.device,
-        "cpu (2 threads)"
+        (p.device.as_str(), p.libtorch.as_str()),
+        ("cpu (2 threads)", "2.11.0")
     );
 
     // Puts with a run attach to it, in order; attach adds a reused key once.
@@ -278,7 +302,7 @@ fn stage_key_changes_with_every_keyed_input_and_only_those() {
         base,
         Stage::new("features", 3, &section(), &["in-a", "in-b"])
             .unwrap()
-            .device("cuda:7")
+            .device("cuda:7", "2.0.0")
             .wall_seconds(3.0)
             .key()
     );
@@ -915,7 +939,7 @@ fn ls_and_show_describe_runs_and_artifacts() {
     let feats = Stage::new("features", 1, &section(), &[])
         .unwrap()
         .run(&run.id)
-        .device("cpu");
+        .device("cpu", "2.11.0");
     let digest = store.put_tensors(&feats, &named(&t), &Meta::new()).unwrap();
     let rec = Stage::new("knn", 1, &section(), &[feats.key()])
         .unwrap()

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ipirm::store::{Meta, Stage, Store, StoreOptions};
+use ipirm::store::{Stage, Store, StoreOptions};
+use ipirm::tensor_file::Meta;
 use tch::Tensor;
 
 mod common;

@@ -2,7 +2,7 @@
 //! run), and the records only the pipeline stores.
 //!
 //! Tensor artifacts ([`TensorArtifact`]) are safetensors blobs whose header carries their small
-//! facts ([`crate::store::Meta`]), readable without loading the tensors; each type's encoding is
+//! facts ([`crate::tensor_file::Meta`]), readable without loading the tensors; each type's encoding is
 //! beside the type: [`crate::train::Checkpoint`] (`train/checkpoint.rs`),
 //! [`crate::train::ipirm::PartitionRecord`] and [`crate::train::ipirm::Features`]
 //! (`train/ipirm.rs`).
@@ -17,7 +17,9 @@ use tch::{Device, Tensor};
 
 use super::stages::Planned;
 use crate::config::Config;
-use crate::store::{Stage, Store, TensorArtifact};
+use crate::device::{describe, libtorch_version};
+use crate::store::{Stage, Store};
+use crate::tensor_file::TensorArtifact;
 use crate::{Error, Result};
 
 /// The dataset stage's record: which images a run read (their sha256 is the stage's input).
@@ -60,7 +62,7 @@ impl Ctx<'_> {
         Ok(
             Stage::new(planned.kind.name(), planned.kind.version(), &params, &refs)?
                 .run(&self.run)
-                .device(crate::device::describe(self.device)),
+                .device(describe(self.device), libtorch_version()),
         )
     }
 

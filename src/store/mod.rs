@@ -27,23 +27,22 @@
 //!
 //! # Caching a stage
 //! ```no_run
-//! # use ipirm::store::{Meta, Store, Stage};
-//! # fn f(store: &Store, params: &serde_json::Value, encoder_key: &str, run: &str) -> ipirm::Result<()> {
-//! let stage = Stage::new("features", 1, params, &[encoder_key])?.run(run).device("cuda:0");
-//! let feats = match store.get_tensors(stage.key()) {
-//!     Ok(Some(t)) => { store.attach(run, stage.key())?; t }
+//! # use ipirm::store::{Store, Stage};
+//! # fn f(store: &Store, params: &serde_json::Value, input: &str, run: &str) -> ipirm::Result<()> {
+//! let stage = Stage::new("features", 1, params, &[input])?.run(run).device("cpu", "2.11.0");
+//! let file = match store.get_blob(stage.key()) {
+//!     Ok(Some(file)) => { store.attach(run, stage.key())?; file }
 //!     Ok(None) | Err(ipirm::Error::Damaged { .. }) => {
 //!         store.invalidate(stage.key())?;
-//!         let t: Vec<(String, tch::Tensor)> = vec![/* compute */];
-//!         let named: Vec<(&str, &tch::Tensor)> = t.iter().map(|(n, x)| (n.as_str(), x)).collect();
-//!         store.put_tensors(&stage, &named, &Meta::new())?;
-//!         t
+//!         store.put_blob(&stage, "bytes", |p| std::fs::write(p, b"computed").map_err(|e| ipirm::Error::io(p, e)))?;
+//!         store.get_blob(stage.key())?.expect("just stored")
 //!     }
 //!     Err(e) => return Err(e),
 //! };
 //! # Ok(()) }
 //! ```
-//! (The pipeline does this through typed artifacts, `ipirm::pipeline::artifacts`.)
+//! (Tensors are stored through `ipirm::tensor_file`, the pipeline's stages through typed
+//! artifacts, `ipirm::pipeline::artifacts`.)
 //!
 //! # Concurrency
 //! sled locks its database exclusively, so no operation keeps it open: each opens it, does a few
@@ -56,10 +55,9 @@
 //! This file holds the [`Store`] front and what it stores ([`Artifact`], [`RunRecord`], [`Stage`]);
 //! `index.rs` the sled index inside one operation (typed tables of artifacts and runs), `lock.rs`
 //! opening it and who holds it, `codec.rs` the records' envelope, `mirror.rs` the `meta/` files,
-//! `blobs.rs` content addressing (writing, hashing and checking blobs), `tensor_file.rs` tensor
-//! blobs with their header ([`TensorArtifact`]), `key.rs` stage keys, `provenance.rs` what is
-//! recorded with an artifact, `commands.rs` find/verify/gc, `transfer.rs` export/import,
-//! `repair.rs` rebuilding a lost index, `fault.rs` fault injection for the tests.
+//! `blobs.rs` content addressing (writing, hashing and checking blobs), `key.rs` stage keys,
+//! `provenance.rs` what is recorded with an artifact, `commands.rs` find/verify/gc, `transfer.rs`
+//! export/import, `repair.rs` rebuilding a lost index, `fault.rs` fault injection for the tests.
 mod blobs;
 pub mod codec;
 mod commands;
@@ -70,7 +68,6 @@ mod lock;
 mod mirror;
 mod provenance;
 mod repair;
-mod tensor_file;
 mod transfer;
 
 use std::fs::File;
@@ -80,14 +77,12 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
 pub use commands::{Found, GcOptions, GcReport, VerifyReport};
 pub(crate) use key::key_from_json;
 pub use key::{canonical_json, stage_key};
-pub use provenance::{libtorch_version, Provenance};
+pub use provenance::Provenance;
 pub use repair::RepairReport;
-pub use tensor_file::{take, Meta, TensorArtifact};
 pub use transfer::{ArtifactEntry, ExportReport, ImportReport, MANIFEST_FORMAT};
 
 use crate::{Error, Result};
@@ -124,7 +119,7 @@ pub struct Artifact {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ArtifactKind {
     /// A file `objects/<digest[..2]>/<digest>` of `bytes` bytes whose sha256 is `digest`;
-    /// `format` is `safetensors` ([`Store::put_tensors`]; stores made before may hold `bytes`).
+    /// `format` is `safetensors` (`crate::tensor_file`; stores made before may hold `bytes`).
     Blob {
         digest: String,
         bytes: u64,
@@ -216,7 +211,7 @@ impl Stage {
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
             run: None,
             device: "unspecified".into(),
-            libtorch: libtorch_version(),
+            libtorch: "unspecified".into(),
             started: Instant::now(),
             wall_seconds: None,
         })
@@ -230,9 +225,10 @@ impl Stage {
         self.run = Some(run_id.to_string());
         self
     }
-    /// The device to record (e.g. [`crate::device::describe`]'s text).
-    pub fn device(mut self, device: impl Into<String>) -> Stage {
-        self.device = device.into();
+    /// The device and libtorch version to record (e.g. [`crate::device::describe`] and
+    /// [`crate::device::libtorch_version`]).
+    pub fn device(mut self, device: impl Into<String>, libtorch: impl Into<String>) -> Stage {
+        (self.device, self.libtorch) = (device.into(), libtorch.into());
         self
     }
     /// The wall time to record instead of the time since [`Stage::new`].
@@ -395,23 +391,24 @@ impl Store {
         Ok(out)
     }
 
-    // ----- tensors ----------------------------------------------------------------------------
+    // ----- blobs ------------------------------------------------------------------------------
 
-    /// Stores named tensors as one safetensors blob for `stage`, with `meta` in its header
-    /// (see [`Store::tensor_meta`]); returns the blob's digest.
-    pub fn put_tensors(
+    /// Stores the file that `write` makes at the path it is given as a blob of `format` for
+    /// `stage`, named by the sha256 of its bytes; returns the digest. The store knows nothing of
+    /// what is inside (tensors are `crate::tensor_file`'s, on top of this).
+    pub fn put_blob(
         &self,
         stage: &Stage,
-        tensors: &[(&str, &Tensor)],
-        meta: &Meta,
+        format: &str,
+        write: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<String> {
         self.writable()?;
         let tmp = tmp_file(self.root());
         let written = (|| {
-            tensor_file::write(&tmp, tensors, meta).map_err(|e| {
+            write(&tmp).map_err(|e| {
+                let (key, name) = (&stage.key, &stage.name);
                 Error::Store(format!(
-                    "artifact {} (stage {}): cannot write its tensors: {e}",
-                    stage.key, stage.name
+                    "artifact {key} (stage {name}): cannot write its blob: {e}"
                 ))
             })?;
             fault!("store::blob-write");
@@ -423,10 +420,11 @@ impl Store {
         let (digest, bytes) = written.inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })?;
+        let format = format.to_string();
         let artifact = stage.artifact(ArtifactKind::Blob {
             digest: digest.clone(),
             bytes,
-            format: "safetensors".into(),
+            format,
         });
         let r = self.with_index(|ix| {
             ix.check_run_of(&artifact)?;
@@ -439,53 +437,24 @@ impl Store {
         r.map(|_| digest)
     }
 
-    /// The tensors stored under `key`, re-hashed first: `Ok(None)` if no such artifact,
-    /// [`Error::Damaged`] if the blob is missing or its bytes no longer match the digest (then
-    /// [`Store::invalidate`] it and recompute).
-    pub fn get_tensors(&self, key: &str) -> Result<Option<Vec<(String, Tensor)>>> {
-        match self.blob_of(key)? {
-            Some(blob) => self.read_checked(key, &blob).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// The value stored under `key` as a [`TensorArtifact`] (its tensors, hash-checked as by
-    /// [`Store::get_tensors`], and its header); `Ok(None)` if no such artifact.
-    pub fn get_typed<T: TensorArtifact>(&self, key: &str) -> Result<Option<T>> {
-        let Some(blob) = self.blob_of(key)? else {
+    /// The file of the blob under `key`, its bytes re-hashed first: `Ok(None)` if no such
+    /// artifact, [`Error::Damaged`] if the file is missing or no longer matches the digest (then
+    /// [`Store::invalidate`] it and recompute), an error if it is a record.
+    pub fn get_blob(&self, key: &str) -> Result<Option<PathBuf>> {
+        let Some((path, digest, bytes)) = self.blob_of(key)? else {
             return Ok(None);
         };
-        let named = self.read_checked(key, &blob)?;
-        T::from_tensors(named, &tensor_file::read_meta(&blob.0)?).map(Some)
+        check_blob(key, &path, &digest, bytes)?;
+        Ok(Some(path))
     }
 
-    /// The metadata written with the tensors under `key`, from the blob's header alone (not
-    /// re-hashed: [`Store::get_tensors`] checks the bytes); `Ok(None)` if no such artifact.
-    pub fn tensor_meta(&self, key: &str) -> Result<Option<Meta>> {
-        match self.blob_of(key)? {
-            Some((path, ..)) => tensor_file::read_meta(&path).map(Some),
-            None => Ok(None),
-        }
+    /// Where the blob under `key` is, not re-hashed (to read a header without the whole file;
+    /// [`Store::get_blob`] checks the bytes); `Ok(None)` if no such artifact.
+    pub fn blob_path(&self, key: &str) -> Result<Option<PathBuf>> {
+        Ok(self.blob_of(key)?.map(|(path, ..)| path))
     }
 
-    /// The tensors of the blob of `key` ([`Store::blob_of`]), its bytes checked against the
-    /// digest first.
-    fn read_checked(
-        &self,
-        key: &str,
-        (path, digest, bytes): &(PathBuf, String, u64),
-    ) -> Result<Vec<(String, Tensor)>> {
-        check_blob(key, path, digest, *bytes)?;
-        Tensor::read_safetensors(path).map_err(|e| {
-            Error::Store(format!(
-                "artifact {key}: blob {} matches its digest but does not read as safetensors: {e}",
-                path.display()
-            ))
-        })
-    }
-
-    /// Where the blob of `key` is, with the digest and size the index records; `Ok(None)` if no
-    /// such artifact; an error if it is a record.
+    /// Where the blob of `key` is, with the digest and size the index records.
     fn blob_of(&self, key: &str) -> Result<Option<(PathBuf, String, u64)>> {
         let Some(a) = self.get_meta(key)? else {
             return Ok(None);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub struct Provenance {
     /// The device the stage ran on, as the caller described it (e.g. `cuda:0 (NVIDIA H200)`).
     pub device: String,
-    /// The libtorch version (see [`libtorch_version`]) or what the caller passed.
+    /// The libtorch version, as the caller gave it (e.g. [`crate::device::libtorch_version`]).
     pub libtorch: String,
     /// `git rev-parse HEAD` of the crate's source folder at run time, or `unknown`.
     pub git_commit: String,
@@ -85,35 +85,4 @@ fn host() -> &'static str {
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "unknown".into())
     })
-}
-
-/// The version of the libtorch in use, best effort: `version.py` (a torch wheel) or
-/// `build-version` (a libtorch zip) under `$LIBTORCH` at run time, else under the `LIBTORCH` the
-/// crate was built with, else `unknown`.
-pub fn libtorch_version() -> String {
-    static V: OnceLock<String> = OnceLock::new();
-    V.get_or_init(|| {
-        let roots = [
-            std::env::var("LIBTORCH").ok(),
-            option_env!("LIBTORCH").map(str::to_string),
-        ];
-        for root in roots.into_iter().flatten() {
-            let root = Path::new(&root);
-            if let Ok(s) = std::fs::read_to_string(root.join("version.py")) {
-                if let Some(v) = s
-                    .lines()
-                    .find_map(|l| l.strip_prefix("__version__"))
-                    .and_then(|v| v.split_once('='))
-                    .map(|(_, v)| v.trim().trim_matches(['\'', '"']))
-                {
-                    return v.to_string();
-                }
-            }
-            if let Ok(s) = std::fs::read_to_string(root.join("build-version")) {
-                return s.trim().to_string();
-            }
-        }
-        "unknown".into()
-    })
-    .clone()
 }

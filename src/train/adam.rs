@@ -161,7 +161,7 @@ impl State {
 
     /// Takes the `adam.*` tensors [`State::to_named`] wrote out of `named`.
     pub fn take_from(named: &mut Vec<(String, Tensor)>) -> Result<State> {
-        let step = crate::store::take(named, "adam.step")
+        let step = crate::tensor_file::take(named, "adam.step")
             .map_err(|_| Error::Shape("checkpoint has no optimizer tensor `adam.step`".into()))?
             .int64_value(&[0]);
         let mut moments = Vec::new();
@@ -170,13 +170,14 @@ impl State {
             .filter_map(|(n, _)| n.strip_prefix("adam.exp_avg.").map(str::to_string))
             .collect();
         for name in names {
-            let m = crate::store::take(named, &format!("adam.exp_avg.{name}"))?;
-            let v =
-                crate::store::take(named, &format!("adam.exp_avg_sq.{name}")).map_err(|_| {
+            let m = crate::tensor_file::take(named, &format!("adam.exp_avg.{name}"))?;
+            let v = crate::tensor_file::take(named, &format!("adam.exp_avg_sq.{name}")).map_err(
+                |_| {
                     Error::Shape(format!(
                         "checkpoint has no optimizer tensor `adam.exp_avg_sq.{name}`"
                     ))
-                })?;
+                },
+            )?;
             moments.push((name, m, v));
         }
         Ok(State { step, moments })

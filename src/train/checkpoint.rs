@@ -6,7 +6,7 @@
 use tch::Tensor;
 
 use super::adam;
-use crate::store::{take, Meta, TensorArtifact};
+use crate::tensor_file::{take, Meta, TensorArtifact};
 use crate::{Error, Result};
 
 /// A training state: what [`super::Trainer::checkpoint`] gives and

@@ -15,7 +15,7 @@ use super::maximize::{maximize_online, BatchFeatures, EpochRisk, MaximizeResult,
 use super::Trainer;
 use crate::config::Config;
 use crate::data::loader;
-use crate::store::{take, Meta, TensorArtifact};
+use crate::tensor_file::{take, Meta, TensorArtifact};
 use crate::{loss, progress, rng, Result};
 
 /// One maximize step's outcome, kept for the rest of the run and the report.

@@ -1,7 +1,8 @@
-//! Safetensors files with a metadata header: the format of every tensor blob, and
-//! [`TensorArtifact`], a value stored as one. tch writes no metadata, so writing goes through the
-//! `safetensors` crate; reading the metadata reads the header alone (a checkpoint's epoch without
-//! loading its 100 MB of weights).
+//! Tensors in the store: safetensors files with a metadata header, the format of every tensor
+//! blob ([`Store::put_tensors`], [`Store::get_tensors`]), and [`TensorArtifact`], a value stored as
+//! one ([`Store::get_typed`]). Built on the store's blobs, which know nothing of tensors. tch
+//! writes no metadata, so writing goes through the `safetensors` crate; reading the metadata reads
+//! the header alone ([`Store::tensor_meta`]: a checkpoint's epoch without its 100 MB of weights).
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -10,7 +11,46 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, View};
 use tch::{Kind, Tensor};
 
+use crate::store::{Stage, Store};
 use crate::{Error, Result};
+
+/// The blob format tensors are stored in.
+const FORMAT: &str = "safetensors";
+
+impl Store {
+    /// Stores named tensors as one safetensors blob for `stage`, with `meta` in its header
+    /// (see [`Store::tensor_meta`]); returns the blob's digest.
+    pub fn put_tensors(
+        &self,
+        stage: &Stage,
+        tensors: &[(&str, &Tensor)],
+        meta: &Meta,
+    ) -> Result<String> {
+        self.put_blob(stage, FORMAT, |path| write(path, tensors, meta))
+    }
+
+    /// The tensors stored under `key`, re-hashed first: `Ok(None)` if no such artifact,
+    /// [`Error::Damaged`] if the blob is missing or its bytes no longer match the digest (then
+    /// [`Store::invalidate`] it and recompute).
+    pub fn get_tensors(&self, key: &str) -> Result<Option<Vec<(String, Tensor)>>> {
+        self.get_blob(key)?.map(|path| read(key, &path)).transpose()
+    }
+
+    /// The value stored under `key` as a [`TensorArtifact`] (its tensors, hash-checked as by
+    /// [`Store::get_tensors`], and its header); `Ok(None)` if no such artifact.
+    pub fn get_typed<T: TensorArtifact>(&self, key: &str) -> Result<Option<T>> {
+        let Some(path) = self.get_blob(key)? else {
+            return Ok(None);
+        };
+        T::from_tensors(read(key, &path)?, &read_meta(&path)?).map(Some)
+    }
+
+    /// The metadata written with the tensors under `key`, from the blob's header alone (not
+    /// re-hashed: [`Store::get_tensors`] checks the bytes); `Ok(None)` if no such artifact.
+    pub fn tensor_meta(&self, key: &str) -> Result<Option<Meta>> {
+        self.blob_path(key)?.map(|p| read_meta(&p)).transpose()
+    }
+}
 
 /// Small facts about a tensor blob, as strings (safetensors' `__metadata__`).
 pub type Meta = BTreeMap<String, String>;
@@ -80,8 +120,18 @@ fn dtype(kind: Kind) -> Result<Dtype> {
     })
 }
 
+/// The tensors of the blob of `key` at `path` (its bytes already checked).
+fn read(key: &str, path: &Path) -> Result<Vec<(String, Tensor)>> {
+    Tensor::read_safetensors(path).map_err(|e| {
+        Error::Store(format!(
+            "artifact {key}: blob {} matches its digest but does not read as {FORMAT}: {e}",
+            path.display()
+        ))
+    })
+}
+
 /// Writes `tensors` (any device; copied to the CPU) to `path` with `meta` in the header.
-pub fn write(path: &Path, tensors: &[(&str, &Tensor)], meta: &Meta) -> Result<()> {
+fn write(path: &Path, tensors: &[(&str, &Tensor)], meta: &Meta) -> Result<()> {
     let mut owned = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
@@ -111,7 +161,7 @@ pub fn write(path: &Path, tensors: &[(&str, &Tensor)], meta: &Meta) -> Result<()
 }
 
 /// The `__metadata__` of the safetensors file at `path`, reading only its header.
-pub fn read_meta(path: &Path) -> Result<Meta> {
+fn read_meta(path: &Path) -> Result<Meta> {
     let bad = |found: String| Error::file(path, "a safetensors file", found);
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut len = [0u8; 8];
