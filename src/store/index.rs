@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blobs::{object_path, remove_if_present, sync_dir, OBJECTS_DIR};
 use super::fault::fault;
-use super::lock::IndexHandle;
+use super::lock::{self, Held};
 use super::{codec, mirror, now_secs, Artifact, ArtifactKind, RunRecord, SCHEMA_VERSION};
 use crate::{Error, Result};
 
@@ -29,15 +29,15 @@ struct SchemaRecord {
 pub(super) trait Entry: Serialize + DeserializeOwned {
     /// What it is, for messages: `artifact` or `run`.
     const WHAT: &'static str;
-    fn tree(handle: &IndexHandle) -> &sled::Tree;
+    fn tree(ix: &Index) -> &sled::Tree;
     fn meta_path(root: &Path, id: &str) -> PathBuf;
     fn id(&self) -> &str;
 }
 
 impl Entry for Artifact {
     const WHAT: &'static str = "artifact";
-    fn tree(handle: &IndexHandle) -> &sled::Tree {
-        &handle.artifacts
+    fn tree(ix: &Index) -> &sled::Tree {
+        &ix.artifacts
     }
     fn meta_path(root: &Path, key: &str) -> PathBuf {
         mirror::artifact_path(root, key)
@@ -49,8 +49,8 @@ impl Entry for Artifact {
 
 impl Entry for RunRecord {
     const WHAT: &'static str = "run";
-    fn tree(handle: &IndexHandle) -> &sled::Tree {
-        &handle.runs
+    fn tree(ix: &Index) -> &sled::Tree {
+        &ix.runs
     }
     fn meta_path(root: &Path, id: &str) -> PathBuf {
         mirror::run_path(root, id)
@@ -60,9 +60,15 @@ impl Entry for RunRecord {
     }
 }
 
-/// The index, open, inside one store operation.
+/// The index, open, inside one store operation: sled's trees of artifacts, runs and store
+/// metadata (the schema record).
 pub(crate) struct Index {
-    pub(super) handle: IndexHandle,
+    /// First, so that it drops before the database closes (see [`Held`]).
+    held: Held,
+    db: sled::Db,
+    artifacts: sled::Tree,
+    runs: sled::Tree,
+    meta: sled::Tree,
     pub(super) root: PathBuf,
     read_only: bool,
 }
@@ -76,15 +82,37 @@ impl Index {
         read_only: bool,
         timeout: Duration,
     ) -> Result<Index> {
+        let (db, held) = lock::open(index_root, root, timeout)?;
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| lock::damaged_index(root, &format!("cannot open its trees: {e}")))
+        };
         Ok(Index {
-            handle: IndexHandle::open(index_root, root, timeout)?,
+            artifacts: tree("artifacts")?,
+            runs: tree("runs")?,
+            meta: tree("meta")?,
+            db,
+            held,
             root: root.to_path_buf(),
             read_only,
         })
     }
 
+    /// Closes the index (releasing sled's lock), then defers to a waiting process.
+    pub(super) fn close(self) {
+        let root = self.held.root.clone();
+        drop(self);
+        lock::defer_to_waiters(&root);
+    }
+
     fn sled<T>(&self, r: sled::Result<T>) -> Result<T> {
-        r.map_err(|e| self.handle.err(e.to_string()))
+        let dir = self.held.index_dir.display();
+        r.map_err(|e| Error::Store(format!("store index {dir}: {e}")))
+    }
+
+    /// Makes everything written so far durable.
+    pub(super) fn flush(&self) -> Result<()> {
+        self.sled(self.db.flush()).map(drop)
     }
 
     pub(super) fn writable(&self) -> Result<()> {
@@ -112,9 +140,9 @@ impl Index {
 
     /// Writes the schema record into a new index; refuses an index of another schema.
     pub(super) fn check_schema(&self) -> Result<()> {
-        let meta = &self.handle.meta;
+        let meta = &self.meta;
         let Some(bytes) = self.sled(meta.get(SCHEMA_KEY))? else {
-            if !self.handle.artifacts.is_empty() || !self.handle.runs.is_empty() {
+            if !self.artifacts.is_empty() || !self.runs.is_empty() {
                 return Err(Error::Store(format!(
                     "store at {} has artifacts or runs but no schema record: it is damaged or was not written by ipirm",
                     self.root.display()
@@ -144,7 +172,7 @@ impl Index {
     /// marks `meta/` complete.
     pub(super) fn write_all_meta(&self) -> Result<()> {
         fn files_of<T: Entry>(ix: &Index) -> Result<()> {
-            for kv in T::tree(&ix.handle).iter() {
+            for kv in T::tree(ix).iter() {
                 let (k, v) = ix.sled(kv)?;
                 let path = T::meta_path(&ix.root, &String::from_utf8_lossy(&k));
                 mirror::write(&ix.root, &path, &v)?;
@@ -163,7 +191,7 @@ impl Index {
 
     /// The entry filed under `id`.
     pub(super) fn get<T: Entry>(&self, id: &str) -> Result<Option<T>> {
-        let bytes = self.sled(T::tree(&self.handle).get(id.as_bytes()))?;
+        let bytes = self.sled(T::tree(self).get(id.as_bytes()))?;
         let what = || format!("{} {id}", T::WHAT);
         bytes.map(|b| self.decode(&what(), &b)).transpose()
     }
@@ -171,7 +199,7 @@ impl Index {
     /// Every entry by id, sorted by id, each decoded or with the error it gave.
     pub(super) fn entries<T: Entry>(&self) -> Result<Vec<(String, Result<T>)>> {
         let mut out = Vec::new();
-        for kv in T::tree(&self.handle).iter() {
+        for kv in T::tree(self).iter() {
             let (k, v) = self.sled(kv)?;
             let id = String::from_utf8_lossy(&k).into_owned();
             let value = self.decode(&format!("{} {id}", T::WHAT), &v);
@@ -187,7 +215,7 @@ impl Index {
 
     /// Every id, sorted.
     pub(super) fn ids<T: Entry>(&self) -> Result<Vec<String>> {
-        let keys = T::tree(&self.handle).iter().keys();
+        let keys = T::tree(self).iter().keys();
         keys.map(|k| Ok(String::from_utf8_lossy(&self.sled(k)?).into_owned()))
             .collect()
     }
@@ -206,7 +234,7 @@ impl Index {
         let bytes = self.encode(&format!("{} {id}", T::WHAT), value)?;
         mirror::write(&self.root, &T::meta_path(&self.root, id), &bytes)?;
         fault!("store::index-insert");
-        self.sled(T::tree(&self.handle).insert(id.as_bytes(), bytes))
+        self.sled(T::tree(self).insert(id.as_bytes(), bytes))
             .map(drop)
     }
 
@@ -214,9 +242,9 @@ impl Index {
     pub(super) fn remove<T: Entry>(&self, ids: &[&str]) -> Result<()> {
         self.writable()?;
         for id in ids {
-            self.sled(T::tree(&self.handle).remove(id.as_bytes()))?;
+            self.sled(T::tree(self).remove(id.as_bytes()))?;
         }
-        self.handle.flush()?;
+        self.flush()?;
         for id in ids {
             remove_if_present(&T::meta_path(&self.root, id))?;
         }
@@ -225,7 +253,7 @@ impl Index {
 
     /// The next store-wide sequence number (sled's id generator, monotonic across restarts).
     pub(super) fn next_seq(&self) -> Result<u64> {
-        Ok(self.handle.generate_id()? + 1)
+        Ok(self.sled(self.db.generate_id())? + 1)
     }
 
     // ----- what several operations share -------------------------------------------------------

@@ -34,111 +34,70 @@ thread_local! {
     static HELD: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The open index: sled trees for artifacts, runs and store metadata. Dropping it removes the
-/// holder file and closes the database (releasing the lock).
-pub struct IndexHandle {
-    db: sled::Db,
-    /// Artifact key -> enveloped [`Artifact`](super::Artifact).
-    pub(crate) artifacts: sled::Tree,
-    /// Run id -> enveloped [`RunRecord`](super::RunRecord).
-    pub(crate) runs: sled::Tree,
-    /// Store metadata (the schema record).
-    pub(crate) meta: sled::Tree,
-    root: PathBuf,
-    index_dir: PathBuf,
+/// Says that this process holds the index of `root`: the holder file and this thread's record of
+/// it, both removed on drop. Drop it before the database closes (declare it first), so that no
+/// holder file outlives the lock and none of the next holder's is removed.
+pub(crate) struct Held {
+    pub(crate) root: PathBuf,
+    pub(crate) index_dir: PathBuf,
 }
 
-impl IndexHandle {
-    /// Opens the index under `root`, waiting at most `timeout` for another holder to close it.
-    /// `root` is the store folder `store`, or a private copy of its index (a read-only store):
-    /// errors name the store, and a damaged copy says so.
-    pub(crate) fn open(root: &Path, store: &Path, timeout: Duration) -> Result<IndexHandle> {
-        ensure_not_held_here(root)?;
-        let index_dir = root.join(INDEX_DIR);
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        let mut marker: Option<PathBuf> = None;
-        let result = loop {
-            remove_stale_snapshots(&index_dir);
-            match sled::Config::new()
-                .path(&index_dir)
-                .flush_every_ms(None)
-                .cache_capacity(64 << 20)
-                .open()
-            {
-                Ok(db) => break Ok(db),
-                Err(e) if is_lock_error(&e) => {
-                    if start.elapsed() >= timeout {
-                        break Err(held_error(root, timeout));
-                    }
-                    if marker.is_none() {
-                        marker = make_marker(root);
-                    }
-                    let left = timeout.saturating_sub(start.elapsed());
-                    std::thread::sleep(jitter(pause).min(left));
-                    pause = (pause * 2).min(MAX_BACKOFF);
-                }
-                Err(e) => break Err(damaged_index(store, &e.to_string())),
-            }
-        };
-        if let Some(m) = marker {
-            let _ = std::fs::remove_file(m);
-        }
-        let db = result?;
-        let tree = |name: &str| {
-            db.open_tree(name)
-                .map_err(|e| damaged_index(store, &format!("cannot open its trees: {e}")))
-        };
-        let (artifacts, runs, meta) = (tree("artifacts")?, tree("runs")?, tree("meta")?);
-        write_holder(root);
-        HELD.with(|h| h.borrow_mut().push(index_dir.clone()));
-        Ok(IndexHandle {
-            db,
-            artifacts,
-            runs,
-            meta,
-            root: root.to_path_buf(),
-            index_dir,
-        })
-    }
-
-    /// Makes everything written so far durable.
-    pub(crate) fn flush(&self) -> Result<()> {
-        self.db
-            .flush()
-            .map_err(|e| self.err(format!("flush failed: {e}")))?;
-        Ok(())
-    }
-
-    pub(crate) fn err(&self, msg: String) -> Error {
-        Error::Store(format!("store index {}: {msg}", self.index_dir.display()))
-    }
-
-    /// sled's own id generator (monotonic across restarts).
-    pub(crate) fn generate_id(&self) -> Result<u64> {
-        self.db
-            .generate_id()
-            .map_err(|e| self.err(format!("cannot generate an id: {e}")))
-    }
-
-    /// Closes the index (releasing sled's lock), then defers to a waiting process (see the
-    /// module's docs on fairness).
-    pub(crate) fn close(self) {
-        let root = self.root.clone();
-        drop(self);
-        let start = Instant::now();
-        while start.elapsed() < POLITE_PAUSE && others_waiting(&root) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-impl Drop for IndexHandle {
-    /// Removes the holder file; the fields dropped after this close the database.
+impl Drop for Held {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.root.join(HOLDER_FILE));
         HELD.with(|h| h.borrow_mut().retain(|p| p != &self.index_dir));
     }
+}
+
+/// After the index is closed (sled's lock released): defers to a waiting process (see the
+/// module's docs on fairness).
+pub(crate) fn defer_to_waiters(root: &Path) {
+    let start = Instant::now();
+    while start.elapsed() < POLITE_PAUSE && others_waiting(root) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Opens sled's database under `root`, waiting at most `timeout` for another holder to close it.
+/// `root` is the store folder `store`, or a private copy of its index (a read-only store):
+/// errors name the store, and a damaged copy says so.
+pub(crate) fn open(root: &Path, store: &Path, timeout: Duration) -> Result<(sled::Db, Held)> {
+    ensure_not_held_here(root)?;
+    let index_dir = root.join(INDEX_DIR);
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    let mut marker: Option<PathBuf> = None;
+    let result = loop {
+        remove_stale_snapshots(&index_dir);
+        match sled::Config::new()
+            .path(&index_dir)
+            .flush_every_ms(None)
+            .cache_capacity(64 << 20)
+            .open()
+        {
+            Ok(db) => break Ok(db),
+            Err(e) if is_lock_error(&e) => {
+                if start.elapsed() >= timeout {
+                    break Err(held_error(root, timeout));
+                }
+                if marker.is_none() {
+                    marker = make_marker(root);
+                }
+                let left = timeout.saturating_sub(start.elapsed());
+                std::thread::sleep(jitter(pause).min(left));
+                pause = (pause * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => break Err(damaged_index(store, &e.to_string())),
+        }
+    };
+    if let Some(m) = marker {
+        let _ = std::fs::remove_file(m);
+    }
+    let db = result?;
+    write_holder(root);
+    HELD.with(|h| h.borrow_mut().push(index_dir.clone()));
+    let root = root.to_path_buf();
+    Ok((db, Held { root, index_dir }))
 }
 
 /// Fails if this thread already holds the index of `root` (a nested open would wait on itself).
@@ -154,7 +113,7 @@ pub(crate) fn ensure_not_held_here(root: &Path) -> Result<()> {
 }
 
 /// The error for an index sled cannot open, naming the repair.
-fn damaged_index(store: &Path, what: &str) -> Error {
+pub(crate) fn damaged_index(store: &Path, what: &str) -> Error {
     Error::Store(format!(
         "store index {} cannot be opened ({what}); if it is damaged, `ipirm store repair --store {}` rebuilds it from the files under {}",
         store.join(INDEX_DIR).display(),

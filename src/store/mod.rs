@@ -383,9 +383,9 @@ impl Store {
         let out = f(&index);
         let flushed = (|| {
             fault!("store::index-flush");
-            index.handle.flush()
+            index.flush()
         })();
-        index.handle.close();
+        index.close();
         let out = out?;
         flushed?;
         Ok(out)

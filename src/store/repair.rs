@@ -63,8 +63,8 @@ impl Store {
         })?;
         report.runs = restore::<RunRecord>(&ix, &runs, &mut report.skipped, |_| Ok(()))?;
         mirror::mark_complete(root)?;
-        ix.handle.flush()?;
-        ix.handle.close();
+        ix.flush()?;
+        ix.close();
         if let Some(dir) = export {
             report.imported = Some(Store::open(root)?.import(dir)?);
         }
