@@ -1,7 +1,6 @@
 //! Content addressing: blobs named by the sha256 of their bytes under `objects/`, written to
-//! `tmp/` while hashed and fsynced, checked against their digest when read.
+//! `tmp/`, fsynced and hashed, checked against their digest when read.
 use std::fs::File;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,54 +20,13 @@ pub(crate) fn object_path(root: &Path, digest: &str) -> PathBuf {
         .join(digest)
 }
 
-/// Copies `src` into a new file `tmp` while hashing it, then fsyncs; returns (digest, size).
-pub(super) fn write_tmp(tmp: &Path, src: &mut dyn Read) -> Result<(String, u64)> {
-    let mut f = File::create_new(tmp).map_err(|e| Error::io(tmp, e))?;
-    let r = hash_stream(src, Some(&mut f)).map_err(|e| match e {
-        StreamError::Read(e) => Error::Store(format!(
-            "reading the blob's source for {}: {e}",
-            tmp.display()
-        )),
-        StreamError::Write(e) => Error::io(tmp, e),
-    })?;
-    f.sync_all().map_err(|e| Error::io(tmp, e))?;
-    Ok(r)
-}
-
 /// (sha256 hex, size) of a file.
 pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    hash_stream(&mut f, None)
-        .map_err(|(StreamError::Read(e) | StreamError::Write(e))| Error::io(path, e))
-}
-
-enum StreamError {
-    Read(std::io::Error),
-    Write(std::io::Error),
-}
-
-/// The one read loop: hashes `src` to its end, copying it into `dst` when given.
-fn hash_stream(
-    src: &mut dyn Read,
-    mut dst: Option<&mut File>,
-) -> std::result::Result<(String, u64), StreamError> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(StreamError::Read(e)),
-        };
-        hasher.update(&buf[..n]);
-        if let Some(f) = dst.as_mut() {
-            f.write_all(&buf[..n]).map_err(StreamError::Write)?;
-        }
-        total += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), total))
+    let bytes = File::open(path)
+        .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
+        .map_err(|e| Error::io(path, e))?;
+    Ok((hex::encode(hasher.finalize()), bytes))
 }
 
 /// What [`Error::Damaged`] says was found in place of a missing blob file.
@@ -79,7 +37,7 @@ pub(super) fn check_blob(key: &str, path: &Path, digest: &str, bytes: u64) -> Re
     judge(key, path, digest, bytes, hash_file(path))
 }
 
-/// Copies the blob of `key` from `src` into the new file `dest`, hashing it on the way:
+/// Copies the blob of `key` from `src` into the new file `dest`, fsynced, then hashes the copy:
 /// [`Error::Damaged`] (and no `dest`) unless it has `digest` and `bytes`.
 pub(super) fn copy_blob(
     key: &str,
@@ -88,9 +46,15 @@ pub(super) fn copy_blob(
     digest: &str,
     bytes: u64,
 ) -> Result<()> {
-    let found = File::open(src)
-        .map_err(|e| Error::io(src, e))
-        .and_then(|mut f| write_tmp(dest, &mut f));
+    // The copy is hashed, not its source: what is checked is what landed.
+    let found = (|| {
+        let mut from = File::open(src).map_err(|e| Error::io(src, e))?;
+        let mut to = File::create_new(dest).map_err(|e| Error::io(dest, e))?;
+        std::io::copy(&mut from, &mut to)
+            .and_then(|_| to.sync_all())
+            .map_err(|e| Error::io(dest, e))?;
+        hash_file(dest)
+    })();
     let checked = judge(key, src, digest, bytes, found);
     if checked.is_err() {
         let _ = std::fs::remove_file(dest);

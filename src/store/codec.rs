@@ -27,28 +27,17 @@ fn options() -> impl Options {
 }
 
 /// Why a record could not be decoded; the caller adds which key and which store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// Too short, or the first bytes are not [`MAGIC`]: not something the store wrote.
+    #[error("not an ipirm store record (no \"IPIRMST\" header)")]
     NotARecord,
     /// The envelope names this schema version (the caller decides if it can read it).
+    #[error("record written with schema version {0}")]
     Version(u32),
     /// The body does not decode as the expected type.
+    #[error("record body does not decode: {0}")]
     Body(String),
-}
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DecodeError::NotARecord => write!(
-                f,
-                "not an ipirm store record (no {:?} header)",
-                String::from_utf8_lossy(MAGIC)
-            ),
-            DecodeError::Version(v) => write!(f, "record written with schema version {v}"),
-            DecodeError::Body(e) => write!(f, "record body does not decode: {e}"),
-        }
-    }
 }
 
 /// The bare bincode body of `value` (no envelope): the payload of a record artifact, which
