@@ -990,12 +990,30 @@ fn ls_and_show_describe_runs_and_artifacts() {
         serde_json::from_str(&store_cmd(&root, &["show", &feats.key()[..10], "--json"])).unwrap();
     assert_eq!(j["digest"], digest.as_str());
     assert_eq!(j["provenance"]["device"], "cpu");
-    let e = Store::open(&root)
-        .unwrap()
-        .find("nothing-like-this")
-        .unwrap_err()
-        .to_string();
+    let store = Store::open(&root).unwrap();
+    let e = store.find("nothing-like-this").unwrap_err().to_string();
     assert!(e.contains("nothing-like-this"), "{e}");
+
+    // What find takes: an exact key or id, a run name (its latest run), a unique prefix of at
+    // least 4 characters.
+    store.finish_run(&run.id).unwrap();
+    let later = store.start_run("preset-x", &section()).unwrap();
+    let run_of = |what: &str| match store.find(what).unwrap() {
+        store::Found::Run(r) => r.id,
+        store::Found::Artifact(a) => a.key,
+    };
+    assert_eq!(run_of("preset-x"), run.id, "the finished run is the latest");
+    assert_eq!(run_of(&later.id), later.id);
+    assert_eq!(run_of(&rec.key()[..12]), rec.key());
+    let e = store.find("preset-").unwrap_err().to_string();
+    assert!(
+        e.contains("prefix of 2") && e.contains(&run.id) && e.contains(&later.id),
+        "{e}"
+    );
+    let e = store.find(&rec.key()[..3]).unwrap_err().to_string();
+    assert!(e.contains("no artifact key, run id or run name"), "{e}");
+    let e = store.resolve_run(&rec.key()[..12]).unwrap_err().to_string();
+    assert!(e.contains("no run id or run name"), "{e}");
 }
 
 #[test]

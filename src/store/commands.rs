@@ -153,49 +153,36 @@ impl Store {
             let arts: Vec<Artifact> = if artifacts { ix.list()? } else { Vec::new() };
             Ok((arts, ix.runs()?))
         })?;
-        if let Some(a) = arts.iter().find(|a| a.key == what) {
-            return Ok(Found::Artifact(Box::new(a.clone())));
+        let latest = latest_of(&runs).into_iter().find(|r| r.name == what);
+        let all = (arts.into_iter())
+            .map(|a| (a.key.clone(), Found::Artifact(Box::new(a))))
+            .chain(runs.into_iter().map(|r| (r.id.clone(), Found::Run(r))));
+        // An exact key or id first, then a run name, then a unique prefix.
+        let mut hits = Vec::new();
+        for (id, found) in all {
+            if id == what {
+                return Ok(found);
+            }
+            if what.len() >= 4 && id.starts_with(what) {
+                hits.push((id, found));
+            }
         }
-        if let Some(r) = runs.iter().find(|r| r.id == what) {
-            return Ok(Found::Run(r.clone()));
-        }
-        if let Some(r) = latest_of(&runs).into_iter().find(|r| r.name == what) {
+        if let Some(r) = latest {
             return Ok(Found::Run(r));
         }
-        let mut hits: Vec<Found> = Vec::new();
-        if what.len() >= 4 {
-            hits.extend(
-                arts.iter()
-                    .filter(|a| a.key.starts_with(what))
-                    .map(|a| Found::Artifact(Box::new(a.clone()))),
-            );
-            hits.extend(
-                runs.iter()
-                    .filter(|r| r.id.starts_with(what))
-                    .map(|r| Found::Run(r.clone())),
-            );
-        }
-        let what_kind = if artifacts {
-            "artifact key, run id or run name"
-        } else {
-            "run id or run name"
-        };
+        let root = self.root().display();
         match hits.len() {
-            1 => Ok(hits.pop().expect("one")),
-            0 => Err(Error::Store(format!(
-                "store at {}: no {what_kind} `{what}` (see `ipirm store ls`)",
-                self.root().display()
-            ))),
+            1 => Ok(hits.pop().expect("one").1),
+            0 => {
+                let kinds = ["run id or run name", "artifact key, run id or run name"];
+                let kind = kinds[artifacts as usize];
+                Err(Error::Store(format!(
+                    "store at {root}: no {kind} `{what}` (see `ipirm store ls`)"
+                )))
+            }
             n => {
-                let names: Vec<&str> = hits
-                    .iter()
-                    .take(5)
-                    .map(|h| match h {
-                        Found::Artifact(a) => a.key.as_str(),
-                        Found::Run(r) => r.id.as_str(),
-                    })
-                    .collect();
-                Err(Error::Store(format!("store at {}: `{what}` is a prefix of {n} keys or run ids ({}…): give more of it", self.root().display(), names.join(", "))))
+                let ids: Vec<&str> = hits.iter().take(5).map(|(id, _)| id.as_str()).collect();
+                Err(Error::Store(format!("store at {root}: `{what}` is a prefix of {n} keys or run ids ({}…): give more of it", ids.join(", "))))
             }
         }
     }
