@@ -36,12 +36,16 @@ pub struct VerifyReport {
     pub dangling_run_refs: Vec<String>,
     /// One line per damaged, missing or unreadable key, with the file and what was found.
     pub details: Vec<String>,
+    /// What the index lacks that the store's files record (a lost index: `repair` restores it).
+    pub index_gap: Option<String>,
 }
 
 impl VerifyReport {
-    /// No damaged, missing or unreadable artifact (orphans and temp files are allowed).
+    /// No damaged, missing or unreadable artifact and no index gap (orphans and temp files are
+    /// allowed).
     pub fn is_clean(&self) -> bool {
-        self.damaged.is_empty() && self.missing.is_empty() && self.unreadable.is_empty()
+        let damage = [&self.damaged, &self.missing, &self.unreadable];
+        damage.iter().all(|v| v.is_empty()) && self.index_gap.is_none()
     }
 }
 
@@ -188,10 +192,10 @@ impl Store {
     }
 
     /// Re-hashes every blob (outside the lock) and reports damaged and missing ones by key,
-    /// orphan blobs and temp files separately.
+    /// orphan blobs and temp files separately, and whether the index lacks entries.
     pub fn verify(&self) -> Result<VerifyReport> {
         let root = self.root().to_path_buf();
-        let (entries, runs, objects, temp_files) = self.with_index(|ix| {
+        let (entries, runs, objects, temp_files, index_gap) = self.with_index(|ix| {
             // Listed under the lock: no rename into objects/ is half done.
             let (objects, temps) = (root.join(OBJECTS_DIR), root.join(TMP_DIR));
             let entries = ix.entries::<Artifact>()?;
@@ -200,11 +204,13 @@ impl Store {
                 ix.runs()?,
                 files_under(&objects)?,
                 files_under(&temps)?,
+                super::index_gaps(ix)?,
             ))
         })?;
         let mut report = VerifyReport {
             artifacts: entries.len(),
             temp_files,
+            index_gap,
             ..Default::default()
         };
         // The keys of each blob, by what the index records of it.

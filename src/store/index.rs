@@ -238,17 +238,17 @@ impl Index {
             .map(drop)
     }
 
-    /// Removes the entries from the index, flushes, then removes their meta files.
+    /// Removes the entries' meta files, then the entries, and flushes. (In this order a meta file
+    /// without its entry is always an interrupted put, which opening the store restores.)
     pub(super) fn remove<T: Entry>(&self, ids: &[&str]) -> Result<()> {
         self.writable()?;
         for id in ids {
-            self.sled(T::tree(self).remove(id.as_bytes()))?;
-        }
-        self.flush()?;
-        for id in ids {
             remove_if_present(&T::meta_path(&self.root, id))?;
         }
-        Ok(())
+        for id in ids {
+            self.sled(T::tree(self).remove(id.as_bytes()))?;
+        }
+        self.flush()
     }
 
     /// The next store-wide sequence number (sled's id generator, monotonic across restarts).

@@ -8,9 +8,10 @@
 //!                           brought up to date when first opened by this version)
 //! ```
 //! Order of writes: an entry's file is written (temporary file, fsync, rename) before the index
-//! entry, and removed only after the index entry's removal is flushed. A crash in between leaves a
-//! file whose index entry is missing: [`crate::store::Store::repair`] restores it, which is right,
-//! since its blob was installed before either was written.
+//! entry, and removed before the index entry is. So a file whose index entry is missing was left
+//! by a put that a crash interrupted (its blob was installed before either was written), or by a
+//! lost index: opening the store restores such entries (`repair::restore_unindexed`), and a crash
+//! in a removal leaves an index entry without its file, which the next removal finishes.
 use std::path::{Path, PathBuf};
 
 use super::fault;
@@ -81,34 +82,38 @@ pub(crate) fn mark_complete(root: &Path) -> Result<()> {
     )
 }
 
+/// The files of the entries the index lacks, given the artifact keys and run ids it has:
+/// (artifacts, runs).
+pub(crate) fn unindexed(
+    root: &Path,
+    artifact_keys: &[String],
+    run_ids: &[String],
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (arts, runs) = list(root)?;
+    let lacking = |files: Vec<PathBuf>, ids: &[String]| -> Vec<PathBuf> {
+        let indexed: std::collections::BTreeSet<String> =
+            ids.iter().map(|k| file_name(k)).collect();
+        let name = |p: &PathBuf| p.file_name().and_then(|n| n.to_str()).map(str::to_string);
+        files
+            .into_iter()
+            .filter(|p| name(p).is_some_and(|n| !indexed.contains(&n)))
+            .collect()
+    };
+    Ok((lacking(arts, artifact_keys), lacking(runs, run_ids)))
+}
+
 /// What the index lacks that the files say the store holds: entries with a file under `meta/`
-/// and no index entry, or blob files while the index lists no artifact and no run (its meta
-/// files lost too). `None` when they agree. A crash between a meta file's write and its index entry leaves
-/// one such entry, which `ipirm store repair` restores like a lost index.
+/// and no index entry (which a writable store restores when opened), or blob files while the
+/// index lists no artifact and no run (its meta files lost too). `None` when they agree.
 pub(crate) fn index_gaps(
     root: &Path,
     artifact_keys: &[String],
     run_ids: &[String],
 ) -> Result<Option<String>> {
-    use std::collections::BTreeSet;
-    let (arts, runs) = list(root)?;
-    let names =
-        |keys: &[String]| -> BTreeSet<String> { keys.iter().map(|k| file_name(k)).collect() };
-    let (indexed_arts, indexed_runs) = (names(artifact_keys), names(run_ids));
-    let missing = |files: &[PathBuf], indexed: &BTreeSet<String>| {
-        files
-            .iter()
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| !indexed.contains(n))
-            })
-            .count()
-    };
-    let (lost_arts, lost_runs) = (missing(&arts, &indexed_arts), missing(&runs, &indexed_runs));
-    if lost_arts + lost_runs > 0 {
+    let (arts, runs) = unindexed(root, artifact_keys, run_ids)?;
+    if !arts.is_empty() || !runs.is_empty() {
         return Ok(Some(format!(
-            "the index of store {} lacks {lost_arts} of the {} artifacts and {lost_runs} of the {} runs that its meta files record (a lost or damaged index); `ipirm store repair` rebuilds it",
+            "the index of store {} lacks {} artifacts and {} runs that its meta files record (an interrupted write or a lost index, restored when the store is opened writable); `ipirm store repair` rebuilds it",
             root.display(),
             arts.len(),
             runs.len()
@@ -126,6 +131,18 @@ pub(crate) fn index_gaps(
         }
     }
     Ok(None)
+}
+
+/// Moves `files` (under `root/meta/`) to the same places under `root/<dir>/`; returns that folder.
+pub(crate) fn move_aside(root: &Path, files: &[PathBuf], dir: &str) -> Result<PathBuf> {
+    let aside = root.join(dir);
+    for f in files {
+        let to = aside.join(f.strip_prefix(root.join(META_DIR)).unwrap_or(f));
+        let parent = to.parent().expect("a file in a folder");
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        std::fs::rename(f, &to).map_err(|e| Error::io(f, e))?;
+    }
+    Ok(aside)
 }
 
 /// The files of every artifact, then of every run, sorted by path.

@@ -8,8 +8,8 @@
 //!   index.holder      pid, since and command line of the process holding the index (while held)
 //!   index.wait/       markers of processes waiting for the index (fairness, see `lock`)
 //!   objects/ab/<sha256 hex>   large values, one file each, named by the sha256 of their bytes
-//!   meta/             a file per index entry (see `mirror`): what `ipirm store repair` rebuilds
-//!                     the index from when sled's files are damaged
+//!   meta/             a file per index entry (see `mirror`): what opening the store restores
+//!                     an entry a crash left out from, and `ipirm store repair` a damaged index
 //!   tmp/              blobs and meta files being written
 //! ```
 //! A blob is written to `tmp/`, fsynced, and then, holding the index, renamed into `objects/`,
@@ -342,8 +342,25 @@ impl Store {
             }),
         };
         store.with_index(|ix| ix.check_schema())?;
-        if !read_only && !mirror::is_complete(store.root()) {
-            store.with_index(|ix| ix.write_all_meta())?;
+        if !read_only {
+            let restored = store.with_index(|ix| {
+                ix.write_all_meta()?;
+                repair::restore_unindexed(ix)
+            })?;
+            let (found, left) = (restored.artifacts + restored.runs, &restored.left_out);
+            if found > 0 || left.is_some() {
+                let left = left.as_ref().map_or(String::new(), |d| {
+                    let n = restored.skipped.len();
+                    format!(
+                        "; {n} unusable (a damaged blob or file) moved to {}",
+                        d.display()
+                    )
+                });
+                eprintln!(
+                    "note: store {}: {found} entries restored to the index from their meta files (left by an interrupted write or a lost index){left}",
+                    store.root().display()
+                );
+            }
         }
         Ok(store)
     }

@@ -1,5 +1,7 @@
-//! `ipirm store repair`: a new index rebuilt from the files under `meta/` (see `mirror`), and
-//! optionally from an export, when sled's own files are damaged.
+//! Index entries restored from the files under `meta/` (see `mirror`): those a crash or a lost
+//! index left out, each time a store is opened writable ([`restore_unindexed`]), and every one,
+//! into a new index, by `ipirm store repair` when sled's own files are damaged (optionally adding
+//! an export).
 use std::path::{Path, PathBuf};
 
 use super::blobs::{check_blob, object_path};
@@ -20,6 +22,8 @@ pub struct RepairReport {
     pub runs: usize,
     /// Meta files left out, each with the reason (damaged or missing blob, undecodable file).
     pub skipped: Vec<String>,
+    /// Where the files left out were moved (under the store folder), if any were.
+    pub left_out: Option<PathBuf>,
     /// What importing the export added, when one was given.
     pub imported: Option<ImportReport>,
 }
@@ -27,9 +31,9 @@ pub struct RepairReport {
 impl Store {
     /// Rebuilds the index of the store at `root` from its `meta/` files: the old `index/` is
     /// moved aside (to `index.damaged-<time>`), a new one is written with every artifact whose
-    /// meta file decodes and whose blob is present and matches its digest, and every run; then,
-    /// if `export` is given, that export is imported on top ([`Store::import`]). Fails if another
-    /// process holds the index.
+    /// meta file decodes and whose blob is present and matches its digest, and every run (the
+    /// files left out are moved to `meta.left-out-<time>/`); then, if `export` is given, that
+    /// export is imported on top ([`Store::import`]). Fails if another process holds the index.
     pub fn repair(root: impl AsRef<Path>, export: Option<&Path>) -> Result<RepairReport> {
         let root = root.as_ref();
         if !root.join(mirror::META_DIR).is_dir() && export.is_none() {
@@ -54,14 +58,9 @@ impl Store {
         };
         let ix = Index::open(root, root, false, super::DEFAULT_LOCK_TIMEOUT)?;
         ix.check_schema()?;
-        let (arts, runs) = mirror::list(root)?;
-        report.artifacts = restore::<Artifact>(&ix, &arts, &mut report.skipped, |a| {
-            let ArtifactKind::Blob { digest, bytes, .. } = &a.kind else {
-                return Ok(());
-            };
-            check_blob(&a.key, &object_path(root, digest), digest, *bytes)
-        })?;
-        report.runs = restore::<RunRecord>(&ix, &runs, &mut report.skipped, |_| Ok(()))?;
+        let restored = restore_unindexed(&ix)?;
+        (report.artifacts, report.runs) = (restored.artifacts, restored.runs);
+        (report.skipped, report.left_out) = (restored.skipped, restored.left_out);
         mirror::mark_complete(root)?;
         ix.flush()?;
         ix.close();
@@ -72,13 +71,49 @@ impl Store {
     }
 }
 
+/// What [`restore_unindexed`] did.
+#[derive(Debug, Default)]
+pub(super) struct Restored {
+    pub artifacts: usize,
+    pub runs: usize,
+    /// The meta files left out, each with the reason.
+    pub skipped: Vec<String>,
+    /// Where they were moved.
+    pub left_out: Option<PathBuf>,
+}
+
+/// Indexes the entry of every meta file the index lacks (every one, in a new index) that decodes,
+/// is filed under its own id and, for a blob, has its blob present with its digest. The others
+/// are listed with the reason and moved under `meta.left-out-<time>/` (kept for a person to
+/// look at, no longer counted as a gap the store would refuse to collect garbage over).
+pub(super) fn restore_unindexed(ix: &Index) -> Result<Restored> {
+    let (keys, ids) = (ix.ids::<Artifact>()?, ix.ids::<RunRecord>()?);
+    let (arts, runs) = mirror::unindexed(&ix.root, &keys, &ids)?;
+    let (mut left, mut r) = (Vec::new(), Restored::default());
+    r.artifacts = restore::<Artifact>(ix, &arts, &mut left, |a| {
+        let ArtifactKind::Blob { digest, bytes, .. } = &a.kind else {
+            return Ok(());
+        };
+        check_blob(&a.key, &object_path(&ix.root, digest), digest, *bytes)
+    })?;
+    r.runs = restore::<RunRecord>(ix, &runs, &mut left, |_| Ok(()))?;
+    if !left.is_empty() {
+        let files: Vec<PathBuf> = left.iter().map(|(p, _)| p.clone()).collect();
+        let dir = format!("{}.left-out-{}", mirror::META_DIR, compact_time(now_secs()));
+        r.left_out = Some(mirror::move_aside(&ix.root, &files, &dir)?);
+        r.skipped = (left.iter())
+            .map(|(p, why)| format!("{}: {why}", p.display()))
+            .collect();
+    }
+    Ok(r)
+}
+
 /// Indexes the entry of each meta file in `files` that decodes, is filed under its own id and
-/// passes `check`; the others are listed in `skipped` with the reason. Returns how many it
-/// indexed.
+/// passes `check`; the others are added to `left` with the reason. Returns how many it indexed.
 fn restore<T: Entry>(
     ix: &Index,
     files: &[PathBuf],
-    skipped: &mut Vec<String>,
+    left: &mut Vec<(PathBuf, String)>,
     check: impl Fn(&T) -> Result<()>,
 ) -> Result<usize> {
     let mut restored = 0;
@@ -99,7 +134,7 @@ fn restore<T: Entry>(
                 ix.put(&v)?;
                 restored += 1;
             }
-            Err(why) => skipped.push(format!("{}: {why}", path.display())),
+            Err(why) => left.push((path.clone(), why)),
         }
     }
     Ok(restored)

@@ -25,18 +25,7 @@ pub fn holder_pid(root: &Path) -> Option<u32> {
 /// Rewrites the schema record of the (closed) store at `root` with `version`, enveloped as the
 /// store envelopes it: for tests of the refusal of newer and older stores.
 pub fn overwrite_schema_version(root: &Path, version: u32) {
-    // The store closes its index after each operation, but sled's background flusher may hold
-    // the file lock a moment longer (this open failed once under a loaded test run): retry.
-    let t0 = std::time::Instant::now();
-    let db = loop {
-        match sled::open(root.join("index")) {
-            Ok(db) => break db,
-            Err(e) if t0.elapsed() > std::time::Duration::from_secs(10) => {
-                panic!("the store's index does not open: {e}")
-            }
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    };
+    let db = open_index(root);
     let rec = SchemaRecord {
         version,
         created: ipirm::store::now_secs(),
@@ -47,4 +36,34 @@ pub fn overwrite_schema_version(root: &Path, version: u32) {
         .and_then(|t| t.insert(b"schema", bytes))
         .expect("the record is written");
     db.flush().expect("the index flushes");
+}
+
+/// Removes entries from the index of the (closed) store at `root`, leaving their meta files: what
+/// a kill between an entry's meta file and its index insert leaves. `tree`: `artifacts` or `runs`.
+pub fn drop_index_entries(root: &Path, tree: &str, ids: &[&str]) {
+    let db = open_index(root);
+    let t = db.open_tree(tree).expect("the tree opens");
+    for id in ids {
+        assert!(
+            t.remove(id.as_bytes()).unwrap().is_some(),
+            "no {id} in {tree}"
+        );
+    }
+    db.flush().expect("the index flushes");
+}
+
+/// The sled database of the (closed) store at `root`.
+fn open_index(root: &Path) -> sled::Db {
+    // The store closes its index after each operation, but sled's background flusher may hold
+    // the file lock a moment longer (this open failed once under a loaded test run): retry.
+    let t0 = std::time::Instant::now();
+    loop {
+        match sled::open(root.join("index")) {
+            Ok(db) => break db,
+            Err(e) if t0.elapsed() > std::time::Duration::from_secs(10) => {
+                panic!("the store's index does not open: {e}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
 }

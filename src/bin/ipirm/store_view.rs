@@ -10,8 +10,8 @@ use ipirm::store::{
 };
 use serde::Serialize;
 
-/// A warning on stderr when the index lacks entries the store's files record (a lost index, or
-/// a kill between an entry's meta file and its index entry): not damage, `store repair` brings
+/// A warning on stderr when the index lacks entries the store's files record (a read-only store
+/// cannot restore them when opened; blobs without an index or meta files): `store repair` brings
 /// them back.
 pub fn warn_of_index_gaps(store: &Store) -> ipirm::Result<()> {
     if let Some(gap) = store.index_gaps()? {
@@ -351,6 +351,9 @@ impl fmt::Display for Text<'_, RepairReport> {
         )?;
         for s in &rep.skipped {
             writeln!(f, "  left out {s}")?;
+        }
+        if let Some(dir) = &rep.left_out {
+            writeln!(f, "the files left out are in {}", dir.display())?;
         }
         if let Some(old) = &rep.old_index {
             writeln!(
