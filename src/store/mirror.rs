@@ -1,5 +1,5 @@
-//! A file per index entry under `meta/`, so the index can be rebuilt when sled's own files are
-//! lost or damaged (`ipirm store repair`).
+//! A file per index entry under `meta/`, from which opening the store restores an entry a crash
+//! left out of the index, and `ipirm store repair` rebuilds an index sled cannot open.
 //!
 //! ```text
 //! meta/artifacts/ab/<key>   the enveloped Artifact, the same bytes the index holds

@@ -310,9 +310,30 @@ impl Store {
     }
 
     /// [`Store::open`] with options. A folder this process cannot write to is opened read-only
-    /// (see [`Store::is_read_only`]).
+    /// (see [`Store::is_read_only`]). A writable store's index gets back the entries a crash or a
+    /// lost index left out, from their meta files (see `mirror`), with a note on stderr.
     pub fn open_with(root: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
-        let root = root.as_ref().to_path_buf();
+        let (store, restored) = Store::open_restoring(root.as_ref(), options)?;
+        let (found, left) = (restored.artifacts + restored.runs, &restored.left_out);
+        if found > 0 || left.is_some() {
+            let left = left.as_ref().map_or(String::new(), |d| {
+                let n = restored.skipped.len();
+                format!(
+                    "; {n} unusable (a damaged blob or file) moved to {}",
+                    d.display()
+                )
+            });
+            eprintln!(
+                "note: store {}: {found} entries restored to the index from their meta files (left by an interrupted write or a lost index){left}",
+                store.root().display()
+            );
+        }
+        Ok(store)
+    }
+
+    /// [`Store::open_with`], returning what it restored to the index.
+    fn open_restoring(root: &Path, options: StoreOptions) -> Result<(Store, repair::Restored)> {
+        let root = root.to_path_buf();
         let read_only = match std::fs::metadata(&root) {
             Ok(m) if !m.is_dir() => {
                 return Err(Error::file(
@@ -341,28 +362,15 @@ impl Store {
                 read_only_copy,
             }),
         };
-        store.with_index(|ix| ix.check_schema())?;
-        if !read_only {
-            let restored = store.with_index(|ix| {
-                ix.write_all_meta()?;
-                repair::restore_unindexed(ix)
-            })?;
-            let (found, left) = (restored.artifacts + restored.runs, &restored.left_out);
-            if found > 0 || left.is_some() {
-                let left = left.as_ref().map_or(String::new(), |d| {
-                    let n = restored.skipped.len();
-                    format!(
-                        "; {n} unusable (a damaged blob or file) moved to {}",
-                        d.display()
-                    )
-                });
-                eprintln!(
-                    "note: store {}: {found} entries restored to the index from their meta files (left by an interrupted write or a lost index){left}",
-                    store.root().display()
-                );
+        let restored = store.with_index(|ix| {
+            ix.check_schema()?;
+            if read_only {
+                return Ok(repair::Restored::default());
             }
-        }
-        Ok(store)
+            ix.write_all_meta()?;
+            repair::restore_unindexed(ix)
+        })?;
+        Ok((store, restored))
     }
 
     /// Whether the store was opened read-only (its folder is not writable by this process):

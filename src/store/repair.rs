@@ -52,22 +52,15 @@ impl Store {
         } else {
             None
         };
-        let mut report = RepairReport {
+        let (store, restored) = Store::open_restoring(root, super::StoreOptions::default())?;
+        Ok(RepairReport {
             old_index,
-            ..Default::default()
-        };
-        let ix = Index::open(root, root, false, super::DEFAULT_LOCK_TIMEOUT)?;
-        ix.check_schema()?;
-        let restored = restore_unindexed(&ix)?;
-        (report.artifacts, report.runs) = (restored.artifacts, restored.runs);
-        (report.skipped, report.left_out) = (restored.skipped, restored.left_out);
-        mirror::mark_complete(root)?;
-        ix.flush()?;
-        ix.close();
-        if let Some(dir) = export {
-            report.imported = Some(Store::open(root)?.import(dir)?);
-        }
-        Ok(report)
+            artifacts: restored.artifacts,
+            runs: restored.runs,
+            skipped: restored.skipped,
+            left_out: restored.left_out,
+            imported: export.map(|dir| store.import(dir)).transpose()?,
+        })
     }
 }
 
