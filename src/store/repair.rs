@@ -83,13 +83,19 @@ pub(super) fn restore_unindexed(ix: &Index) -> Result<Restored> {
     let (keys, ids) = (ix.ids::<Artifact>()?, ix.ids::<RunRecord>()?);
     let (arts, runs) = mirror::unindexed(&ix.root, &keys, &ids)?;
     let (mut left, mut r) = (Vec::new(), Restored::default());
-    r.artifacts = restore::<Artifact>(ix, &arts, &mut left, |a| {
+    if arts.is_empty() && runs.is_empty() {
+        return Ok(r);
+    }
+    // Every blob is re-hashed: a whole lost index of a large store takes a while.
+    let bar = crate::progress::bar((arts.len() + runs.len()) as u64, "restoring");
+    r.artifacts = restore::<Artifact>(ix, &arts, &mut left, &bar, |a| {
         let ArtifactKind::Blob { digest, bytes, .. } = &a.kind else {
             return Ok(());
         };
         check_blob(&a.key, &object_path(&ix.root, digest), digest, *bytes)
     })?;
-    r.runs = restore::<RunRecord>(ix, &runs, &mut left, |_| Ok(()))?;
+    r.runs = restore::<RunRecord>(ix, &runs, &mut left, &bar, |_| Ok(()))?;
+    bar.finish_and_clear();
     if !left.is_empty() {
         let files: Vec<PathBuf> = left.iter().map(|(p, _)| p.clone()).collect();
         let dir = format!("{}.left-out-{}", mirror::META_DIR, compact_time(now_secs()));
@@ -107,10 +113,12 @@ fn restore<T: Entry>(
     ix: &Index,
     files: &[PathBuf],
     left: &mut Vec<(PathBuf, String)>,
+    bar: &crate::progress::Progress,
     check: impl Fn(&T) -> Result<()>,
 ) -> Result<usize> {
     let mut restored = 0;
     for path in files {
+        bar.inc(1);
         let entry = std::fs::read(path)
             .map_err(|e| e.to_string())
             .and_then(|b| codec::decode::<T>(SCHEMA_VERSION, &b).map_err(|e| e.to_string()))

@@ -220,29 +220,21 @@ impl Store {
                 Error::file(&path, format!("a valid entry for artifact {}", e.key), msg)
             })?);
         }
-        // Copy and check every blob outside the lock.
-        let mut staged: BTreeMap<String, PathBuf> = BTreeMap::new();
-        let cleanup = |staged: &BTreeMap<String, PathBuf>| {
-            for p in staged.values() {
-                let _ = std::fs::remove_file(p);
-            }
-        };
+        // Copy and check every blob outside the lock; what is not installed goes when it ends.
+        let mut staged = Staged::default();
         for a in &arts {
             if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
-                if staged.contains_key(digest) {
+                if staged.0.contains_key(digest) {
                     continue;
                 }
                 let (src, tmp) = (dir.join(OBJECTS_DIR).join(digest), tmp_file(self.root()));
-                if let Err(e) = copy_blob(&a.key, &src, &tmp, digest, *bytes) {
-                    cleanup(&staged);
-                    return Err(e);
-                }
-                staged.insert(digest.clone(), tmp);
+                copy_blob(&a.key, &src, &tmp, digest, *bytes)?;
+                staged.0.insert(digest.clone(), tmp);
             }
         }
         let mut runs = m.runs.clone();
         runs.sort_by_key(|r| (r.created, r.seq));
-        let result = self.with_index(|ix| {
+        self.with_index(|ix| {
             let mut report = ImportReport::default();
             for a in &arts {
                 match ix.get::<Artifact>(&a.key)? {
@@ -250,7 +242,7 @@ impl Store {
                     Some(_) => report.conflicts.push(a.key.clone()),
                     None => {
                         if let Some(d) = a.digest() {
-                            if let Some(tmp) = staged.get(d) {
+                            if let Some(tmp) = staged.0.get(d) {
                                 if tmp.exists() {
                                     ix.install_blob(tmp, d)?;
                                     report.blobs_copied += 1;
@@ -272,8 +264,19 @@ impl Store {
                 }
             }
             Ok(report)
-        });
-        cleanup(&staged);
-        result
+        })
+    }
+}
+
+/// Blobs copied into `tmp/` for an import, by digest: whichever are still there when it ends
+/// (not installed: a conflict, an error, a panic) are removed.
+#[derive(Default)]
+struct Staged(BTreeMap<String, PathBuf>);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for p in self.0.values() {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
