@@ -130,7 +130,6 @@ pub(crate) fn damaged_index(store: &Path, what: &str) -> Error {
 /// can only be in progress while another process holds sled's lock on `index/db`, so it is
 /// removed only after taking that lock (and releasing it before sled opens the folder).
 fn remove_stale_snapshots(index_dir: &Path) {
-    use fs2::FileExt;
     let Ok(entries) = std::fs::read_dir(index_dir) else {
         return;
     };
@@ -143,22 +142,28 @@ fn remove_stale_snapshots(index_dir: &Path) {
                 .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"))
         })
         .collect();
-    if stale.is_empty() {
-        return;
+    if !stale.is_empty() {
+        while_unheld(index_dir, || {
+            for p in &stale {
+                let _ = std::fs::remove_file(p);
+            }
+        });
     }
-    let Ok(db) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
+}
+
+/// Runs `f` holding sled's own lock on `index_dir/db` (released after): `Some(true)` when it
+/// ran, `Some(false)` when another process holds the lock, `None` when there is no such file.
+pub(crate) fn while_unheld(index_dir: &Path, f: impl FnOnce()) -> Option<bool> {
+    use fs2::FileExt;
+    let db = (std::fs::OpenOptions::new().read(true).write(true))
         .open(index_dir.join("db"))
-    else {
-        return;
-    };
-    if db.try_lock_exclusive().is_ok() {
-        for p in &stale {
-            let _ = std::fs::remove_file(p);
-        }
-        let _ = FileExt::unlock(&db);
+        .ok()?;
+    if db.try_lock_exclusive().is_err() {
+        return Some(false);
     }
+    f();
+    let _ = FileExt::unlock(&db);
+    Some(true)
 }
 
 /// Copies `root/index` into a new private folder and returns that folder (which then holds

@@ -445,11 +445,10 @@ impl Store {
         let (digest, bytes) = written.inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })?;
-        let format = format.to_string();
         let artifact = stage.artifact(ArtifactKind::Blob {
             digest: digest.clone(),
             bytes,
-            format,
+            format: format.to_string(),
         });
         let r = self.with_index(|ix| {
             ix.check_run_of(&artifact)?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::blobs::{check_blob, object_path};
 use super::index::{Entry, Index};
-use super::lock::INDEX_DIR;
+use super::lock::{self, INDEX_DIR};
 use super::{
     codec, compact_time, mirror, now_secs, Artifact, ArtifactKind, ImportReport, RunRecord, Store,
     SCHEMA_VERSION,
@@ -143,17 +143,11 @@ fn restore<T: Entry>(
 
 /// Fails if a process holds sled's lock on `index/db`.
 fn ensure_unheld(index: &Path) -> Result<()> {
-    use fs2::FileExt;
-    let db = index.join("db");
-    let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&db) else {
-        return Ok(());
-    };
-    if f.try_lock_exclusive().is_err() {
-        return Err(Error::Store(format!(
+    match lock::while_unheld(index, || ()) {
+        Some(false) => Err(Error::Store(format!(
             "store index {} is in use by another process: stop it before repairing",
             index.display()
-        )));
+        ))),
+        _ => Ok(()),
     }
-    let _ = FileExt::unlock(&f);
-    Ok(())
 }

@@ -10,20 +10,14 @@ use ipirm::store::{
 };
 use serde::Serialize;
 
-/// A warning on stderr when the index lacks entries the store's files record (a read-only store
-/// cannot restore them when opened; blobs without an index or meta files): `store repair` brings
-/// them back.
-pub fn warn_of_index_gaps(store: &Store) -> ipirm::Result<()> {
+/// Runs (oldest first) and then artifacts (by stage, then key), one line each. An artifact of
+/// a stage version this build no longer writes is marked: the current stages never match it.
+/// A warning on stderr first when the index lacks entries the store's files record (what opening
+/// could not restore: a read-only store, blobs without index or meta files).
+pub fn ls(store: &Store) -> ipirm::Result<String> {
     if let Some(gap) = store.index_gaps()? {
         eprintln!("warning: {gap}");
     }
-    Ok(())
-}
-
-/// Runs (oldest first) and then artifacts (by stage, then key), one line each. An artifact of
-/// a stage version this build no longer writes is marked: the current stages never match it.
-pub fn ls(store: &Store) -> ipirm::Result<String> {
-    warn_of_index_gaps(store)?;
     let runs = store.list_runs()?;
     let mut arts = store.list_artifacts()?;
     let latest: BTreeSet<String> = store.latest_runs()?.into_iter().map(|r| r.id).collect();
