@@ -148,7 +148,7 @@ fn pin_takes_a_run_name() {
 }
 
 #[test]
-fn a_store_path_naming_a_file_is_a_clear_error() {
+fn a_store_path_naming_a_file_or_no_store_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("file");
     std::fs::write(&file, "x").unwrap();
@@ -158,6 +158,37 @@ fn a_store_path_naming_a_file_is_a_clear_error() {
         err.contains(s(&file)) && err.contains("not a folder") && !err.contains("File exists"),
         "{err}"
     );
+    // A path with no store (absent, or an empty folder): the commands that read one refuse it
+    // and leave nothing behind; an import makes one.
+    let (absent, empty) = (tmp.path().join("absent"), tmp.path().join("empty"));
+    std::fs::create_dir(&empty).unwrap();
+    for dir in [&absent, &empty] {
+        for cmd in [
+            &["ls"][..],
+            &["verify"],
+            &["gc"],
+            &["show", "x"],
+            &["pin", "x"],
+        ] {
+            let (code, _, err) = raw(&[&["store", "--store", s(dir)][..], cmd].concat());
+            assert!(
+                code == 2 && err.contains("no artifact store at"),
+                "{cmd:?}: {err}"
+            );
+            assert!(err.contains(s(dir)), "{err}");
+        }
+        let (code, _, err) = raw(&[
+            "store",
+            "--store",
+            s(dir),
+            "export",
+            s(&tmp.path().join("e")),
+        ]);
+        assert!(code == 2 && err.contains("no artifact store at"), "{err}");
+        assert!(!tmp.path().join("e").exists());
+    }
+    assert!(!absent.exists());
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
 }
 
 #[test]

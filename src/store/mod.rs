@@ -297,11 +297,11 @@ impl Drop for Inner {
 }
 
 impl Store {
-    /// Whether `root` holds a store: its index, or the `meta/` records a lost index is rebuilt
-    /// from. Opens nothing (a reader that must not create a store checks this first).
+    /// Whether `root` holds a store: its index, the `meta/` records a lost index is rebuilt
+    /// from, or blobs. Opens nothing (a reader that must not create a store checks this first).
     pub fn exists_at(root: impl AsRef<Path>) -> bool {
-        let root = root.as_ref();
-        root.join(lock::INDEX_DIR).is_dir() || root.join(mirror::META_DIR).is_dir()
+        let dirs = [lock::INDEX_DIR, mirror::META_DIR, OBJECTS_DIR];
+        dirs.iter().any(|d| root.as_ref().join(d).is_dir())
     }
 
     /// Opens (creating if needed) the store at `root` with default options, checking its schema.

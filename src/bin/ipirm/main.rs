@@ -512,6 +512,14 @@ fn run(cli: Cli) -> Result<()> {
             from.as_deref(),
         )?)),
         Command::Store { what } => {
+            // Only an import makes a store; the others read one (or change what it holds).
+            let creates = matches!(what, StoreCommand::Import { .. });
+            if !creates && !Store::exists_at(&store_dir) && !store_dir.is_file() {
+                anyhow::bail!(
+                    "no artifact store at {} (--store DIR; a run or `ipirm store import` makes one)",
+                    store_dir.display()
+                );
+            }
             let store = open_store()?;
             match what {
                 StoreCommand::Ls => emit(store_view::ls(&store)?),
