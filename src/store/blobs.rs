@@ -1,5 +1,6 @@
 //! Content addressing: blobs named by the sha256 of their bytes under `objects/`, written to
-//! `tmp/`, fsynced and hashed, checked against their digest when read.
+//! `tmp/`, fsynced and hashed, checked against their digest when read; and the walks over those
+//! folders that `verify` and `gc` share.
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,4 +134,36 @@ pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+/// Every file under `dir` (recursively), sorted; none if `dir` does not exist.
+pub(crate) fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(dir).min_depth(1) {
+        match e {
+            Ok(e) if !e.file_type().is_dir() => out.push(e.into_path()),
+            Ok(_) => {}
+            Err(e) if e.depth() == 0 && !dir.exists() => {}
+            Err(e) => return Err(Error::io(e.path().unwrap_or(dir).to_path_buf(), e.into())),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The files among `objects` (files under `root/objects/`) that are not the blob of a digest
+/// `used` accepts: orphans for `verify`, what `gc` removes.
+pub(super) fn unused_objects(
+    root: &Path,
+    objects: Vec<PathBuf>,
+    used: impl Fn(&str) -> bool,
+) -> Vec<PathBuf> {
+    objects
+        .into_iter()
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| used(n) && object_path(root, n) == *p)
+        })
+        .collect()
 }

@@ -220,6 +220,15 @@ impl Index {
             .collect()
     }
 
+    /// See [`Store::index_gaps`](super::Store::index_gaps).
+    pub(super) fn gaps(&self) -> Result<Option<String>> {
+        mirror::index_gaps(
+            &self.root,
+            &self.ids::<Artifact>()?,
+            &self.ids::<RunRecord>()?,
+        )
+    }
+
     /// Every run, oldest first.
     pub(super) fn runs(&self) -> Result<Vec<RunRecord>> {
         let mut runs: Vec<RunRecord> = self.list()?;

@@ -12,6 +12,7 @@
 //! marker goes) before its next open, so a process doing back-to-back operations cannot starve
 //! another one. Markers of processes that no longer exist are removed by whoever sees them.
 use std::cell::RefCell;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -182,23 +183,16 @@ pub(crate) fn copy_index(root: &Path) -> Result<PathBuf> {
             Err(_) if !src.exists() => break,
             Err(e) => return Err(Error::io(&src, e.into())),
         };
-        let (from, to) = (
-            e.path(),
-            dest.join(INDEX_DIR)
-                .join(e.path().strip_prefix(&src).expect("under src")),
-        );
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&to).map_err(|err| Error::io(&to, err))?;
-            continue;
-        }
-        std::fs::copy(from, &to).map_err(|err| Error::io(from, err))?;
-        // The copy keeps the source's read-only mode; sled opens its files for writing.
-        let mut perm = std::fs::metadata(&to)
-            .map_err(|err| Error::io(&to, err))?
-            .permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perm.set_readonly(false);
-        std::fs::set_permissions(&to, perm).map_err(|err| Error::io(&to, err))?;
+        let to = (dest.join(INDEX_DIR)).join(e.path().strip_prefix(&src).expect("under src"));
+        // Written anew, not copied with fs::copy: that keeps the source's read-only mode, and
+        // sled opens its files for writing.
+        let copied = match e.file_type().is_dir() {
+            true => std::fs::create_dir_all(&to),
+            false => File::open(e.path())
+                .and_then(|mut from| std::io::copy(&mut from, &mut File::create(&to)?))
+                .map(drop),
+        };
+        copied.map_err(|err| Error::io(e.path(), err))?;
     }
     Ok(dest)
 }

@@ -122,7 +122,7 @@ pub(crate) fn index_gaps(
     // (A run records itself before its first blob, so blobs under an index without runs were
     // not left by a crash.)
     if artifact_keys.is_empty() && run_ids.is_empty() {
-        let blobs = super::commands::files_under(&root.join(super::blobs::OBJECTS_DIR))?.len();
+        let blobs = super::blobs::files_under(&root.join(super::blobs::OBJECTS_DIR))?.len();
         if blobs > 0 {
             return Ok(Some(format!(
                 "the index of store {} is empty while {blobs} blob files are present under objects/ (a lost index, and no meta files to rebuild it from: `ipirm store repair --from EXPORT_DIR` restores an export)",
@@ -147,7 +147,7 @@ pub(crate) fn move_aside(root: &Path, files: &[PathBuf], dir: &str) -> Result<Pa
 
 /// The files of every artifact, then of every run, sorted by path.
 pub(crate) fn list(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    let arts = super::commands::files_under(&root.join(META_DIR).join(ARTIFACTS))?;
-    let runs = super::commands::files_under(&root.join(META_DIR).join(RUNS))?;
+    let arts = super::blobs::files_under(&root.join(META_DIR).join(ARTIFACTS))?;
+    let runs = super::blobs::files_under(&root.join(META_DIR).join(RUNS))?;
     Ok((arts, runs))
 }

@@ -52,16 +52,18 @@
 //! outside the lock. Within one process a `Store` (and its clones) serialises its own operations.
 //!
 //! # Files
-//! This file holds the [`Store`] front and what it stores ([`Artifact`], [`RunRecord`], [`Stage`]);
-//! `index.rs` the sled index inside one operation (typed tables of artifacts and runs), `lock.rs`
-//! opening it and who holds it, `codec.rs` the records' envelope, `mirror.rs` the `meta/` files,
-//! `blobs.rs` content addressing (writing, hashing and checking blobs), `key.rs` stage keys,
-//! `provenance.rs` what is recorded with an artifact, `commands.rs` find/verify/gc, `transfer.rs`
-//! export/import, `repair.rs` rebuilding a lost index, `fault.rs` fault injection for the tests.
+//! This file holds the [`Store`] front (open, put and get) and what it stores ([`Artifact`],
+//! [`RunRecord`], [`Stage`]); `index.rs` the sled index inside one operation (typed tables of
+//! artifacts and runs), `lock.rs` opening it and who holds it, `codec.rs` the records' envelope,
+//! `mirror.rs` the `meta/` files, `blobs.rs` content addressing (writing, hashing, checking and
+//! listing blob files), `key.rs` stage keys, `provenance.rs` what is recorded with an artifact;
+//! then a file per verb: `find.rs`, `verify.rs`, `gc.rs`, `transfer.rs` (export and import),
+//! `repair.rs` (restoring index entries from `meta/`); `fault.rs` fault injection for the tests.
 mod blobs;
 pub mod codec;
-mod commands;
 pub mod fault;
+mod find;
+mod gc;
 mod index;
 mod key;
 mod lock;
@@ -69,6 +71,7 @@ mod mirror;
 mod provenance;
 mod repair;
 mod transfer;
+mod verify;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -78,12 +81,14 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use commands::{Found, GcOptions, GcReport, VerifyReport};
+pub use find::Found;
+pub use gc::{GcOptions, GcReport};
 pub(crate) use key::key_from_json;
 pub use key::{canonical_json, stage_key};
 pub use provenance::Provenance;
-pub use repair::RepairReport;
+pub use repair::{RepairReport, Restored};
 pub use transfer::{ArtifactEntry, ExportReport, ImportReport, MANIFEST_FORMAT};
+pub use verify::VerifyReport;
 
 use crate::{Error, Result};
 use blobs::{check_blob, hash_file, is_writable, object_path, tmp_file, OBJECTS_DIR, TMP_DIR};
@@ -578,7 +583,7 @@ impl Store {
     /// Whether the index misses entries the store's files record (see `mirror::index_gaps`):
     /// a message saying what and how to repair it, or `None`.
     pub fn index_gaps(&self) -> Result<Option<String>> {
-        self.with_index(index_gaps)
+        self.with_index(|ix| ix.gaps())
     }
 
     // ----- runs -------------------------------------------------------------------------------
@@ -639,12 +644,6 @@ impl Store {
     pub fn object_path(&self, digest: &str) -> PathBuf {
         object_path(self.root(), digest)
     }
-}
-
-/// See [`Store::index_gaps`].
-fn index_gaps(ix: &Index) -> Result<Option<String>> {
-    let (keys, runs) = (ix.ids::<Artifact>()?, ix.ids::<RunRecord>()?);
-    mirror::index_gaps(&ix.root, &keys, &runs)
 }
 
 /// "The latest run" of each name, sorted by name: its most recent finished run (by `created`,

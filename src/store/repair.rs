@@ -18,12 +18,8 @@ use crate::{Error, Result};
 pub struct RepairReport {
     /// Where the old index was moved (nothing is deleted), if there was one.
     pub old_index: Option<PathBuf>,
-    pub artifacts: usize,
-    pub runs: usize,
-    /// Meta files left out, each with the reason (damaged or missing blob, undecodable file).
-    pub skipped: Vec<String>,
-    /// Where the files left out were moved (under the store folder), if any were.
-    pub left_out: Option<PathBuf>,
+    /// What the new index got from the meta files.
+    pub restored: Restored,
     /// What importing the export added, when one was given.
     pub imported: Option<ImportReport>,
 }
@@ -53,25 +49,24 @@ impl Store {
             None
         };
         let (store, restored) = Store::open_restoring(root, super::StoreOptions::default())?;
+        let imported = export.map(|dir| store.import(dir)).transpose()?;
         Ok(RepairReport {
             old_index,
-            artifacts: restored.artifacts,
-            runs: restored.runs,
-            skipped: restored.skipped,
-            left_out: restored.left_out,
-            imported: export.map(|dir| store.import(dir)).transpose()?,
+            restored,
+            imported,
         })
     }
 }
 
-/// What [`restore_unindexed`] did.
-#[derive(Debug, Default)]
-pub(super) struct Restored {
+/// Index entries restored from their meta files: when a writable store is opened (the entries a
+/// kill left out) or by [`Store::repair`] (every one).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Restored {
     pub artifacts: usize,
     pub runs: usize,
-    /// The meta files left out, each with the reason.
+    /// Meta files left out, each with the reason (damaged or missing blob, undecodable file).
     pub skipped: Vec<String>,
-    /// Where they were moved.
+    /// Where the files left out were moved (under the store folder), if any were.
     pub left_out: Option<PathBuf>,
 }
 

@@ -335,18 +335,18 @@ impl fmt::Display for Text<'_, ImportReport> {
 
 impl fmt::Display for Text<'_, RepairReport> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rep = self.0;
+        let (rep, r) = (self.0, &self.0.restored);
         writeln!(
             f,
             "rebuilt the index: {} artifacts, {} runs; {} entries left out",
-            rep.artifacts,
-            rep.runs,
-            rep.skipped.len()
+            r.artifacts,
+            r.runs,
+            r.skipped.len()
         )?;
-        for s in &rep.skipped {
+        for s in &r.skipped {
             writeln!(f, "  left out {s}")?;
         }
-        if let Some(dir) = &rep.left_out {
+        if let Some(dir) = &r.left_out {
             writeln!(f, "the files left out are in {}", dir.display())?;
         }
         if let Some(old) = &rep.old_index {
