@@ -63,13 +63,28 @@ void ipirm_reducer_drop(IpirmReducer*) {}
 
 #else
 
+// Never changed after it is made, so it may be used from any thread: c10d's Store and Backend
+// take collectives from several threads (DistributedDataParallel calls them from autograd's).
 struct IpirmGroup {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> pg;
   bool nccl;
-  // The backend as a ProcessGroup (what the Reducer takes), made when first asked for.
+  // The backend as a c10d ProcessGroup (what the Reducer takes), which routes a collective by its
+  // tensors' device: NCCL takes CUDA tensors; Gloo takes CPU tensors and CUDA ones (through host
+  // copies).
   c10::intrusive_ptr<c10d::ProcessGroup> group;
 };
+
+static IpirmGroup* new_group(c10::intrusive_ptr<c10d::Store> store,
+                             c10::intrusive_ptr<c10d::Backend> pg, bool nccl) {
+  auto group = c10::make_intrusive<c10d::ProcessGroup>(store, pg->getRank(), pg->getSize());
+  using Type = c10d::ProcessGroup::BackendType;
+  auto type = nccl ? Type::NCCL : Type::GLOO;
+  if (!nccl) group->setBackend(c10::DeviceType::CPU, type, pg);
+  group->setBackend(c10::DeviceType::CUDA, type, pg);
+  group->setDefaultBackend(type);
+  return new IpirmGroup{store, pg, nccl, group};
+}
 
 static const char* backend_name(int backend) { return backend == 1 ? "nccl" : "gloo"; }
 
@@ -110,7 +125,7 @@ char* ipirm_dist_new(const char* host, int port, int rank, int world, int backen
       auto o = c10d::ProcessGroupNCCL::Options::create();
       o->timeout = std::chrono::milliseconds(op_timeout_ms);
       auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, o);
-      *out = new IpirmGroup{store, pg, true, {}};
+      *out = new_group(store, pg, true);
       return nullptr;
 #else
       return error(
@@ -130,7 +145,7 @@ char* ipirm_dist_new(const char* host, int port, int rank, int world, int backen
       o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }
     auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, o);
-    *out = new IpirmGroup{store, pg, false, {}};
+    *out = new_group(store, pg, false);
     return nullptr;
   } catch (const std::exception& e) {
     return error(e.what());
@@ -235,22 +250,6 @@ char* ipirm_dist_allreduce_sum_grad(IpirmGroup* g, const at::Tensor* t, at::Tens
   }
 }
 
-// The group's backend as a c10d ProcessGroup, which routes a collective by its tensors' device:
-// NCCL takes CUDA tensors; Gloo takes CPU tensors and CUDA ones (through host copies).
-static c10::intrusive_ptr<c10d::ProcessGroup> process_group(IpirmGroup* g) {
-  if (!g->group) {
-    auto pg = c10::make_intrusive<c10d::ProcessGroup>(g->store, g->pg->getRank(),
-                                                      g->pg->getSize());
-    using Type = c10d::ProcessGroup::BackendType;
-    auto type = g->nccl ? Type::NCCL : Type::GLOO;
-    if (!g->nccl) pg->setBackend(c10::DeviceType::CPU, type, g->pg);
-    pg->setBackend(c10::DeviceType::CUDA, type, g->pg);
-    pg->setDefaultBackend(type);
-    g->group = pg;
-  }
-  return g->group;
-}
-
 }  // extern "C"
 
 namespace {
@@ -290,7 +289,7 @@ char* ipirm_reducer_new(IpirmGroup* g, at::Tensor* const* params, int64_t n, int
     std::reverse(indices.begin(), indices.end());
     std::reverse(limits.begin(), limits.end());
     std::vector<int64_t> caps(limits.begin(), limits.end());
-    auto pg = process_group(g);
+    auto pg = g->group;
     auto r = std::make_unique<c10d::Reducer>(
         ps, std::move(indices), pg, sparse, cap, /*find_unused_parameters=*/false,
         /*gradient_as_bucket_view=*/false, std::unordered_map<size_t, std::string>{}, first_cap,

@@ -180,7 +180,9 @@ impl GradSync {
     }
 }
 
-// SAFETY: c10d's process groups are made to be called from any thread; ipirm calls it from one.
+// SAFETY: the C++ group is never changed after it is made (c10d.cpp), and c10d's Store and
+// Backend take calls from several threads (PyTorch's DistributedDataParallel makes them from
+// autograd's threads, as the backward of `all_reduce_sum_grad` does here).
 unsafe impl Send for Group {}
 unsafe impl Sync for Group {}
 
