@@ -39,6 +39,16 @@ struct Nested {
     flag: bool,
 }
 
+/// The stage key of `params` (its canonical JSON).
+fn key_of<C: serde::Serialize + ?Sized>(
+    stage: &str,
+    v: u32,
+    params: &C,
+    inputs: &[&str],
+) -> String {
+    store::stage_key(stage, v, &store::canonical_json(params).unwrap(), inputs)
+}
+
 fn section() -> Section {
     Section {
         lr: 0.5,
@@ -127,10 +137,7 @@ fn tensors_and_records_round_trip_with_provenance() {
         .unwrap()
         .run(&run.id)
         .device("cpu (2 threads)", "2.11.0");
-    assert_eq!(
-        st.key(),
-        store::stage_key("features", 1, &section(), &[]).unwrap()
-    );
+    assert_eq!(st.key(), key_of("features", 1, &section(), &[]));
     assert!(!store.contains(st.key()).unwrap());
     assert!(store.get_tensors(st.key()).unwrap().is_none());
     let digest = store.put_tensors(&st, &named(&t), &Meta::new()).unwrap();
@@ -286,7 +293,7 @@ fn tensors_and_records_round_trip_with_provenance() {
 
 #[test]
 fn stage_key_changes_with_every_keyed_input_and_only_those() {
-    let key = |s: &Section| store::stage_key("features", 3, s, &["in-a", "in-b"]).unwrap();
+    let key = |s: &Section| key_of("features", 3, s, &["in-a", "in-b"]);
     let base = key(&section());
     assert_eq!(base.len(), 64);
     assert!(base.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -329,31 +336,28 @@ fn stage_key_changes_with_every_keyed_input_and_only_those() {
     push("NaN", &|s| s.lr = f64::NAN);
     variants.push((
         "stage version",
-        store::stage_key("features", 4, &section(), &["in-a", "in-b"]).unwrap(),
+        key_of("features", 4, &section(), &["in-a", "in-b"]),
     ));
     variants.push((
         "stage name",
-        store::stage_key("feature", 3, &section(), &["in-a", "in-b"]).unwrap(),
+        key_of("feature", 3, &section(), &["in-a", "in-b"]),
     ));
     variants.push((
         "input key",
-        store::stage_key("features", 3, &section(), &["in-a", "in-c"]).unwrap(),
+        key_of("features", 3, &section(), &["in-a", "in-c"]),
     ));
     variants.push((
         "input order",
-        store::stage_key("features", 3, &section(), &["in-b", "in-a"]).unwrap(),
+        key_of("features", 3, &section(), &["in-b", "in-a"]),
     ));
     variants.push((
         "extra input",
-        store::stage_key("features", 3, &section(), &["in-a", "in-b", "in-c"]).unwrap(),
+        key_of("features", 3, &section(), &["in-a", "in-b", "in-c"]),
     ));
-    variants.push((
-        "fewer inputs",
-        store::stage_key("features", 3, &section(), &["in-a"]).unwrap(),
-    ));
+    variants.push(("fewer inputs", key_of("features", 3, &section(), &["in-a"])));
     variants.push((
         "inputs joined",
-        store::stage_key("features", 3, &section(), &["in-ain-b"]).unwrap(),
+        key_of("features", 3, &section(), &["in-ain-b"]),
     ));
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for (what, k) in &variants {
@@ -364,20 +368,20 @@ fn stage_key_changes_with_every_keyed_input_and_only_those() {
     }
     // Floats by bit pattern, whatever their text.
     assert_ne!(
-        store::stage_key("s", 1, &0.1f64, &[]).unwrap(),
-        store::stage_key("s", 1, &0.1000000001f64, &[]).unwrap()
+        key_of("s", 1, &0.1f64, &[]),
+        key_of("s", 1, &0.1000000001f64, &[])
     );
     assert_eq!(
-        store::stage_key("s", 1, &0.1f64, &[]).unwrap(),
-        store::stage_key("s", 1, &"0.1".parse::<f64>().unwrap(), &[]).unwrap()
+        key_of("s", 1, &0.1f64, &[]),
+        key_of("s", 1, &"0.1".parse::<f64>().unwrap(), &[])
     );
     assert_eq!(
-        store::stage_key("s", 1, &1e-1f64, &[]).unwrap(),
-        store::stage_key("s", 1, &0.100f64, &[]).unwrap()
+        key_of("s", 1, &1e-1f64, &[]),
+        key_of("s", 1, &0.100f64, &[])
     );
     assert_ne!(
-        store::stage_key("s", 1, &0.5f32, &[]).unwrap(),
-        store::stage_key("s", 1, &0.5000001f32, &[]).unwrap()
+        key_of("s", 1, &0.5f32, &[]),
+        key_of("s", 1, &0.5000001f32, &[])
     );
     // Map key order never matters; integer width does not either.
     let a: HashMap<String, f64> = (0..50).map(|i| (format!("k{i}"), i as f64 / 3.0)).collect();
@@ -385,24 +389,12 @@ fn stage_key_changes_with_every_keyed_input_and_only_those() {
         .rev()
         .map(|i| (format!("k{i}"), i as f64 / 3.0))
         .collect();
-    assert_eq!(
-        store::stage_key("s", 1, &a, &[]).unwrap(),
-        store::stage_key("s", 1, &b, &[]).unwrap()
-    );
-    assert_eq!(
-        store::stage_key("s", 1, &7u8, &[]).unwrap(),
-        store::stage_key("s", 1, &7i64, &[]).unwrap()
-    );
-    assert_ne!(
-        store::stage_key("s", 1, &7i64, &[]).unwrap(),
-        store::stage_key("s", 1, &7.0f64, &[]).unwrap()
-    );
+    assert_eq!(key_of("s", 1, &a, &[]), key_of("s", 1, &b, &[]));
+    assert_eq!(key_of("s", 1, &7u8, &[]), key_of("s", 1, &7i64, &[]));
+    assert_ne!(key_of("s", 1, &7i64, &[]), key_of("s", 1, &7.0f64, &[]));
     // The whole config of the crate serialises canonically.
     let cfg = ipirm::config::Config::default();
-    assert_eq!(
-        store::stage_key("s", 1, &cfg, &[]).unwrap(),
-        store::stage_key("s", 1, &cfg.clone(), &[]).unwrap()
-    );
+    assert_eq!(key_of("s", 1, &cfg, &[]), key_of("s", 1, &cfg.clone(), &[]));
 }
 
 #[test]

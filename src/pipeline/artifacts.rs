@@ -57,10 +57,9 @@ impl Ctx<'_> {
             )));
         }
         let refs: Vec<&str> = planned.inputs.iter().map(String::as_str).collect();
-        let params: serde_json::Value =
-            serde_json::from_str(&planned.params).expect("canonical JSON reads back");
+        let (name, version) = (planned.kind.name(), planned.kind.version());
         Ok(
-            Stage::new(planned.kind.name(), planned.kind.version(), &params, &refs)?
+            Stage::canonical(name, version, planned.params.clone(), &refs)
                 .run(&self.run)
                 .device(describe(self.device), libtorch_version()),
         )

@@ -46,7 +46,7 @@ use crate::config::{
     Config, DataConfig, IpirmConfig, KnnConfig, LinearConfig, MaximizeConfig, Method, ModelConfig,
     TrainConfig,
 };
-use crate::store::{canonical_json, key_from_json};
+use crate::store::{canonical_json, stage_key};
 use crate::train::schedule::Schedule;
 use crate::{Error, Result};
 
@@ -420,7 +420,7 @@ impl Planned {
 
     fn from_json(kind: StageKind, params: String, inputs: Vec<String>) -> Planned {
         let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let key = key_from_json(kind.name(), kind.version(), &params, &refs);
+        let key = stage_key(kind.name(), kind.version(), &params, &refs);
         Planned {
             kind,
             params,

@@ -24,30 +24,10 @@ pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
     Ok(v.to_string())
 }
 
-/// The key of a stage's result: hex sha256 over `stage`, `stage_version`, the canonical JSON of
-/// `params` (the resolved parameters the stage reads), the `inputs` (keys of the input
-/// artifacts, in the order the stage uses them) and the crate version.
-pub fn stage_key<C: Serialize + ?Sized>(
-    stage: &str,
-    stage_version: u32,
-    params: &C,
-    inputs: &[&str],
-) -> Result<String> {
-    Ok(key_from_json(
-        stage,
-        stage_version,
-        &canonical_json(params)?,
-        inputs,
-    ))
-}
-
-/// [`stage_key`] of parameters already in canonical JSON.
-pub(crate) fn key_from_json(
-    stage: &str,
-    stage_version: u32,
-    params_json: &str,
-    inputs: &[&str],
-) -> String {
+/// The key of a stage's result: hex sha256 over `stage`, `stage_version`, `params_json` (the
+/// [`canonical_json`] of the resolved parameters the stage reads), the `inputs` (keys of the
+/// input artifacts, in the order the stage uses them) and the crate version.
+pub fn stage_key(stage: &str, stage_version: u32, params_json: &str, inputs: &[&str]) -> String {
     let mut h = Sha256::new();
     let mut put = |b: &[u8]| {
         h.update((b.len() as u64).to_le_bytes());

@@ -83,7 +83,6 @@ use serde::{Deserialize, Serialize};
 
 pub use find::Found;
 pub use gc::{GcOptions, GcReport};
-pub(crate) use key::key_from_json;
 pub use key::{canonical_json, stage_key};
 pub use provenance::Provenance;
 pub use repair::{RepairReport, Restored};
@@ -200,18 +199,26 @@ pub struct Stage {
 
 impl Stage {
     /// `stage` at `version` reading the resolved parameters `params`, computed from the
-    /// artifacts `inputs` (their keys, in order). The key is [`stage_key`] of the same arguments.
+    /// artifacts `inputs` (their keys, in order), keyed by [`stage_key`].
     pub fn new<C: Serialize + ?Sized>(
         stage: &str,
         version: u32,
         params: &C,
         inputs: &[&str],
     ) -> Result<Stage> {
-        let config_json = key::canonical_json(params)?;
-        Ok(Stage {
+        Ok(Stage::canonical(
+            stage,
+            version,
+            canonical_json(params)?,
+            inputs,
+        ))
+    }
+    /// [`Stage::new`] of parameters already in [`canonical_json`].
+    pub fn canonical(stage: &str, version: u32, config_json: String, inputs: &[&str]) -> Stage {
+        Stage {
             name: stage.to_string(),
             version,
-            key: key::key_from_json(stage, version, &config_json, inputs),
+            key: stage_key(stage, version, &config_json, inputs),
             config_json,
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
             run: None,
@@ -219,7 +226,7 @@ impl Stage {
             libtorch: "unspecified".into(),
             started: Instant::now(),
             wall_seconds: None,
-        })
+        }
     }
     /// The artifact key.
     pub fn key(&self) -> &str {
