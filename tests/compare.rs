@@ -329,9 +329,8 @@ fn a_run_recorded_before_antialias_is_read_as_it_ran() {
             .remove("sync_bn")
             .is_some());
         let old = s.start_run("a", &cfg).unwrap();
-        for k in &run.artifacts {
-            s.attach(&old.id, k).unwrap();
-        }
+        let keys: Vec<&str> = run.artifacts.iter().map(String::as_str).collect();
+        s.attach(&old.id, &keys).unwrap();
         s.finish_run(&old.id).unwrap();
         old.id
     };

@@ -71,7 +71,7 @@ impl Ctx<'_> {
     pub fn load<T: TensorArtifact>(&self, key: &str) -> Result<Option<T>> {
         match self.store.get_typed::<T>(key) {
             Ok(Some(v)) => {
-                self.store.attach(&self.run, key)?;
+                self.store.attach(&self.run, &[key])?;
                 Ok(Some(v))
             }
             Ok(None) => Ok(None),
@@ -88,12 +88,11 @@ impl Ctx<'_> {
     /// run reuses by standing on it (the checkpoints, features and monitor points before its
     /// resume point), so its record lists what a run from scratch would have made.
     pub fn attach_stored(&self, keys: &[&str]) -> Result<()> {
-        for (key, stored) in keys.iter().zip(self.store.contains_each(keys)?) {
-            if stored {
-                self.store.attach(&self.run, key)?;
-            }
-        }
-        Ok(())
+        let stored = self.store.contains_each(keys)?;
+        let stored: Vec<&str> = (keys.iter().zip(stored))
+            .filter_map(|(k, s)| s.then_some(*k))
+            .collect();
+        self.store.attach(&self.run, &stored)
     }
 
     /// Stores a tensor artifact as the result of `planned`.
@@ -109,7 +108,7 @@ impl Ctx<'_> {
     pub fn load_record<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let r = self.store.get_record(key)?;
         if r.is_some() {
-            self.store.attach(&self.run, key)?;
+            self.store.attach(&self.run, &[key])?;
         }
         Ok(r)
     }

@@ -1,6 +1,7 @@
 //! The store's index, open inside one store operation ([`Index`]): typed tables over sled's trees
 //! ([`Entry`]: artifacts by key, runs by id), each entry written with its meta file (see `mirror`)
 //! and enveloped by [`codec`](super::codec) at [`SCHEMA_VERSION`]; and the `schema` record.
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -309,25 +310,33 @@ impl Index {
     pub(super) fn insert_artifact(&self, a: &Artifact) -> Result<()> {
         self.put(a)?;
         match &a.run {
-            Some(run) => self.attach(run, &a.key),
+            Some(run) => self.attach(run, &[&a.key]),
             None => Ok(()),
         }
     }
 
-    /// Changes the run `id` with `f`.
+    /// Changes the run `id` with `f`, and writes it back if that changed it (a run record holds
+    /// every key the run used: rewriting it is what a long run's attaches cost).
     pub(super) fn update_run(&self, id: &str, f: impl FnOnce(&mut RunRecord)) -> Result<()> {
-        let mut run = self.get(id)?.ok_or_else(|| {
+        let run: RunRecord = self.get(id)?.ok_or_else(|| {
             Error::Store(format!("store at {}: no run {id}", self.root.display()))
         })?;
-        f(&mut run);
-        self.put(&run)
+        let mut changed = run.clone();
+        f(&mut changed);
+        match changed == run {
+            true => Ok(()),
+            false => self.put(&changed),
+        }
     }
 
     /// See [`Store::attach`](super::Store::attach).
-    pub(super) fn attach(&self, run: &str, key: &str) -> Result<()> {
+    pub(super) fn attach(&self, run: &str, keys: &[&str]) -> Result<()> {
         self.update_run(run, |r| {
-            if !r.artifacts.iter().any(|k| k == key) {
-                r.artifacts.push(key.to_string());
+            let mut have: BTreeSet<String> = r.artifacts.iter().cloned().collect();
+            for k in keys {
+                if have.insert(k.to_string()) {
+                    r.artifacts.push(k.to_string());
+                }
             }
         })
     }

@@ -31,7 +31,7 @@
 //! # fn f(store: &Store, params: &serde_json::Value, input: &str, run: &str) -> ipirm::Result<()> {
 //! let stage = Stage::new("features", 1, params, &[input])?.run(run).device("cpu", "2.11.0");
 //! let file = match store.get_blob(stage.key()) {
-//!     Ok(Some(file)) => { store.attach(run, stage.key())?; file }
+//!     Ok(Some(file)) => { store.attach(run, &[stage.key()])?; file }
 //!     Ok(None) | Err(ipirm::Error::Damaged { .. }) => {
 //!         store.invalidate(stage.key())?;
 //!         store.put_blob(&stage, "bytes", |p| std::fs::write(p, b"computed").map_err(|e| ipirm::Error::io(p, e)))?;
@@ -630,9 +630,11 @@ impl Store {
         Ok(latest_of(&self.list_runs()?))
     }
 
-    /// Appends `key` to the run's artifacts (once): how a run records a cached result it reused.
-    pub fn attach(&self, run: &str, key: &str) -> Result<()> {
-        self.with_index(|ix| ix.attach(run, key))
+    /// Appends each of `keys` the run does not list yet to its artifacts, in order: how a run
+    /// records the cached results it reused. One write of the run record for all of them, none
+    /// if it lists every one already.
+    pub fn attach(&self, run: &str, keys: &[&str]) -> Result<()> {
+        self.with_index(|ix| ix.attach(run, keys))
     }
 
     /// Pins or unpins a run: [`Store::gc`] keeps everything a pinned run reaches.
