@@ -422,7 +422,7 @@ fn a_damaged_blob_is_found_refused_and_recomputed() {
     assert_eq!(report.damaged, vec![st.key().to_string()], "{report:?}");
     assert!(report.missing.is_empty() && report.orphans.is_empty());
     assert!(!report.is_clean());
-    // What `ipirm store verify` prints under its summary (the CLI's text: store_view.rs).
+    // What `ipirm store verify` prints under its summary (the CLI's text: store_cmd.rs).
     assert!(report.details.iter().any(|d| d.contains(st.key())));
 
     let e = store.get_tensors(st.key()).unwrap_err();

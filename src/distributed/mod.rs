@@ -1,5 +1,6 @@
 //! Data-parallel training on several processes (ranks), on PyTorch's own distributed engine:
-//! c10d's TCPStore rendezvous and its Gloo process group (`c10d.cpp`, compiled by build.rs).
+//! c10d's TCPStore rendezvous and its Gloo or NCCL process group (`c10d.cpp`, compiled by
+//! build.rs).
 //!
 //! How a run is split, and why it matches the reference's two-GPU `nn.DataParallel`:
 //! - Every rank reads the data and draws the same random numbers, so every rank augments (and
@@ -9,11 +10,12 @@
 //!   its own chunk only. The gradients are summed over ranks ([`StepSync`]: in DDP's buckets
 //!   while backward runs, or in one flat buffer after it, [`GradSync`]), so every rank takes the
 //!   same Adam step.
-//! - BatchNorm normalises each rank's chunk (per-rank statistics, no SyncBN) and the running
-//!   statistics are rank 0's, broadcast after every step: on two ranks exactly what
-//!   DataParallel did on two GPUs, i.e. one process with `model.bn_splits = 2`. The effective
-//!   split count is what the config records ([`crate::fit`]), so a run's keys do not depend
-//!   on the world size where its result does not.
+//! - BatchNorm normalises each rank's chunk (per-rank statistics) and the running statistics are
+//!   rank 0's, broadcast after every step: on two ranks exactly what DataParallel did on two
+//!   GPUs, i.e. one process with `model.bn_splits = 2`. The effective split count is what the
+//!   config records ([`crate::fit`]), so a run's keys do not depend on the world size where its
+//!   result does not. `model.sync_bn` instead normalises with the global batch's statistics,
+//!   summed over the ranks (SyncBatchNorm: one process with `bn_splits = 1`).
 //! - Rank 0 drives: it runs the pipeline and the store (the only rank that reads or writes it),
 //!   learns every partition, runs the kNN monitor and the evaluations. The other ranks serve
 //!   ([`crate::train::serve`]): they wait for rank 0's next command (an epoch, with the partitions to train

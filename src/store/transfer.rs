@@ -1,7 +1,7 @@
 //! Moving artifacts between stores: [`Store::export`] writes every artifact and run as plain JSON
 //! (`manifest.json`, [`ArtifactEntry`]) beside the blobs, [`Store::import`] adds what a store
 //! lacks from such a folder. Each returns a report that the CLI prints
-//! (`src/bin/ipirm/store_view.rs`).
+//! (`src/bin/ipirm/store_cmd.rs`).
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

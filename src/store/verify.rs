@@ -1,6 +1,6 @@
 //! `verify`: every blob re-hashed against its digest, and what else the files say (orphans,
 //! temp files, a gap in the index). The report is plain data that the CLI prints
-//! (`src/bin/ipirm/store_view.rs`).
+//! (`src/bin/ipirm/store_cmd.rs`).
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 

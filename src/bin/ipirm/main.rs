@@ -8,7 +8,8 @@ use ipirm::config::{Config, PRESETS};
 use ipirm::pipeline;
 use ipirm::store::Store;
 
-mod store_view;
+mod store_cmd;
+use store_cmd::StoreCommand;
 
 #[derive(Parser)]
 #[command(
@@ -96,51 +97,6 @@ enum Command {
     Presets,
     /// Print the resolved configuration as TOML (what `--config` reads).
     Config(ConfigArgs),
-}
-
-#[derive(Subcommand)]
-enum StoreCommand {
-    /// Runs and stages, one line each.
-    Ls,
-    /// An artifact or a run (key, run id, run name or a unique prefix) with its inputs, config,
-    /// digests and provenance.
-    Show {
-        what: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Re-hash every blob; report each damaged or missing one by key, orphans, and a lost index
-    /// (fails on damage or a lost index).
-    Verify,
-    /// Remove what no pinned run and no latest run of a name reaches.
-    Gc {
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Pin a run (id, name or unique id prefix; or unpin it with --off) so gc keeps everything
-    /// it reaches.
-    Pin {
-        run: String,
-        #[arg(long)]
-        off: bool,
-    },
-    /// Write a plain JSON manifest and the blob files to a new folder (readable without sled).
-    Export {
-        #[arg(value_name = "EXPORT_DIR")]
-        export_dir: PathBuf,
-    },
-    /// Add what `export` wrote to this store, verifying every digest.
-    Import {
-        #[arg(value_name = "EXPORT_DIR")]
-        export_dir: PathBuf,
-    },
-    /// Rebuild a damaged index from the store's meta files (the old one is kept aside), then
-    /// optionally import an export on top.
-    Repair {
-        /// An export (`ipirm store export`) to import after the rebuild.
-        #[arg(long, value_name = "EXPORT_DIR")]
-        from: Option<PathBuf>,
-    },
 }
 
 #[derive(Subcommand)]
@@ -351,7 +307,7 @@ impl RunArgs {
 
 /// Writes to stdout; a closed pipe (`ipirm store ls | head -1`) ends the program quietly, as
 /// it does for other command-line tools, instead of panicking.
-fn emit(text: impl std::fmt::Display) -> Result<()> {
+pub(crate) fn emit(text: impl std::fmt::Display) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match write!(out, "{text}").and_then(|_| out.flush()) {
@@ -361,7 +317,7 @@ fn emit(text: impl std::fmt::Display) -> Result<()> {
 }
 
 /// [`emit`] with a newline.
-fn emitln(text: impl std::fmt::Display) -> Result<()> {
+pub(crate) fn emitln(text: impl std::fmt::Display) -> Result<()> {
     emit(format_args!("{text}\n"))
 }
 
@@ -505,56 +461,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Store {
-            what: StoreCommand::Repair { from },
-        } => emit(store_view::Text(&Store::repair(
-            &store_dir,
-            from.as_deref(),
-        )?)),
-        Command::Store { what } => {
-            // Only an import makes a store; the others read one (or change what it holds).
-            let creates = matches!(what, StoreCommand::Import { .. });
-            if !creates && !Store::exists_at(&store_dir) && !store_dir.is_file() {
-                anyhow::bail!(
-                    "no artifact store at {} (--store DIR; a run or `ipirm store import` makes one)",
-                    store_dir.display()
-                );
-            }
-            let store = open_store()?;
-            match what {
-                StoreCommand::Ls => emit(store_view::ls(&store)?),
-                StoreCommand::Show { what, json } => emitln(store_view::show(&store, &what, json)?),
-                StoreCommand::Verify => {
-                    let report = store.verify()?;
-                    emit(store_view::Text(&report))?;
-                    let root = store.root().display();
-                    match (&report.index_gap, report.is_clean()) {
-                        (Some(gap), _) => anyhow::bail!("{gap}"),
-                        (None, false) => anyhow::bail!(
-                            "the store at {root} has damaged or missing artifacts (listed above); a run recomputes them"
-                        ),
-                        (None, true) => Ok(()),
-                    }
-                }
-                StoreCommand::Gc { dry_run } => emit(store_view::Text(&store.gc(dry_run)?)),
-                StoreCommand::Pin { run, off } => {
-                    let run = store.resolve_run(&run)?;
-                    store.pin(&run.id, !off)?;
-                    emitln(format_args!(
-                        "{} {}",
-                        if off { "unpinned" } else { "pinned" },
-                        run.id
-                    ))
-                }
-                StoreCommand::Export { export_dir } => {
-                    emitln(store_view::Text(&store.export(&export_dir)?))
-                }
-                StoreCommand::Import { export_dir } => {
-                    emit(store_view::Text(&store.import(&export_dir)?))
-                }
-                StoreCommand::Repair { .. } => unreachable!("handled above"),
-            }
-        }
+        Command::Store { what } => store_cmd::run(&store_dir, what),
         Command::Run(args) => train_command(&store_dir, &args, true),
         Command::Train(args) => train_command(&store_dir, &args, false),
         Command::Eval {

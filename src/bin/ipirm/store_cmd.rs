@@ -1,14 +1,106 @@
-//! How `ipirm store` prints the store (`ls`, `show`) and the reports of its commands (`verify`,
-//! `gc`, `export`, `import`, `repair`).
+//! `ipirm store`: its subcommands ([`StoreCommand`], [`run`]), how it prints the store (`ls`,
+//! `show`) and the reports of its commands (`verify`, `gc`, `export`, `import`, `repair`).
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::path::{Path, PathBuf};
 
+use anyhow::Result;
+use clap::Subcommand;
 use ipirm::pipeline::StageKind;
 use ipirm::store::{
     fmt_time, Artifact, ArtifactEntry, ArtifactKind, ExportReport, Found, GcReport, ImportReport,
     RepairReport, RunRecord, Store, VerifyReport,
 };
 use serde::Serialize;
+
+use crate::{emit, emitln};
+
+#[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Runs and stages, one line each.
+    Ls,
+    /// An artifact or a run (key, run id, run name or a unique prefix) with its inputs, config,
+    /// digests and provenance.
+    Show {
+        what: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every blob; report each damaged or missing one by key, orphans, and a lost index
+    /// (fails on damage or a lost index).
+    Verify,
+    /// Remove what no pinned run and no latest run of a name reaches.
+    Gc {
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Pin a run (id, name or unique id prefix; or unpin it with --off) so gc keeps everything
+    /// it reaches.
+    Pin {
+        run: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Write a plain JSON manifest and the blob files to a new folder (readable without sled).
+    Export {
+        #[arg(value_name = "EXPORT_DIR")]
+        export_dir: PathBuf,
+    },
+    /// Add what `export` wrote to this store, verifying every digest.
+    Import {
+        #[arg(value_name = "EXPORT_DIR")]
+        export_dir: PathBuf,
+    },
+    /// Rebuild a damaged index from the store's meta files (the old one is kept aside), then
+    /// optionally import an export on top.
+    Repair {
+        /// An export (`ipirm store export`) to import after the rebuild.
+        #[arg(long, value_name = "EXPORT_DIR")]
+        from: Option<PathBuf>,
+    },
+}
+
+/// Runs `ipirm store --store STORE_DIR <what>`.
+pub fn run(store_dir: &Path, what: StoreCommand) -> Result<()> {
+    let store = match what {
+        StoreCommand::Repair { from } => {
+            return emit(Text(&Store::repair(store_dir, from.as_deref())?));
+        }
+        // Only an import makes a store; the others read one (or change what it holds).
+        StoreCommand::Import { .. } => Store::open(store_dir)?,
+        _ if !Store::exists_at(store_dir) && !store_dir.is_file() => anyhow::bail!(
+            "no artifact store at {} (--store DIR; a run or `ipirm store import` makes one)",
+            store_dir.display()
+        ),
+        _ => Store::open(store_dir)?,
+    };
+    match what {
+        StoreCommand::Ls => emit(ls(&store)?),
+        StoreCommand::Show { what, json } => emitln(show(&store, &what, json)?),
+        StoreCommand::Verify => {
+            let report = store.verify()?;
+            emit(Text(&report))?;
+            let root = store.root().display();
+            match (&report.index_gap, report.is_clean()) {
+                (Some(gap), _) => anyhow::bail!("{gap}"),
+                (None, false) => anyhow::bail!(
+                    "the store at {root} has damaged or missing artifacts (listed above); a run recomputes them"
+                ),
+                (None, true) => Ok(()),
+            }
+        }
+        StoreCommand::Gc { dry_run } => emit(Text(&store.gc(dry_run)?)),
+        StoreCommand::Pin { run, off } => {
+            let run = store.resolve_run(&run)?;
+            store.pin(&run.id, !off)?;
+            let done = if off { "unpinned" } else { "pinned" };
+            emitln(format_args!("{done} {}", run.id))
+        }
+        StoreCommand::Export { export_dir } => emitln(Text(&store.export(&export_dir)?)),
+        StoreCommand::Import { export_dir } => emit(Text(&store.import(&export_dir)?)),
+        StoreCommand::Repair { .. } => unreachable!("handled above"),
+    }
+}
 
 /// Runs (oldest first) and then artifacts (by stage, then key), one line each. An artifact of
 /// a stage version this build no longer writes is marked: the current stages never match it.
