@@ -18,7 +18,8 @@ use store_cmd::StoreCommand;
     about = "IP-IRM (NeurIPS 2021) on libtorch: train, evaluate, reproduce"
 )]
 struct Cli {
-    /// The artifact store (created if absent); accepted before or after the command.
+    /// The artifact store (a run or `store import` creates it where absent); accepted before or
+    /// after the command.
     #[arg(long = "store", value_name = "DIR", default_value = ipirm::store::DEFAULT_ROOT, global = true)]
     store: PathBuf,
     #[command(subcommand)]
