@@ -1,4 +1,5 @@
-//! Stage keys: what a cached result is filed under.
+//! Stage keys: what a cached result is filed under, and the [`Stage`] about to be computed
+//! that carries its key to the put.
 //!
 //! A stage's key is the sha256 of its name and version, the canonical JSON of the parameters it
 //! reads, the keys of its input artifacts in order, and the crate version. Nothing else: the
@@ -9,8 +10,12 @@
 //! map is ordered by key in this build; a test checks it), every integer width one number, floats
 //! in shortest round-trip notation, so `0.5` and `0.5000001` differ and `1e-1` equals `0.1`.
 //! serde_json writes NaN and infinities as `null`: configs refuse them when validated.
+use std::time::Instant;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use super::{Artifact, ArtifactKind, Provenance};
 
 use crate::{Error, Result};
 
@@ -43,6 +48,95 @@ pub fn stage_key(stage: &str, stage_version: u32, params_json: &str, inputs: &[&
     }
     put(env!("CARGO_PKG_VERSION").as_bytes());
     hex::encode(h.finalize())
+}
+
+/// A stage about to be computed: what its result is keyed on and what will be recorded with it.
+/// Build it before computing: unless [`Stage::wall_seconds`] is given, the wall time recorded is
+/// the time from [`Stage::new`] to the put.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub(super) name: String,
+    version: u32,
+    config_json: String,
+    inputs: Vec<String>,
+    pub(super) key: String,
+    run: Option<String>,
+    device: String,
+    libtorch: String,
+    started: Instant,
+    wall_seconds: Option<f64>,
+}
+
+impl Stage {
+    /// `stage` at `version` reading the resolved parameters `params`, computed from the
+    /// artifacts `inputs` (their keys, in order), keyed by [`stage_key`].
+    pub fn new<C: Serialize + ?Sized>(
+        stage: &str,
+        version: u32,
+        params: &C,
+        inputs: &[&str],
+    ) -> Result<Stage> {
+        Ok(Stage::canonical(
+            stage,
+            version,
+            canonical_json(params)?,
+            inputs,
+        ))
+    }
+    /// [`Stage::new`] of parameters already in [`canonical_json`].
+    pub fn canonical(stage: &str, version: u32, config_json: String, inputs: &[&str]) -> Stage {
+        Stage {
+            name: stage.to_string(),
+            version,
+            key: stage_key(stage, version, &config_json, inputs),
+            config_json,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            run: None,
+            device: "unspecified".into(),
+            libtorch: "unspecified".into(),
+            started: Instant::now(),
+            wall_seconds: None,
+        }
+    }
+    /// The artifact key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// The run the result belongs to: a put also appends the key to that run (which must exist).
+    pub fn run(mut self, run_id: &str) -> Stage {
+        self.run = Some(run_id.to_string());
+        self
+    }
+    /// The device and libtorch version to record (e.g. [`crate::device::describe`] and
+    /// [`crate::device::libtorch_version`]).
+    pub fn device(mut self, device: impl Into<String>, libtorch: impl Into<String>) -> Stage {
+        (self.device, self.libtorch) = (device.into(), libtorch.into());
+        self
+    }
+    /// The wall time to record instead of the time since [`Stage::new`].
+    pub fn wall_seconds(mut self, seconds: f64) -> Stage {
+        self.wall_seconds = Some(seconds);
+        self
+    }
+
+    /// What the put of its result with `kind` records.
+    pub(super) fn artifact(&self, kind: ArtifactKind) -> Artifact {
+        let wall = self
+            .wall_seconds
+            .unwrap_or_else(|| self.started.elapsed().as_secs_f64());
+        // Microseconds: short decimals survive a JSON round trip (export/import) bit for bit.
+        let wall = (wall * 1e6).round() / 1e6;
+        Artifact {
+            key: self.key.clone(),
+            stage: self.name.clone(),
+            stage_version: self.version,
+            kind,
+            inputs: self.inputs.clone(),
+            config_json: self.config_json.clone(),
+            provenance: Provenance::capture(&self.device, &self.libtorch, wall),
+            run: self.run.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

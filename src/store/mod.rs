@@ -53,10 +53,10 @@
 //!
 //! # Files
 //! This file holds the [`Store`] front (open, put and get) and what it stores ([`Artifact`],
-//! [`RunRecord`], [`Stage`]); `index.rs` the sled index inside one operation (typed tables of
+//! [`RunRecord`]); `index.rs` the sled index inside one operation (typed tables of
 //! artifacts and runs), `lock.rs` opening it and who holds it, `codec.rs` the records' envelope,
 //! `mirror.rs` the `meta/` files, `blobs.rs` content addressing (writing, hashing, checking and
-//! listing blob files), `key.rs` stage keys, `provenance.rs` what is recorded with an artifact;
+//! listing blob files), `key.rs` stage keys and the [`Stage`] they are computed for, `provenance.rs` what is recorded with an artifact;
 //! then a file per verb: `find.rs`, `verify.rs`, `gc.rs`, `transfer.rs` (export and import),
 //! `repair.rs` (restoring index entries from `meta/`); `fault.rs` fault injection for the tests.
 mod blobs;
@@ -76,14 +76,14 @@ mod verify;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use find::Found;
 pub use gc::{GcOptions, GcReport};
-pub use key::{canonical_json, stage_key};
+pub use key::{canonical_json, stage_key, Stage};
 pub use provenance::Provenance;
 pub use repair::{RepairReport, Restored};
 pub use transfer::{ArtifactEntry, ExportReport, ImportReport, MANIFEST_FORMAT};
@@ -178,94 +178,6 @@ pub struct RunRecord {
     pub finished: bool,
     /// Store-wide sequence number (sled id), breaking ties between runs started the same second.
     pub seq: u64,
-}
-
-/// A stage about to be computed: what its result is keyed on and what will be recorded with it.
-/// Build it before computing: unless [`Stage::wall_seconds`] is given, the wall time recorded is
-/// the time from [`Stage::new`] to the put.
-#[derive(Debug, Clone)]
-pub struct Stage {
-    name: String,
-    version: u32,
-    config_json: String,
-    inputs: Vec<String>,
-    key: String,
-    run: Option<String>,
-    device: String,
-    libtorch: String,
-    started: Instant,
-    wall_seconds: Option<f64>,
-}
-
-impl Stage {
-    /// `stage` at `version` reading the resolved parameters `params`, computed from the
-    /// artifacts `inputs` (their keys, in order), keyed by [`stage_key`].
-    pub fn new<C: Serialize + ?Sized>(
-        stage: &str,
-        version: u32,
-        params: &C,
-        inputs: &[&str],
-    ) -> Result<Stage> {
-        Ok(Stage::canonical(
-            stage,
-            version,
-            canonical_json(params)?,
-            inputs,
-        ))
-    }
-    /// [`Stage::new`] of parameters already in [`canonical_json`].
-    pub fn canonical(stage: &str, version: u32, config_json: String, inputs: &[&str]) -> Stage {
-        Stage {
-            name: stage.to_string(),
-            version,
-            key: stage_key(stage, version, &config_json, inputs),
-            config_json,
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            run: None,
-            device: "unspecified".into(),
-            libtorch: "unspecified".into(),
-            started: Instant::now(),
-            wall_seconds: None,
-        }
-    }
-    /// The artifact key.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-    /// The run the result belongs to: a put also appends the key to that run (which must exist).
-    pub fn run(mut self, run_id: &str) -> Stage {
-        self.run = Some(run_id.to_string());
-        self
-    }
-    /// The device and libtorch version to record (e.g. [`crate::device::describe`] and
-    /// [`crate::device::libtorch_version`]).
-    pub fn device(mut self, device: impl Into<String>, libtorch: impl Into<String>) -> Stage {
-        (self.device, self.libtorch) = (device.into(), libtorch.into());
-        self
-    }
-    /// The wall time to record instead of the time since [`Stage::new`].
-    pub fn wall_seconds(mut self, seconds: f64) -> Stage {
-        self.wall_seconds = Some(seconds);
-        self
-    }
-
-    fn artifact(&self, kind: ArtifactKind) -> Artifact {
-        let wall = self
-            .wall_seconds
-            .unwrap_or_else(|| self.started.elapsed().as_secs_f64());
-        // Microseconds: short decimals survive a JSON round trip (export/import) bit for bit.
-        let wall = (wall * 1e6).round() / 1e6;
-        Artifact {
-            key: self.key.clone(),
-            stage: self.name.clone(),
-            stage_version: self.version,
-            kind,
-            inputs: self.inputs.clone(),
-            config_json: self.config_json.clone(),
-            provenance: Provenance::capture(&self.device, &self.libtorch, wall),
-            run: self.run.clone(),
-        }
-    }
 }
 
 /// How a [`Store`] behaves.
