@@ -14,7 +14,7 @@ use ipirm::store::Store;
 use tch::Kind;
 
 mod common;
-use common::run::{ipirm, ok, tiny_run, with};
+use common::run::{ipirm, ipirm_env, ok, tiny_run, with};
 
 /// The value of attribute `name` in the tag `tag` (`name="…"`).
 fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
@@ -268,8 +268,37 @@ fn the_page_holds_the_tables_every_run_a_chart_per_step_and_the_dataset_images()
 #[test]
 fn an_empty_store_reports_the_paper_table_and_nothing_else() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("report");
-    let (_, html) = report(&tmp.path().join("store"), &out);
+    let (out, store, scratch) = (
+        tmp.path().join("report"),
+        tmp.path().join("store"),
+        tmp.path().join("scratch"),
+    );
+    std::fs::create_dir(&scratch).unwrap();
+    let tmpdir = [("TMPDIR", scratch.to_str().unwrap())];
+    // No store at --store yet: a note, the paper's table alone, and nothing made at --store
+    // (nor left in the temp folder), with or without a gate that fails.
+    let (success, text) = ipirm_env(
+        &store,
+        &["report"],
+        &[format!("--out={}", out.display())],
+        &tmpdir,
+    );
+    assert!(success, "{text}");
+    assert!(text.contains("note: no artifact store at"), "{text}");
+    // (--check without a file, as the README writes it: the paper's rows alone.)
+    let (success, text) = ipirm_env(&store, &["report", "--check"], &[], &tmpdir);
+    assert!(success && text.contains("check passed"), "{text}");
+    let (success, text) = ipirm_env(
+        &store,
+        &["report", "--check", "--require-all"],
+        &[],
+        &tmpdir,
+    );
+    let failed = "paper `stl10-ipirm` linear_top1: no finished run (--require-all)";
+    assert!(!success && text.contains(failed), "{text}");
+    assert!(!store.exists());
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("The paper's table") && html.contains("<td>no run</td>"));
     assert!(html.contains("<h2>Other runs</h2>\n<p>None.</p>"));
     assert!(html.contains("None yet: an arm is"));

@@ -74,8 +74,9 @@ enum Command {
         /// Check every paper row that has a finished run against the paper's number (±1.0
         /// point) and every `[[expect]]` entry of an optional expectations file; exits 1 naming
         /// each row outside its tolerance.
-        #[arg(long, value_name = "EXPECTATIONS.toml", num_args = 0..=1, default_missing_value = "")]
-        check: Option<PathBuf>,
+        // `Some(None)`: --check without a file.
+        #[arg(long, value_name = "EXPECTATIONS.toml", num_args = 0..=1)]
+        check: Option<Option<PathBuf>>,
         /// With --check: a row without a finished run fails too.
         #[arg(long, requires = "check")]
         require_all: bool,
@@ -367,14 +368,23 @@ fn run(cli: Cli) -> Result<()> {
             check,
             require_all,
         } => {
-            let store = open_store()?;
+            // No store yet (before the first run, or a mistyped --store): the paper's table
+            // alone, read from an empty store made aside, and nothing created at --store.
+            let empty = (!Store::exists_at(&store_dir) && !store_dir.is_file()).then(|| {
+                eprintln!(
+                    "note: no artifact store at {} (a run makes one): the paper's table has no runs beside it",
+                    store_dir.display()
+                );
+                EmptyStore::new()
+            });
+            let store = match &empty {
+                Some(e) => Store::open(&e.0)?,
+                None => open_store()?,
+            };
             // The expectations file is read before anything is printed: a bad one is exit 2.
             let gate = match &check {
                 None => None,
-                Some(f) => {
-                    let file = (!f.as_os_str().is_empty()).then_some(f.as_path());
-                    Some(ipirm::gate::check(&store, file, require_all)?)
-                }
+                Some(file) => Some(ipirm::gate::check(&store, file.as_deref(), require_all)?),
             };
             let r = ipirm::reproduction::reproduction(&store)?;
             emit(r.markdown())?;
@@ -399,6 +409,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(g) = gate {
                 emit(g.text())?;
                 if !g.failures().is_empty() {
+                    drop((store, empty));
                     std::process::exit(1);
                 }
             }
@@ -612,4 +623,21 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
         }
     }
     Ok(())
+}
+
+/// A store folder of its own under the temp folder, removed on drop: what `report` reads when
+/// `--store` names no store, so that it creates nothing there.
+struct EmptyStore(PathBuf);
+
+impl EmptyStore {
+    fn new() -> EmptyStore {
+        let dir = std::env::temp_dir().join(format!("ipirm-empty-store-{}", std::process::id()));
+        EmptyStore(dir)
+    }
+}
+
+impl Drop for EmptyStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
