@@ -159,7 +159,8 @@ fn a_store_path_naming_a_file_or_no_store_is_a_clear_error() {
         "{err}"
     );
     // A path with no store (absent, or an empty folder): the commands that read one refuse it
-    // and leave nothing behind; an import makes one.
+    // and leave nothing behind; an import makes one (and `report` shows the paper's table
+    // alone, see report_html).
     let (absent, empty) = (tmp.path().join("absent"), tmp.path().join("empty"));
     std::fs::create_dir(&empty).unwrap();
     for dir in [&absent, &empty] {
@@ -186,6 +187,9 @@ fn a_store_path_naming_a_file_or_no_store_is_a_clear_error() {
         ]);
         assert!(code == 2 && err.contains("no artifact store at"), "{err}");
         assert!(!tmp.path().join("e").exists());
+        // `ipirm compare` reads runs too.
+        let (code, _, err) = raw(&["compare", "a", "b", "--store", s(dir)]);
+        assert!(code == 2 && err.contains("no artifact store at"), "{err}");
     }
     assert!(!absent.exists());
     assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);

@@ -340,7 +340,6 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let store_dir = cli.store;
-    let open_store = || -> Result<Store> { Ok(Store::open(&store_dir)?) };
     match cli.command {
         Command::Presets => {
             let w = PRESETS.iter().map(|p| p.name.len()).max().unwrap_or(0);
@@ -379,7 +378,7 @@ fn run(cli: Cli) -> Result<()> {
             });
             let store = match &empty {
                 Some(e) => Store::open(&e.0)?,
-                None => open_store()?,
+                None => Store::open(&store_dir)?,
             };
             // The expectations file is read before anything is printed: a bad one is exit 2.
             let gate = match &check {
@@ -416,7 +415,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare { specs, json, out } => {
-            let c = ipirm::reproduction::compare::compare(&open_store()?, &specs)?;
+            let c =
+                ipirm::reproduction::compare::compare(&store_cmd::existing(&store_dir)?, &specs)?;
             if let Some(dir) = &out {
                 c.write(dir)?;
             }

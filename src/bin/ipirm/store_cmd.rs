@@ -60,6 +60,18 @@ pub enum StoreCommand {
     },
 }
 
+/// The store at `store_dir`, for a command that reads one: an error naming the path where
+/// there is none (opening would make an empty one there).
+pub fn existing(store_dir: &Path) -> Result<Store> {
+    if !Store::exists_at(store_dir) && !store_dir.is_file() {
+        anyhow::bail!(
+            "no artifact store at {} (--store DIR; a run or `ipirm store import` makes one)",
+            store_dir.display()
+        );
+    }
+    Ok(Store::open(store_dir)?)
+}
+
 /// Runs `ipirm store --store STORE_DIR <what>`.
 pub fn run(store_dir: &Path, what: StoreCommand) -> Result<()> {
     let store = match what {
@@ -68,11 +80,7 @@ pub fn run(store_dir: &Path, what: StoreCommand) -> Result<()> {
         }
         // Only an import makes a store; the others read one (or change what it holds).
         StoreCommand::Import { .. } => Store::open(store_dir)?,
-        _ if !Store::exists_at(store_dir) && !store_dir.is_file() => anyhow::bail!(
-            "no artifact store at {} (--store DIR; a run or `ipirm store import` makes one)",
-            store_dir.display()
-        ),
-        _ => Store::open(store_dir)?,
+        _ => existing(store_dir)?,
     };
     match what {
         StoreCommand::Ls => emit(ls(&store)?),
