@@ -369,7 +369,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             // No store yet (before the first run, or a mistyped --store): the paper's table
             // alone, read from an empty store made aside, and nothing created at --store.
-            let empty = (!Store::exists_at(&store_dir) && !store_dir.is_file()).then(|| {
+            let empty = store_cmd::holds_no_store(&store_dir).then(|| {
                 eprintln!(
                     "note: no artifact store at {} (a run makes one): the paper's table has no runs beside it",
                     store_dir.display()

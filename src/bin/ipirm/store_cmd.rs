@@ -60,10 +60,16 @@ pub enum StoreCommand {
     },
 }
 
+/// Whether `store_dir` holds no store, so that opening it would make an empty one there. (A
+/// file in its place is left to [`Store::open`], whose error says what it is.)
+pub fn holds_no_store(store_dir: &Path) -> bool {
+    !Store::exists_at(store_dir) && !store_dir.is_file()
+}
+
 /// The store at `store_dir`, for a command that reads one: an error naming the path where
-/// there is none (opening would make an empty one there).
+/// there is none.
 pub fn existing(store_dir: &Path) -> Result<Store> {
-    if !Store::exists_at(store_dir) && !store_dir.is_file() {
+    if holds_no_store(store_dir) {
         anyhow::bail!(
             "no artifact store at {} (--store DIR; a run or `ipirm store import` makes one)",
             store_dir.display()
