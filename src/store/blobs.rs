@@ -1,6 +1,6 @@
 //! Content addressing: blobs named by the sha256 of their bytes under `objects/`, written to
-//! `tmp/`, fsynced and hashed, checked against their digest when read; and the walks over those
-//! folders that `verify` and `gc` share.
+//! `tmp/`, fsynced and hashed, checked against their digest when read; and the walk of a folder's
+//! files (`objects/` and `tmp/` for `verify` and `gc`, `meta/` for `mirror`).
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -53,11 +53,11 @@
 //!
 //! # Files
 //! This file holds the [`Store`] front (open, put and get) and what it stores ([`Artifact`],
-//! [`RunRecord`]); `index.rs` the sled index inside one operation (typed tables of
-//! artifacts and runs), `lock.rs` opening it and who holds it, `codec.rs` the records' envelope,
-//! `mirror.rs` the `meta/` files, `blobs.rs` content addressing (writing, hashing, checking and
-//! listing blob files), `key.rs` stage keys and the [`Stage`] they are computed for, `provenance.rs` what is recorded with an artifact;
-//! then a file per verb: `find.rs`, `verify.rs`, `gc.rs`, `transfer.rs` (export and import),
+//! [`RunRecord`]); `index.rs` the sled index inside one operation (typed tables of artifacts and
+//! runs), `lock.rs` opening it and who holds it, `codec.rs` the records' envelope, `mirror.rs` the
+//! `meta/` files, `blobs.rs` content addressing (writing, hashing, checking and listing blob
+//! files), `key.rs` stage keys and the [`Stage`] they are computed for, `provenance.rs` what is
+//! recorded with an artifact; then a file per verb: `find.rs`, `verify.rs`, `gc.rs`, `transfer.rs` (export and import),
 //! `repair.rs` (restoring index entries from `meta/`); `fault.rs` fault injection for the tests.
 mod blobs;
 pub mod codec;
