@@ -161,6 +161,50 @@ fn a_reference_checkpoint_evaluates_with_eval_knn() {
     assert!(text.contains("kNN (k=3): top-1"), "{text}");
 }
 
+/// `eval` without `--preset` or `--config` reads the `config.toml` beside the checkpoint (as
+/// `ipirm run` leaves them in its output folder); a preset given still wins.
+#[test]
+fn eval_reads_the_config_beside_the_checkpoint() {
+    let data = tempfile::tempdir().unwrap();
+    common::stl_folder(data.path(), 10, 4, 2);
+    let d = data.path().to_str().unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let model = run.path().join("model.pth");
+    std::fs::copy(fixtures().join("model.pth"), &model).unwrap();
+    let model = model.to_str().unwrap();
+    let (code, toml) = ipirm(&[
+        "config",
+        "--preset=stl10-ipirm",
+        "--data-dir",
+        d,
+        "--set=knn.k=3",
+    ]);
+    assert_eq!(code, 0, "{toml}");
+    let (code, text) = ipirm(&["eval", "knn", "--device=cpu", "--checkpoint", model]);
+    // Without the config beside it: the default config, which names no --data-dir.
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--data-dir"), "{text}");
+    std::fs::write(run.path().join("config.toml"), toml).unwrap();
+    let (code, text) = ipirm(&["eval", "knn", "--device=cpu", "--checkpoint", model]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("kNN (k=3): top-1"), "{text}");
+    assert!(
+        text.contains("config.toml (beside the checkpoint"),
+        "{text}"
+    );
+    let given = ["--preset=stl10-ipirm", "--data-dir", d, "--set=knn.k=5"];
+    let (code, text) = ipirm(
+        &[
+            &["eval", "knn", "--device=cpu", "--checkpoint", model],
+            &given[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("kNN (k=5): top-1"), "{text}");
+    assert!(!text.contains("beside the checkpoint"), "{text}");
+}
+
 #[test]
 fn broken_checkpoints_are_one_clear_error() {
     let dir = fixtures();
@@ -202,6 +246,7 @@ fn broken_checkpoints_are_one_clear_error() {
                 "shape.safetensors",
                 "`g.3.weight` of shape [128, 512]",
                 "[64, 512]",
+                "the one it was trained with",
             ],
         ),
     ] {

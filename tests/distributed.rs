@@ -412,6 +412,11 @@ fn bad_distribution_flags_name_the_flag() {
             "ADDR:PORT",
         ),
         (vec!["--world-size=0"], "--world-size"),
+        // Alone it would be ignored, the job run on one process.
+        (
+            vec!["--master=127.0.0.1:29500"],
+            "--master`: is for a job of several ranks",
+        ),
         (
             vec!["--world-size=2", "--dist-backend=mpi"],
             "--dist-backend",

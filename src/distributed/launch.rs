@@ -99,7 +99,16 @@ impl Mode {
         let world = match world {
             // A world of one is a single process, unless the rank is given: then it is a
             // group of one (its backend set up and used, as `torchrun --nproc-per-node 1` does).
-            None | Some(1) if rank.is_none() => return Ok(Mode::Single),
+            None | Some(1) if rank.is_none() => {
+                if master.is_some() {
+                    return Err(Error::config(
+                        "--master",
+                        "is for a job of several ranks: give --world-size N, and each process \
+                         of a multi-machine job its --rank (or RANK)",
+                    ));
+                }
+                return Ok(Mode::Single);
+            }
             None => {
                 return Err(Error::config(
                     "--world-size",
@@ -362,6 +371,9 @@ mod tests {
         assert!(err(mode(Some(1), Some(2), Some("nohost"), &[])).contains("ADDR:PORT"));
         assert!(err(mode(Some(1), Some(2), Some("h:99999"), &[])).contains("ADDR:PORT"));
         assert!(err(mode(None, Some(2), Some("h:1"), &[])).contains("--master"));
+        // Alone, --master would otherwise be ignored and the job run on one process.
+        assert!(err(mode(None, None, Some("h:1"), &[])).contains("--master"));
+        assert!(err(mode(None, Some(1), Some("h:1"), &[])).contains("--world-size N"));
         assert!(err(mode(
             None,
             None,

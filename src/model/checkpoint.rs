@@ -113,7 +113,11 @@ pub fn load_into(vs: &nn::VarStore, path: &Path) -> Result<(Format, Vec<(String,
             return Err(Error::file(
                 path,
                 format!("`{name}` of shape {:?}", var.size()),
-                format!("shape {:?}", t.size()),
+                format!(
+                    "shape {:?} (is the config the one it was trained with? model.arch, \
+                     model.width, model.feature_dim)",
+                    t.size()
+                ),
             ));
         }
         var.f_copy_(&t.f_to_kind(var.kind())?)?;

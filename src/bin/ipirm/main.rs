@@ -262,11 +262,33 @@ struct BenchArgs {
 #[derive(Args, Clone)]
 struct EvalArgs {
     #[command(flatten)]
-    run: RunArgs,
+    config: ConfigArgs,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
     /// A checkpoint: `ipirm train`'s or `ipirm run`'s model.safetensors, an imported one, or the
-    /// reference's `.pth` (read directly).
+    /// reference's `.pth` (read directly). Without --preset or --config, the config is the
+    /// `config.toml` beside it when there is one (what the run that wrote it used).
     #[arg(long)]
     checkpoint: PathBuf,
+}
+
+impl EvalArgs {
+    /// The config (`--preset` or `--config`, else the run's `config.toml` beside the checkpoint,
+    /// else the default) and the device.
+    fn resolve(&self) -> Result<(Config, tch::Device)> {
+        let mut config = self.config.clone();
+        let beside = self.checkpoint.with_file_name("config.toml");
+        if config.preset.is_none() && config.config.is_none() && beside.is_file() {
+            eprintln!(
+                "config: {} (beside the checkpoint; --preset or --config to use another)",
+                beside.display()
+            );
+            config.config = Some(beside);
+        }
+        let device = ipirm::device::parse_device(&self.device)?;
+        Ok((config.resolve()?, device))
+    }
 }
 
 impl ConfigArgs {
@@ -479,7 +501,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval {
             what: EvalCommand::Knn(args),
         } => {
-            let (cfg, device) = args.run.resolve()?;
+            let (cfg, device) = args.resolve()?;
             let cfg = ipirm::fit::fit(&cfg, device, 1)?.cfg;
             eprintln!("device: {}", ipirm::device::describe(device));
             let acc = pipeline::eval_knn(&cfg, device, &args.checkpoint)?;
@@ -491,7 +513,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval {
             what: EvalCommand::Linear(args),
         } => {
-            let (cfg, device) = args.run.resolve()?;
+            let (cfg, device) = args.resolve()?;
             let cfg = ipirm::fit::fit(&cfg, device, 1)?.cfg;
             eprintln!("device: {}", ipirm::device::describe(device));
             let r = pipeline::eval_linear(&cfg, device, &args.checkpoint)?;
