@@ -99,16 +99,7 @@ impl Mode {
         let world = match world {
             // A world of one is a single process, unless the rank is given: then it is a
             // group of one (its backend set up and used, as `torchrun --nproc-per-node 1` does).
-            None | Some(1) if rank.is_none() => {
-                if master.is_some() {
-                    return Err(Error::config(
-                        "--master",
-                        "is for a job of several ranks: give --world-size N, and each process \
-                         of a multi-machine job its --rank (or RANK)",
-                    ));
-                }
-                return Ok(Mode::Single);
-            }
+            None | Some(1) if rank.is_none() => 1,
             None => {
                 return Err(Error::config(
                     "--world-size",
@@ -119,13 +110,20 @@ impl Mode {
             Some(w) => w,
         };
         let Some(rank) = rank else {
+            // Without a rank, --master would be ignored: by one process, or by the ranks
+            // started here (which find each other on this machine).
             if master.is_some() {
                 return Err(Error::config(
                     "--master",
-                    "a multi-machine job gives each process its --rank (or RANK); without one, --world-size N starts N ranks on this machine",
+                    "is for a job of several ranks across machines, where each process is given \
+                     its --rank (or RANK); --world-size N alone starts N ranks on this machine \
+                     and needs no --master",
                 ));
             }
-            return Ok(Mode::Spawn { world });
+            return Ok(match world {
+                1 => Mode::Single,
+                world => Mode::Spawn { world },
+            });
         };
         if rank >= world {
             return Err(Error::config(
