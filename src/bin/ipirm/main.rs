@@ -145,9 +145,8 @@ struct ConfigArgs {
 struct RunArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
     /// Output folder (default artifacts/runs/<preset or "run">).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -229,8 +228,8 @@ struct MaximizeArgs {
 struct BenchArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
     /// The reference benchmark's `--small` sizes (a short CPU run): batch 32, 1,200 images,
     /// 4 timed steps, extraction of 2 × 256 images, maximize on 4,000 pairs.
     #[arg(long)]
@@ -263,9 +262,8 @@ struct BenchArgs {
 struct EvalArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
     /// A checkpoint: `ipirm train`'s or `ipirm run`'s model.safetensors, an imported one, or the
     /// reference's `.pth` (read directly). Without --preset or --config, the config is the
     /// `config.toml` beside it when there is one (what the run that wrote it used).
@@ -286,8 +284,21 @@ impl EvalArgs {
             );
             config.config = Some(beside);
         }
-        let device = ipirm::device::parse_device(&self.device)?;
-        Ok((config.resolve()?, device))
+        Ok((config.resolve()?, self.device.parse()?))
+    }
+}
+
+/// `--device`, for every command that computes.
+#[derive(Args, Clone)]
+struct DeviceArg {
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+impl DeviceArg {
+    fn parse(&self) -> Result<tch::Device> {
+        Ok(ipirm::device::parse_device(&self.device)?)
     }
 }
 
@@ -318,7 +329,7 @@ impl RunArgs {
         if let Some(spec) = &self.from_partition {
             cfg.ipirm.from_partition = Some(spec.clone());
         }
-        let device = ipirm::device::parse_device(&self.device)?;
+        let device = self.device.parse()?;
         Ok((cfg, device))
     }
     /// `--out`, by default `<store>/runs/<name>`.
@@ -478,7 +489,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(a) => {
             let cfg = a.config.resolve()?;
-            let device = ipirm::device::parse_device(&a.device)?;
+            let device = a.device.parse()?;
             let options = ipirm::bench::BenchOptions {
                 small: a.small,
                 side: a.side,
