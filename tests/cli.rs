@@ -526,6 +526,43 @@ fn settings_the_data_cannot_serve_fail_before_training() {
     }
 }
 
+/// A run or train that stops on its data (no such folder, a batch larger than the images) or on
+/// its output folder fails before the store is opened: nothing is created at `--store`.
+#[test]
+fn a_run_that_stops_on_its_data_or_output_creates_no_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    fashion_folder(tmp.path(), 64, 16);
+    let d = tmp.path().to_str().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let store = tmp.path().join("store");
+    let store_flag = format!("--store={}", store.display());
+    let out_flag = format!("--out={}", file.join("out").display());
+    let cases: [(&str, &[&str], &str); 3] = [
+        ("/nonexistent/fmnist", &[], "/nonexistent/fmnist"),
+        (d, &["--set=train.batch_size=65"], "train.batch_size"),
+        (d, &[&out_flag], "a-file"),
+    ];
+    for cmd in ["run", "train"] {
+        for (data_dir, extra, needle) in cases {
+            let mut args = tiny_fashion(data_dir, extra);
+            args[0] = cmd;
+            args.push(&store_flag);
+            assert_clear_error(&args, &[needle]);
+            assert!(!store.exists(), "{cmd} {data_dir} {extra:?} made the store");
+        }
+    }
+    // The same flags with readable data and a good --out make the store: the checks above can
+    // fail.
+    let out = tmp.path().join("out");
+    let out_flag = format!("--out={}", out.display());
+    let mut args = tiny_fashion(d, &["--set=train.epochs=1", &out_flag, &store_flag]);
+    args[0] = "train";
+    let (code, stderr) = ipirm(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(store.join("index").is_dir() && out.join("model.safetensors").is_file());
+}
+
 /// Planning is linear in the number of epochs, and the number is bounded with a clear message.
 #[test]
 fn a_huge_epoch_count_is_refused_at_once() {

@@ -1,8 +1,9 @@
 //! The jobs that train through the store: `ipirm run` (the README's main job, [`main_job`]:
 //! raw-pixel kNN and the encoder at initialisation as reference points, training, the trained
-//! encoder's kNN and linear probe) and `ipirm train` ([`train_job`]). Each starts a run, reads
-//! the data, stores its dataset stage and plans every key before any work; progress goes to
-//! stderr.
+//! encoder's kNN and linear probe) and `ipirm train` ([`train_job`]). Each is handed the data,
+//! read by its caller before the store is opened (so that a run whose data cannot be read leaves
+//! no store behind, and seeds share one read); it starts a run, stores its dataset stage and
+//! plans every key before any work; progress goes to stderr.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,10 +24,10 @@ use crate::train::ipirm::PartitionRecord;
 use crate::train::{EpochStats, Trainer};
 use crate::{Error, Result};
 
-/// A run started in the store with its data read, its dataset stage stored and its plan made.
+/// A run started in the store with its data, its dataset stage stored and its plan made.
 struct Started<'a> {
     ctx: Ctx<'a>,
-    data: RunData,
+    data: &'a RunData,
     dataset_key: String,
     plan: Plan,
     /// This process's group when it is rank 0 of a data-parallel run.
@@ -35,12 +36,14 @@ struct Started<'a> {
 
 /// Starts a run named `name` of `cfg` (a copy of `fitted.cfg`, the config fitted to the
 /// machine): resolves a branch (`ipirm.from_partition`) to a stored partition, records the run
-/// (its config as fitted: the numerics actually used), reads the data and plans.
+/// (its config as fitted: the numerics actually used), fingerprints `data` (read by
+/// `Config::load_training_data` from `fitted.cfg`) and plans.
 fn start<'a>(
     cfg: &'a mut Config,
     fitted: &Fitted,
     store: &'a Store,
     name: &str,
+    data: &'a RunData,
     group: Option<Arc<Group>>,
 ) -> Result<Started<'a>> {
     let as_given = cfg.clone();
@@ -61,7 +64,6 @@ fn start<'a>(
         None => None,
     };
     let cfg: &'a Config = cfg;
-    let data = cfg.load_training_data(device)?;
     let sha256 = data.fingerprint()?;
     // As rank 0 of several: the other ranks must run the same job (crate::distributed::agree).
     if let Some(g) = &group {
@@ -84,7 +86,7 @@ fn start<'a>(
         data.test.name,
         data.test.len()
     );
-    let dataset_key = dataset_stage(&ctx, &data, &sha256)?;
+    let dataset_key = dataset_stage(&ctx, data, &sha256)?;
     if let Some(b) = &branch {
         check_branch_data(&ctx, b, &dataset_key, data.train.len())?;
     }
@@ -106,7 +108,7 @@ fn start<'a>(
 /// `train.knn_every` epochs (not at the last, which the final evaluation covers) the kNN
 /// monitor runs and is stored.
 fn train_printing(s: &Started) -> Result<(Trained, Vec<PartitionSummary>)> {
-    let (ctx, cfg, data) = (&s.ctx, s.ctx.cfg, &s.data);
+    let (ctx, cfg, data) = (&s.ctx, s.ctx.cfg, s.data);
     let kp = knn::Knn::of(cfg);
     let every = cfg.train.knn_every;
     let mut partitions = Vec::new();
@@ -183,14 +185,15 @@ pub fn main_job(
     store: &Store,
     name: &str,
     out_dir: &Path,
+    data: &RunData,
     group: Option<Arc<Group>>,
 ) -> Result<Report> {
     let begun = std::time::Instant::now();
     // The output folder first: a bad --out fails before any work.
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let mut cfg = fitted.cfg.clone();
-    let s = start(&mut cfg, fitted, store, name, group)?;
-    let (ctx, data, dataset_key) = (&s.ctx, &s.data, &s.dataset_key);
+    let s = start(&mut cfg, fitted, store, name, data, group)?;
+    let (ctx, data, dataset_key) = (&s.ctx, s.data, &s.dataset_key);
     let cfg = ctx.cfg;
     let kp = knn::Knn::of(cfg);
 
@@ -333,11 +336,12 @@ pub fn train_job(
     store: &Store,
     name: &str,
     out_dir: &Path,
+    data: &RunData,
     group: Option<Arc<Group>>,
 ) -> Result<TrainOutcome> {
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let mut cfg = fitted.cfg.clone();
-    let s = start(&mut cfg, fitted, store, name, group)?;
+    let s = start(&mut cfg, fitted, store, name, data, group)?;
     let (trained, _) = train_printing(&s)?;
     store.finish_run(&s.ctx.run)?;
     let model_file = out_dir.join("model.safetensors");

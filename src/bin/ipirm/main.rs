@@ -627,9 +627,16 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
         eprintln!("{note}");
     }
     eprintln!("device: {}", ipirm::device::describe(device));
-    let out = args.run.out_dir(store_dir);
-    let store = Store::open(store_dir)?;
     let seeds = seeds_of(&fitted.cfg, args.seeds)?;
+    // The data, and an --out apart from the store, before the store: a run that cannot read its
+    // data or make its output folder creates no store at --store. (The data depends on no seed:
+    // it is read once.)
+    let data = fitted.cfg.load_training_data(fitted.device)?;
+    let out = args.run.out_dir(store_dir);
+    if let Some(dir) = &args.run.out {
+        std::fs::create_dir_all(dir).map_err(|e| ipirm::Error::io(dir, e))?;
+    }
+    let store = Store::open(store_dir)?;
     for (i, &seed) in seeds.iter().enumerate() {
         let mut fitted = fitted.clone();
         let mut out = out.clone();
@@ -644,10 +651,12 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
             );
         }
         if main {
-            let report = pipeline::main_job(&fitted, &store, args.run.name(), &out, group.clone())?;
+            let report =
+                pipeline::main_job(&fitted, &store, args.run.name(), &out, &data, group.clone())?;
             emitln(report.table())?;
         } else {
-            let t = pipeline::train_job(&fitted, &store, args.run.name(), &out, group.clone())?;
+            let t =
+                pipeline::train_job(&fitted, &store, args.run.name(), &out, &data, group.clone())?;
             emitln(format_args!(
                 "final checkpoint: {}\ncheckpoint: {}",
                 t.checkpoint,
