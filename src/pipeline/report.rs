@@ -22,6 +22,7 @@ pub struct Report {
     pub epochs: Vec<EpochStats>,
     /// IP-IRM: one entry per maximize step.
     pub partitions: Vec<PartitionSummary>,
+    /// Wall seconds of the `ipirm run` that wrote this report (stages found cached cost none).
     pub seconds: f64,
 }
 
@@ -77,16 +78,20 @@ impl Report {
     /// The results table printed at the end of the main job.
     pub fn table(&self) -> String {
         let mut s = String::new();
+        // The epochs' figures are those of the process that trained them, which for a cached
+        // training was an earlier one (on other threads, maybe another machine).
         let ips = self.epochs.iter().map(|e| e.images_per_sec).sum::<f64>()
             / self.epochs.len().max(1) as f64;
+        let trained: f64 = self.epochs.iter().map(|e| e.seconds).sum();
         s += &format!(
-            "{} on {}: {} training images, kNN bank {}, test {}; {} epochs at {:.0} img/s, {:.0} s in all\n",
+            "{} on {}: {} training images, kNN bank {}, test {}; training {} epochs, {:.0} s at {:.0} img/s when they ran; this run {:.0} s\n",
             self.dataset,
             self.device,
             self.train_images,
             self.bank_images,
             self.test_images,
             self.epochs.len(),
+            trained,
             ips,
             self.seconds
         );
@@ -117,5 +122,48 @@ impl Report {
             s += "\n";
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report of a run that found its training cached: its epochs' time is not the run's.
+    #[test]
+    fn the_table_keeps_training_time_apart_from_the_run() {
+        let acc = Accuracy {
+            top1: 80.0,
+            top5: 99.0,
+        };
+        let epoch = |epoch, seconds, images_per_sec| EpochStats {
+            epoch,
+            loss: 1.0,
+            contrastive: 1.0,
+            penalty: 0.0,
+            penalty_weight: 0.0,
+            lr: 1e-3,
+            images_per_sec,
+            seconds,
+        };
+        let report = Report {
+            device: "cpu".into(),
+            dataset: "fashion-mnist".into(),
+            train_images: 10240,
+            bank_images: 10000,
+            test_images: 2000,
+            raw_pixels_knn: acc,
+            init_knn: acc,
+            trained_knn: acc,
+            linear: None,
+            epochs: vec![epoch(1, 200.0, 50.0), epoch(2, 210.0, 48.0)],
+            partitions: Vec::new(),
+            seconds: 7.2,
+        };
+        let first = report.table().lines().next().unwrap().to_string();
+        assert!(
+            first.ends_with("training 2 epochs, 410 s at 49 img/s when they ran; this run 7 s"),
+            "{first}"
+        );
     }
 }
