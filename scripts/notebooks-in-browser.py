@@ -7,15 +7,15 @@ The token is in $JUPYTER_TOKEN. Per notebook, in a fresh browser: open it, wait 
 to be idle, click Run > Run All Cells, wait until no cell is running and the kernel is idle, then
 check from the notebook's model what the page shows: every code cell ran and has output (a cell
 of evcxr commands only, `:dep`, prints nothing), and none shows an error (an error output, or
-anything on stderr: evcxr reports a panic or an error returned with `?` as text on stderr, which
-JupyterLab shows on red). Saves a screenshot of the whole notebook as OUT_DIR/NAME.png, then
-shuts the kernel down through the server's API (one evcxr at a time uses the build folder).
-Exits 1 when a notebook failed, printing the failing cells.
+text on stderr other than progress lines: evcxr reports a panic or an error returned with `?` as
+text on stderr, which JupyterLab shows on red; see notebook_errors.py). Saves a screenshot of the
+whole notebook as OUT_DIR/NAME.png, then shuts the kernel down through the server's API (one
+evcxr at a time uses the build folder). Exits 1 when a notebook failed, printing the failing
+cells.
 """
 
 import json
 import os
-import re
 import signal
 import sys
 import time
@@ -27,6 +27,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
+
+from notebook_errors import ANSI, stderr_errors
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -112,8 +114,6 @@ def only_commands(source):
     return bool(lines) and all(l.startswith(":") for l in lines)
 
 
-# Colours in evcxr's compile errors (the page draws them; the log would show escapes).
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def problems(state):
@@ -122,8 +122,9 @@ def problems(state):
     for i, c in enumerate(state["cells"]):
         errors = [f"{o.get('ename', '')}: {o.get('evalue', '')}\n" + "\n".join(o.get("traceback", []))
                   for o in c["outputs"] if o["output_type"] == "error"]
-        errors += ["on stderr: " + "".join(o["text"]) for o in c["outputs"]
-                   if o["output_type"] == "stream" and o.get("name") == "stderr"]
+        on_stderr = stderr_errors(c["outputs"])
+        if on_stderr:
+            errors.append("on stderr: " + "\n".join(on_stderr))
         if c["count"] is None:
             errors.append("it did not run (no execution count)")
         elif not c["outputs"] and not only_commands(c["source"]):

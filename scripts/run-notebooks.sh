@@ -49,15 +49,16 @@ cp Cargo.lock "$EVCXR_TMPDIR/Cargo.lock"
 # text is only in the cell's outputs, not in the reply nbconvert prints (its message would be
 # empty), and a cell that fails at run time is reported as success: a panic (caught by evcxr,
 # with its default `:preserve_vars_on_panic 1`) and an error returned with `?` (evcxr prints its
-# message) both leave only text on stderr. So a cell that writes anything on stderr (which
-# JupyterLab shows on red) counts as failed; the notebooks write nothing there when they work.
+# message) both leave only text on stderr. So a cell that writes on stderr (which JupyterLab
+# shows on red) counts as failed, progress lines of long work aside (scripts/notebook_errors.py).
 runner='
-import re, sys, time, nbformat
+import os, sys, time, nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+sys.path.insert(0, os.path.join(os.environ["IPIRM_ROOT"], "scripts"))
+from notebook_errors import ANSI, stderr_errors
 
 path, out, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3])
-ansi = re.compile(r"\x1b\[[0-9;]*m")
 nb = nbformat.read(path, as_version=4)
 
 class Panicked(Exception):  # or returned an error: text on stderr
@@ -68,16 +69,15 @@ def text_of(cell):
     for o in cell.get("outputs", []):
         if o.output_type == "error":
             parts += [o.get("evalue", "")] + o.get("traceback", [])
-        elif o.output_type == "stream" and o.name == "stderr":
-            parts.append(o.text)
-    return ansi.sub("", "\n".join(p.rstrip("\n") for p in parts if p))
+    parts += stderr_errors(cell.get("outputs", []))
+    return ANSI.sub("", "\n".join(p.rstrip("\n") for p in parts if p))
 
 started = [time.time()]
 def on_cell_start(cell, cell_index):
     started[0] = time.time()
 def on_cell_executed(cell, cell_index, execute_reply):
     print(f"   cell {cell_index}: {time.time() - started[0]:.1f} s", file=sys.stderr, flush=True)
-    if any(o.output_type == "stream" and o.name == "stderr" for o in cell.outputs):
+    if stderr_errors(cell.outputs):
         raise Panicked()
 
 client = NotebookClient(nb, timeout=timeout, kernel_name="rust", coalesce_streams=True,
@@ -88,7 +88,7 @@ try:
     client.execute()
 except (CellExecutionError, Panicked) as e:
     failed = next((c for c in nb.cells if c.cell_type == "code" and c.get("outputs") and
-                   any(o.output_type == "error" or o.get("name") == "stderr" for o in c.outputs)), None)
+                   (any(o.output_type == "error" for o in c.outputs) or stderr_errors(c.outputs))), None)
     print("\n---- failing cell ----", file=sys.stderr)
     print(failed.source if failed else "(unknown)", file=sys.stderr)
     print("---- its error ----", file=sys.stderr)

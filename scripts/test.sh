@@ -19,7 +19,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --lib --quiet
 export IPIRM_NOTEBOOK_STORE="$IPIRM_ROOT/target/notebook-store"
 bash "$here/notebook-store.sh" >/dev/null
 echo "== notebooks" >&2
-bash "$here/run-notebooks.sh"
+# A progress line every second (where a fast machine writes none): the runner must tell them
+# from errors on any machine, and this makes every run check that it does.
+IPIRM_LOG_EVERY=1 bash "$here/run-notebooks.sh"
 echo "== notebooks on a store without their run" >&2
 bash "$here/notebooks-empty-store.sh"
 
