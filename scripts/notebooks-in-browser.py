@@ -114,8 +114,6 @@ def only_commands(source):
     return bool(lines) and all(l.startswith(":") for l in lines)
 
 
-
-
 def problems(state):
     """(cell number among the code cells, source, what is wrong) for every failing cell."""
     out = []

@@ -356,8 +356,8 @@ pub fn train_job(
 }
 
 /// The dataset stage: a fingerprint of the three image sets (sha256 of their bytes and labels),
-/// computed on every read of the data so changed files are noticed; its key covers the data settings and the
-/// fingerprint, so every later stage depends on the data's content.
+/// computed on every read of the data so changed files are noticed; its key covers the data
+/// settings and the fingerprint, so every later stage depends on the data's content.
 pub fn dataset_stage(ctx: &Ctx, data: &RunData, sha256: &str) -> Result<String> {
     let sets = [&data.train, &data.bank, &data.test];
     let rec = DatasetRecord {
