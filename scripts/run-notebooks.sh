@@ -52,7 +52,7 @@ cp Cargo.lock "$EVCXR_TMPDIR/Cargo.lock"
 # message) both leave only text on stderr. So a cell that writes on stderr (which JupyterLab
 # shows on red) counts as failed, progress lines of long work aside (scripts/notebook_errors.py).
 runner='
-import os, sys, time, nbformat
+import os, queue, sys, time, nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 sys.path.insert(0, os.path.join(os.environ["IPIRM_ROOT"], "scripts"))
@@ -72,11 +72,28 @@ def text_of(cell):
     parts += stderr_errors(cell.get("outputs", []))
     return ANSI.sub("", "\n".join(p.rstrip("\n") for p in parts if p))
 
+# evcxr passes the stdout and stderr of the code it runs on from a thread of its own, so a line
+# written just before a cell ends can reach Jupyter after the reply to that cell, which nbclient
+# no longer reads (the error of a fast last cell was lost one run in six). Before a cell is
+# judged, its late output is collected until the kernel has been quiet for SETTLE seconds.
+SETTLE = 0.25
+async def collect_late_output(cell, execute_reply):
+    msg_id = execute_reply["parent_header"].get("msg_id")
+    while True:
+        try:
+            msg = await client.kc.iopub_channel.get_msg(timeout=SETTLE)
+        except queue.Empty:
+            return
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            c = msg["content"]
+            cell.outputs.append(nbformat.v4.new_output("stream", name=c["name"], text=c["text"]))
+
 started = [time.time()]
 def on_cell_start(cell, cell_index):
     started[0] = time.time()
-def on_cell_executed(cell, cell_index, execute_reply):
+async def on_cell_executed(cell, cell_index, execute_reply):
     print(f"   cell {cell_index}: {time.time() - started[0]:.1f} s", file=sys.stderr, flush=True)
+    await collect_late_output(cell, execute_reply)
     if stderr_errors(cell.outputs):
         raise Panicked()
 

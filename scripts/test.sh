@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # README command two: set-up, then every test: the formatting and lint checks, the notebooks,
-# executed headless with the evcxr kernel against a small cached run and then on a store without
-# it (each must stop at its first data cell saying why), then `cargo test --release`
-# (the numerical tests run real training steps, and one build serves the binary and the tests).
+# executed headless with the evcxr kernel (first the runner's verdicts on three one-cell notebooks)
+# against a small cached run and then on a store without it (each must stop at its first data
+# cell saying why), then `cargo test --release` (the numerical tests run real training steps, and
+# one build serves the binary and the tests).
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 bash "$here/setup.sh"
@@ -18,6 +19,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --lib --quiet
 # The run the notebooks open: a tiny IP-IRM run (a cache hit when the store already holds it).
 export IPIRM_NOTEBOOK_STORE="$IPIRM_ROOT/target/notebook-store"
 bash "$here/notebook-store.sh" >/dev/null
+echo "== the notebook runner's verdicts (a late error, progress lines)" >&2
+bash "$here/check-notebook-runner.sh"
 echo "== notebooks" >&2
 # A progress line every second (where a fast machine writes none): the runner must tell them
 # from errors on any machine, and this makes every run check that it does.
