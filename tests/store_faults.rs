@@ -29,17 +29,28 @@ fn all_digests(store: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// `ipirm train` with one intra-op thread, and `FAILPOINTS` when given: (success, output). With
+/// more threads a rerun's partition can, rarely, differ in its last bits (README, "Not
+/// guaranteed"; 16 of 1,500 maximize steps on these features with 2 threads, none of 600 with
+/// one), which is not what this test is about.
+fn train(store: &Path, args: &[String], failpoints: Option<&str>) -> (bool, String) {
+    let mut env = vec![("OMP_NUM_THREADS", "1")];
+    env.extend(failpoints.map(|f| ("FAILPOINTS", f)));
+    ipirm_env(store, &["train"], args, &env)
+}
+
 fn check_faults(action: &str, nth: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let args = tiny_run(tmp.path());
     let clean = tmp.path().join("clean");
-    ok(&clean, &["train"], &args);
+    let (trained, text) = train(&clean, &args, None);
+    assert!(trained, "the clean run failed:\n{text}");
     let want: BTreeMap<String, String> = shown_digests(&clean, RUN).into_iter().collect();
     assert!(want.len() >= 8);
     for point in POINTS {
         let store = tmp.path().join(point.replace("::", "-"));
         let spec = format!("{point}={}*off->return({action})", nth - 1);
-        let (success, text) = ipirm_env(&store, &["train"], &args, &[("FAILPOINTS", &spec)]);
+        let (success, text) = train(&store, &args, Some(&spec));
         assert!(!success, "{spec}: the fault was never reached:\n{text}");
         if action == "fail" {
             assert!(
@@ -61,8 +72,11 @@ fn check_faults(action: &str, nth: usize) {
                 );
             }
         }
-        let again = ok(&store, &["train"], &args);
-        assert!(again.contains("final checkpoint"), "{spec}:\n{again}");
+        let (rerun, again) = train(&store, &args, None);
+        assert!(
+            rerun && again.contains("final checkpoint"),
+            "{spec}:\n{again}"
+        );
         let got: BTreeMap<String, String> = shown_digests(&store, RUN).into_iter().collect();
         assert_eq!(
             got, want,
