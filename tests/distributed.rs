@@ -8,16 +8,7 @@ use std::time::{Duration, Instant};
 use tch::Tensor;
 
 mod common;
-use common::run::{ipirm_env, shown_digests, tiny_run, with, LogWatch};
-
-/// One thread per process, so that both sides round the same way where they can.
-const ONE_THREAD: &[(&str, &str)] = &[("OMP_NUM_THREADS", "1")];
-
-fn train(store: &Path, args: &[String]) -> String {
-    let (ok, text) = ipirm_env(store, &["train"], args, ONE_THREAD);
-    assert!(ok, "ipirm train failed:\n{text}");
-    text
-}
+use common::run::{ipirm_env, shown_digests, tiny_run, train, with, LogWatch, ONE_THREAD};
 
 fn model(store: &Path, name: &str) -> Vec<(String, Tensor)> {
     let mut v =

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 mod common;
 use common::run::{
-    blob_file, flip_byte, ipirm, ok, shown_digests, stage_keys, tiny_run as setup, with, LogWatch,
+    blob_file, flip_byte, ipirm, ok, shown_digests, stage_keys, tiny_run as setup, train, with,
+    LogWatch, ONE_THREAD,
 };
 
 /// The digests of every blob the latest run of `fmnist-ipirm-quick` used, keyed by artifact key.
@@ -155,7 +156,8 @@ fn killed_mixup_runs_resume_bit_identical_to_an_uninterrupted_run() {
     }
 }
 
-/// Runs `ipirm train ARGS` to the end in one store, and in another kills it (SIGKILL) at each of
+/// Runs `ipirm train ARGS` to the end in one store (on one intra-op thread, as every run here),
+/// and in another kills it (SIGKILL) at each of
 /// `moments` before letting it finish; every artifact of the first must be in the second with the
 /// same bytes. Returns the killed-and-resumed store. A moment is a line of the run's log (its
 /// start) and a delay after it: the kills land at the same points of the work on a fast or busy
@@ -167,7 +169,7 @@ fn kill_and_resume(
     moments: &[(&str, u64)],
 ) -> std::path::PathBuf {
     let clean = dir.join("clean");
-    let out = ok(&clean, &["train"], args);
+    let out = train(&clean, args);
     let want = shown_digests(&clean, run_name);
     assert!(want.len() >= 8, "{want:?}\n{out}");
 
@@ -178,6 +180,7 @@ fn kill_and_resume(
             .arg("train")
             .arg(format!("--store={}", killed.display()))
             .args(args)
+            .envs(ONE_THREAD.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -203,7 +206,7 @@ fn kill_and_resume(
         "only {kills} of {} kills landed before the run ended",
         moments.len()
     );
-    let last = ok(&killed, &["train"], args);
+    let last = train(&killed, args);
     assert!(last.contains("final checkpoint"), "{last}");
     let (clean_verify, v) = ipirm(&killed, &["store", "verify"], &[]);
     assert!(

@@ -8,7 +8,7 @@ use std::path::Path;
 use ipirm::store::fault::POINTS;
 
 mod common;
-use common::run::{ipirm, ipirm_env, ok, shown_digests, tiny_run};
+use common::run::{ipirm, ipirm_env, ok, shown_digests, tiny_run, ONE_THREAD};
 
 const RUN: &str = "fmnist-ipirm-quick";
 
@@ -29,12 +29,10 @@ fn all_digests(store: &Path) -> BTreeMap<String, String> {
     out
 }
 
-/// `ipirm train` with one intra-op thread, and `FAILPOINTS` when given: (success, output). With
-/// more threads a rerun's partition can, rarely, differ in its last bits (README, "Not
-/// guaranteed"; 16 of 1,500 maximize steps on these features with 2 threads, none of 600 with
-/// one), which is not what this test is about.
+/// `ipirm train` with one intra-op thread (a rerun must round as the first run did), and
+/// `FAILPOINTS` when given: (success, output).
 fn train(store: &Path, args: &[String], failpoints: Option<&str>) -> (bool, String) {
-    let mut env = vec![("OMP_NUM_THREADS", "1")];
+    let mut env = ONE_THREAD.to_vec();
     env.extend(failpoints.map(|f| ("FAILPOINTS", f)));
     ipirm_env(store, &["train"], args, &env)
 }

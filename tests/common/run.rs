@@ -31,6 +31,18 @@ pub fn tiny_run(dir: &Path) -> Vec<String> {
     .collect()
 }
 
+/// One intra-op thread per process, for tests that compare a rerun's bytes with a first run's:
+/// with more threads a maximize step can, rarely, round otherwise (README, "Not guaranteed"), and
+/// two tests' processes on 2 threads each oversubscribe a 2-core machine.
+pub const ONE_THREAD: &[(&str, &str)] = &[("OMP_NUM_THREADS", "1")];
+
+/// `ipirm train --store=STORE ARGS` on [`ONE_THREAD`], which must succeed: its output.
+pub fn train(store: &Path, args: &[String]) -> String {
+    let (trained, text) = ipirm_env(store, &["train"], args, ONE_THREAD);
+    assert!(trained, "ipirm train failed:\n{text}");
+    text
+}
+
 /// `ipirm CMD --store=STORE ARGS`: (success, stderr then stdout).
 pub fn ipirm(store: &Path, cmd: &[&str], args: &[String]) -> (bool, String) {
     ipirm_env(store, cmd, args, &[])
