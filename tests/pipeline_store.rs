@@ -157,11 +157,11 @@ fn killed_mixup_runs_resume_bit_identical_to_an_uninterrupted_run() {
 }
 
 /// Runs `ipirm train ARGS` to the end in one store (on one intra-op thread, as every run here),
-/// and in another kills it (SIGKILL) at each of
-/// `moments` before letting it finish; every artifact of the first must be in the second with the
-/// same bytes. Returns the killed-and-resumed store. A moment is a line of the run's log (its
-/// start) and a delay after it: the kills land at the same points of the work on a fast or busy
-/// machine, where delays from the start alone raced the run.
+/// and in another kills it (SIGKILL) at each of `moments` before letting it finish; every
+/// artifact of the first must be in the second with the same bytes. Returns the
+/// killed-and-resumed store. A moment is a line of the run's log (its start) and a delay after
+/// it: the kills land at the same points of the work on a fast or busy machine, where delays from
+/// the start alone raced the run.
 fn kill_and_resume(
     dir: &Path,
     args: &[String],

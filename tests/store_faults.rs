@@ -8,7 +8,7 @@ use std::path::Path;
 use ipirm::store::fault::POINTS;
 
 mod common;
-use common::run::{ipirm, ipirm_env, ok, shown_digests, tiny_run, ONE_THREAD};
+use common::run::{ipirm, ipirm_env, ok, shown_digests, tiny_run, train, ONE_THREAD};
 
 const RUN: &str = "fmnist-ipirm-quick";
 
@@ -29,26 +29,19 @@ fn all_digests(store: &Path) -> BTreeMap<String, String> {
     out
 }
 
-/// `ipirm train` with one intra-op thread (a rerun must round as the first run did), and
-/// `FAILPOINTS` when given: (success, output).
-fn train(store: &Path, args: &[String], failpoints: Option<&str>) -> (bool, String) {
-    let mut env = ONE_THREAD.to_vec();
-    env.extend(failpoints.map(|f| ("FAILPOINTS", f)));
-    ipirm_env(store, &["train"], args, &env)
-}
-
 fn check_faults(action: &str, nth: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let args = tiny_run(tmp.path());
     let clean = tmp.path().join("clean");
-    let (trained, text) = train(&clean, &args, None);
-    assert!(trained, "the clean run failed:\n{text}");
+    // Every run on one intra-op thread, so that a rerun rounds as the clean run did.
+    train(&clean, &args);
     let want: BTreeMap<String, String> = shown_digests(&clean, RUN).into_iter().collect();
     assert!(want.len() >= 8);
     for point in POINTS {
         let store = tmp.path().join(point.replace("::", "-"));
         let spec = format!("{point}={}*off->return({action})", nth - 1);
-        let (success, text) = train(&store, &args, Some(&spec));
+        let env = [ONE_THREAD[0], ("FAILPOINTS", spec.as_str())];
+        let (success, text) = ipirm_env(&store, &["train"], &args, &env);
         assert!(!success, "{spec}: the fault was never reached:\n{text}");
         if action == "fail" {
             assert!(
@@ -70,11 +63,8 @@ fn check_faults(action: &str, nth: usize) {
                 );
             }
         }
-        let (rerun, again) = train(&store, &args, None);
-        assert!(
-            rerun && again.contains("final checkpoint"),
-            "{spec}:\n{again}"
-        );
+        let again = train(&store, &args);
+        assert!(again.contains("final checkpoint"), "{spec}:\n{again}");
         let got: BTreeMap<String, String> = shown_digests(&store, RUN).into_iter().collect();
         assert_eq!(
             got, want,
