@@ -6,17 +6,18 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 mod common;
-use common::run::{ipirm, ipirm_env, ok, shown_digests, tiny_run, with};
+use common::run::{ipirm, ipirm_env, ok, ok_one_thread, shown_digests, tiny_run, with, ONE_THREAD};
 
 const RUN: &str = "fmnist-ipirm-quick";
 
-/// A folder holding `data/` and `store/` with one finished tiny run, made once per test binary.
+/// A folder holding `data/` and `store/` with one finished tiny run, made once per test binary
+/// on one intra-op thread (a test that recomputes it compares bytes).
 fn finished() -> &'static (PathBuf, Vec<String>) {
     static MADE: OnceLock<(PathBuf, Vec<String>)> = OnceLock::new();
     MADE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
         let args = tiny_run(&dir);
-        ok(&dir.join("store"), &["run"], &args);
+        ok_one_thread(&dir.join("store"), &["run"], &args);
         (dir, args)
     })
 }
@@ -427,18 +428,19 @@ fn a_full_disk_leaves_a_readable_store() {
     assert!(ok(&store, &["run"], args).contains("training: cached"));
     same_digests(&store, &want);
 
-    // 2. A run that meets the full disk part-way.
+    // 2. A run that meets the full disk part-way (on one thread, as the finished run was: its
+    // digests are compared).
     let store = mnt.join("store2");
     std::fs::remove_dir_all(mnt.join("store")).unwrap();
     std::fs::write(&filler, vec![7u8; 7 * 1024 * 1024 + 512 * 1024]).unwrap();
-    let (success, text) = ipirm(&store, &["run"], args);
+    let (success, text) = ipirm_env(&store, &["run"], args, ONE_THREAD);
     assert!(
         !success && text.contains("No space left"),
         "the run cannot fit:\n{text}"
     );
     std::fs::remove_file(&filler).unwrap();
     assert!(ok(&store, &["store", "ls"], &[]).starts_with("store "));
-    ok(&store, &["run"], args);
+    ok_one_thread(&store, &["run"], args);
     same_digests(&store, &want);
     let (verified, v) = ipirm(&store, &["store", "verify"], &[]);
     assert!(verified, "{v}");

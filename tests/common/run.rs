@@ -38,8 +38,13 @@ pub const ONE_THREAD: &[(&str, &str)] = &[("OMP_NUM_THREADS", "1")];
 
 /// `ipirm train --store=STORE ARGS` on [`ONE_THREAD`], which must succeed: its output.
 pub fn train(store: &Path, args: &[String]) -> String {
-    let (trained, text) = ipirm_env(store, &["train"], args, ONE_THREAD);
-    assert!(trained, "ipirm train failed:\n{text}");
+    ok_one_thread(store, &["train"], args)
+}
+
+/// [`ok`] on [`ONE_THREAD`]: for a run whose bytes a later run must match.
+pub fn ok_one_thread(store: &Path, cmd: &[&str], args: &[String]) -> String {
+    let (success, text) = ipirm_env(store, cmd, args, ONE_THREAD);
+    assert!(success, "ipirm {cmd:?} failed:\n{text}");
     text
 }
 
