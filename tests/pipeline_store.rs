@@ -7,8 +7,8 @@ use std::time::Duration;
 
 mod common;
 use common::run::{
-    blob_file, flip_byte, ipirm, ok, shown_digests, stage_keys, tiny_run as setup, train, with,
-    LogWatch, ONE_THREAD,
+    blob_file, flip_byte, ipirm, ok, ok_one_thread, shown_digests, stage_keys, tiny_run as setup,
+    train, with, LogWatch, ONE_THREAD,
 };
 
 /// The digests of every blob the latest run of `fmnist-ipirm-quick` used, keyed by artifact key.
@@ -273,7 +273,7 @@ fn damage_before_the_resume_point_is_recomputed_from_its_own_inputs() {
     let tmp = tempfile::tempdir().unwrap();
     let args = setup(tmp.path());
     let store = tmp.path().join("store");
-    let first = ok(&store, &["run"], &args);
+    let first = ok_one_thread(&store, &["run"], &args);
     let clean = digests(&store);
     let run = "fmnist-ipirm-quick";
     let digest_of = |key: &str| {
@@ -294,7 +294,7 @@ fn damage_before_the_resume_point_is_recomputed_from_its_own_inputs() {
     flip_byte(&blob_file(&store, &digest_of(&partitions[0])));
     std::fs::remove_file(blob_file(&store, &digest_of(checkpoints.last().unwrap()))).unwrap();
 
-    let again = ok(&store, &["run"], &args);
+    let again = ok_one_thread(&store, &["run"], &args);
     assert!(
         again.contains("recomputing") && again.contains(&partitions[0][..12]),
         "{again}"
@@ -328,9 +328,8 @@ fn a_longer_run_continues_a_shorter_one_bit_for_bit() {
     let args = setup(tmp.path());
     let (store, fresh) = (tmp.path().join("store"), tmp.path().join("fresh"));
     let (out_a, out_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let four = ok(
+    let four = train(
         &store,
-        &["train"],
         &with(
             &args,
             &[
@@ -343,9 +342,8 @@ fn a_longer_run_continues_a_shorter_one_bit_for_bit() {
         four.contains("epoch 4/4") && !four.contains("partition after epoch 4"),
         "{four}"
     );
-    let five = ok(
+    let five = train(
         &store,
-        &["train"],
         &with(
             &args,
             &[
@@ -368,9 +366,8 @@ fn a_longer_run_continues_a_shorter_one_bit_for_bit() {
             "epoch {e} was trained again:\n{five}"
         );
     }
-    ok(
+    train(
         &fresh,
-        &["train"],
         &with(
             &args,
             &[
