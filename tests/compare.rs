@@ -305,8 +305,8 @@ fn the_lineage_of_a_branch_names_the_first_stage_where_the_runs_part() {
 /// key; it resized without antialiasing) is read as it ran: in a copy of the store, seed 2 of `a` recorded again
 /// so, over the same artifacts. On Fashion-MNIST the setting changes nothing, so the arm is not
 /// inconsistent, and the run's stages from its recorded config are those the store holds.
-#[test]
-fn a_run_recorded_before_antialias_is_read_as_it_ran() {
+/// A private copy of the shared store.
+fn copy_of_fixture() -> (tempfile::TempDir, PathBuf) {
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
@@ -315,6 +315,30 @@ fn a_run_recorded_before_antialias_is_read_as_it_ran() {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(&file, &to).unwrap();
     }
+    (tmp, store)
+}
+
+/// `store gc` keeps every seed of an arm: each is the latest run of its name and seed (it kept
+/// only the latest run of a name, and removed the other seeds a compare reads).
+#[test]
+fn gc_keeps_every_seed_of_an_arm() {
+    let (_tmp, store) = copy_of_fixture();
+    let before = compare_json_in(&store, &["a", "b"]);
+    let gc = ok(&store, &["store", "gc"], &[]);
+    assert!(gc.contains("gc removed"), "{gc}");
+    let after = compare_json_in(&store, &["a", "b"]);
+    for arm in 0..2 {
+        assert_eq!(
+            after["arms"][arm]["metrics"]["linear_top1"]["n"], 2,
+            "{gc}\n{after}"
+        );
+    }
+    assert_eq!(before["arms"], after["arms"]);
+}
+
+#[test]
+fn a_run_recorded_before_antialias_is_read_as_it_ran() {
+    let (_tmp, store) = copy_of_fixture();
     let new = latest_run_id(&store, "a");
     let old = {
         let s = ipirm::store::Store::open(&store).unwrap();

@@ -835,6 +835,39 @@ fn gc_keeps_what_pinned_and_latest_runs_reach() {
     assert!(!store.contains(&w).unwrap());
 }
 
+/// The seeds of an arm (`ipirm run --seeds N`: one name, a run per seed) are each a latest run:
+/// gc keeps every seed's latest finished run, and removes a seed's earlier one.
+#[test]
+fn gc_keeps_the_latest_run_of_each_seed_of_a_name() {
+    let (_dir, store) = fresh();
+    let seeded = |seed: u64, bytes: &[u8]| {
+        let run = store
+            .start_run("arm", &serde_json::json!({"train": {"seed": seed}}))
+            .unwrap();
+        let st = Stage::new("x", 1, &(seed, bytes), &[])
+            .unwrap()
+            .run(&run.id);
+        put_bytes(&store, &st, bytes);
+        store.finish_run(&run.id).unwrap();
+        (run, st.key().to_string())
+    };
+    let (first, first_key) = seeded(1, b"one");
+    let (second, second_key) = seeded(2, b"two");
+    let (again, again_key) = seeded(1, b"one again");
+    assert_eq!(first.seed().as_deref(), Some("1"));
+    let opts = GcOptions {
+        grace_secs: 0,
+        ..GcOptions::default()
+    };
+    let g = store.gc_with(&opts).unwrap();
+    assert_eq!(g.removed_runs, vec![first.id.clone()], "{g:?}");
+    assert_eq!(g.removed_artifacts, vec![first_key], "{g:?}");
+    assert!(store.contains(&second_key).unwrap() && store.contains(&again_key).unwrap());
+    assert!(
+        store.get_run(&second.id).unwrap().is_some() && store.get_run(&again.id).unwrap().is_some()
+    );
+}
+
 #[test]
 fn export_import_round_trip_through_plain_json() {
     let (_dir, store) = fresh();

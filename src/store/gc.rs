@@ -1,10 +1,11 @@
-//! `gc`: keeps what pinned, latest and recent unfinished runs reach (through their artifacts and
-//! those artifacts' inputs), removes the rest. The report is plain data that the CLI prints.
+//! `gc`: keeps what pinned runs, the latest run of each name and seed, and recent unfinished runs
+//! reach (through their artifacts and those artifacts' inputs), removes the rest. The report is
+//! plain data that the CLI prints.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::blobs::{files_under, remove_if_present, unused_objects, OBJECTS_DIR, TMP_DIR};
-use super::{latest_of, now_secs, Artifact, RunRecord, Store};
+use super::{latest_by, now_secs, Artifact, RunRecord, Store};
 use crate::{Error, Result};
 
 /// Default [`GcOptions::grace_secs`]: one hour.
@@ -40,7 +41,7 @@ impl Default for GcOptions {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GcReport {
     pub dry_run: bool,
-    /// Runs kept: pinned, latest of their name, or unfinished and recent.
+    /// Runs kept: pinned, latest of their name and seed, or unfinished and recent.
     pub kept_runs: Vec<String>,
     pub kept_artifacts: usize,
     pub removed_runs: Vec<String>,
@@ -61,7 +62,8 @@ impl Store {
         })
     }
 
-    /// Keeps every pinned run, the latest run of each name and recent unfinished runs, every
+    /// Keeps every pinned run, the latest run of each name and seed ([`RunRecord::seed`]: every
+    /// seed of an arm that `ipirm compare` reads) and recent unfinished runs, every
     /// artifact they reach through their artifact lists and then the `inputs` of those,
     /// transitively, and recent artifacts that belong to no run; removes the other runs and
     /// artifacts (index entries first, flushed, then blob files), orphan blobs, and temp files
@@ -85,7 +87,10 @@ impl Store {
             let (runs, arts) = (ix.runs()?, ix.list::<Artifact>()?);
             let by_key: BTreeMap<&str, &Artifact> =
                 arts.iter().map(|a| (a.key.as_str(), a)).collect();
-            let latest: BTreeSet<String> = latest_of(&runs).into_iter().map(|r| r.id).collect();
+            let latest: BTreeSet<String> = latest_by(&runs, |r| (r.name.clone(), r.seed()))
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
             let (kept_runs, removed_runs): (Vec<&RunRecord>, Vec<&RunRecord>) = runs
                 .iter()
                 .partition(|r| r.pinned || latest.contains(&r.id) || running(r));

@@ -159,8 +159,8 @@ impl Artifact {
 }
 
 /// One run of a job (e.g. `ipirm run`): its config and the artifacts it produced or reused, in
-/// the order it used them. Runs are what [`Store::gc`] keeps alive: every pinned run, and the
-/// latest run of each name.
+/// the order it used them. Runs are what [`Store::gc`] keeps alive: every pinned run, the latest
+/// run of each name and seed, and recent unfinished runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// Unique in the store: `<name>-<UTC yyyymmddThhmmss>-<seq>`.
@@ -178,6 +178,16 @@ pub struct RunRecord {
     pub finished: bool,
     /// Store-wide sequence number (sled id), breaking ties between runs started the same second.
     pub seq: u64,
+}
+
+impl RunRecord {
+    /// The seed its config names (`train.seed`, as JSON text), if any: the runs of one name and
+    /// several seeds (`ipirm run --seeds N`) are an arm of `ipirm compare`, and [`Store::gc`]
+    /// keeps the latest run of each.
+    pub fn seed(&self) -> Option<String> {
+        let config: serde_json::Value = serde_json::from_str(&self.config_json).ok()?;
+        Some(config.pointer("/train/seed")?.to_string())
+    }
 }
 
 /// How a [`Store`] behaves.
@@ -567,19 +577,24 @@ impl Store {
     }
 }
 
-/// "The latest run" of each name, sorted by name: its most recent finished run (by `created`,
-/// then `seq`), or its most recent run when none finished. A run that failed or is still going
-/// never displaces a finished one (so `gc` keeps the finished run and what it reaches).
+/// "The latest run" of each name, sorted by name (see [`latest_by`]).
 fn latest_of(runs: &[RunRecord]) -> Vec<RunRecord> {
-    let mut by_name: std::collections::BTreeMap<&str, &RunRecord> =
-        std::collections::BTreeMap::new();
+    latest_by(runs, |r| r.name.clone())
+}
+
+/// The latest run of each group of `runs` (runs with one `group` value), in the order of the
+/// groups: its most recent finished run (by `created`, then `seq`), or its most recent run when
+/// none finished. A run that failed or is still going never displaces a finished one (so `gc`
+/// keeps the finished run and what it reaches).
+fn latest_by<G: Ord>(runs: &[RunRecord], group: impl Fn(&RunRecord) -> G) -> Vec<RunRecord> {
+    let mut by: std::collections::BTreeMap<G, &RunRecord> = std::collections::BTreeMap::new();
     for r in runs {
-        let e = by_name.entry(&r.name).or_insert(r);
+        let e = by.entry(group(r)).or_insert(r);
         if (r.finished, r.created, r.seq) > (e.finished, e.created, e.seq) {
             *e = r;
         }
     }
-    by_name.into_values().cloned().collect()
+    by.into_values().cloned().collect()
 }
 
 /// Unix seconds now.

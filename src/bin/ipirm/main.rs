@@ -151,7 +151,7 @@ struct RunArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// The run's name in the store (default: the preset, or `run`); "the latest run" of a name
-    /// is what `store show NAME`, `pin NAME` and gc's keep-latest go by.
+    /// is what `store show NAME` and `pin NAME` go by (gc keeps the latest of each seed).
     #[arg(long)]
     name: Option<String>,
     /// Branch from a stored partition: its key, or RUN@EPOCH (the partition run RUN learned after

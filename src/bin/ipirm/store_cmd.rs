@@ -29,7 +29,8 @@ pub enum StoreCommand {
     /// Re-hash every blob; report each damaged or missing one by key, orphans, and a lost index
     /// (fails on damage or a lost index).
     Verify,
-    /// Remove what no pinned run and no latest run of a name reaches.
+    /// Remove what no pinned run, no latest run of a name and seed and no unfinished run of the
+    /// last week reaches.
     Gc {
         #[arg(long)]
         dry_run: bool,
