@@ -728,3 +728,34 @@ fn bench_augment_only_prints_the_augmentation_figures() {
         );
     }
 }
+
+/// `--name` names a folder under `<store>/runs/` and starts the run's id: a name that would leave
+/// that folder (`..`, `/`), hide (`.x`), be nothing or carry other characters is refused before
+/// anything is made.
+#[test]
+fn a_run_name_that_is_not_a_plain_folder_name_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let store_flag = format!("--store={}", store.display());
+    for name in [
+        "../escape",
+        "/tmp/abs",
+        "",
+        ".hidden",
+        "a/b",
+        "a b",
+        "run@1",
+    ] {
+        let flag = format!("--name={name}");
+        assert_clear_error(
+            &["run", "--preset=fmnist-ipirm-quick", &flag, &store_flag],
+            &["--name", "expected"],
+        );
+    }
+    assert!(!store.exists() && !tmp.path().join("escape").exists());
+    let (code, stderr) = ipirm(&["run", "--name=ok-name_1.2", "--preset=nosuch", &store_flag]);
+    assert!(
+        code == 2 && stderr.contains("nosuch") && !stderr.contains("--name"),
+        "{stderr}"
+    );
+}

@@ -152,7 +152,8 @@ struct RunArgs {
     out: Option<PathBuf>,
     /// The run's name in the store (default: the preset, or `run`); "the latest run" of a name
     /// is what `store show NAME` and `pin NAME` go by (gc keeps the latest of each seed).
-    #[arg(long)]
+    /// Letters, digits, `-`, `_` and `.`: it names the default output folder.
+    #[arg(long, value_parser = run_name)]
     name: Option<String>,
     /// Branch from a stored partition: its key, or RUN@EPOCH (the partition run RUN learned after
     /// EPOCH epochs); the run starts from the checkpoint it was learned from (same as
@@ -313,6 +314,20 @@ impl ConfigArgs {
             cfg.data.data_dir = Some(d.clone());
         }
         Ok(cfg.with_overrides(&self.overrides)?)
+    }
+}
+
+/// Checks a `--name`: it becomes a folder under `<store>/runs/` and the start of the run's id.
+fn run_name(name: &str) -> std::result::Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    match name {
+        "" => Err("expected a name, found nothing".into()),
+        n if n.len() > 100 => Err(format!("expected at most 100 characters, found {}", n.len())),
+        n if !n.chars().all(allowed) => Err(
+            "expected letters, digits, `-`, `_` and `.` only (the name is a folder under <store>/runs/)".into(),
+        ),
+        n if n.starts_with('.') => Err("expected a name that does not start with `.`".into()),
+        n => Ok(n.to_string()),
     }
 }
 
