@@ -140,6 +140,35 @@ fn a_linear_checkpoint_keeps_its_classifier() {
     assert!(d < 1e-4, "logits differ by {d:e}");
 }
 
+/// `--out` naming the file imported (by any spelling) is refused before anything is written:
+/// the import would have replaced the `.pth` by its conversion.
+#[test]
+fn an_out_that_is_the_imported_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pth = tmp.path().join("model.pth");
+    std::fs::copy(fixtures().join("model.pth"), &pth).unwrap();
+    let before = std::fs::read(&pth).unwrap();
+    let dir_name = tmp.path().file_name().unwrap().to_str().unwrap();
+    let other_spelling = tmp.path().join("..").join(dir_name).join("model.pth");
+    for out in [&pth, &other_spelling] {
+        let (code, text) = ipirm(&[
+            "checkpoint",
+            "import",
+            pth.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            code == 2 && text.contains("--out") && text.contains("overwrite the input"),
+            "{text}"
+        );
+    }
+    assert!(
+        std::fs::read(&pth).unwrap() == before,
+        "the .pth was changed"
+    );
+}
+
 #[test]
 fn a_reference_checkpoint_evaluates_with_eval_knn() {
     let dir = fixtures();

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use tch::{Device, Tensor};
 
-use super::output::check_output_file;
+use super::output::{check_not_the_input, check_output_file};
 use crate::config::Config;
 use crate::{Error, Result};
 
@@ -27,13 +27,7 @@ pub fn maximize_file(
     cfg: &Config,
 ) -> Result<crate::train::maximize::MaximizeResult> {
     check_output_file(output, "--out")?;
-    if same_file(input, output) {
-        return Err(Error::file(
-            output,
-            "an --out path other than --features (the output would overwrite the input)",
-            format!("the same file as {}", input.display()),
-        ));
-    }
+    check_not_the_input(input, output, "--features")?;
     let named =
         tch::Tensor::read_safetensors(input).map_err(|e| match std::fs::metadata(input) {
             Err(io) => Error::io(input, io),
@@ -181,25 +175,6 @@ pub fn maximize_file(
             )
         })?;
     Ok(result)
-}
-
-/// Whether `a` and `b` name the same file (`b` need not exist yet: its folder is resolved).
-fn same_file(a: &Path, b: &Path) -> bool {
-    let resolve = |p: &Path| match (p.parent(), p.file_name()) {
-        (Some(d), Some(f)) => {
-            let d = if d.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                d
-            };
-            d.canonicalize().ok().map(|d| d.join(f))
-        }
-        _ => None,
-    };
-    match (a.canonicalize().ok(), resolve(b)) {
-        (Some(a), Some(b)) => a == b || b.canonicalize().is_ok_and(|b| a == b),
-        _ => false,
-    }
 }
 
 /// The batch order of `ipirm maximize`: the file's `order` (checked: int64 `[epochs, n]`, each row

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use tch::{Device, Tensor};
 
-use super::output::check_output_file;
+use super::output::{check_not_the_input, check_output_file};
 use crate::config::Config;
 use crate::data::loader::RunData;
 use crate::eval::{knn, linear, Accuracy};
@@ -58,6 +58,7 @@ pub struct Imported {
 /// safetensors, checked against the model `cfg.model` describes.
 pub fn import_checkpoint(cfg: &Config, input: &Path, output: &Path) -> Result<Imported> {
     check_output_file(output, "--out")?;
+    check_not_the_input(input, output, "the FILE imported")?;
     let m = load_model(cfg, Device::Cpu, input)?;
     let mut named: Vec<(String, Tensor)> = m.vs.variables().into_iter().collect();
     let classifier = !m.classifier.is_empty();

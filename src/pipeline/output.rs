@@ -44,3 +44,35 @@ pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
+
+/// Fails if `output` (`--out`) names the file `input` (named by `in_flag`): writing it would
+/// destroy what is read.
+pub fn check_not_the_input(input: &Path, output: &Path, in_flag: &str) -> Result<()> {
+    if !same_file(input, output) {
+        return Ok(());
+    }
+    Err(Error::file(
+        output,
+        format!("an --out path other than {in_flag} (the output would overwrite the input)"),
+        format!("the same file as {}", input.display()),
+    ))
+}
+
+/// Whether `a` and `b` name the same file (`b` need not exist yet: its folder is resolved).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| match (p.parent(), p.file_name()) {
+        (Some(d), Some(f)) => {
+            let d = if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            };
+            d.canonicalize().ok().map(|d| d.join(f))
+        }
+        _ => None,
+    };
+    match (a.canonicalize().ok(), resolve(b)) {
+        (Some(a), Some(b)) => a == b || b.canonicalize().is_ok_and(|b| a == b),
+        _ => false,
+    }
+}
