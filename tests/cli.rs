@@ -759,3 +759,27 @@ fn a_run_name_that_is_not_a_plain_folder_name_is_refused() {
         "{stderr}"
     );
 }
+
+/// `model.bn_splits` cutting a training batch into a chunk of a single image is refused by name
+/// (BatchNorm's running variance of one image is NaN; the reference's PyTorch raises), as
+/// `Tensor.chunk` cuts: 16 in 16 and 7 in 3 (3, 3, 1) are refused, 10 in 3 (4, 4, 2) is not.
+#[test]
+fn bn_splits_leaving_a_single_image_chunk_are_refused() {
+    for (batch, splits) in [("16", "16"), ("7", "3")] {
+        let (b, s) = (
+            format!("--set=train.batch_size={batch}"),
+            format!("--set=model.bn_splits={splits}"),
+        );
+        assert_clear_error(
+            &["config", "--preset=fmnist-ipirm-quick", &b, &s],
+            &["model.bn_splits", "train.batch_size", "single image"],
+        );
+    }
+    let (code, stderr) = ipirm(&[
+        "config",
+        "--preset=fmnist-ipirm-quick",
+        "--set=train.batch_size=10",
+        "--set=model.bn_splits=3",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -81,6 +81,18 @@ impl Config {
                 "needs at least 2 images for a contrastive batch",
             ));
         }
+        if let Some(one) = single_image_chunk(self.train.batch_size, self.model.bn_splits) {
+            return Err(Error::config(
+                "model.bn_splits",
+                format!(
+                    "= {} cuts a batch of train.batch_size = {} images into chunks of at most \
+                     {one}, one of them a single image: BatchNorm needs at least 2 images a chunk \
+                     (PyTorch refuses one; its running variance is NaN); lower model.bn_splits \
+                     or change train.batch_size",
+                    self.model.bn_splits, self.train.batch_size
+                ),
+            ));
+        }
         if !(1..=MAX_EPOCHS).contains(&self.train.epochs) {
             return Err(Error::config(
                 "train.epochs",
@@ -202,5 +214,31 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// The chunk size when BatchNorm normalises a batch of `batch` images in `splits` chunks as
+/// `Tensor.chunk` cuts it (⌈batch/splits⌉ each, the last smaller), if a chunk then holds a single
+/// image: BatchNorm cannot normalise one (the reference's PyTorch raises "Expected more than 1
+/// value per channel when training" in the head's BatchNorm1d).
+fn single_image_chunk(batch: i64, splits: i64) -> Option<i64> {
+    let chunk = (batch + splits - 1) / splits.max(1);
+    (chunk == 1 || batch % chunk == 1).then_some(chunk)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chunks_of_one_image_are_found_as_tensor_chunk_cuts() {
+        use super::single_image_chunk as one;
+        // 16 in 16: chunks of 1; 7 in 3: 3, 3, 1; 10 in 3: 4, 4, 2; 9 in 4: 3, 3, 3.
+        assert_eq!(one(16, 16), Some(1));
+        assert_eq!(one(16, 32), Some(1));
+        assert_eq!(one(7, 3), Some(3));
+        assert_eq!(one(10, 3), None);
+        assert_eq!(one(9, 4), None);
+        assert_eq!(one(512, 1), None);
+        assert_eq!(one(512, 8), None);
+        assert_eq!(one(2, 1), None);
     }
 }

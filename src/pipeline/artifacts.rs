@@ -95,9 +95,20 @@ impl Ctx<'_> {
         self.store.attach(&self.run, &stored)
     }
 
-    /// Stores a tensor artifact as the result of `planned`.
+    /// Stores a tensor artifact as the result of `planned`; refuses one holding a NaN or an
+    /// infinity (in a parameter, a BatchNorm statistic, features...): nothing non-finite is
+    /// stored.
     pub fn save<T: TensorArtifact>(&self, planned: &Planned, value: &T) -> Result<()> {
         let (named, meta) = value.to_tensors();
+        for (name, t) in &named {
+            if t.is_floating_point() && !bool::try_from(t.isfinite().all())? {
+                return Err(Error::NonFinite {
+                    what: format!("tensor `{name}` of the {}", planned.kind.name()),
+                    at: format!("stage key {}", &planned.key[..12.min(planned.key.len())]),
+                    value: f64::NAN,
+                });
+            }
+        }
         let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
         self.store
             .put_tensors(&self.stage(planned)?, &refs, &meta)
@@ -141,4 +152,44 @@ impl Ctx<'_> {
 /// The first 12 hex digits of a key, as `ipirm store ls` shows it.
 pub fn short(key: &str) -> &str {
     &key[..key.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::stages::StageKind;
+    use crate::train::ipirm::Features;
+
+    /// A tensor artifact with a NaN or an infinity anywhere is refused, naming the tensor, and
+    /// nothing is stored; a finite one is stored.
+    #[test]
+    fn nothing_non_finite_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let cfg = Config::default();
+        let run = store.start_run("t", &0).unwrap().id;
+        let ctx = Ctx {
+            store: &store,
+            run,
+            device: Device::Cpu,
+            cfg: &cfg,
+        };
+        let features = |bad: f64| Features {
+            z1: Tensor::ones([4, 2], (tch::Kind::Float, Device::Cpu)),
+            z2: Tensor::from_slice(&[1f32, 0., 0., 1., 1., 0., 0., bad as f32]).view([4, 2]),
+            mix: None,
+        };
+        for (i, bad) in [f64::NAN, f64::INFINITY].into_iter().enumerate() {
+            let planned = Planned::new(StageKind::Features, &serde_json::json!(i), vec![]).unwrap();
+            let e = ctx.save(&planned, &features(bad)).unwrap_err();
+            assert!(
+                matches!(&e, Error::NonFinite { what, .. } if what.contains("`z2`")),
+                "{e}"
+            );
+            assert!(!store.contains(&planned.key).unwrap());
+        }
+        let planned = Planned::new(StageKind::Features, &serde_json::json!(2), vec![]).unwrap();
+        ctx.save(&planned, &features(1.0)).unwrap();
+        assert!(store.contains(&planned.key).unwrap());
+    }
 }
