@@ -513,3 +513,112 @@ fn a_lost_index_is_restored_on_open_and_blobs_without_records_make_gc_refuse() {
     let (clean, text) = ipirm(&bare, &["store", "verify"], &[]);
     assert!(!clean && text.contains("--from EXPORT_DIR"), "{text}");
 }
+
+/// An export whose entries were changed is refused before anything is imported, naming the
+/// entry: a record's value (its body no longer has its sha256), a stage name (the key is no
+/// longer the stage key of what the entry records), a run's config that is not JSON. An intact
+/// copy of the same export imports.
+#[test]
+fn an_edited_export_is_refused_naming_the_entry() {
+    let (tmp, store, _) = copy_of_finished();
+    let export = tmp.path().join("export");
+    ok(&store, &["store", "export", s(&export)], &[]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(export.join("manifest.json")).unwrap())
+            .unwrap();
+    let record = manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|a| a["kind"] == "record")
+        .unwrap();
+    type Edit = fn(&mut serde_json::Value, usize);
+    let edits: [(&str, Edit, &str); 3] = [
+        (
+            "record",
+            |m, i| {
+                let hex = m["artifacts"][i]["record_hex"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let flipped = if &hex[..1] == "0" { "1" } else { "0" };
+                m["artifacts"][i]["record_hex"] = format!("{flipped}{}", &hex[1..]).into();
+            },
+            "record_sha256",
+        ),
+        (
+            "stage",
+            |m, i| m["artifacts"][i]["stage"] = "Xheckpoint".into(),
+            "stage key",
+        ),
+        (
+            "run",
+            |m, _| m["runs"][0]["config_json"] = "{bad".into(),
+            "config_json",
+        ),
+    ];
+    for (what, edit, needle) in edits {
+        let mut m = manifest.clone();
+        edit(&mut m, record);
+        let edited = tmp.path().join(format!("edited-{what}"));
+        std::fs::create_dir_all(&edited).unwrap();
+        Command::new("cp")
+            .arg("-a")
+            .arg(export.join("objects"))
+            .arg(&edited)
+            .status()
+            .unwrap();
+        std::fs::write(edited.join("manifest.json"), m.to_string()).unwrap();
+        let into = tmp.path().join(format!("into-{what}"));
+        let (code, out, err) = raw(&["store", "--store", s(&into), "import", s(&edited)]);
+        assert!(
+            code == 2 && err.contains(needle) && !out.contains("imported"),
+            "{what}: {out}{err}"
+        );
+        if into.exists() {
+            assert!(ok(&into, &["store", "ls"], &[]).contains("0 runs, 0 artifacts"));
+        }
+    }
+    let (code, out, err) = raw(&[
+        "store",
+        "--store",
+        s(&tmp.path().join("ok")),
+        "import",
+        s(&export),
+    ]);
+    assert!(code == 0 && out.contains("imported"), "{out}{err}");
+}
+
+/// A meta file changed in what its key is computed from (a parameter) is left out when a lost
+/// index is rebuilt from the meta files, and moved aside: the rebuilt store never serves it
+/// under its key.
+#[test]
+fn a_changed_meta_file_is_left_out_of_a_rebuilt_index() {
+    let (_tmp, store, args) = copy_of_finished();
+    let meta = common::files_under(&store.join("meta").join("artifacts"));
+    let mut changed = None;
+    for file in &meta {
+        let mut bytes = std::fs::read(file).unwrap();
+        // A `"seed":1234` in the parameters becomes `"seed":1934`.
+        if let Some(i) = bytes.windows(11).position(|w| w == b"\"seed\":1234") {
+            bytes[i + 8] = b'9';
+            std::fs::write(file, bytes).unwrap();
+            changed = Some(file.clone());
+            break;
+        }
+    }
+    let changed = changed.expect("a meta file with the seed among its parameters");
+    let key = changed.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::remove_dir_all(store.join("index")).unwrap();
+    let (success, text) = ipirm(&store, &["store", "verify"], &[]);
+    assert!(
+        success && text.contains("1 unusable") && text.contains("meta.left-out"),
+        "{text}"
+    );
+    let (found, _) = ipirm(&store, &["store", "show", &key], &[]);
+    assert!(!found, "the changed entry is not in the index");
+    // The run computes again what it needs of it; the store is whole.
+    ok_one_thread(&store, &["run"], &args);
+    let (verified, v) = ipirm(&store, &["store", "verify"], &[]);
+    assert!(verified, "{v}");
+}

@@ -33,6 +33,18 @@ pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
 /// [`canonical_json`] of the resolved parameters the stage reads), the `inputs` (keys of the
 /// input artifacts, in the order the stage uses them) and the crate version.
 pub fn stage_key(stage: &str, stage_version: u32, params_json: &str, inputs: &[&str]) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    stage_key_of(stage, stage_version, params_json, inputs, version)
+}
+
+/// [`stage_key`] as the crate at `crate_version` computed it.
+fn stage_key_of(
+    stage: &str,
+    stage_version: u32,
+    params_json: &str,
+    inputs: &[&str],
+    crate_version: &str,
+) -> String {
     let mut h = Sha256::new();
     let mut put = |b: &[u8]| {
         h.update((b.len() as u64).to_le_bytes());
@@ -46,9 +58,25 @@ pub fn stage_key(stage: &str, stage_version: u32, params_json: &str, inputs: &[&
     for i in inputs {
         put(i.as_bytes());
     }
-    put(env!("CARGO_PKG_VERSION").as_bytes());
+    put(crate_version.as_bytes());
     hex::encode(h.finalize())
 }
+
+impl Artifact {
+    /// Whether its key is the stage key of what it records (stage, version, parameters, inputs,
+    /// and the crate version of its provenance): false for an entry changed after it was made
+    /// (a damaged meta file, an edited export), which would otherwise be served under that key.
+    pub fn key_is_its_own(&self) -> bool {
+        let inputs: Vec<&str> = self.inputs.iter().map(String::as_str).collect();
+        let (stage, version, params) = (&self.stage, self.stage_version, &self.config_json);
+        let crate_version = &self.provenance.crate_version;
+        self.key == stage_key_of(stage, version, params, &inputs, crate_version)
+    }
+}
+
+/// Why [`Artifact::key_is_its_own`] is false, for messages.
+pub(super) const NOT_ITS_OWN_KEY: &str =
+    "its key is not the stage key of the stage, parameters and inputs it records (it was changed)";
 
 /// A stage about to be computed: what its result is keyed on and what will be recorded with it.
 /// Build it before computing: unless [`Stage::wall_seconds`] is given, the wall time recorded is
@@ -143,6 +171,27 @@ impl Stage {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// An artifact made for a stage has its own key; a change to anything the key is computed
+    /// from (stage, version, parameters, inputs, crate version) makes it not its own.
+    #[test]
+    fn a_changed_entry_no_longer_has_its_own_key() {
+        let stage = Stage::new("x", 2, &serde_json::json!({"seed": 1}), &["in"]).unwrap();
+        let a = stage.artifact(ArtifactKind::Record(vec![1]));
+        assert!(a.key_is_its_own());
+        let changes: [fn(&mut Artifact); 5] = [
+            |a| a.stage.push('y'),
+            |a| a.stage_version += 1,
+            |a| a.config_json = r#"{"seed":2}"#.into(),
+            |a| a.inputs.push("other".into()),
+            |a| a.provenance.crate_version.push('9'),
+        ];
+        for change in changes {
+            let mut b = a.clone();
+            change(&mut b);
+            assert!(!b.key_is_its_own(), "{b:?}");
+        }
+    }
 
     #[test]
     fn json_is_sorted_and_floats_exact() {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::blobs::{check_blob, object_path};
 use super::index::{Entry, Index};
+use super::key::NOT_ITS_OWN_KEY;
 use super::lock::{self, INDEX_DIR};
 use super::{
     codec, compact_time, mirror, now_secs, Artifact, ArtifactKind, ImportReport, RunRecord, Store,
@@ -84,6 +85,9 @@ pub(super) fn restore_unindexed(ix: &Index) -> Result<Restored> {
     // Every blob is re-hashed: a whole lost index of a large store takes a while.
     let bar = crate::progress::bar((arts.len() + runs.len()) as u64, "restoring");
     r.artifacts = restore::<Artifact>(ix, &arts, &mut left, &bar, |a| {
+        if !a.key_is_its_own() {
+            return Err(Error::Store(NOT_ITS_OWN_KEY.into()));
+        }
         let ArtifactKind::Blob { digest, bytes, .. } = &a.kind else {
             return Ok(());
         };

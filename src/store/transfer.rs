@@ -6,8 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::blobs::{copy_blob, tmp_file, OBJECTS_DIR};
+use super::key::NOT_ITS_OWN_KEY;
 use super::{now_secs, Artifact, ArtifactKind, Provenance, RunRecord, Store, SCHEMA_VERSION};
 use crate::{Error, Result};
 
@@ -33,6 +36,9 @@ pub struct ArtifactEntry {
     pub file: Option<String>,
     /// Record: the bincode 1.3.3 body (fixint, little-endian), hex.
     pub record_hex: Option<String>,
+    /// Record: sha256 hex of the body, checked on import (absent from exports made before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_sha256: Option<String>,
     pub inputs: Vec<String>,
     /// Canonical JSON of the config section (a string, kept byte-exact).
     pub config_json: String,
@@ -47,8 +53,9 @@ impl ArtifactEntry {
             ArtifactKind::Blob { digest, format, .. } => {
                 ("blob", Some(format.clone()), Some(digest.clone()), None)
             }
-            ArtifactKind::Record(b) => ("record", None, None, Some(hex::encode(b))),
+            ArtifactKind::Record(b) => ("record", None, None, Some(b)),
         };
+        let record_sha256 = record_hex.map(|b| hex::encode(Sha256::digest(b)));
         ArtifactEntry {
             key: a.key.clone(),
             stage: a.stage.clone(),
@@ -58,7 +65,8 @@ impl ArtifactEntry {
             digest,
             bytes: a.size(),
             file: if kind == "blob" { file } else { None },
-            record_hex,
+            record_hex: record_hex.map(hex::encode),
+            record_sha256,
             inputs: a.inputs.clone(),
             config_json: a.config_json.clone(),
             provenance: a.provenance.clone(),
@@ -77,15 +85,21 @@ impl ArtifactEntry {
                 bytes: self.bytes,
                 format: self.format.clone().unwrap_or_else(|| "bytes".into()),
             },
-            "record" => ArtifactKind::Record(
-                self.record_hex
-                    .as_deref()
+            "record" => {
+                let body = (self.record_hex.as_deref())
                     .and_then(|h| hex::decode(h).ok())
-                    .ok_or("a record without a valid `record_hex`")?,
-            ),
+                    .ok_or("a record without a valid `record_hex`")?;
+                let sha = hex::encode(Sha256::digest(&body));
+                if self.record_sha256.as_ref().is_some_and(|want| *want != sha) {
+                    return Err(format!(
+                        "`record_hex` has sha256 {sha}, not its `record_sha256`"
+                    ));
+                }
+                ArtifactKind::Record(body)
+            }
             k => return Err(format!("unknown kind `{k}` (expected blob or record)")),
         };
-        Ok(Artifact {
+        let a = Artifact {
             key: self.key.clone(),
             stage: self.stage.clone(),
             stage_version: self.stage_version,
@@ -94,7 +108,11 @@ impl ArtifactEntry {
             config_json: self.config_json.clone(),
             provenance: self.provenance.clone(),
             run: self.run.clone(),
-        })
+        };
+        match a.key_is_its_own() {
+            true => Ok(a),
+            false => Err(NOT_ITS_OWN_KEY.into()),
+        }
     }
 }
 
@@ -231,6 +249,12 @@ impl Store {
                 copy_blob(&a.key, &src, &tmp, digest, *bytes)?;
                 staged.0.insert(digest.clone(), tmp);
             }
+        }
+        if let Some(r) =
+            (m.runs.iter()).find(|r| serde_json::from_str::<Value>(&r.config_json).is_err())
+        {
+            let what = format!("a valid entry for run {}", r.id);
+            return Err(Error::file(&path, what, "a `config_json` that is not JSON"));
         }
         let mut runs = m.runs.clone();
         runs.sort_by_key(|r| (r.created, r.seq));

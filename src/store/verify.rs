@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::blobs::{
     check_blob, files_under, object_path, unused_objects, NO_FILE, OBJECTS_DIR, TMP_DIR,
 };
+use super::key::NOT_ITS_OWN_KEY;
 use super::{Artifact, ArtifactKind, Store};
 use crate::{Error, Result};
 
@@ -21,7 +22,7 @@ pub struct VerifyReport {
     pub damaged: Vec<String>,
     /// Keys whose blob file is absent.
     pub missing: Vec<String>,
-    /// Index entries that do not decode, by key.
+    /// Index entries that do not decode, or whose key is not their own (changed), by key.
     pub unreadable: Vec<String>,
     /// Files under `objects/` that no artifact refers to (left by a crash between the rename and
     /// the index write, or by a replaced artifact): harmless, removed by `gc`.
@@ -73,6 +74,12 @@ impl Store {
         let mut keys = BTreeSet::new();
         for (key, entry) in entries {
             match entry {
+                Ok(a) if !a.key_is_its_own() => {
+                    report
+                        .details
+                        .push(format!("changed {key}: {NOT_ITS_OWN_KEY}"));
+                    report.unreadable.push(key);
+                }
                 Ok(a) => {
                     if let ArtifactKind::Blob { digest, bytes, .. } = a.kind {
                         blobs.entry((digest, bytes)).or_default().push(key.clone());
