@@ -783,3 +783,27 @@ fn bn_splits_leaving_a_single_image_chunk_are_refused() {
     ]);
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// `bench` refuses sizes it cannot use by flag, before any work (a side of 0 or 100,000 and 0 or
+/// 2 channels panicked, `--iters 0` printed a nonsense rate, a `--json` in a missing folder failed
+/// only after the whole benchmark).
+#[test]
+fn bench_sizes_and_its_json_path_are_checked_first() {
+    let base = [
+        "bench",
+        "--device=cpu",
+        "--preset=fmnist-ipirm-quick",
+        "--augment-only",
+    ];
+    for (flag, needle) in [
+        ("--side=0", "--side"),
+        ("--side=100000", "--side"),
+        ("--channels=0", "--channels"),
+        ("--channels=2", "--channels"),
+        ("--iters=0", "--iters"),
+        ("--json=/nonexistent-folder/x.json", "--json"),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain([flag]).collect();
+        assert_clear_error(&args, &[needle]);
+    }
+}

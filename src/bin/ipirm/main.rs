@@ -235,17 +235,18 @@ struct BenchArgs {
     /// 4 timed steps, extraction of 2 × 256 images, maximize on 4,000 pairs.
     #[arg(long)]
     small: bool,
-    /// Side of the synthetic stored images (96 = STL-10, 32 = CIFAR, 28 = Fashion-MNIST).
-    #[arg(long, default_value_t = 96)]
+    /// Side of the synthetic stored images (96 = STL-10, 32 = CIFAR, 28 = Fashion-MNIST; 8 to
+    /// 512).
+    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(i64).range(8..=512))]
     side: i64,
-    /// Channels of the synthetic stored images.
-    #[arg(long, default_value_t = 3)]
+    /// Channels of the synthetic stored images: 1 (grey) or 3 (RGB).
+    #[arg(long, default_value_t = 3, value_parser = image_channels)]
     channels: i64,
     /// Timed steps of each minimize figure (default 4 with --small, else 40).
-    #[arg(long)]
-    iters: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    iters: Option<u64>,
     /// Feature pairs of the maximize figure (default 4,000 with --small, else 105,000; 0 skips it).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
     maximize_n: Option<i64>,
     /// Also split the minimize step into forward, loss, backward and Adam (PART lines).
     #[arg(long)]
@@ -314,6 +315,14 @@ impl ConfigArgs {
             cfg.data.data_dir = Some(d.clone());
         }
         Ok(cfg.with_overrides(&self.overrides)?)
+    }
+}
+
+/// Checks `bench --channels`: 1 or 3, as the datasets store their images.
+fn image_channels(s: &str) -> std::result::Result<i64, String> {
+    match s {
+        "1" | "3" => Ok(s.parse().expect("a digit")),
+        _ => Err("expected 1 (grey) or 3 (RGB)".into()),
     }
 }
 
@@ -505,11 +514,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => {
             let cfg = a.config.resolve()?;
             let device = a.device.parse()?;
+            if let Some(p) = &a.json {
+                pipeline::check_output_file(p, "--json")?;
+            }
             let options = ipirm::bench::BenchOptions {
                 small: a.small,
                 side: a.side,
                 channels: a.channels,
-                steps: a.iters,
+                steps: a.iters.map(|n| n as usize),
                 maximize_n: a.maximize_n,
                 parts: a.parts,
                 augment_only: a.augment_only,
