@@ -285,6 +285,16 @@ fn an_empty_store_reports_the_paper_table_and_nothing_else() {
     );
     assert!(success, "{text}");
     assert!(text.contains("note: no artifact store at"), "{text}");
+    // Every form names the folder asked for, not the empty store read in its place.
+    let named = format!("{} (no store there yet)", store.display());
+    assert!(text.contains(&named), "{text}");
+    for file in ["report.md", "report.html", "report.json"] {
+        let written = std::fs::read_to_string(out.join(file)).unwrap();
+        assert!(
+            written.contains(&named) && !written.contains("ipirm-empty-store"),
+            "{file}"
+        );
+    }
     // (--check without a file, as the README writes it: the paper's rows alone.)
     let (success, text) = ipirm_env(&store, &["report", "--check"], &[], &tmpdir);
     assert!(success && text.contains("check passed"), "{text}");

@@ -442,7 +442,11 @@ fn run(cli: Cli) -> Result<()> {
                 None => None,
                 Some(file) => Some(ipirm::gate::check(&store, file.as_deref(), require_all)?),
             };
-            let r = ipirm::reproduction::reproduction(&store)?;
+            let mut r = ipirm::reproduction::reproduction(&store)?;
+            if empty.is_some() {
+                // The folder asked for, not the empty store read in its place.
+                r.store = format!("{} (no store there yet)", store_dir.display());
+            }
             emit(r.markdown())?;
             if let Some(dir) = out {
                 let options = ipirm::gallery::GalleryOptions {
