@@ -1150,3 +1150,27 @@ fn one_open_put_flush_close_takes_milliseconds() {
     );
     assert!(mean < 500.0, "mean {mean} ms");
 }
+
+/// An export that meets a damaged blob fails naming it and leaves nothing behind: no new folder,
+/// and an empty folder it was given stays empty (a half export made the next one refuse the
+/// folder as not empty).
+#[test]
+fn an_export_that_meets_a_damaged_blob_leaves_nothing_behind() {
+    let (dir, store) = fresh();
+    let st = Stage::new("x", 1, &0, &[]).unwrap();
+    let digest = put_bytes(&store, &st, b"some bytes");
+    let path = store.object_path(&digest);
+    std::fs::write(&path, b"other bytes").unwrap();
+    let new = dir.path().join("new-export");
+    let empty = dir.path().join("empty-export");
+    std::fs::create_dir(&empty).unwrap();
+    for target in [&new, &empty] {
+        let e = store.export(target).unwrap_err().to_string();
+        assert!(
+            e.contains(st.key()) && e.contains("nothing was exported"),
+            "{e}"
+        );
+    }
+    assert!(!new.exists());
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+}

@@ -170,7 +170,7 @@ impl Store {
                 dir.display()
             )));
         }
-        let objects = dir.join(OBJECTS_DIR);
+        let (existed, objects) = (dir.exists(), dir.join(OBJECTS_DIR));
         std::fs::create_dir_all(&objects).map_err(|e| Error::io(&objects, e))?;
         let (arts, runs) = self.with_index(|ix| Ok((ix.list::<Artifact>()?, ix.runs()?)))?;
         let mut copied: BTreeSet<String> = BTreeSet::new();
@@ -180,7 +180,22 @@ impl Store {
             if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
                 if copied.insert(digest.clone()) {
                     let (src, dest) = (self.object_path(digest), objects.join(digest));
-                    copy_blob(&a.key, &src, &dest, digest, *bytes)?;
+                    if let Err(e) = copy_blob(&a.key, &src, &dest, digest, *bytes) {
+                        // No half export is left behind (the folder was new or empty).
+                        let _ = std::fs::remove_dir_all(if existed { &objects } else { dir });
+                        return Err(match e {
+                            Error::Damaged {
+                                key,
+                                file,
+                                expected,
+                                found,
+                            } => Error::Store(format!(
+                                "artifact {key}: blob {} is damaged: expected {expected}, found {found}; nothing was exported (`ipirm store verify` lists every damaged file, a run that needs it recomputes it; then export again)",
+                                file.display()
+                            )),
+                            e => e,
+                        });
+                    }
                     bytes_total += bytes;
                 }
             }

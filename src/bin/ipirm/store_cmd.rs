@@ -81,6 +81,7 @@ pub fn existing(store_dir: &Path) -> Result<Store> {
 
 /// Runs `ipirm store --store STORE_DIR <what>`.
 pub fn run(store_dir: &Path, what: StoreCommand) -> Result<()> {
+    let created = !store_dir.exists();
     let store = match what {
         StoreCommand::Repair { from } => {
             return emit(Text(&Store::repair(store_dir, from.as_deref())?));
@@ -99,7 +100,7 @@ pub fn run(store_dir: &Path, what: StoreCommand) -> Result<()> {
             match (&report.index_gap, report.is_clean()) {
                 (Some(gap), _) => anyhow::bail!("{gap}"),
                 (None, false) => anyhow::bail!(
-                    "the store at {root} has damaged or missing artifacts (listed above); a run recomputes them"
+                    "the store at {root} has damaged, missing or changed artifacts (listed above); a run recomputes damaged and missing ones, `ipirm store repair` rebuilds the index without changed ones"
                 ),
                 (None, true) => Ok(()),
             }
@@ -112,7 +113,15 @@ pub fn run(store_dir: &Path, what: StoreCommand) -> Result<()> {
             emitln(format_args!("{done} {}", run.id))
         }
         StoreCommand::Export { export_dir } => emitln(Text(&store.export(&export_dir)?)),
-        StoreCommand::Import { export_dir } => emit(Text(&store.import(&export_dir)?)),
+        StoreCommand::Import { export_dir } => {
+            let imported = store.import(&export_dir);
+            if imported.is_err() && created {
+                // A refused export leaves no empty store where there was none.
+                drop(store);
+                let _ = std::fs::remove_dir_all(store_dir);
+            }
+            emit(Text(&imported?))
+        }
         StoreCommand::Repair { .. } => unreachable!("handled above"),
     }
 }
