@@ -68,15 +68,15 @@ fn expected(dir: &Path) -> HashMap<String, Tensor> {
 
 /// `ipirm checkpoint import PTH --out OUT`, which must succeed; its output.
 fn import(pth: &Path, out: &Path) -> String {
-    let (code, text) = ipirm(&[
-        "checkpoint",
-        "import",
-        pth.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (code, text) = try_import(pth, out);
     assert_eq!(code, 0, "{text}");
     text
+}
+
+/// `ipirm checkpoint import PTH --out OUT`: (exit code, output).
+fn try_import(pth: &Path, out: &Path) -> (i32, String) {
+    let (pth, out) = (pth.to_str().unwrap(), out.to_str().unwrap());
+    ipirm(&["checkpoint", "import", pth, "--out", out])
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -151,13 +151,7 @@ fn an_out_that_is_the_imported_file_is_refused() {
     let dir_name = tmp.path().file_name().unwrap().to_str().unwrap();
     let other_spelling = tmp.path().join("..").join(dir_name).join("model.pth");
     for out in [&pth, &other_spelling] {
-        let (code, text) = ipirm(&[
-            "checkpoint",
-            "import",
-            pth.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let (code, text) = try_import(&pth, out);
         assert!(
             code == 2 && text.contains("--out") && text.contains("overwrite the input"),
             "{text}"
