@@ -431,10 +431,10 @@ fn run(cli: Cli) -> Result<()> {
                     "note: no artifact store at {} (a run makes one): the paper's table has no runs beside it",
                     store_dir.display()
                 );
-                EmptyStore::new()
+                store_cmd::EmptyStore::new()
             });
             let store = match &empty {
-                Some(e) => Store::open(&e.0)?,
+                Some(e) => Store::open(e.path())?,
                 None => Store::open(&store_dir)?,
             };
             // The expectations file is read before anything is printed: a bad one is exit 2.
@@ -696,21 +696,4 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
         }
     }
     Ok(())
-}
-
-/// A store folder of its own under the temp folder, removed on drop: what `report` reads when
-/// `--store` names no store, so that it creates nothing there.
-struct EmptyStore(PathBuf);
-
-impl EmptyStore {
-    fn new() -> EmptyStore {
-        let dir = std::env::temp_dir().join(format!("ipirm-empty-store-{}", std::process::id()));
-        EmptyStore(dir)
-    }
-}
-
-impl Drop for EmptyStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -67,6 +67,26 @@ pub fn holds_no_store(store_dir: &Path) -> bool {
     !Store::exists_at(store_dir) && !store_dir.is_file()
 }
 
+/// A store folder of its own under the temp folder, removed on drop: what `report` reads when
+/// `--store` names no store, so that it creates nothing there.
+pub struct EmptyStore(PathBuf);
+
+impl EmptyStore {
+    pub fn new() -> EmptyStore {
+        let dir = std::env::temp_dir().join(format!("ipirm-empty-store-{}", std::process::id()));
+        EmptyStore(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for EmptyStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The store at `store_dir`, for a command that reads one: an error naming the path where
 /// there is none.
 pub fn existing(store_dir: &Path) -> Result<Store> {
