@@ -600,6 +600,11 @@ fn unsigned_seeds_take_the_whole_range() {
     std::fs::write(&path, &toml).unwrap();
     let cfg = ipirm::config::Config::from_toml_file(&path).unwrap();
     assert_eq!(cfg.train.seed, u64::MAX);
+    // A negative seed says what a seed must be.
+    assert_clear_error(
+        &["config", "--set", "train.seed=-1"],
+        &["train.seed", "0..=18446744073709551615", "-1"],
+    );
 }
 
 #[test]

@@ -434,15 +434,20 @@ mod seed {
         #[serde(untagged)]
         enum Seed {
             Int(u64),
+            Signed(i64),
+            Float(f64),
             Text(String),
         }
+        let refuse = |got: String| {
+            serde::de::Error::custom(format!(
+                "a seed must be an integer in 0..=18446744073709551615, got `{got}`"
+            ))
+        };
         match Seed::deserialize(d)? {
             Seed::Int(v) => Ok(v),
-            Seed::Text(t) => t.trim().parse().map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "a seed must be an integer in 0..=18446744073709551615, got `{t}`"
-                ))
-            }),
+            Seed::Signed(v) => Err(refuse(v.to_string())),
+            Seed::Float(v) => Err(refuse(v.to_string())),
+            Seed::Text(t) => t.trim().parse().map_err(|_| refuse(t)),
         }
     }
 }
