@@ -104,7 +104,7 @@ impl Ctx<'_> {
             if t.is_floating_point() && !bool::try_from(t.isfinite().all())? {
                 return Err(Error::NonFinite {
                     what: format!("tensor `{name}` of the {}", planned.kind.name()),
-                    at: format!("stage key {}", &planned.key[..12.min(planned.key.len())]),
+                    at: format!("stage key {}", short(&planned.key)),
                     value: f64::NAN,
                 });
             }
