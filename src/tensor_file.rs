@@ -73,6 +73,19 @@ pub fn take(named: &mut Vec<(String, Tensor)>, name: &str) -> Result<Tensor> {
     Ok(named.swap_remove(i).1)
 }
 
+/// The first floating-point tensor of `named` that holds a NaN or an infinity: its name, how many
+/// such values it holds and how many values it has. What a checkpoint file read and an artifact
+/// about to be stored are checked with.
+pub fn first_non_finite(named: &[(String, Tensor)]) -> Result<Option<(&str, i64, i64)>> {
+    for (name, t) in named {
+        if t.is_floating_point() && !bool::try_from(t.f_isfinite()?.f_all()?)? {
+            let bad = i64::try_from(t.f_isfinite()?.f_logical_not()?.f_sum(Kind::Int64)?)?;
+            return Ok(Some((name, bad, t.numel() as i64)));
+        }
+    }
+    Ok(None)
+}
+
 /// The one `__metadata__` entry the store writes (its value: the [`Meta`] map as JSON).
 const META_KEY: &str = "ipirm";
 

@@ -56,19 +56,15 @@ pub fn read(path: &Path) -> Result<(Format, Vec<(String, Tensor)>)> {
         })?;
         (Format::Safetensors, named)
     };
-    for (name, t) in &named {
-        if t.is_floating_point() && !bool::try_from(t.f_isfinite()?.f_all()?)? {
-            let bad = i64::try_from(t.f_isfinite()?.f_logical_not()?.f_sum(tch::Kind::Int64)?)?;
-            return Err(Error::file(
-                path,
-                "finite weights",
-                format!(
-                    "NaN or infinite values in `{name}` ({bad} of {}): a checkpoint saved from a \
-                     diverged run, or damaged",
-                    t.numel()
-                ),
-            ));
-        }
+    if let Some((name, bad, of)) = crate::tensor_file::first_non_finite(&named)? {
+        return Err(Error::file(
+            path,
+            "finite weights",
+            format!(
+                "NaN or infinite values in `{name}` ({bad} of {of}): a checkpoint saved from a \
+                 diverged run, or damaged"
+            ),
+        ));
     }
     let named = named
         .into_iter()

@@ -19,7 +19,7 @@ use super::stages::Planned;
 use crate::config::Config;
 use crate::device::{describe, libtorch_version};
 use crate::store::{Stage, Store};
-use crate::tensor_file::TensorArtifact;
+use crate::tensor_file::{first_non_finite, TensorArtifact};
 use crate::{Error, Result};
 
 /// The dataset stage's record: which images a run read (their sha256 is the stage's input).
@@ -100,14 +100,12 @@ impl Ctx<'_> {
     /// stored.
     pub fn save<T: TensorArtifact>(&self, planned: &Planned, value: &T) -> Result<()> {
         let (named, meta) = value.to_tensors();
-        for (name, t) in &named {
-            if t.is_floating_point() && !bool::try_from(t.isfinite().all())? {
-                return Err(Error::NonFinite {
-                    what: format!("tensor `{name}` of the {}", planned.kind.name()),
-                    at: format!("stage key {}", short(&planned.key)),
-                    value: f64::NAN,
-                });
-            }
+        if let Some((name, ..)) = first_non_finite(&named)? {
+            return Err(Error::NonFinite {
+                what: format!("tensor `{name}` of the {}", planned.kind.name()),
+                at: format!("stage key {}", short(&planned.key)),
+                value: f64::NAN,
+            });
         }
         let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
         self.store

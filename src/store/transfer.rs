@@ -49,13 +49,12 @@ pub struct ArtifactEntry {
 impl ArtifactEntry {
     /// The plain-JSON form of `a`; `file` is where its blob is (for an export, relative).
     pub fn new(a: &Artifact, file: Option<String>) -> ArtifactEntry {
-        let (kind, format, digest, record_hex) = match &a.kind {
+        let (kind, format, digest, body) = match &a.kind {
             ArtifactKind::Blob { digest, format, .. } => {
                 ("blob", Some(format.clone()), Some(digest.clone()), None)
             }
             ArtifactKind::Record(b) => ("record", None, None, Some(b)),
         };
-        let record_sha256 = record_hex.map(|b| hex::encode(Sha256::digest(b)));
         ArtifactEntry {
             key: a.key.clone(),
             stage: a.stage.clone(),
@@ -65,8 +64,8 @@ impl ArtifactEntry {
             digest,
             bytes: a.size(),
             file: if kind == "blob" { file } else { None },
-            record_hex: record_hex.map(hex::encode),
-            record_sha256,
+            record_hex: body.map(hex::encode),
+            record_sha256: body.map(|b| hex::encode(Sha256::digest(b))),
             inputs: a.inputs.clone(),
             config_json: a.config_json.clone(),
             provenance: a.provenance.clone(),
