@@ -252,6 +252,12 @@ impl Store {
                 Error::file(&path, format!("a valid entry for artifact {}", e.key), msg)
             })?);
         }
+        if let Some(r) =
+            (m.runs.iter()).find(|r| serde_json::from_str::<Value>(&r.config_json).is_err())
+        {
+            let what = format!("a valid entry for run {}", r.id);
+            return Err(Error::file(&path, what, "a `config_json` that is not JSON"));
+        }
         // Copy and check every blob outside the lock; what is not installed goes when it ends.
         let mut staged = Staged::default();
         for a in &arts {
@@ -263,12 +269,6 @@ impl Store {
                 copy_blob(&a.key, &src, &tmp, digest, *bytes)?;
                 staged.0.insert(digest.clone(), tmp);
             }
-        }
-        if let Some(r) =
-            (m.runs.iter()).find(|r| serde_json::from_str::<Value>(&r.config_json).is_err())
-        {
-            let what = format!("a valid entry for run {}", r.id);
-            return Err(Error::file(&path, what, "a `config_json` that is not JSON"));
         }
         let mut runs = m.runs.clone();
         runs.sort_by_key(|r| (r.created, r.seq));
