@@ -1095,9 +1095,26 @@ fn ls_and_show_describe_runs_and_artifacts() {
         "{e}"
     );
     let e = store.find(&rec.key()[..3]).unwrap_err().to_string();
+    assert!(
+        e.contains("too short a prefix") && e.contains("at least 4 characters"),
+        "{e}"
+    );
+    let e = store.find("zzz").unwrap_err().to_string();
     assert!(e.contains("no artifact key, run id or run name"), "{e}");
     let e = store.resolve_run(&rec.key()[..12]).unwrap_err().to_string();
     assert!(e.contains("no run id or run name"), "{e}");
+    // Through the binary: a short prefix that would match says so.
+    drop(store);
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .args(["store", "show", &rec.key()[..3], "--store"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("too short a prefix"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -2,6 +2,9 @@
 use super::{latest_of, Artifact, RunRecord, Store};
 use crate::{Error, Result};
 
+/// The fewest characters of a key or run id taken as a prefix.
+const MIN_PREFIX: usize = 4;
+
 /// What [`Store::find`] resolved its argument to.
 #[derive(Debug, Clone)]
 pub enum Found {
@@ -40,7 +43,7 @@ impl Store {
             if id == what {
                 return Ok(found);
             }
-            if what.len() >= 4 && id.starts_with(what) {
+            if !what.is_empty() && id.starts_with(what) {
                 hits.push((id, found));
             }
         }
@@ -48,6 +51,11 @@ impl Store {
             return Ok(Found::Run(r));
         }
         let root = self.root().display();
+        if (1..MIN_PREFIX).contains(&what.len()) && !hits.is_empty() {
+            return Err(Error::Store(format!(
+                "store at {root}: `{what}` is too short a prefix: give at least {MIN_PREFIX} characters of a key or run id"
+            )));
+        }
         match hits.len() {
             1 => Ok(hits.pop().expect("one").1),
             0 => {
