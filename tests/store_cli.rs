@@ -358,6 +358,44 @@ fn repair_from_an_export_when_the_meta_files_are_gone_too() {
     assert_eq!(shown_digests(&store, RUN), want);
 }
 
+/// `repair --from` an export that cannot be added (a changed blob, a manifest that is not JSON)
+/// fails before the store's index is moved aside: the store is as it was.
+#[test]
+fn repair_from_a_bad_export_leaves_the_index_in_place() {
+    let (tmp, store, _) = copy_of_finished();
+    let ls_before = ok(&store, &["store", "ls"], &[]);
+    let export = tmp.path().join("export");
+    ok(&store, &["store", "export", s(&export)], &[]);
+    let blob = (std::fs::read_dir(export.join("objects")).unwrap())
+        .map(|e| e.unwrap().path())
+        .next()
+        .expect("the export has a blob");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&blob, &bytes).unwrap();
+    let manifest = export.join("manifest.json");
+    let good = std::fs::read(&manifest).unwrap();
+    for (damage, names) in [
+        ("a changed blob", "sha256"),
+        ("a cut manifest", "manifest.json"),
+    ] {
+        if damage == "a cut manifest" {
+            bytes[mid] ^= 0x01;
+            std::fs::write(&blob, &bytes).unwrap();
+            std::fs::write(&manifest, &good[..good.len() / 2]).unwrap();
+        }
+        let (success, text) = ipirm(&store, &["store", "repair", "--from", s(&export)], &[]);
+        assert!(!success && text.contains(names), "{damage}:\n{text}");
+        let moved: Vec<_> = (std::fs::read_dir(&store).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("index."))
+            .collect();
+        assert!(moved.is_empty(), "{damage}: the index was moved: {moved:?}");
+        assert_eq!(ok(&store, &["store", "ls"], &[]), ls_before, "{damage}");
+    }
+}
+
 /// A real full disk: a small tmpfs holding the store is filled to the last byte, then `pin` and
 /// `run` are tried (sled 0.34 then left a 0-byte `snap.*.generating` file that made every later
 /// open fail with "Read corrupted data"); once space is freed every command works and the run is

@@ -4,10 +4,11 @@
 //! an export).
 use std::path::{Path, PathBuf};
 
-use super::blobs::{check_blob, object_path};
+use super::blobs::{check_blob, object_path, TMP_DIR};
 use super::index::{Entry, Index};
 use super::key::NOT_ITS_OWN_KEY;
 use super::lock::{self, INDEX_DIR};
+use super::transfer::Export;
 use super::{
     codec, compact_time, mirror, now_secs, Artifact, ArtifactKind, ImportReport, RunRecord, Store,
     SCHEMA_VERSION,
@@ -30,7 +31,9 @@ impl Store {
     /// moved aside (to `index.damaged-<time>`), a new one is written with every artifact whose
     /// meta file decodes and whose blob is present and matches its digest, and every run (the
     /// files left out are moved to `meta.left-out-<time>/`); then, if `export` is given, that
-    /// export is imported on top ([`Store::import`]). Fails if another process holds the index.
+    /// export is imported on top ([`Store::import`]). Fails if another process holds the index,
+    /// or if the export cannot be read or a blob of it does not match its digest: both are
+    /// checked before the old index moves.
     pub fn repair(root: impl AsRef<Path>, export: Option<&Path>) -> Result<RepairReport> {
         let root = root.as_ref();
         if !root.join(mirror::META_DIR).is_dir() && export.is_none() {
@@ -41,8 +44,19 @@ impl Store {
             ));
         }
         let index = root.join(INDEX_DIR);
-        let old_index = if index.exists() {
+        if index.exists() {
             ensure_unheld(&index)?;
+        }
+        // The export is read and checked before anything of the store moves.
+        let export = match export {
+            Some(dir) => {
+                let tmp = root.join(TMP_DIR);
+                std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+                Some(Export::read(root, dir)?)
+            }
+            None => None,
+        };
+        let old_index = if index.exists() {
             let aside = root.join(format!("{INDEX_DIR}.damaged-{}", compact_time(now_secs())));
             std::fs::rename(&index, &aside).map_err(|e| Error::io(&index, e))?;
             Some(aside)
@@ -50,7 +64,7 @@ impl Store {
             None
         };
         let (store, restored) = Store::open_restoring(root, super::StoreOptions::default())?;
-        let imported = export.map(|dir| store.import(dir)).transpose()?;
+        let imported = export.map(|e| store.add(e)).transpose()?;
         Ok(RepairReport {
             old_index,
             restored,

@@ -229,7 +229,59 @@ impl Store {
     /// they are (listed as conflicts if they differ), runs with ids it already has are skipped.
     pub fn import(&self, dir: impl AsRef<Path>) -> Result<ImportReport> {
         self.writable()?;
-        let dir = dir.as_ref();
+        let export = Export::read(self.root(), dir.as_ref())?;
+        self.add(export)
+    }
+
+    /// Adds what this store lacks of a read [`Export`] (see [`Store::import`]).
+    pub(super) fn add(&self, export: Export) -> Result<ImportReport> {
+        let Export { arts, runs, staged } = export;
+        self.with_index(|ix| {
+            let mut report = ImportReport::default();
+            for a in &arts {
+                match ix.get::<Artifact>(&a.key)? {
+                    Some(existing) if existing.kind == a.kind => report.artifacts_skipped += 1,
+                    Some(_) => report.conflicts.push(a.key.clone()),
+                    None => {
+                        if let Some(d) = a.digest() {
+                            if let Some(tmp) = staged.0.get(d) {
+                                if tmp.exists() {
+                                    ix.install_blob(tmp, d)?;
+                                    report.blobs_copied += 1;
+                                }
+                            }
+                        }
+                        ix.put(a)?;
+                        report.artifacts_added += 1;
+                    }
+                }
+            }
+            for r in &runs {
+                if ix.get::<RunRecord>(&r.id)?.is_some() {
+                    report.runs_skipped += 1;
+                } else {
+                    let seq = ix.next_seq()?;
+                    ix.put(&RunRecord { seq, ..r.clone() })?;
+                    report.runs_added += 1;
+                }
+            }
+            Ok(report)
+        })
+    }
+}
+
+/// An export read and checked: its entries, and its blobs copied (each checked against its
+/// digest) under the `tmp/` folder of the store that will add them.
+pub(super) struct Export {
+    arts: Vec<Artifact>,
+    runs: Vec<RunRecord>,
+    staged: Staged,
+}
+
+impl Export {
+    /// Reads and checks the export in `dir` for the store at `root`; nothing in the store's
+    /// index changes.
+    pub(super) fn read(root: &Path, dir: &Path) -> Result<Export> {
         let path = dir.join("manifest.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let m: Manifest = serde_json::from_str(&text).map_err(|e| {
@@ -265,44 +317,14 @@ impl Store {
                 if staged.0.contains_key(digest) {
                     continue;
                 }
-                let (src, tmp) = (dir.join(OBJECTS_DIR).join(digest), tmp_file(self.root()));
+                let (src, tmp) = (dir.join(OBJECTS_DIR).join(digest), tmp_file(root));
                 copy_blob(&a.key, &src, &tmp, digest, *bytes)?;
                 staged.0.insert(digest.clone(), tmp);
             }
         }
-        let mut runs = m.runs.clone();
+        let mut runs = m.runs;
         runs.sort_by_key(|r| (r.created, r.seq));
-        self.with_index(|ix| {
-            let mut report = ImportReport::default();
-            for a in &arts {
-                match ix.get::<Artifact>(&a.key)? {
-                    Some(existing) if existing.kind == a.kind => report.artifacts_skipped += 1,
-                    Some(_) => report.conflicts.push(a.key.clone()),
-                    None => {
-                        if let Some(d) = a.digest() {
-                            if let Some(tmp) = staged.0.get(d) {
-                                if tmp.exists() {
-                                    ix.install_blob(tmp, d)?;
-                                    report.blobs_copied += 1;
-                                }
-                            }
-                        }
-                        ix.put(a)?;
-                        report.artifacts_added += 1;
-                    }
-                }
-            }
-            for r in &runs {
-                if ix.get::<RunRecord>(&r.id)?.is_some() {
-                    report.runs_skipped += 1;
-                } else {
-                    let seq = ix.next_seq()?;
-                    ix.put(&RunRecord { seq, ..r.clone() })?;
-                    report.runs_added += 1;
-                }
-            }
-            Ok(report)
-        })
+        Ok(Export { arts, runs, staged })
     }
 }
 
