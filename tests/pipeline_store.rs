@@ -489,6 +489,28 @@ fn a_run_branches_from_a_stored_partition() {
         );
         assert!(!success && text.contains(needle), "{spec}:\n{text}");
     }
+    // A branch must continue a checkpoint of the same model, and SimCLR trains on no partition.
+    for (set, needle) in [
+        (
+            "model.width=8",
+            "model.width=4, but this run has model.width=8",
+        ),
+        ("train.method=simclr", "train.method=simclr has no use for"),
+    ] {
+        let set_arg = format!("--set={set}");
+        let branch = [
+            "--name=bad",
+            "--from-partition=fmnist-ipirm-quick@1",
+            &set_arg,
+        ];
+        let args = with(&args, &branch);
+        let (success, text) = ipirm(&store, &["run"], &args);
+        assert!(
+            !success && text.contains("ipirm.from_partition") && text.contains(needle),
+            "{set}:\n{text}"
+        );
+        assert!(!text.contains("epoch 2/3"), "{set}:\n{text}");
+    }
 }
 
 /// The artifact keys of every stage of run `name`, from `store show NAME --json`.

@@ -127,6 +127,12 @@ impl Config {
                 "the MixUp maximize step has only the IRMv1 penalty (v1)",
             ));
         }
+        if self.ipirm.from_partition.is_some() && self.train.method != Method::Ipirm {
+            return Err(Error::config(
+                "ipirm.from_partition",
+                "(--from-partition) starts an IP-IRM run from a learned partition, which train.method=simclr has no use for: drop it, or set train.method=ipirm",
+            ));
+        }
         non_negative_f("ipirm.penalty_weight", self.ipirm.penalty_weight)?;
         if self.ipirm.maximize_iter == 0 {
             return Err(Error::config("ipirm.maximize_iter", "must be at least 1"));

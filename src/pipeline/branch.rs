@@ -1,6 +1,7 @@
 //! Branching a run from a stored partition (`--from-partition`): the spec resolved to the
 //! partition and the checkpoint it was learned from, and the checks that the branch fits the
-//! run's data.
+//! run's data and model.
+use serde_json::Value;
 
 use super::artifacts::{short, Ctx};
 use super::stages::{Branch, StageKind};
@@ -85,16 +86,13 @@ pub fn resolve_branch(store: &Store, spec: &str) -> Result<Branch> {
     })
 }
 
-/// Refuses a branch whose partition does not assign this run's training images: one row per
-/// image is required. A partition learned on other images of the same count is allowed (the
-/// branch's keys name it), with a note.
-pub(super) fn check_branch_data(
-    ctx: &Ctx,
-    b: &Branch,
-    dataset_key: &str,
-    images: i64,
-) -> Result<()> {
+/// Refuses a branch whose checkpoint was trained with another model than this run's (its
+/// tensors would not fit), or whose partition does not assign this run's training images: one
+/// row per image is required. A partition learned on other images of the same count is allowed
+/// (the branch's keys name it), with a note.
+pub(super) fn check_branch(ctx: &Ctx, b: &Branch, dataset_key: &str, images: i64) -> Result<()> {
     let flag = "ipirm.from_partition";
+    check_branch_model(ctx, b)?;
     let rec = ctx.load::<PartitionRecord>(&b.partition)?.ok_or_else(|| {
         Error::config(
             flag,
@@ -134,6 +132,35 @@ pub(super) fn check_branch_data(
             "note: partition {} was learned on other data than this run's (same number of images)",
             short(&b.partition)
         );
+    }
+    Ok(())
+}
+
+/// The model keys that set a tensor's shape must be those the branch's checkpoint recorded.
+fn check_branch_model(ctx: &Ctx, b: &Branch) -> Result<()> {
+    let Some(a) = ctx.store.get_meta(&b.checkpoint)? else {
+        return Ok(());
+    };
+    let recorded = serde_json::from_str::<Value>(&a.config_json).ok();
+    let Some(theirs) = recorded.as_ref().and_then(|v| v.get("model")) else {
+        return Ok(());
+    };
+    let ours = serde_json::to_value(&ctx.cfg.model).expect("a config serialises");
+    for key in ["arch", "width", "head_hidden", "feature_dim"] {
+        match (theirs.get(key), ours.get(key)) {
+            (Some(t), Some(o)) if t != o => {
+                let text = |v: &Value| v.as_str().map_or(v.to_string(), String::from);
+                let (t, o) = (text(t), text(o));
+                return Err(Error::config(
+                    "ipirm.from_partition",
+                    format!(
+                        "the branch continues checkpoint {}, trained with model.{key}={t}, but this run has model.{key}={o}: give the model settings of the run it branches from",
+                        short(&b.checkpoint)
+                    ),
+                ));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

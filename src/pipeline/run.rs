@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::artifacts::{short, Ctx, DatasetRecord, MonitorPoint};
-use super::branch::{check_branch_data, resolve_branch};
+use super::branch::{check_branch, resolve_branch};
 use super::model_file::save_model;
 use super::output::write_json;
 use super::report::{PartitionSummary, Report};
@@ -88,7 +88,7 @@ fn start<'a>(
     );
     let dataset_key = dataset_stage(&ctx, data, &sha256)?;
     if let Some(b) = &branch {
-        check_branch_data(&ctx, b, &dataset_key, data.train.len())?;
+        check_branch(&ctx, b, &dataset_key, data.train.len())?;
     }
     if cfg.train.epochs >= 1000 {
         // About 0.1 ms an epoch: seconds before anything else shows for a long run.
