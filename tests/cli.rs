@@ -812,3 +812,25 @@ fn bench_sizes_and_its_json_path_are_checked_first() {
         assert_clear_error(&args, &[needle]);
     }
 }
+
+/// An `--out` folder of report or compare, or an export folder, that is a file is refused before
+/// any work, naming it (they printed "File exists (os error 17)" or "Not a directory", report
+/// only after building its galleries).
+#[test]
+fn an_output_folder_that_is_a_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"kept").unwrap();
+    let (f, store) = (file.to_str().unwrap(), tmp.path().join("store"));
+    drop(ipirm::store::Store::open(&store).unwrap());
+    let out = format!("--out={f}");
+    let store = format!("--store={}", store.display());
+    for args in [
+        vec!["report", &store, &out],
+        vec!["compare", &store, "a", "b", &out],
+    ] {
+        assert_clear_error(&args, &["--out", f, "found a file"]);
+    }
+    assert_clear_error(&["store", &store, "export", f], &[f, "found a file"]);
+    assert_eq!(std::fs::read(&file).unwrap(), b"kept");
+}

@@ -28,7 +28,7 @@ pub use artifacts::{Ctx, DatasetRecord, MonitorPoint};
 pub use branch::resolve_branch;
 pub use maximize_file::maximize_file;
 pub use model_file::{eval_knn, eval_linear, import_checkpoint, load_model, Imported, LoadedModel};
-pub use output::{check_output_file, write_json};
+pub use output::{check_output_dir, check_output_file, write_json};
 pub use report::{PartitionSummary, Report};
 pub use run::{main_job, train_job, TrainOutcome};
 pub use stages::{Branch, Plan, StageKind};

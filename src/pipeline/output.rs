@@ -45,6 +45,19 @@ pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
     Ok(())
 }
 
+/// Fails if `path` (named by `flag`) exists and is not a folder: a folder is made there, or
+/// written into. Checked before any work.
+pub fn check_output_dir(path: &Path, flag: &str) -> Result<()> {
+    if path.exists() && !path.is_dir() {
+        return Err(Error::file(
+            path,
+            format!("a folder (new or existing) for {flag}"),
+            "a file",
+        ));
+    }
+    Ok(())
+}
+
 /// Fails if `output` (`--out`) names the file `input` (named by `in_flag`): writing it would
 /// destroy what is read.
 pub fn check_not_the_input(input: &Path, output: &Path, in_flag: &str) -> Result<()> {

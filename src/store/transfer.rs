@@ -163,6 +163,10 @@ impl Store {
     /// fails the export, naming its key). `dir` must not exist or be empty.
     pub fn export(&self, dir: impl AsRef<Path>) -> Result<ExportReport> {
         let dir = dir.as_ref();
+        if dir.exists() && !dir.is_dir() {
+            let what = "a new or empty folder for the export";
+            return Err(Error::file(dir, what, "a file"));
+        }
         if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
             return Err(Error::Store(format!(
                 "export folder {} is not empty: export into a new or empty folder",

@@ -8,6 +8,7 @@ use ipirm::config::{Config, PRESETS};
 use ipirm::pipeline;
 use ipirm::store::Store;
 
+mod checks;
 mod store_cmd;
 use store_cmd::StoreCommand;
 
@@ -62,7 +63,7 @@ enum Command {
     /// partition galleries as PNG.
     Report {
         /// Folder for report.html, report.md, report.json, the charts and gallery/.
-        #[arg(long)]
+        #[arg(long, value_parser = checks::output_folder)]
         out: Option<PathBuf>,
         /// With --out: images per grid of the partition gallery (each environment's most
         /// confident members and as many at random); 0 leaves the gallery out.
@@ -92,7 +93,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Also write compare.md, compare.json and compare.svg into this folder.
-        #[arg(long)]
+        #[arg(long, value_parser = checks::output_folder)]
         out: Option<PathBuf>,
     },
     /// List the named presets.
@@ -153,7 +154,7 @@ struct RunArgs {
     /// The run's name in the store (default: the preset, or `run`); "the latest run" of a name
     /// is what `store show NAME` and `pin NAME` go by (gc keeps the latest of each seed).
     /// Letters, digits, `-`, `_` and `.`: it names the default output folder.
-    #[arg(long, value_parser = run_name)]
+    #[arg(long, value_parser = checks::run_name)]
     name: Option<String>,
     /// Branch from a stored partition: its key, or RUN@EPOCH (the partition run RUN learned after
     /// EPOCH epochs); the run starts from the checkpoint it was learned from (same as
@@ -240,7 +241,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(i64).range(8..=512))]
     side: i64,
     /// Channels of the synthetic stored images: 1 (grey) or 3 (RGB).
-    #[arg(long, default_value_t = 3, value_parser = image_channels)]
+    #[arg(long, default_value_t = 3, value_parser = checks::image_channels)]
     channels: i64,
     /// Timed steps of each minimize figure (default 4 with --small, else 40).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -315,28 +316,6 @@ impl ConfigArgs {
             cfg.data.data_dir = Some(d.clone());
         }
         Ok(cfg.with_overrides(&self.overrides)?)
-    }
-}
-
-/// Checks `bench --channels`: 1 or 3, as the datasets store their images.
-fn image_channels(s: &str) -> std::result::Result<i64, String> {
-    match s {
-        "1" | "3" => Ok(s.parse().expect("a digit")),
-        _ => Err("expected 1 (grey) or 3 (RGB)".into()),
-    }
-}
-
-/// Checks a `--name`: it becomes a folder under `<store>/runs/` and the start of the run's id.
-fn run_name(name: &str) -> std::result::Result<String, String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    match name {
-        "" => Err("expected a name, found nothing".into()),
-        n if n.len() > 100 => Err(format!("expected at most 100 characters, found {}", n.len())),
-        n if !n.chars().all(allowed) => Err(
-            "expected letters, digits, `-`, `_` and `.` only (the name is a folder under <store>/runs/)".into(),
-        ),
-        n if n.starts_with('.') => Err("expected a name that does not start with `.`".into()),
-        n => Ok(n.to_string()),
     }
 }
 

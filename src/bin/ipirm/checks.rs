@@ -1,0 +1,34 @@
+//! Checks of single flag values, run by clap as it parses (`value_parser`): a bad value is
+//! refused, naming the flag, before any work.
+use std::path::PathBuf;
+
+use ipirm::pipeline;
+
+/// Checks `bench --channels`: 1 or 3, as the datasets store their images.
+pub fn image_channels(s: &str) -> std::result::Result<i64, String> {
+    match s {
+        "1" | "3" => Ok(s.parse().expect("a digit")),
+        _ => Err("expected 1 (grey) or 3 (RGB)".into()),
+    }
+}
+
+/// Checks an `--out` folder of report and compare before any work: not a file.
+pub fn output_folder(s: &str) -> std::result::Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    pipeline::check_output_dir(&p, "--out").map_err(|e| e.to_string())?;
+    Ok(p)
+}
+
+/// Checks a `--name`: it becomes a folder under `<store>/runs/` and the start of the run's id.
+pub fn run_name(name: &str) -> std::result::Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    match name {
+        "" => Err("expected a name, found nothing".into()),
+        n if n.len() > 100 => Err(format!("expected at most 100 characters, found {}", n.len())),
+        n if !n.chars().all(allowed) => Err(
+            "expected letters, digits, `-`, `_` and `.` only (the name is a folder under <store>/runs/)".into(),
+        ),
+        n if n.starts_with('.') => Err("expected a name that does not start with `.`".into()),
+        n => Ok(n.to_string()),
+    }
+}
