@@ -514,6 +514,7 @@ fn errors_name_the_arm_the_dataset_or_the_file_with_exit_status_2() {
         &["compare", "a", "branch"],
         "arm `branch` has one finished run",
     );
+    fails(&["compare", "a", "b", "a"], "`a` and `a` are the same runs");
     fails(
         &["compare", "a", "other"],
         "arms on different datasets: `a` on fashion-mnist, `other` on cifar10",

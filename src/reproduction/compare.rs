@@ -337,6 +337,15 @@ pub fn compare(store: &Store, specs: &[String]) -> Result<Comparison> {
             ));
         }
     }
+    for (i, b) in arms.iter().enumerate() {
+        if let Some(a) = arms[..i].iter().find(|a| a.runs == b.runs) {
+            let what = format!(
+                "`{}` and `{}` are the same runs: compare different arms or runs",
+                a.label, b.label
+            );
+            return Err(Error::config("compare", what));
+        }
+    }
     if let Some(b) = arms.iter().find(|b| b.dataset != arms[0].dataset) {
         return Err(Error::config(
             "compare",
