@@ -834,3 +834,21 @@ fn an_output_folder_that_is_a_file_is_refused() {
     assert_clear_error(&["store", &store, "export", f], &[f, "found a file"]);
     assert_eq!(std::fs::read(&file).unwrap(), b"kept");
 }
+
+/// A folder with both `X.gz` and `X`: the `.gz` is read, and a note says so (it was silent, so
+/// an edited uncompressed copy was ignored without a word).
+#[test]
+fn both_a_gz_and_a_plain_data_file_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    fashion_folder(tmp.path(), 64, 16);
+    std::fs::write(tmp.path().join("train-images-idx3-ubyte"), b"not IDX").unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let (code, stderr) = ipirm(&tiny_fashion(d, &["--set=train.batch_size=65"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("has both train-images-idx3-ubyte.gz and train-images-idx3-ubyte: reading train-images-idx3-ubyte.gz")
+            && stderr.contains("64 training images"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("note: ").count(), 1, "{stderr}");
+}

@@ -84,15 +84,23 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
 }
 
 /// `dir/stem.gz` if it exists, else `dir/stem` if it exists, else an error naming both. A folder,
-/// a dangling or looping link in place of the file is named as such.
+/// a dangling or looping link in place of the file is named as such. With both there, a note
+/// says which is read.
 fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     let gz = dir.join(format!("{stem}.gz"));
     let plain = dir.join(stem);
     let what = format!("the Fashion-MNIST file {stem}.gz (or {stem} uncompressed)");
-    for path in [&gz, &plain] {
-        if regular_file(path, &what)? {
-            return Ok(path.clone());
+    if regular_file(&gz, &what)? {
+        if regular_file(&plain, &what).unwrap_or(false) {
+            eprintln!(
+                "note: {} has both {stem}.gz and {stem}: reading {stem}.gz",
+                dir.display()
+            );
         }
+        return Ok(gz);
+    }
+    if regular_file(&plain, &what)? {
+        return Ok(plain);
     }
     Err(Error::file(gz, what, "no such file"))
 }
