@@ -315,7 +315,17 @@ impl ConfigArgs {
         if let Some(d) = &self.data_dir {
             cfg.data.data_dir = Some(d.clone());
         }
-        Ok(cfg.with_overrides(&self.overrides)?)
+        let cfg = cfg.with_overrides(&self.overrides)?;
+        match &self.data_dir {
+            Some(flag) if cfg.data.data_dir.as_ref() != Some(flag) => {
+                let what = format!("--data-dir {} and a --set of it disagree", flag.display());
+                Err(ipirm::Error::config(
+                    "data.data_dir",
+                    format!("{what}: give one"),
+                ))?
+            }
+            _ => Ok(cfg),
+        }
     }
 }
 
