@@ -331,6 +331,11 @@ fn a_damaged_index_is_named_and_repaired() {
         rep.contains("rebuilt the index") && rep.contains("0 entries left out"),
         "{rep}"
     );
+    let aside = (std::fs::read_dir(&store).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("index.before-repair-"))
+        .count();
+    assert_eq!(aside, 1, "the old index is kept aside once");
     assert_eq!(ok(&store, &["store", "ls"], &[]), ls_before);
     assert_eq!(shown_digests(&store, RUN), want);
     let (verified, v) = ipirm(&store, &["store", "verify"], &[]);

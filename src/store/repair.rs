@@ -28,7 +28,7 @@ pub struct RepairReport {
 
 impl Store {
     /// Rebuilds the index of the store at `root` from its `meta/` files: the old `index/` is
-    /// moved aside (to `index.damaged-<time>`), a new one is written with every artifact whose
+    /// moved aside (to `index.before-repair-<time>`), a new one is written with every artifact whose
     /// meta file decodes and whose blob is present and matches its digest, and every run (the
     /// files left out are moved to `meta.left-out-<time>/`); then, if `export` is given, that
     /// export is imported on top ([`Store::import`]). Fails if another process holds the index,
@@ -57,7 +57,10 @@ impl Store {
             None => None,
         };
         let old_index = if index.exists() {
-            let aside = root.join(format!("{INDEX_DIR}.damaged-{}", compact_time(now_secs())));
+            let aside = root.join(format!(
+                "{INDEX_DIR}.before-repair-{}",
+                compact_time(now_secs())
+            ));
             std::fs::rename(&index, &aside).map_err(|e| Error::io(&index, e))?;
             Some(aside)
         } else {
