@@ -252,6 +252,41 @@ fn broken_checkpoints_are_one_clear_error() {
     named.iter_mut().find(|(n, _)| n == "g.3.weight").unwrap().1 =
         Tensor::zeros([64, 512], (tch::Kind::Float, Device::Cpu));
     Tensor::write_safetensors(&named, &shape).unwrap();
+    // linear.py's checkpoints with a classifier that is not one nn.Linear: a bias of another
+    // length, an integer bias, a tensor beside fc.weight and fc.bias (eval panicked in libtorch
+    // on the first two; import took all three).
+    let linear = ipirm::model::checkpoint::read(&dir.join("linear.pth"))
+        .unwrap()
+        .1;
+    type Named = Vec<(String, Tensor)>;
+    let classifier = |name: &str, change: &dyn Fn(&mut Named)| {
+        let mut named: Named = (linear.iter())
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        change(&mut named);
+        let path = tmp.path().join(name);
+        Tensor::write_safetensors(&named, &path).unwrap();
+        path
+    };
+    let set_bias = |t: Tensor| {
+        move |named: &mut Named| {
+            named.iter_mut().find(|(n, _)| n == "fc.bias").unwrap().1 = t.shallow_clone()
+        }
+    };
+    let short_bias = classifier(
+        "short_bias.safetensors",
+        &set_bias(Tensor::zeros([5], (tch::Kind::Float, Device::Cpu))),
+    );
+    let int_bias = classifier(
+        "int_bias.safetensors",
+        &set_bias(Tensor::zeros([10], (tch::Kind::Int64, Device::Cpu))),
+    );
+    let extra = classifier("extra_fc.safetensors", &|named| {
+        named.push((
+            "fc.extra".into(),
+            Tensor::zeros([3], (tch::Kind::Float, Device::Cpu)),
+        ))
+    });
     let out = tmp.path().join("out.safetensors");
     for (file, needles) in [
         (
@@ -263,6 +298,19 @@ fn broken_checkpoints_are_one_clear_error() {
             vec!["garbage.pth", "expected a checkpoint"],
         ),
         (truncated, vec!["truncated.pth", "zip"]),
+        (
+            short_bias.clone(),
+            vec!["short_bias.safetensors", "fc.bias [5] Float"],
+        ),
+        (int_bias, vec!["int_bias.safetensors", "fc.bias [10] Int64"]),
+        (
+            extra,
+            vec![
+                "extra_fc.safetensors",
+                "fc.extra",
+                "exactly `fc.weight` and `fc.bias`",
+            ],
+        ),
         (
             shape,
             vec![
@@ -300,6 +348,15 @@ fn broken_checkpoints_are_one_clear_error() {
         garbage.to_str().unwrap(),
     ]);
     assert!(code == 2 && text.contains("garbage.pth"), "{text}");
+    let (code, text) = ipirm(&[
+        "eval",
+        "linear",
+        "--device=cpu",
+        "--set=linear.epochs=0",
+        "--checkpoint",
+        short_bias.to_str().unwrap(),
+    ]);
+    assert!(code == 2 && text.contains("fc.bias [5]"), "{text}");
 }
 
 /// What a measured run of the binary gave: its exit status, its output, its peak resident

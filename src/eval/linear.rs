@@ -158,7 +158,7 @@ pub fn score_saved(
         classifier
             .iter()
             .find(|(k, _)| k == n)
-            .map(|(_, t)| t.to_device(vs.device()))
+            .map(|(_, t)| t.to_device(vs.device()).to_kind(Kind::Float))
             .ok_or_else(|| crate::Error::Shape(format!("the checkpoint's classifier lacks `{n}`")))
     };
     let (w, b) = (get("fc.weight")?, get("fc.bias")?);

@@ -126,5 +126,38 @@ pub fn load_into(vs: &nn::VarStore, path: &Path) -> Result<(Format, Vec<(String,
         ));
     }
     named.sort_by(|a, b| a.0.cmp(&b.0));
+    if !named.is_empty() {
+        check_classifier(path, &named)?;
+    }
     Ok((format, named))
+}
+
+/// A classifier (the `fc.*` tensors, sorted by name) must be `fc.bias` [classes] and `fc.weight`
+/// [classes, features], both floating point: `linear.py`'s `nn.Linear`.
+fn check_classifier(path: &Path, fc: &[(String, Tensor)]) -> Result<()> {
+    let names: Vec<&str> = fc.iter().map(|(n, _)| n.as_str()).collect();
+    if names != ["fc.bias", "fc.weight"] {
+        return Err(Error::file(
+            path,
+            "a classifier of exactly `fc.weight` and `fc.bias`",
+            format!("the classifier tensors {}", names.join(", ")),
+        ));
+    }
+    let (b, w) = (&fc[0].1, &fc[1].1);
+    let fits =
+        w.dim() == 2 && b.size() == [w.size()[0]] && w.is_floating_point() && b.is_floating_point();
+    if !fits {
+        return Err(Error::file(
+            path,
+            "a classifier `fc.weight` [classes, features] and `fc.bias` [classes] of floats",
+            format!(
+                "fc.weight {:?} {:?}, fc.bias {:?} {:?}",
+                w.size(),
+                w.kind(),
+                b.size(),
+                b.kind()
+            ),
+        ));
+    }
+    Ok(())
 }
