@@ -12,6 +12,23 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// seconds overrides it).
 pub const LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// The seconds between progress lines in a log: `IPIRM_LOG_EVERY` if set (a number from 0 to
+/// 1e9; the CLI refuses anything else before it starts), else [`LOG_EVERY`].
+pub fn log_every() -> crate::Result<Duration> {
+    let Ok(text) = std::env::var("IPIRM_LOG_EVERY") else {
+        return Ok(LOG_EVERY);
+    };
+    (text.trim().parse::<f64>().ok())
+        .filter(|s| (0.0..=1e9).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            crate::Error::config(
+                "IPIRM_LOG_EVERY",
+                format!("expected the seconds between progress lines in a log, a number from 0 to 1e9, found `{text}`"),
+            )
+        })
+}
+
 /// A bar over a known number of items, with a message slot for running figures.
 pub struct Progress {
     bar: ProgressBar,
@@ -51,10 +68,7 @@ pub fn bar(len: u64, prefix: &str) -> Progress {
         .progress_chars("=> "),
     );
     bar.set_prefix(prefix.to_string());
-    let every = std::env::var("IPIRM_LOG_EVERY")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .map_or(LOG_EVERY, Duration::from_secs_f64);
+    let every = log_every().unwrap_or(LOG_EVERY);
     let log = (!terminal && !quiet).then(|| {
         Mutex::new(LogState {
             every,

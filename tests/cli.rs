@@ -869,3 +869,31 @@ fn data_dir_given_twice_must_agree() {
     let (code, _) = ipirm(&with("--set=data.data_dir=/a"));
     assert_eq!(code, 0);
 }
+
+/// `IPIRM_LOG_EVERY` that is not a number of seconds from 0 to 1e9 is refused at start, naming
+/// it (a negative, NaN, infinite or huge value panicked in the first progress bar; text was
+/// ignored).
+#[test]
+fn a_bad_log_interval_is_refused_at_start() {
+    let run = |value: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+            .args(["config", "--preset=fmnist-ipirm-quick"])
+            .env("IPIRM_LOG_EVERY", value)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for bad in ["-1", "nan", "inf", "1e300", "abc", ""] {
+        let (code, err) = run(bad);
+        assert!(
+            code == Some(2) && err.contains("IPIRM_LOG_EVERY") && !err.contains("panicked"),
+            "{bad}: {err}"
+        );
+    }
+    for good in ["0", "0.5", "60"] {
+        assert_eq!(run(good).0, Some(0), "{good}");
+    }
+}

@@ -385,6 +385,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    ipirm::progress::log_every()?;
     let store_dir = cli.store;
     match cli.command {
         Command::Presets => {
