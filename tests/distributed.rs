@@ -219,7 +219,16 @@ fn gradient_buckets_sum_as_the_flat_all_reduce() {
         );
         let flat_store = tmp.path().join(format!("flat-{name}"));
         let buckets_store = tmp.path().join(format!("buckets-{name}"));
-        let flat = train(&flat_store, &with(&args, &["--bucket-cap-mb=0"]));
+        // With a stray IPIRM_ALL_CORES (the launcher's own variable) in the environment, which
+        // rank 0 took as its thread count once alone: -3 panicked after training.
+        let env = [("OMP_NUM_THREADS", "1"), ("IPIRM_ALL_CORES", "-3")];
+        let (success, flat) = ipirm_env(
+            &flat_store,
+            &["train"],
+            &with(&args, &["--bucket-cap-mb=0"]),
+            &env,
+        );
+        assert!(success, "{name}: {flat}");
         let buckets = train(
             &buckets_store,
             &with(&args, &[&format!("--bucket-cap-mb={cap}")]),

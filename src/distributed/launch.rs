@@ -49,6 +49,7 @@ pub fn take_back_cores() {
     if let Some(n) = std::env::var(ALL_CORES)
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
+        .filter(|&n| n >= 1)
     {
         tch::set_num_threads(n);
     }
@@ -211,6 +212,8 @@ pub fn spawn_local(world: usize, cpu: bool) -> Result<()> {
         if cpu && std::env::var_os("OMP_NUM_THREADS").is_none() {
             cmd.env("OMP_NUM_THREADS", (threads / world).max(1).to_string())
                 .env(ALL_CORES, threads.to_string());
+        } else {
+            cmd.env_remove(ALL_CORES);
         }
         if rank > 0 {
             cmd.stdout(std::process::Stdio::null());
