@@ -127,6 +127,19 @@ fn negative_batch_size() {
     );
 }
 
+/// Model sizes whose allocation fails are refused by name (libtorch panicked in the variable
+/// store, and the run was left unfinished in the store).
+#[test]
+fn huge_model_sizes_are_refused() {
+    for (set, key) in [
+        ("model.width=100000", "model.width"),
+        ("model.head_hidden=9223372036854775807", "model.head_hidden"),
+        ("model.feature_dim=20000", "model.feature_dim"),
+    ] {
+        assert_clear_error(&["config", "--set", set], &[key, "must be at most"]);
+    }
+}
+
 #[test]
 fn bad_device_and_preset() {
     assert_clear_error(&["train", "--device", "tpu"], &["--device", "tpu"]);

@@ -13,6 +13,10 @@ pub const MAX_EPOCHS: usize = 100_000;
 /// dataset here holds (STL-10's 96) and a little more.
 const MIN_CROP: i64 = 8;
 const MAX_CROP: i64 = 256;
+/// The widest `model.width`: 16 times the paper's 64.
+const MAX_WIDTH: i64 = 1024;
+/// The widest `model.head_hidden` and `model.feature_dim`.
+const MAX_HEAD: i64 = 16384;
 
 impl Config {
     /// Refuses values no run can use, naming the key and the accepted range.
@@ -60,9 +64,21 @@ impl Config {
                 ),
             ));
         }
-        positive_i("model.width", self.model.width)?;
-        positive_i("model.head_hidden", self.model.head_hidden)?;
-        positive_i("model.feature_dim", self.model.feature_dim)?;
+        // Upper bounds far above any published setting (64, 512, 128), below sizes whose first
+        // allocation fails (libtorch then panics in the variable store, naming nothing).
+        for (key, v, max) in [
+            ("model.width", self.model.width, MAX_WIDTH),
+            ("model.head_hidden", self.model.head_hidden, MAX_HEAD),
+            ("model.feature_dim", self.model.feature_dim, MAX_HEAD),
+        ] {
+            positive_i(key, v)?;
+            if v > max {
+                let msg = format!(
+                    "must be at most {max} (the paper's models use 64, 512 and 128), got {v}"
+                );
+                return Err(Error::config(key, msg));
+            }
+        }
         positive_i("model.bn_splits", self.model.bn_splits)?;
         if self.model.sync_bn && self.model.bn_splits != 1 {
             return Err(Error::config(
