@@ -910,3 +910,27 @@ fn a_bad_log_interval_is_refused_at_start() {
         assert_eq!(run(good).0, Some(0), "{good}");
     }
 }
+
+/// `train` under the name of `run`'s runs is refused: as that name's latest run it hid the main
+/// job's scores from report and compare, and gc deleted them. Under its own name it trains (a
+/// cache hit on the run's training).
+#[test]
+fn a_training_run_does_not_take_the_name_of_main_job_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    fashion_folder(tmp.path(), 64, 8);
+    let d = tmp.path().to_str().unwrap();
+    let store = format!("--store={}", tmp.path().join("store").display());
+    let mut args = tiny_fashion(d, &["--set=linear.epochs=1", &store]);
+    args[0] = "run";
+    let (code, stderr) = ipirm(&args);
+    assert_eq!(code, 0, "{stderr}");
+    args[0] = "train";
+    assert_clear_error(
+        &args,
+        &["--name", "`fmnist-ipirm-quick` names runs of `ipirm run`"],
+    );
+    args.push("--name=pretraining");
+    let (code, stderr) = ipirm(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("training: cached"), "{stderr}");
+}

@@ -330,7 +330,7 @@ pub struct TrainOutcome {
 }
 
 /// `ipirm train`: training alone, through the store; the final model and the config are also
-/// written to `out_dir`.
+/// written to `out_dir`. Refused under a name whose latest finished run is a main job's.
 pub fn train_job(
     fitted: &Fitted,
     store: &Store,
@@ -339,6 +339,7 @@ pub fn train_job(
     data: &RunData,
     group: Option<Arc<Group>>,
 ) -> Result<TrainOutcome> {
+    check_training_name(store, name)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let mut cfg = fitted.cfg.clone();
     let s = start(&mut cfg, fitted, store, name, data, group)?;
@@ -353,6 +354,26 @@ pub fn train_job(
         checkpoint: trained.checkpoint,
         model_file,
     })
+}
+
+/// A training-only run under the name of main-job runs would become that name's latest run:
+/// `report`, `report --check` and `compare` would read its missing scores, `gc` would delete the
+/// main job's evaluations, and its files would land beside the main job's report.json. Refused
+/// when the name's latest finished run holds a report (the main job's last stage).
+fn check_training_name(store: &Store, name: &str) -> Result<()> {
+    let latest = store.latest_runs()?.into_iter();
+    let Some(run) = latest.filter(|r| r.finished).find(|r| r.name == name) else {
+        return Ok(());
+    };
+    for key in &run.artifacts {
+        if (store.get_meta(key)?).is_some_and(|a| a.stage == StageKind::Report.name()) {
+            return Err(Error::config(
+                "--name",
+                format!("`{name}` names runs of `ipirm run` (run {} with its kNN and linear scores); a training-only run under it would hide them from report and compare, and gc would delete them: give this one its own --name", run.id),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The dataset stage: a fingerprint of the three image sets (sha256 of their bytes and labels),
