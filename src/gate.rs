@@ -3,8 +3,9 @@
 //! Every paper preset with a finished run is compared with the paper's linear top-1 (the mean of
 //! its seeds, see [`crate::reproduction::compare`]), within 1.0 point unless the file sets another tolerance
 //! for that preset; every `[[expect]]` entry of the file (a run name, a metric, a value and a
-//! tolerance in points) likewise. A value outside its tolerance fails the check; a row without a
-//! finished run is listed and fails only when every row is required.
+//! tolerance in points) likewise. A value outside its tolerance fails the check; so does an
+//! `[[expect]]` row without a finished run (a run not made yet, or a misspelt name), while a paper
+//! row without one is listed and fails only when every row is required.
 //!
 //! ```toml
 //! [[expect]]
@@ -66,6 +67,16 @@ impl Row {
         self.ours
             .map(|(v, _)| (v - self.expected).abs() <= self.tolerance + 1e-9)
     }
+
+    /// Why a row without a finished run fails, if it does: an `[[expect]]` row always needs one
+    /// (the file names the runs it expects), a paper row only when every row is required.
+    fn missing_fails(&self, require_all: bool) -> Option<&'static str> {
+        match (self.source, require_all) {
+            ("expect", _) => Some("the expectations file names it"),
+            (_, true) => Some("--require-all"),
+            _ => None,
+        }
+    }
 }
 
 /// The whole check.
@@ -82,7 +93,7 @@ impl Check {
             .iter()
             .filter(|r| match r.passes() {
                 Some(ok) => !ok,
-                None => self.require_all,
+                None => r.missing_fails(self.require_all).is_some(),
             })
             .collect()
     }
@@ -94,7 +105,9 @@ impl Check {
             let (verdict, ours) = match (r.passes(), r.ours) {
                 (Some(true), Some((v, n))) => ("ok  ", format!("{v:.2} (n={n})")),
                 (Some(false), Some((v, n))) => ("FAIL", format!("{v:.2} (n={n})")),
-                _ if self.require_all => ("FAIL", "no finished run".into()),
+                _ if r.missing_fails(self.require_all).is_some() => {
+                    ("FAIL", "no finished run".into())
+                }
                 _ => ("--  ", "no finished run".into()),
             };
             s += &format!(
@@ -123,8 +136,11 @@ impl Check {
                         (v - r.expected).abs()
                     ),
                     None => format!(
-                        "- {} `{}` {}: no finished run (--require-all)\n",
-                        r.source, r.run, r.metric
+                        "- {} `{}` {}: no finished run ({})\n",
+                        r.source,
+                        r.run,
+                        r.metric,
+                        r.missing_fails(self.require_all).unwrap_or_default()
                     ),
                 };
             }

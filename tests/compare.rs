@@ -437,6 +437,16 @@ fn the_gate_exits_1_naming_what_is_off_and_0_when_all_holds() {
         mean + 3.0
     );
     assert!(text.contains(&line), "{line}\n{text}");
+    // A file's row naming no finished run fails (a misspelt name passed as "no finished run").
+    std::fs::write(
+        &file,
+        "[[expect]]\nrun = \"a-misspelt\"\nmetric = \"knn_top1\"\nvalue = 50\ntolerance = 1.0\n",
+    )
+    .unwrap();
+    let (code, text) = check();
+    let line = "- expect `a-misspelt` knn_top1: no finished run (the expectations file names it)";
+    assert!(code == Some(1) && text.contains(line), "{text}");
+    write(mean + 3.0);
     // --require-all: the paper rows without a run fail too.
     let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
         .args(["report", &format!("--store={}", f.store.display())])
