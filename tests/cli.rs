@@ -934,3 +934,38 @@ fn a_training_run_does_not_take_the_name_of_main_job_runs() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("training: cached"), "{stderr}");
 }
+
+/// A relative data folder is recorded absolute (`eval` reads a run's config.toml from anywhere;
+/// it failed from another folder), an empty one is refused by name, and a `config.toml` beside a
+/// checkpoint that is not a file is an error (it fell back to the default config silently).
+#[test]
+fn data_folders_are_recorded_absolute_and_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .args([
+            "config",
+            "--preset=fmnist-ipirm-quick",
+            "--data-dir=rel/data",
+        ])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let toml = String::from_utf8_lossy(&out.stdout);
+    let want = format!("data_dir = \"{}\"", tmp.path().join("rel/data").display());
+    assert!(toml.contains(&want), "{want} in:\n{toml}");
+    assert_clear_error(
+        &["config", "--set=data.data_dir="],
+        &["data.data_dir", "empty"],
+    );
+    std::fs::create_dir(tmp.path().join("config.toml")).unwrap();
+    let checkpoint = tmp.path().join("model.safetensors");
+    std::fs::write(&checkpoint, b"").unwrap();
+    let (code, err) = ipirm(&[
+        "eval",
+        "knn",
+        "--device=cpu",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+    ]);
+    assert!(code == 2 && err.contains("config.toml"), "{err}");
+}

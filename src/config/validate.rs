@@ -115,6 +115,12 @@ impl Config {
                 format!("must be in 1..={MAX_EPOCHS} (the paper's longest run is 1000; every epoch's stage key is planned up front), got {}", self.train.epochs),
             ));
         }
+        if (self.data.data_dir.as_ref()).is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(Error::config(
+                "data.data_dir",
+                "is empty: give a folder, or `none` for the default",
+            ));
+        }
         positive_f("train.lr", self.train.lr)?;
         non_negative_f("train.weight_decay", self.train.weight_decay)?;
         positive_f("train.temperature", self.train.temperature)?;

@@ -280,7 +280,7 @@ impl EvalArgs {
     fn resolve(&self) -> Result<(Config, tch::Device)> {
         let mut config = self.config.clone();
         let beside = self.checkpoint.with_file_name("config.toml");
-        if config.preset.is_none() && config.config.is_none() && beside.is_file() {
+        if config.preset.is_none() && config.config.is_none() && beside.exists() {
             eprintln!(
                 "config: {} (beside the checkpoint; --preset or --config to use another)",
                 beside.display()
@@ -315,17 +315,23 @@ impl ConfigArgs {
         if let Some(d) = &self.data_dir {
             cfg.data.data_dir = Some(d.clone());
         }
-        let cfg = cfg.with_overrides(&self.overrides)?;
-        match &self.data_dir {
-            Some(flag) if cfg.data.data_dir.as_ref() != Some(flag) => {
-                let what = format!("--data-dir {} and a --set of it disagree", flag.display());
-                Err(ipirm::Error::config(
-                    "data.data_dir",
-                    format!("{what}: give one"),
-                ))?
-            }
-            _ => Ok(cfg),
+        let mut cfg = cfg.with_overrides(&self.overrides)?;
+        if let Some(flag) = self
+            .data_dir
+            .as_ref()
+            .filter(|&f| cfg.data.data_dir.as_ref() != Some(f))
+        {
+            let what = format!("--data-dir {} and a --set of it disagree", flag.display());
+            Err(ipirm::Error::config(
+                "data.data_dir",
+                format!("{what}: give one"),
+            ))?
         }
+        // Recorded absolute: the run's config.toml is read again from other folders (eval).
+        if let Some(d) = &mut cfg.data.data_dir {
+            *d = std::path::absolute(&*d).map_err(|e| ipirm::Error::io(&*d, e))?;
+        }
+        Ok(cfg)
     }
 }
 
