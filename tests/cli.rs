@@ -866,23 +866,6 @@ fn both_a_gz_and_a_plain_data_file_are_named() {
     assert_eq!(stderr.matches("note: ").count(), 1, "{stderr}");
 }
 
-/// `--data-dir` and `--set data.data_dir` that disagree are refused (the `--set` won silently).
-#[test]
-fn data_dir_given_twice_must_agree() {
-    let base = ["config", "--preset=fmnist-ipirm-quick", "--data-dir=/a"];
-    let with = |set: &'static str| base.iter().copied().chain([set]).collect::<Vec<_>>();
-    assert_clear_error(
-        &with("--set=data.data_dir=/b"),
-        &["--data-dir /a", "data.data_dir"],
-    );
-    assert_clear_error(
-        &with("--set=data.data_dir=none"),
-        &["--data-dir /a", "data.data_dir"],
-    );
-    let (code, _) = ipirm(&with("--set=data.data_dir=/a"));
-    assert_eq!(code, 0);
-}
-
 /// `IPIRM_LOG_EVERY` that is not a number of seconds from 0 to 1e9 is refused at start, naming
 /// it (a negative, NaN, infinite or huge value panicked in the first progress bar; text was
 /// ignored).

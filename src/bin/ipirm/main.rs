@@ -316,17 +316,6 @@ impl ConfigArgs {
             cfg.data.data_dir = Some(d.clone());
         }
         let mut cfg = cfg.with_overrides(&self.overrides)?;
-        if let Some(flag) = self
-            .data_dir
-            .as_ref()
-            .filter(|&f| cfg.data.data_dir.as_ref() != Some(f))
-        {
-            let what = format!("--data-dir {} and a --set of it disagree", flag.display());
-            Err(ipirm::Error::config(
-                "data.data_dir",
-                format!("{what}: give one"),
-            ))?
-        }
         // Recorded absolute: the run's config.toml is read again from other folders (eval).
         if let Some(d) = &mut cfg.data.data_dir {
             *d = std::path::absolute(&*d).map_err(|e| ipirm::Error::io(&*d, e))?;
