@@ -357,6 +357,19 @@ fn broken_checkpoints_are_one_clear_error() {
         short_bias.to_str().unwrap(),
     ]);
     assert!(code == 2 && text.contains("fc.bias [5]"), "{text}");
+    // linear.epochs=0 on a checkpoint without a classifier scored an untrained one.
+    let (code, text) = ipirm(&[
+        "eval",
+        "linear",
+        "--device=cpu",
+        "--set=linear.epochs=0",
+        "--checkpoint",
+        dir.join("model.pth").to_str().unwrap(),
+    ]);
+    assert!(
+        code == 2 && text.contains("linear.epochs") && text.contains("has none"),
+        "{text}"
+    );
 }
 
 /// What a measured run of the binary gave: its exit status, its output, its peak resident

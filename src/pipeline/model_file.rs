@@ -79,7 +79,8 @@ pub fn eval_knn(cfg: &Config, device: Device, checkpoint: &Path) -> Result<Accur
 }
 
 /// `ipirm eval linear`: the linear probe of a checkpoint file's encoder; with `linear.epochs=0`
-/// and a checkpoint that carries a classifier (`linear.py`'s), that classifier scored as it is.
+/// and a checkpoint that carries a classifier (`linear.py`'s), that classifier scored as it is
+/// (without one, `linear.epochs=0` is refused: it would score an untrained classifier).
 pub fn eval_linear(
     cfg: &Config,
     device: Device,
@@ -90,6 +91,15 @@ pub fn eval_linear(
         classifier,
         model,
     } = load_model(cfg, device, checkpoint)?;
+    if cfg.linear.epochs == 0 && classifier.is_empty() {
+        return Err(Error::config(
+            "linear.epochs",
+            format!(
+                "0 scores the classifier a checkpoint carries (fc.weight, fc.bias), and {} has none: train a probe with linear.epochs ≥ 1",
+                checkpoint.display()
+            ),
+        ));
+    }
     let data = RunData::load(cfg, device)?;
     if cfg.linear.epochs == 0 && !classifier.is_empty() {
         // The checkpoint's own classifier (a linear.py checkpoint), scored as it is.
