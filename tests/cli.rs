@@ -952,3 +952,56 @@ fn data_folders_are_recorded_absolute_and_checked() {
     ]);
     assert!(code == 2 && err.contains("config.toml"), "{err}");
 }
+
+/// `--out` inside a folder the store manages is refused before any work (gc took the run's
+/// model.safetensors and report.json for orphan blobs and deleted them). A training state the
+/// store keeps (the file `store show` prints for a checkpoint) evaluates as the model it holds.
+#[test]
+fn out_inside_the_store_is_refused_and_a_stored_state_evaluates() {
+    let tmp = tempfile::tempdir().unwrap();
+    fashion_folder(tmp.path(), 64, 8);
+    let d = tmp.path().to_str().unwrap();
+    let root = tmp.path().join("store");
+    let store = format!("--store={}", root.display());
+    for inside in ["objects", "meta/x"] {
+        let out = format!("--out={}", root.join(inside).display());
+        let args = tiny_fashion(d, &[&store, &out]);
+        assert_clear_error(&args, &["--out", "a folder the store manages"]);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .args(tiny_fashion(d, &[&store]))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = (text.lines())
+        .find_map(|l| l.strip_prefix("final checkpoint: "))
+        .expect("train names its final checkpoint")
+        .to_string();
+    let shown = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .args(["store", "show", &key, "--json", &store])
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let state = shown["file"].as_str().unwrap().to_string();
+    let run_dir = root.join("runs/fmnist-ipirm-quick");
+    let config = run_dir.join("config.toml");
+    let knn = |checkpoint: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+            .args(["eval", "knn", "--device=cpu", "--checkpoint", checkpoint])
+            .arg(format!("--config={}", config.display()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{checkpoint}: {err}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.contains("top-1"));
+        line.expect("eval knn prints its top-1").to_string()
+    };
+    let model = run_dir.join("model.safetensors");
+    assert_eq!(knn(&state), knn(model.to_str().unwrap()));
+}

@@ -1,7 +1,9 @@
 //! Checkpoint files into a model: ours (`model.safetensors`, the variables under the names the
 //! model gives them) or the reference's (`torch.save(model.state_dict())` of an
 //! `nn.DataParallel(Model)`: names prefixed `module.`, BatchNorm's `num_batches_tracked`, and for
-//! `linear.py`'s classifier a `fc.weight`/`fc.bias` beside the encoder).
+//! `linear.py`'s classifier a `fc.weight`/`fc.bias` beside the encoder), or a training state
+//! stored by a run (its blob under the store's `objects/`: the model's variables prefixed
+//! [`MODEL_PREFIX`] beside Adam's state, which is left out).
 use std::io::Read;
 use std::path::Path;
 
@@ -17,6 +19,10 @@ pub enum Format {
     /// A PyTorch state_dict (`.pth`, zip format).
     Torch,
 }
+
+/// The prefix of the model's variables in a stored training state (`crate::train::checkpoint`),
+/// before Adam's `adam.*`.
+pub const MODEL_PREFIX: &str = "model.";
 
 /// How a file of the legacy `torch.save` format begins (`_use_new_zipfile_serialization=False`,
 /// the only format before PyTorch 1.6): pickle protocol 2, then the magic number
@@ -66,8 +72,16 @@ pub fn read(path: &Path) -> Result<(Format, Vec<(String, Tensor)>)> {
             ),
         ));
     }
+    // A stored training state: its model's variables alone.
+    let state = named.iter().any(|(n, _)| n.starts_with("adam."))
+        && (named.iter())
+            .all(|(n, _)| n.starts_with(MODEL_PREFIX) || n.starts_with("adam.") || n == "epoch");
     let named = named
         .into_iter()
+        .filter_map(|(n, t)| match state {
+            true => Some((n.strip_prefix(MODEL_PREFIX)?.to_string(), t)),
+            false => Some((n, t)),
+        })
         .filter(|(n, _)| !n.ends_with(".num_batches_tracked"))
         .map(|(n, t)| {
             (

@@ -98,6 +98,15 @@ use index::Index;
 pub const SCHEMA_VERSION: u32 = 1;
 /// Where the CLI keeps its store unless told otherwise.
 pub const DEFAULT_ROOT: &str = "artifacts";
+
+/// Whether `path` lies in a folder the store at `root` manages (blobs, index, meta files,
+/// temporary files): a file put there by anyone else is taken for the store's (gc removes it).
+pub fn manages(root: &Path, path: &Path) -> bool {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let path = abs(path);
+    let managed = [OBJECTS_DIR, TMP_DIR, lock::INDEX_DIR, mirror::META_DIR];
+    managed.iter().any(|d| path.starts_with(abs(&root.join(d))))
+}
 /// How long an operation waits for another process to release the index.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 

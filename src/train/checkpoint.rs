@@ -6,6 +6,7 @@
 use tch::Tensor;
 
 use super::adam;
+use crate::model::checkpoint::MODEL_PREFIX;
 use crate::tensor_file::{take, Meta, TensorArtifact};
 use crate::{Error, Result};
 
@@ -26,7 +27,7 @@ impl Checkpoint {
         let mut out: Vec<(String, Tensor)> = self
             .model
             .iter()
-            .map(|(n, t)| (format!("model.{n}"), t.shallow_clone()))
+            .map(|(n, t)| (format!("{MODEL_PREFIX}{n}"), t.shallow_clone()))
             .collect();
         out.extend(self.optimizer.to_named());
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -40,7 +41,7 @@ impl Checkpoint {
         let optimizer = adam::State::take_from(&mut named)?;
         let mut model: Vec<(String, Tensor)> = named
             .into_iter()
-            .filter_map(|(n, t)| Some((n.strip_prefix("model.")?.to_string(), t)))
+            .filter_map(|(n, t)| Some((n.strip_prefix(MODEL_PREFIX)?.to_string(), t)))
             .collect();
         model.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Checkpoint {

@@ -649,6 +649,14 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
     // it is read once.)
     let data = fitted.cfg.load_training_data(fitted.device)?;
     let out = args.run.out_dir(store_dir);
+    if ipirm::store::manages(store_dir, &out) {
+        let why =
+            "is inside a folder the store manages (gc would delete its files): choose another";
+        anyhow::bail!(ipirm::Error::config(
+            "--out",
+            format!("{} {why}", out.display())
+        ));
+    }
     if let Some(dir) = &args.run.out {
         std::fs::create_dir_all(dir).map_err(|e| ipirm::Error::io(dir, e))?;
     }
