@@ -267,8 +267,8 @@ struct EvalArgs {
     config: ConfigArgs,
     #[command(flatten)]
     device: DeviceArg,
-    /// A checkpoint: `ipirm train`'s or `ipirm run`'s model.safetensors, an imported one, or the
-    /// reference's `.pth` (read directly). Without --preset or --config, the config is the
+    /// A checkpoint: a run's model.safetensors, a training state in the store, an imported one,
+    /// or the reference's `.pth` (read directly). Without --preset or --config, the config is the
     /// `config.toml` beside it when there is one (what the run that wrote it used).
     #[arg(long)]
     checkpoint: PathBuf,
