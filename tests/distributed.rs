@@ -412,6 +412,8 @@ fn bad_distribution_flags_name_the_flag() {
             "ADDR:PORT",
         ),
         (vec!["--world-size=0"], "--world-size"),
+        // 0 failed every connect at once, after pages of libtorch's C++ frames.
+        (vec!["--world-size=2", "--dist-timeout=0"], "--dist-timeout"),
         // Alone it would be ignored, the job run on one process.
         (
             vec!["--master=127.0.0.1:29500"],

@@ -190,7 +190,7 @@ struct DistArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     master: Option<String>,
     /// Seconds a rank waits for all the others to join before it gives up.
-    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 300, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     dist_timeout: u64,
     /// The process group's backend: nccl (GPU to GPU), gloo (CPU; also CUDA through host
     /// copies), or auto (nccl for CUDA devices, gloo on the CPU). Every rank must use the same.
@@ -647,7 +647,6 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
     // The data, and an --out apart from the store, before the store: a run that cannot read its
     // data or make its output folder creates no store at --store. (The data depends on no seed:
     // it is read once.)
-    let data = fitted.cfg.load_training_data(fitted.device)?;
     let out = args.run.out_dir(store_dir);
     if ipirm::store::manages(store_dir, &out) {
         let why =
@@ -657,6 +656,7 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
             format!("{} {why}", out.display())
         ));
     }
+    let data = fitted.cfg.load_training_data(fitted.device)?;
     if let Some(dir) = &args.run.out {
         std::fs::create_dir_all(dir).map_err(|e| ipirm::Error::io(dir, e))?;
     }
