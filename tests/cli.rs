@@ -916,6 +916,28 @@ fn a_training_run_does_not_take_the_name_of_main_job_runs() {
     let (code, stderr) = ipirm(&args);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("training: cached"), "{stderr}");
+    // Compared, the two share their training, and not the raw-pixel kNN the training-only run
+    // never computed.
+    let id = |name: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+            .args(["store", "show", name, "--json", &store])
+            .output()
+            .unwrap();
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        shown["id"].as_str().unwrap().to_string()
+    };
+    let (full, pretraining) = (id("fmnist-ipirm-quick"), id("pretraining"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .args(["compare", &full, &pretraining, &store])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let shared = text.lines().find(|l| l.starts_with("Shared stages"));
+    let shared = shared.unwrap_or_else(|| panic!("no shared stages in:\n{text}"));
+    assert!(
+        shared.contains("checkpoint after epoch 2") && !shared.contains("raw pixels"),
+        "{shared}"
+    );
 }
 
 /// A relative data folder is recorded absolute (`eval` reads a run's config.toml from anywhere;

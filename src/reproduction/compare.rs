@@ -415,7 +415,8 @@ fn difference(metric: &str, a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>) -> M
 }
 
 /// Every stage of a run in pipeline order, labelled, from its recorded config and dataset: the
-/// keys its plan gives (what the store keys are made of).
+/// keys its plan gives (what the store keys are made of), of the stages the run recorded (a
+/// training-only run has no kNN of raw pixels, a killed one not every epoch).
 fn stages_of(store: &Store, r: &RunRecord) -> Result<Vec<(String, String)>> {
     let cfg = config_of(r)?;
     let mut dataset = None;
@@ -456,6 +457,7 @@ fn stages_of(store: &Store, r: &RunRecord) -> Result<Vec<(String, String)>> {
             ));
         }
     }
+    out.retain(|(_, key)| r.artifacts.contains(key));
     Ok(out)
 }
 
