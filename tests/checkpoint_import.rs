@@ -339,37 +339,29 @@ fn broken_checkpoints_are_one_clear_error() {
         }
         assert!(!out.exists(), "nothing is written for a bad checkpoint");
     }
-    // eval takes the same files and gives the same error.
-    let (code, text) = ipirm(&[
-        "eval",
-        "knn",
-        "--device=cpu",
-        "--checkpoint",
-        garbage.to_str().unwrap(),
-    ]);
-    assert!(code == 2 && text.contains("garbage.pth"), "{text}");
-    let (code, text) = ipirm(&[
-        "eval",
-        "linear",
-        "--device=cpu",
-        "--set=linear.epochs=0",
-        "--checkpoint",
-        short_bias.to_str().unwrap(),
-    ]);
-    assert!(code == 2 && text.contains("fc.bias [5]"), "{text}");
-    // linear.epochs=0 on a checkpoint without a classifier scored an untrained one.
-    let (code, text) = ipirm(&[
-        "eval",
-        "linear",
-        "--device=cpu",
-        "--set=linear.epochs=0",
-        "--checkpoint",
-        dir.join("model.pth").to_str().unwrap(),
-    ]);
-    assert!(
-        code == 2 && text.contains("linear.epochs") && text.contains("has none"),
-        "{text}"
-    );
+    // eval takes the same files and gives the same error; linear.epochs=0 on a checkpoint
+    // without a classifier (it scored an untrained one) is refused.
+    let model = dir.join("model.pth");
+    for (what, file, needles) in [
+        ("knn", &garbage, &["garbage.pth"][..]),
+        ("linear", &short_bias, &["fc.bias [5]"]),
+        ("linear", &model, &["linear.epochs", "has none"]),
+    ] {
+        let file = file.to_str().unwrap();
+        let args = [
+            "eval",
+            what,
+            "--device=cpu",
+            "--set=linear.epochs=0",
+            "--checkpoint",
+            file,
+        ];
+        let (code, text) = ipirm(&args);
+        assert!(code == 2, "{what} {file}: {text}");
+        for n in needles {
+            assert!(text.contains(n), "`{n}` missing from: {text}");
+        }
+    }
 }
 
 /// What a measured run of the binary gave: its exit status, its output, its peak resident
