@@ -451,9 +451,23 @@ fn the_maximize_tool_refuses_non_finite_risks_and_unnormalised_features() {
             "--set",
             "maximize.temperature=1e-300",
             "--set",
-            "maximize.max_epoch=2",
+            "maximize.max_epoch=30",
         ],
         &["maximize risk", "epoch 0"],
+    );
+    // The step ends at its first non-finite epoch (it ran every epoch at NaN).
+    let (_, stderr) = ipirm(&[
+        "maximize",
+        "--features",
+        fs,
+        "--out",
+        os,
+        "--set=maximize.temperature=1e-300",
+        "--set=maximize.max_epoch=30",
+    ]);
+    assert!(
+        stderr.contains("epoch 0: risk") && !stderr.contains("epoch 1: risk"),
+        "{stderr}"
     );
     assert_clear_error(
         &[

@@ -493,8 +493,11 @@ impl Maximizer {
         } else {
             self.since_best += 1;
         }
+        // A NaN or infinite risk ends the step: the caller refuses it (`ipirm::check_finite`),
+        // and the epochs after it would only repeat it.
         self.done = (epoch > self.cfg.patience_after && self.since_best >= self.cfg.patience)
-            || epoch == self.cfg.max_epoch;
+            || epoch == self.cfg.max_epoch
+            || !risk.total.is_finite();
         Ok(risk)
     }
 
