@@ -98,6 +98,8 @@ use index::Index;
 pub const SCHEMA_VERSION: u32 = 1;
 /// Where the CLI keeps its store unless told otherwise.
 pub const DEFAULT_ROOT: &str = "artifacts";
+/// How long an operation waits for another process to release the index.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether `path` lies in a folder the store at `root` manages (blobs, index, meta files,
 /// temporary files): a file put there by anyone else is taken for the store's (gc removes it).
@@ -107,8 +109,6 @@ pub fn manages(root: &Path, path: &Path) -> bool {
     let managed = [OBJECTS_DIR, TMP_DIR, lock::INDEX_DIR, mirror::META_DIR];
     managed.iter().any(|d| path.starts_with(abs(&root.join(d))))
 }
-/// How long an operation waits for another process to release the index.
-pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One stored result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 //! an export).
 use std::path::{Path, PathBuf};
 
-use super::blobs::{check_blob, object_path, TMP_DIR};
+use super::blobs::{check_blob, object_path};
 use super::index::{Entry, Index};
 use super::key::NOT_ITS_OWN_KEY;
 use super::lock::{self, INDEX_DIR};
@@ -48,14 +48,7 @@ impl Store {
             ensure_unheld(&index)?;
         }
         // The export is read and checked before anything of the store moves.
-        let export = match export {
-            Some(dir) => {
-                let tmp = root.join(TMP_DIR);
-                std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-                Some(Export::read(root, dir)?)
-            }
-            None => None,
-        };
+        let export = export.map(|dir| Export::read(root, dir)).transpose()?;
         let old_index = if index.exists() {
             let aside = root.join(format!(
                 "{INDEX_DIR}.before-repair-{}",

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::blobs::{copy_blob, tmp_file, OBJECTS_DIR};
+use super::blobs::{copy_blob, tmp_file, OBJECTS_DIR, TMP_DIR};
 use super::key::NOT_ITS_OWN_KEY;
 use super::{now_secs, Artifact, ArtifactKind, Provenance, RunRecord, Store, SCHEMA_VERSION};
 use crate::{Error, Result};
@@ -283,8 +283,9 @@ pub(super) struct Export {
 }
 
 impl Export {
-    /// Reads and checks the export in `dir` for the store at `root`; nothing in the store's
-    /// index changes.
+    /// Reads and checks the export in `dir` for the store at `root` (its blobs are staged under
+    /// `root/tmp/`, made if missing: repair reads an export before it opens the store); nothing
+    /// in the store's index changes.
     pub(super) fn read(root: &Path, dir: &Path) -> Result<Export> {
         let path = dir.join("manifest.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
@@ -315,6 +316,8 @@ impl Export {
             return Err(Error::file(&path, what, "a `config_json` that is not JSON"));
         }
         // Copy and check every blob outside the lock; what is not installed goes when it ends.
+        let tmp_dir = root.join(TMP_DIR);
+        std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::io(&tmp_dir, e))?;
         let mut staged = Staged::default();
         for a in &arts {
             if let ArtifactKind::Blob { digest, bytes, .. } = &a.kind {
