@@ -29,6 +29,11 @@
 
 namespace {
 char* error(const std::string& msg) { return strdup(msg.c_str()); }
+// A libtorch error's message without the frames it carries (as src/shim's).
+char* error(const std::exception& e) {
+  auto* c10 = dynamic_cast<const c10::Error*>(&e);
+  return error(c10 != nullptr ? c10->what_without_backtrace() : e.what());
+}
 }  // namespace
 
 extern "C" {
@@ -148,7 +153,7 @@ char* ipirm_dist_new(const char* host, int port, int rank, int world, int backen
     *out = new_group(store, pg, false);
     return nullptr;
   } catch (const std::exception& e) {
-    return error(e.what());
+    return error(e);
   }
 }
 
@@ -172,7 +177,7 @@ char* ipirm_dist_allreduce_sum(IpirmGroup* g, at::Tensor* t) {
     g->pg->allreduce(ts)->wait();
     return nullptr;
   } catch (const std::exception& e) {
-    return error(e.what());
+    return error(e);
   }
 }
 
@@ -184,7 +189,7 @@ char* ipirm_dist_broadcast(IpirmGroup* g, at::Tensor* t, int root) {
     g->pg->broadcast(ts, o)->wait();
     return nullptr;
   } catch (const std::exception& e) {
-    return error(e.what());
+    return error(e);
   }
 }
 
@@ -200,7 +205,7 @@ char* ipirm_dist_allgather(IpirmGroup* g, const at::Tensor* t, at::Tensor** out)
     *out = new at::Tensor(at::stack(outputs[0], 0));
     return nullptr;
   } catch (const std::exception& e) {
-    return error(e.what());
+    return error(e);
   }
 }
 
@@ -209,7 +214,7 @@ char* ipirm_dist_barrier(IpirmGroup* g) {
     g->pg->barrier()->wait();
     return nullptr;
   } catch (const std::exception& e) {
-    return error(e.what());
+    return error(e);
   }
 }
 
@@ -246,7 +251,7 @@ char* ipirm_dist_allreduce_sum_grad(IpirmGroup* g, const at::Tensor* t, at::Tens
     *out = new at::Tensor(AllReduceSum::apply(*t, reinterpret_cast<int64_t>(g)));
     return nullptr;
   } catch (const std::exception& e) {
-    return error(e.what());
+    return error(e);
   }
 }
 
@@ -298,7 +303,7 @@ char* ipirm_reducer_new(IpirmGroup* g, at::Tensor* const* params, int64_t n, int
     *out = new IpirmReducer{std::move(r)};
     return nullptr;
   } catch (const std::exception& e) {
-    return error(e.what());
+    return error(e);
   }
 }
 
@@ -314,7 +319,7 @@ char* ipirm_reducer_arm(IpirmReducer* r) {
     r->reducer->prepare_for_backward({});
     return nullptr;
   } catch (const std::exception& e) {
-    return error(e.what());
+    return error(e);
   }
 }
 

@@ -19,6 +19,7 @@ use crate::{Error, Result};
 
 extern "C" {
     fn ipirm_shim_free_error(e: *mut c_char);
+    fn ipirm_quiet_cpp_backtraces();
     fn ipirm_autocast_state(
         device: c_int,
         enabled: *mut bool,
@@ -57,6 +58,17 @@ pub(crate) fn take_error(err: *mut c_char) -> Option<String> {
         .into_owned();
     unsafe { ipirm_shim_free_error(err) };
     Some(msg)
+}
+
+/// libtorch's errors without the C++ frames they carry (tch's messages, c10d's warnings while a
+/// rank waits to connect); the line naming the function that raised them stays. Kept when
+/// `TORCH_SHOW_CPP_STACKTRACES=1`, PyTorch's switch for them. Call it once, before any work.
+pub fn quiet_cpp_backtraces() {
+    if std::env::var("TORCH_SHOW_CPP_STACKTRACES").is_ok_and(|v| v == "1") {
+        return;
+    }
+    // SAFETY: replaces a process-global function pointer in c10; no tensor is involved.
+    unsafe { ipirm_quiet_cpp_backtraces() }
 }
 
 /// The device type autocast keys on: CPU or CUDA.

@@ -12,6 +12,7 @@
 #include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceGuard.h>
+#include <c10/util/Logging.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -83,6 +84,13 @@ at::MemoryFormat memory_format(int f) {
 extern "C" {
 
 void ipirm_shim_free_error(char* e) { std::free(e); }
+
+// c10::Error's message ends in the C++ frames where it was raised: tch's error texts and c10d's
+// own retry warnings print them (twenty lines of addresses for a rank that cannot connect). An
+// empty fetcher leaves the message and its "Exception raised from <function> at <file:line>".
+void ipirm_quiet_cpp_backtraces() {
+  c10::SetStackTraceFetcher([]() -> std::string { return std::string(); });
+}
 
 // --- autocast: the state torch.autocast saves on entry and restores on exit.
 char* ipirm_autocast_state(int device, bool* enabled, int* dtype, bool* cache) {

@@ -367,6 +367,7 @@ pub(crate) fn emitln(text: impl std::fmt::Display) -> Result<()> {
 fn main() -> ExitCode {
     // Before any tensor exists: freed CPU tensor memory is reused, not unmapped (see there).
     ipirm::device::keep_freed_memory();
+    ipirm::shim::quiet_cpp_backtraces();
     let cli = Cli::parse();
     // Fault injection for the store's tests (`FAILPOINTS`, see ipirm::store::fault); inert unless set.
     let _faults = fail::FailScenario::setup();
