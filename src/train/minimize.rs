@@ -12,11 +12,11 @@ pub struct MinimizeLoss {
     pub total: Tensor,
     /// Mean of the environments' contrastive losses (+ the whole batch's InfoNCE with `keep_cont`).
     pub contrastive: Tensor,
-    /// Mean of the environments' IRM penalties (0 when no environment has 2 samples).
+    /// Mean of the environments' IRM penalties (0 when every environment is empty).
     pub penalty: Tensor,
     /// The penalty weight used.
     pub penalty_weight: f64,
-    /// Environments that had fewer than 2 samples in this batch and were skipped.
+    /// Environments with no sample in this batch, skipped.
     pub skipped_envs: usize,
     /// Each environment's terms (partition, environment, size, loss, penalty), for looking
     /// inside a batch (notebook 03; the MixUp steps leave it empty). The tensors are the
@@ -62,8 +62,9 @@ pub fn penalty_weight(cfg: &IpirmConfig, epoch: usize, epochs: usize) -> f64 {
 /// batch's images in the training set; `partitions`: the kept partitions, each N×E logits (hard
 /// assignment = argmax). For each partition and environment e, the samples assigned to e give
 /// InfoNCE logits at τ = 1; env loss = CE(logits/τ, 0), env penalty = IRM penalty of
-/// CE(logits/irm_temp · s, 0). Environments with fewer than 2 samples in the batch contribute
-/// nothing (the reference never meets one; here they must not produce NaN).
+/// CE(logits/irm_temp · s, 0). An environment with one sample of the batch has 2 × 1 logits, so
+/// its loss and penalty are 0, counted in the means as the reference counts them; an empty one
+/// is skipped (the reference fails on it; here it must not produce NaN).
 #[allow(clippy::assign_op_pattern)] // see the note on `contrastive`
 pub fn minimize_loss(
     z1: &Tensor,
@@ -82,7 +83,7 @@ pub fn minimize_loss(
         let assign = partition.index_select(0, idx).argmax(1, false);
         for e in 0..env_num {
             let sel = assign.eq(e).nonzero().squeeze_dim(1);
-            if sel.size()[0] < 2 {
+            if sel.size()[0] == 0 {
                 skipped_envs += 1;
                 continue;
             }

@@ -13,8 +13,10 @@
 //!
 //! Environments: as in [`super::minimize`], the samples of the batch whose partition logits
 //! have their argmax at `e`. An environment with fewer than 2 samples in the batch is skipped (no
-//! draw, no forward, no loss); the reference never meets one with its batch sizes and would fail
-//! or produce NaN on it.
+//! draw, no forward, no loss); the reference never meets one with its batch sizes and fails on
+//! it (the head's BatchNorm1d refuses a training batch of one image). [`super::minimize`]
+//! differs here: it forwards the whole batch once, so a one-sample environment is the
+//! reference's zero there.
 //!
 //! Quirks of the reference kept as they are:
 //! - the MixUp loss reduces λ over the batch before weighting (see
