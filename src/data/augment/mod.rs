@@ -37,8 +37,9 @@
 //! - the blur is torchvision's `gaussian_blur` (3×3, reflect padding); the reference calls
 //!   `cv2.GaussianBlur` on the uint8 image, whose kernel and default border (reflect-101) are the
 //!   same, but in fixed point and rounded to uint8: 0.14, at most 0.81. The reference draws the
-//!   blur's coin and σ from NumPy's global generator inside forked data-loader workers, so its
-//!   blur decisions repeat across workers and epochs; here they are fresh for every image.
+//!   blur's coin and σ from NumPy's global generator inside forked data-loader workers, so on the
+//!   authors' PyTorch 1.6 its blur decisions repeat across workers and epochs (PyTorch 1.9 and
+//!   later seed NumPy in each worker); here they are fresh for every image.
 use tch::{Device, Kind, Tensor};
 
 mod crop;
