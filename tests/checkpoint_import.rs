@@ -140,7 +140,8 @@ fn a_linear_checkpoint_keeps_its_classifier() {
     assert!(d < 1e-4, "logits differ by {d:e}");
 }
 
-/// `--out` naming the file imported (by any spelling) is refused before anything is written:
+/// `--out` naming the file imported (by any spelling, or a hard link to it) is refused before
+/// anything is written:
 /// the import would have replaced the `.pth` by its conversion.
 #[test]
 fn an_out_that_is_the_imported_file_is_refused() {
@@ -150,7 +151,10 @@ fn an_out_that_is_the_imported_file_is_refused() {
     let before = std::fs::read(&pth).unwrap();
     let dir_name = tmp.path().file_name().unwrap().to_str().unwrap();
     let other_spelling = tmp.path().join("..").join(dir_name).join("model.pth");
-    for out in [&pth, &other_spelling] {
+    // A hard link is the same file under another name (it was overwritten through one).
+    let hard_link = tmp.path().join("model.safetensors");
+    std::fs::hard_link(&pth, &hard_link).unwrap();
+    for out in [&pth, &other_spelling, &hard_link] {
         let (code, text) = try_import(&pth, out);
         assert!(
             code == 2 && text.contains("--out") && text.contains("overwrite the input"),

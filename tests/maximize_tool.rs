@@ -176,6 +176,11 @@ fn an_output_that_is_the_input_is_refused() {
     let spelled = dir.path().join(".").join("out.safetensors");
     let (ok, text) = maximize(dir.path(), &spelled, &[]);
     assert!(!ok && text.contains("overwrite the input"), "{text}");
+    // A hard link to the input (the --out of another folder) names the same file.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::hard_link(&input, other.path().join("out.safetensors")).unwrap();
+    let (ok, text) = maximize(other.path(), &input, &[]);
+    assert!(!ok && text.contains("overwrite the input"), "{text}");
     assert_eq!(std::fs::read(&input).unwrap(), before);
 }
 

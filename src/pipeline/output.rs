@@ -71,21 +71,8 @@ pub fn check_not_the_input(input: &Path, output: &Path, in_flag: &str) -> Result
     ))
 }
 
-/// Whether `a` and `b` name the same file (`b` need not exist yet: its folder is resolved).
+/// Whether `a` and `b` are one file (one device and inode: a hard link or a symlink to it
+/// counts); `false` when `b` does not exist yet.
 fn same_file(a: &Path, b: &Path) -> bool {
-    let resolve = |p: &Path| match (p.parent(), p.file_name()) {
-        (Some(d), Some(f)) => {
-            let d = if d.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                d
-            };
-            d.canonicalize().ok().map(|d| d.join(f))
-        }
-        _ => None,
-    };
-    match (a.canonicalize().ok(), resolve(b)) {
-        (Some(a), Some(b)) => a == b || b.canonicalize().is_ok_and(|b| a == b),
-        _ => false,
-    }
+    same_file::is_same_file(a, b).unwrap_or(false)
 }
