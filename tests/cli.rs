@@ -1018,6 +1018,35 @@ fn out_inside_the_store_is_refused_and_a_stored_state_evaluates() {
         .find_map(|l| l.strip_prefix("final checkpoint: "))
         .expect("train names its final checkpoint")
         .to_string();
+    // Every other command's output, too (report's files were moved aside as damaged meta
+    // files, or deleted by gc as orphan blobs).
+    let inside = |dir: &str| root.join(dir).join("x").display().to_string();
+    let features = root.join("f.safetensors").display().to_string();
+    for (args, flag) in [
+        (vec!["report", "--out", &inside("meta")], "--out"),
+        (
+            vec!["compare", "a", "b", "--out", &inside("objects")],
+            "--out",
+        ),
+        (vec!["store", "export", &inside("tmp")], "store export DIR"),
+        (
+            vec![
+                "maximize",
+                "--features",
+                &features,
+                "--out",
+                &inside("objects"),
+            ],
+            "--out",
+        ),
+        (
+            vec!["checkpoint", "import", &features, "--out", &inside("index")],
+            "--out",
+        ),
+    ] {
+        let args = [&args[..], &[&store]].concat();
+        assert_clear_error(&args, &[flag, "a folder the store manages"]);
+    }
     let shown = Command::new(env!("CARGO_BIN_EXE_ipirm"))
         .args(["store", "show", &key, "--json", &store])
         .output()

@@ -1,6 +1,6 @@
-//! Checks of single flag values, run by clap as it parses (`value_parser`): a bad value is
-//! refused, naming the flag, before any work.
-use std::path::PathBuf;
+//! Checks of single flag values, run by clap as it parses (`value_parser`), and of outputs
+//! against the store: a bad value is refused, naming the flag, before any work.
+use std::path::{Path, PathBuf};
 
 use ipirm::pipeline;
 
@@ -31,4 +31,20 @@ pub fn run_name(name: &str) -> std::result::Result<String, String> {
         n if n.starts_with('.') => Err("expected a name that does not start with `.`".into()),
         n => Ok(n.to_string()),
     }
+}
+
+/// Refuses an output (`flag`'s file or folder) inside a folder the store at `store_dir` manages
+/// (`objects/`, `meta/`, `index/`, `tmp/`): the store would take its files for its own (gc
+/// deletes them, opening the store moves them aside as damaged entries).
+pub fn outside_store(store_dir: &Path, flag: &str, out: &Path) -> ipirm::Result<()> {
+    if !ipirm::store::manages(store_dir, out) {
+        return Ok(());
+    }
+    Err(ipirm::Error::config(
+        flag,
+        format!(
+            "{} is inside a folder the store manages (gc would delete its files): choose another",
+            out.display()
+        ),
+    ))
 }

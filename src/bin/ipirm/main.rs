@@ -423,6 +423,9 @@ fn run(cli: Cli) -> Result<()> {
                 Some(e) => Store::open(e.path())?,
                 None => Store::open(&store_dir)?,
             };
+            if let Some(dir) = &out {
+                checks::outside_store(&store_dir, "--out", dir)?;
+            }
             // The expectations file is read before anything is printed: a bad one is exit 2.
             let gate = match &check {
                 None => None,
@@ -462,6 +465,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare { specs, json, out } => {
+            if let Some(dir) = &out {
+                checks::outside_store(&store_dir, "--out", dir)?;
+            }
             let c =
                 ipirm::reproduction::compare::compare(&store_cmd::existing(&store_dir)?, &specs)?;
             if let Some(dir) = &out {
@@ -477,6 +483,7 @@ fn run(cli: Cli) -> Result<()> {
             what: CheckpointCommand::Import { config, file, out },
         } => {
             // Read on the CPU: the model the file must fit, as on any machine.
+            checks::outside_store(&store_dir, "--out", &out)?;
             let cfg = ipirm::fit::fit(&config.resolve()?, tch::Device::Cpu, 1)?.cfg;
             let r = pipeline::import_checkpoint(&cfg, &file, &out)?;
             let fc = if r.classifier {
@@ -491,6 +498,7 @@ fn run(cli: Cli) -> Result<()> {
             ))
         }
         Command::Maximize(args) => {
+            checks::outside_store(&store_dir, "--out", &args.out)?;
             let r = pipeline::maximize_file(&args.features, &args.out, &args.config.resolve()?)?;
             emitln(format_args!(
                 "{} epochs, best at epoch {} (risk {:.4}); environment sizes {:?}; written to {}",
@@ -649,14 +657,7 @@ fn train_command(store_dir: &std::path::Path, args: &TrainArgs, main: bool) -> R
     // data or make its output folder creates no store at --store. (The data depends on no seed:
     // it is read once.)
     let out = args.run.out_dir(store_dir);
-    if ipirm::store::manages(store_dir, &out) {
-        let why =
-            "is inside a folder the store manages (gc would delete its files): choose another";
-        anyhow::bail!(ipirm::Error::config(
-            "--out",
-            format!("{} {why}", out.display())
-        ));
-    }
+    checks::outside_store(store_dir, "--out", &out)?;
     let data = fitted.cfg.load_training_data(fitted.device)?;
     if let Some(dir) = &args.run.out {
         std::fs::create_dir_all(dir).map_err(|e| ipirm::Error::io(dir, e))?;

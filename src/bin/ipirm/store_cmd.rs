@@ -132,7 +132,10 @@ pub fn run(store_dir: &Path, what: StoreCommand) -> Result<()> {
             let done = if off { "unpinned" } else { "pinned" };
             emitln(format_args!("{done} {}", run.id))
         }
-        StoreCommand::Export { export_dir } => emitln(Text(&store.export(&export_dir)?)),
+        StoreCommand::Export { export_dir } => {
+            crate::checks::outside_store(store_dir, "store export DIR", &export_dir)?;
+            emitln(Text(&store.export(&export_dir)?))
+        }
         StoreCommand::Import { export_dir } => {
             let imported = store.import(&export_dir);
             if imported.is_err() && created {
