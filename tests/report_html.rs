@@ -353,3 +353,35 @@ fn without_its_dataset_a_run_is_reported_without_its_gallery() {
     );
     assert!(success && !text.contains("no partition gallery"), "{text}");
 }
+
+/// Runs whose names differ only by `.` and `_` get files and page sections of their own (their
+/// charts and galleries overwrote each other, and both contents links led to the first).
+#[test]
+fn runs_named_apart_by_a_dot_and_an_underscore_keep_their_own_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let args = tiny_run(tmp.path());
+    for name in ["lr.3", "lr_3"] {
+        ok(&store, &["run"], &with(&args, &[&format!("--name={name}")]));
+    }
+    let out = tmp.path().join("report");
+    let (text, html) = report(&store, &out);
+    let wrote: usize = (text.lines())
+        .find_map(|l| l.strip_prefix("wrote "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no file count in {text}"));
+    let on_disk = walkdir::WalkDir::new(&out)
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count();
+    assert_eq!(wrote, on_disk, "{text}");
+    for name in ["lr.3", "lr_3"] {
+        assert_eq!(
+            html.matches(&format!("id=\"run-{name}\"")).count(),
+            1,
+            "{name}"
+        );
+        assert!(out.join(format!("knn_{name}.svg")).is_file(), "{name}");
+    }
+}

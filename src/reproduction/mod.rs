@@ -493,15 +493,21 @@ impl Reproduction {
     }
 }
 
-/// A run name as a file name.
+/// A run name as a part of a file name and an HTML id, one to one (two names never share one):
+/// the characters `--name` allows (letters, digits, `-`, `_`, `.`) as they are, any other byte
+/// (a name from an older or imported store) as `~` and its hex. (`.` was `_`, so runs `lr.3`
+/// and `lr_3` overwrote each other's charts.)
 fn safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+            out.push(c);
+        } else {
+            let mut buf = [0; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("~{b:02x}"));
             }
-        })
-        .collect()
+        }
+    }
+    out
 }
