@@ -256,6 +256,22 @@ fn broken_checkpoints_are_one_clear_error() {
     named.iter_mut().find(|(n, _)| n == "g.3.weight").unwrap().1 =
         Tensor::zeros([64, 512], (tch::Kind::Float, Device::Cpu));
     Tensor::write_safetensors(&named, &shape).unwrap();
+    // A variance below zero, and a weight of booleans (both imported, and eval then said
+    // training had diverged).
+    let model = |name: &str, tensor: &str, change: &dyn Fn(&Tensor) -> Tensor| {
+        let mut named = ipirm::model::checkpoint::read(&dir.join("model.pth"))
+            .unwrap()
+            .1;
+        let t = &mut named.iter_mut().find(|(n, _)| n == tensor).unwrap().1;
+        *t = change(t);
+        let path = tmp.path().join(name);
+        Tensor::write_safetensors(&named, &path).unwrap();
+        path
+    };
+    let negative_var = model("negative_var.safetensors", "f.1.running_var", &|t| {
+        t.fill(-1.0)
+    });
+    let bool_weight = model("bool_weight.safetensors", "g.3.weight", &|t| t.gt(0.0));
     // linear.py's checkpoints with a classifier that is not one nn.Linear: a bias of another
     // length, an integer bias, a tensor beside fc.weight and fc.bias (eval panicked in libtorch
     // on the first two; import took all three).
@@ -302,6 +318,18 @@ fn broken_checkpoints_are_one_clear_error() {
             vec!["garbage.pth", "expected a checkpoint"],
         ),
         (truncated, vec!["truncated.pth", "zip"]),
+        (
+            negative_var,
+            vec!["negative_var.safetensors", "`f.1.running_var`", "-1"],
+        ),
+        (
+            bool_weight,
+            vec![
+                "bool_weight.safetensors",
+                "`g.3.weight` of kind Float",
+                "Bool",
+            ],
+        ),
         (
             short_bias.clone(),
             vec!["short_bias.safetensors", "fc.bias [5] Float"],

@@ -96,8 +96,9 @@ pub fn read(path: &Path) -> Result<(Format, Vec<(String, Tensor)>)> {
 /// Copies the tensors of the checkpoint at `path` into the variables of `vs` (a [`super::Model`]
 /// of the configured shape): every encoder variable (`f.*`) must be there with its shape, and
 /// every head variable (`g.*`) too unless the file is a classifier checkpoint (`linear.py`
-/// saves the encoder and `fc.*` only; the head is then left as it was). The classifier's
-/// tensors are returned; any other tensor the model does not have is refused.
+/// saves the encoder and `fc.*` only; the head is then left as it was), floating point where the
+/// model's is, and a BatchNorm's `running_var` not negative. The classifier's tensors are
+/// returned; any other tensor the model does not have is refused.
 pub fn load_into(vs: &nn::VarStore, path: &Path) -> Result<(Format, Vec<(String, Tensor)>)> {
     let (format, mut named) = read(path)?;
     let classifier = named.iter().any(|(n, _)| n.starts_with("fc."));
@@ -128,6 +129,22 @@ pub fn load_into(vs: &nn::VarStore, path: &Path) -> Result<(Format, Vec<(String,
                      model.width, model.feature_dim)",
                     t.size()
                 ),
+            ));
+        }
+        // Of the model's kind: a float weight from integers or booleans is no weight.
+        if t.is_floating_point() != var.is_floating_point() {
+            return Err(Error::file(
+                path,
+                format!("`{name}` of kind {:?}", var.kind()),
+                format!("kind {:?}", t.kind()),
+            ));
+        }
+        // BatchNorm divides by the square root of its running variance.
+        if name.ends_with(".running_var") && t.lt(0.0).any().int64_value(&[]) != 0 {
+            return Err(Error::file(
+                path,
+                format!("`{name}`, a variance, without negative values"),
+                format!("a minimum of {}", t.min().double_value(&[])),
             ));
         }
         var.f_copy_(&t.f_to_kind(var.kind())?)?;
