@@ -22,7 +22,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::PRESETS;
+use crate::config::{paper_of, PRESETS};
 use crate::reproduction::compare::{self, METRICS};
 use crate::store::Store;
 use crate::{Error, Result};
@@ -59,17 +59,25 @@ pub struct Row {
     pub tolerance: f64,
     /// Our value (the mean over the name's seeds) and how many runs it is the mean of.
     pub ours: Option<(f64, usize)>,
+    /// Why there is no value: no finished run, none with the metric, or (a paper row) runs on
+    /// another dataset than the preset's.
+    pub missing: Option<String>,
 }
 
 impl Row {
-    /// Whether our value is within the tolerance (`None`: no finished run).
+    /// Whether our value is within the tolerance (`None`: no value, see `missing`).
     pub fn passes(&self) -> Option<bool> {
         self.ours
             .map(|(v, _)| (v - self.expected).abs() <= self.tolerance + 1e-9)
     }
 
-    /// Why a row without a finished run fails, if it does: an `[[expect]]` row always needs one
-    /// (the file names the runs it expects), a paper row only when every row is required.
+    /// Why there is no value, for the check's text.
+    fn why_none(&self) -> String {
+        self.missing.clone().unwrap_or_else(|| "no value".into())
+    }
+
+    /// Why a row without a value fails, if it does: an `[[expect]]` row always needs one (the
+    /// file names the runs it expects), a paper row only when every row is required.
     fn missing_fails(&self, require_all: bool) -> Option<&'static str> {
         match (self.source, require_all) {
             ("expect", _) => Some("the expectations file names it"),
@@ -105,10 +113,8 @@ impl Check {
             let (verdict, ours) = match (r.passes(), r.ours) {
                 (Some(true), Some((v, n))) => ("ok  ", format!("{v:.2} (n={n})")),
                 (Some(false), Some((v, n))) => ("FAIL", format!("{v:.2} (n={n})")),
-                _ if r.missing_fails(self.require_all).is_some() => {
-                    ("FAIL", "no finished run".into())
-                }
-                _ => ("--  ", "no finished run".into()),
+                _ if r.missing_fails(self.require_all).is_some() => ("FAIL", r.why_none()),
+                _ => ("--  ", r.why_none()),
             };
             s += &format!(
                 "{verdict} {} {} {}: ours {ours}, expected {:.2} ± {:.2}\n",
@@ -136,10 +142,11 @@ impl Check {
                         (v - r.expected).abs()
                     ),
                     None => format!(
-                        "- {} `{}` {}: no finished run ({})\n",
+                        "- {} `{}` {}: {} ({})\n",
                         r.source,
                         r.run,
                         r.metric,
+                        r.why_none(),
                         r.missing_fails(self.require_all).unwrap_or_default()
                     ),
                 };
@@ -162,48 +169,59 @@ pub fn check(store: &Store, file: Option<&Path>, require_all: bool) -> Result<Ch
     for p in PRESETS {
         let Some(q) = p.paper else { continue };
         rows.push(Row {
-            source: "paper",
-            run: p.name.into(),
-            metric: "linear_top1".into(),
             expected: q.linear_top1,
             tolerance: exp
                 .paper_tolerance
                 .get(p.name)
                 .copied()
                 .unwrap_or(PAPER_TOLERANCE),
-            ours: mean_of(store, p.name, "linear_top1")?,
+            ..with_ours(store, p.name, "linear_top1", true)?
         });
     }
     for e in exp.expect {
-        let ours = mean_of(store, &e.run, &e.metric)?;
         rows.push(Row {
-            source: "expect",
-            run: e.run,
-            metric: e.metric,
             expected: e.value,
             tolerance: e.tolerance,
-            ours,
+            ..with_ours(store, &e.run, &e.metric, false)?
         });
     }
     Ok(Check { rows, require_all })
 }
 
-/// The mean of `metric` over the finished runs named `name` (one per seed), if any has it.
-fn mean_of(store: &Store, name: &str, metric: &str) -> Result<Option<(f64, usize)>> {
+/// A row of `metric` for the runs named `name` with our value, the mean over its finished runs
+/// (one per seed), or why there is none; a `paper` row counts only runs on its preset's
+/// dataset. (The caller sets the expected value and the tolerance.)
+fn with_ours(store: &Store, name: &str, metric: &str, paper: bool) -> Result<Row> {
+    let mut row = Row {
+        source: if paper { "paper" } else { "expect" },
+        run: name.into(),
+        metric: metric.into(),
+        expected: f64::NAN,
+        tolerance: f64::NAN,
+        ours: None,
+        missing: None,
+    };
     let finished = store
         .list_runs()?
         .iter()
         .any(|r| r.name == name && r.finished);
     if !finished {
-        return Ok(None);
+        row.missing = Some("no finished run".into());
+        return Ok(row);
     }
     let arm = compare::arm(store, name)?;
-    Ok(arm
-        .metrics
-        .get(metric)
-        .copied()
-        .flatten()
-        .map(|s| (s.mean, s.n)))
+    if paper && paper_of(name, &arm.dataset).is_none() {
+        row.missing = Some(format!(
+            "its runs are on {}, not the paper's dataset",
+            arm.dataset
+        ));
+        return Ok(row);
+    }
+    match arm.metrics.get(metric).copied().flatten() {
+        Some(s) => row.ours = Some((s.mean, s.n)),
+        None => row.missing = Some(format!("its finished runs have no {metric}")),
+    }
+    Ok(row)
 }
 
 fn read(path: &Path) -> Result<Expectations> {

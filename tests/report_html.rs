@@ -385,3 +385,56 @@ fn runs_named_apart_by_a_dot_and_an_underscore_keep_their_own_files() {
         assert!(out.join(format!("knn_{name}.svg")).is_file(), "{name}");
     }
 }
+
+/// A run named after a paper preset on another dataset is not that row's reproduction: the row
+/// says so, the run is among the other runs, and the gate counts no value for the row (it
+/// passed a Fashion-MNIST run named `stl10-ipirm` against the paper's STL-10 number). A finished
+/// run without a metric is named as such by the gate, not as "no finished run".
+#[test]
+fn a_paper_name_on_another_dataset_and_a_run_without_a_metric_are_said_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let args = tiny_run(tmp.path());
+    ok(&store, &["run"], &with(&args, &["--name=stl10-ipirm"]));
+    ok(
+        &store,
+        &["run"],
+        &with(&args, &["--name=no-probe", "--set=linear.epochs=0"]),
+    );
+    let out = tmp.path().join("report");
+    let (_, html) = report(&store, &out);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let row = (json["paper"].as_array().unwrap().iter())
+        .find(|p| p["preset"] == "stl10-ipirm")
+        .unwrap();
+    assert!(row["ours"].is_null(), "{row}");
+    let unmatched = row["unmatched"].as_str().unwrap();
+    assert!(unmatched.contains("is on fashion-mnist"), "{unmatched}");
+    assert!(html.contains("no run on its dataset"));
+    let others: Vec<&str> = (json["others"].as_array().unwrap().iter())
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(others.contains(&"stl10-ipirm"), "{others:?}");
+
+    let file = tmp.path().join("expect.toml");
+    std::fs::write(
+        &file,
+        "[paper_tolerance]\nstl10-ipirm = 90\n\n[[expect]]\nrun = \"no-probe\"\nmetric = \"linear_top1\"\nvalue = 50\ntolerance = 50\n",
+    )
+    .unwrap();
+    let (success, text) = ipirm(
+        &store,
+        &["report", &format!("--check={}", file.display())],
+        &[],
+    );
+    assert!(!success, "{text}");
+    let lines = [
+        "paper stl10-ipirm linear_top1: ours its runs are on fashion-mnist, not the paper's dataset",
+        "- expect `no-probe` linear_top1: its finished runs have no linear_top1 (the expectations file names it)",
+    ];
+    for line in lines {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    assert!(text.contains("check failed: 1 of"), "{text}");
+}

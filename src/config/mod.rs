@@ -17,7 +17,7 @@ mod validate;
 
 pub use crate::data::DataConfig;
 pub use overrides::{json_leaves, recorded_config_value};
-pub use presets::{Paper, Preset, PRESETS};
+pub use presets::{paper_of, Paper, Preset, PRESETS};
 pub use validate::MAX_EPOCHS;
 
 /// Which training objective the minimize side runs.

@@ -226,3 +226,12 @@ impl Config {
         Ok(cfg)
     }
 }
+
+/// The published result that runs named `name` on `dataset` reproduce: the paper's number of
+/// the preset of that name, when the preset runs on that dataset (a run named `stl10-ipirm` on
+/// Fashion-MNIST reproduces nothing of the paper's).
+pub fn paper_of(name: &str, dataset: &str) -> Option<Paper> {
+    let paper = PRESETS.iter().find(|p| p.name == name)?.paper?;
+    let on = Config::preset(name).ok()?.data.dataset.to_string();
+    (on == dataset).then_some(paper)
+}

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{summarise, RunSummary};
-use crate::config::{Config, PRESETS};
+use crate::config::{paper_of, Config};
 use crate::pipeline::stages::{Plan, Planned, StageKind};
 use crate::stats::{self, Difference, Summary};
 use crate::store::{RunRecord, Store};
@@ -231,10 +231,10 @@ pub fn arm(store: &Store, spec: &str) -> Result<Arm> {
     let flat: Vec<BTreeMap<String, String>> = chosen.iter().map(settings_of).collect();
     let inconsistent = differing(&flat);
     let name = chosen[0].name.clone();
+    let dataset = summaries[0].1.dataset.clone();
     Ok(Arm {
         label: spec.to_string(),
         kind,
-        dataset: summaries[0].1.dataset.clone(),
         runs: chosen
             .iter()
             .zip(&summaries)
@@ -242,10 +242,8 @@ pub fn arm(store: &Store, spec: &str) -> Result<Arm> {
             .collect(),
         metrics,
         inconsistent,
-        paper_top1: PRESETS
-            .iter()
-            .find(|p| p.name == name)
-            .and_then(|p| p.paper.map(|q| q.linear_top1)),
+        paper_top1: paper_of(&name, &dataset).map(|q| q.linear_top1),
+        dataset,
         values,
         settings: flat.into_iter().next_back().unwrap_or_default(),
         records: chosen,

@@ -80,7 +80,7 @@ impl Reproduction {
                 ];
                 match &p.ours {
                     None => row.extend(
-                        ["no run".to_string()]
+                        [escape(p.unmatched.as_deref().unwrap_or("no run"))]
                             .into_iter()
                             .chain(std::iter::repeat_n(String::new(), 6)),
                     ),

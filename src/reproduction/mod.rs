@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{Config, PRESETS};
+use crate::config::{paper_of, Config, PRESETS};
 use crate::data::classes;
 use crate::eval::Accuracy;
 use crate::pipeline::{MonitorPoint, PartitionSummary, Report, StageKind};
@@ -43,6 +43,9 @@ pub struct PaperRow {
     pub paper_top1: f64,
     pub source: String,
     pub ours: Option<RunSummary>,
+    /// Why `ours` is empty while a run has the preset's name: it ran on another dataset (it
+    /// is then among the other runs).
+    pub unmatched: Option<String>,
 }
 
 impl PaperRow {
@@ -155,22 +158,32 @@ pub fn reproduction(store: &Store) -> Result<Reproduction> {
     let mut paper = Vec::new();
     for p in PRESETS {
         let Some(q) = p.paper else { continue };
-        let ours = match latest.iter().find(|r| r.name == p.name) {
-            Some(r) => Some(summarise(store, r)?),
-            None => None,
-        };
+        let (mut ours, mut unmatched) = (None, None);
+        if let Some(r) = latest.iter().find(|r| r.name == p.name) {
+            let s = summarise(store, r)?;
+            match paper_of(p.name, &s.dataset) {
+                Some(_) => ours = Some(s),
+                None => {
+                    unmatched = Some(format!(
+                        "no run on its dataset (run {} is on {})",
+                        s.run, s.dataset
+                    ))
+                }
+            }
+        }
         paper.push(PaperRow {
             preset: p.name.into(),
             label: q.label.into(),
             paper_top1: q.linear_top1,
             source: q.source.into(),
             ours,
+            unmatched,
         });
     }
     let mut others = Vec::new();
     for r in latest
         .iter()
-        .filter(|r| !paper.iter().any(|p| p.preset == r.name))
+        .filter(|r| !paper.iter().any(|p| p.preset == r.name && p.ours.is_some()))
     {
         others.push(summarise(store, r)?);
     }
@@ -320,8 +333,11 @@ impl Reproduction {
             match &p.ours {
                 None => {
                     s += &format!(
-                        "| {} | {} | {:.2} | no run | | | | | | |\n",
-                        p.preset, p.label, p.paper_top1
+                        "| {} | {} | {:.2} | {} | | | | | | |\n",
+                        p.preset,
+                        p.label,
+                        p.paper_top1,
+                        p.unmatched.as_deref().unwrap_or("no run")
                     )
                 }
                 Some(r) => {
