@@ -559,8 +559,8 @@ fn a_lost_index_is_restored_on_open_and_blobs_without_records_make_gc_refuse() {
 
 /// An export whose entries were changed is refused before anything is imported, naming the
 /// entry: a record's value (its body no longer has its sha256), a stage name (the key is no
-/// longer the stage key of what the entry records), a run's config that is not JSON; no store is
-/// left where there was none. The intact export imports.
+/// longer the stage key of what the entry records), a run's config that is not JSON, a run's name
+/// that `--name` refuses; no store is left where there was none. The intact export imports.
 #[test]
 fn an_edited_export_is_refused_naming_the_entry() {
     let (tmp, store, _) = copy_of_finished();
@@ -576,7 +576,7 @@ fn an_edited_export_is_refused_naming_the_entry() {
         .position(|a| a["kind"] == "record")
         .unwrap();
     type Edit = fn(&mut serde_json::Value, usize);
-    let edits: [(&str, Edit, &str); 3] = [
+    let edits: [(&str, Edit, &str); 4] = [
         (
             "record",
             |m, i| {
@@ -598,6 +598,12 @@ fn an_edited_export_is_refused_naming_the_entry() {
             "run",
             |m, _| m["runs"][0]["config_json"] = "{bad".into(),
             "config_json",
+        ),
+        // A name `run --name` refuses (it was imported, and split `store ls` over two lines).
+        (
+            "name",
+            |m, _| m["runs"][0]["name"] = "../../x\nfake line".into(),
+            "`name` \"../../x\\nfake line\": expected letters, digits",
         ),
     ];
     for (what, edit, needle) in edits {

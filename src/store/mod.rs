@@ -199,6 +199,22 @@ impl RunRecord {
     }
 }
 
+/// Whether `name` can name runs: 1 to 100 letters, digits, `-`, `_` and `.`, not starting with
+/// `.` (it is a folder under `<store>/runs/` and the start of each run's id, one line of `store
+/// ls`); the error says what was expected. A run id follows the same rule.
+pub fn check_run_name(name: &str) -> std::result::Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    match name {
+        "" => Err("expected a name, found nothing".into()),
+        n if n.len() > 100 => Err(format!("expected at most 100 characters, found {}", n.len())),
+        n if !n.chars().all(allowed) => Err(
+            "expected letters, digits, `-`, `_` and `.` only (the name is a folder under <store>/runs/)".into(),
+        ),
+        n if n.starts_with('.') => Err("expected a name that does not start with `.`".into()),
+        _ => Ok(()),
+    }
+}
+
 /// How a [`Store`] behaves.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -528,6 +544,7 @@ impl Store {
 
     /// Records the start of a run of `name` with its whole `config`; returns it (with its id).
     pub fn start_run<C: Serialize + ?Sized>(&self, name: &str, config: &C) -> Result<RunRecord> {
+        check_run_name(name).map_err(|e| Error::config("--name", e))?;
         self.writable()?;
         let config_json = canonical_json(config)?;
         self.with_index(|ix| {

@@ -309,11 +309,24 @@ impl Export {
                 Error::file(&path, format!("a valid entry for artifact {}", e.key), msg)
             })?);
         }
-        if let Some(r) =
-            (m.runs.iter()).find(|r| serde_json::from_str::<Value>(&r.config_json).is_err())
-        {
-            let what = format!("a valid entry for run {}", r.id);
-            return Err(Error::file(&path, what, "a `config_json` that is not JSON"));
+        for r in &m.runs {
+            let what = || format!("a valid entry for run {:?}", r.id);
+            for (field, value) in [("name", &r.name), ("id", &r.id)] {
+                if let Err(e) = super::check_run_name(value) {
+                    return Err(Error::file(
+                        &path,
+                        what(),
+                        format!("`{field}` {value:?}: {e}"),
+                    ));
+                }
+            }
+            if serde_json::from_str::<Value>(&r.config_json).is_err() {
+                return Err(Error::file(
+                    &path,
+                    what(),
+                    "a `config_json` that is not JSON",
+                ));
+            }
         }
         // Copy and check every blob outside the lock; what is not installed goes when it ends.
         let tmp_dir = root.join(TMP_DIR);

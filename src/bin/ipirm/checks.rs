@@ -19,18 +19,9 @@ pub fn output_folder(s: &str) -> std::result::Result<PathBuf, String> {
     Ok(p)
 }
 
-/// Checks a `--name`: it becomes a folder under `<store>/runs/` and the start of the run's id.
+/// Checks a `--name` (the store's rule for run names, [`ipirm::store::check_run_name`]).
 pub fn run_name(name: &str) -> std::result::Result<String, String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    match name {
-        "" => Err("expected a name, found nothing".into()),
-        n if n.len() > 100 => Err(format!("expected at most 100 characters, found {}", n.len())),
-        n if !n.chars().all(allowed) => Err(
-            "expected letters, digits, `-`, `_` and `.` only (the name is a folder under <store>/runs/)".into(),
-        ),
-        n if n.starts_with('.') => Err("expected a name that does not start with `.`".into()),
-        n => Ok(n.to_string()),
-    }
+    ipirm::store::check_run_name(name).map(|()| name.to_string())
 }
 
 /// Refuses an output (`flag`'s file or folder) inside a folder the store at `store_dir` manages
