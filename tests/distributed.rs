@@ -367,6 +367,54 @@ fn a_killed_rank_ends_the_job_and_a_rerun_resumes_bit_identical() {
     }
 }
 
+/// Whether process `pid` is gone (or a zombie no one has reaped yet).
+fn ended(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // `pid (comm) S …`: the state follows the last `)`.
+    stat.rsplit_once(')')
+        .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
+}
+
+/// kill -9 of the launcher (`--world-size 2`) ends its ranks too: they went on training the run
+/// to its end, beside the ranks of a rerun resuming it.
+#[test]
+fn the_ranks_end_with_their_launcher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = with(
+        &tiny_run(tmp.path()),
+        &["--set=train.epochs=500", "--world-size=2"],
+    );
+    let mut parent = Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .arg("train")
+        .arg(format!("--store={}", tmp.path().join("store").display()))
+        .args(&args)
+        .envs(ONE_THREAD.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = LogWatch::new(&mut parent);
+    assert!(log.wait_for("epoch 2/500"), "the job ended before epoch 2");
+    let ranks: Vec<u32> = (0..2)
+        .map(|r| rank_pid(parent.id(), r).expect("the ranks are running"))
+        .collect();
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ranks.iter().all(|&p| ended(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<u32> = ranks.iter().copied().filter(|&p| !ended(p)).collect();
+    for p in &left {
+        let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+    }
+    let text = log.finish();
+    assert!(
+        left.is_empty(),
+        "ranks {left:?} outlived their launcher:\n{text}"
+    );
+}
+
 /// A rank whose master cannot be reached gives up within its timeout, naming the address.
 #[test]
 fn an_unreachable_master_fails_within_the_timeout() {

@@ -180,6 +180,33 @@ fn parse_master(m: &str) -> Result<(String, u16)> {
     Ok((addr.to_string(), port))
 }
 
+/// Makes the process `cmd` starts end (SIGTERM) when this one does, however it ends: the ranks
+/// of a killed launcher went on training the run, beside the ranks of the rerun that resumes it.
+/// Linux's parent-death signal; it is sent when the thread that spawned exits, and
+/// [`spawn_local`] spawns from the thread that waits for the ranks.
+#[cfg(target_os = "linux")]
+fn end_with_this_process(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let launcher = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the closure makes only async-signal-safe calls (prctl,
+    // getppid, _exit) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The launcher ended before the prctl: there is nobody to signal its end.
+            if libc::getppid() != launcher {
+                libc::_exit(143);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn end_with_this_process(_cmd: &mut Command) {}
+
 /// Starts `world` ranks of this same command on this machine (the program's own arguments,
 /// with `RANK`, `WORLD_SIZE`, `MASTER_ADDR=127.0.0.1`, a free `MASTER_PORT` and `LOCAL_RANK`
 /// set, and on the CPU each rank's share of the cores as `OMP_NUM_THREADS`), then waits. When a
@@ -218,6 +245,7 @@ pub fn spawn_local(world: usize, cpu: bool) -> Result<()> {
         if rank > 0 {
             cmd.stdout(std::process::Stdio::null());
         }
+        end_with_this_process(&mut cmd);
         match cmd.spawn() {
             Ok(c) => children.push((rank, c)),
             Err(e) => {
