@@ -148,7 +148,7 @@ struct RunArgs {
     config: ConfigArgs,
     #[command(flatten)]
     device: DeviceArg,
-    /// Output folder (default artifacts/runs/<preset or "run">).
+    /// Output folder (default <store>/runs/<name>: --name, else the preset, else `run`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// The run's name in the store (default: the preset, or `run`); "the latest run" of a name
@@ -348,13 +348,14 @@ impl RunArgs {
     }
 }
 
-/// Writes to stdout; a closed pipe (`ipirm store ls | head -1`) ends the program quietly, as
-/// it does for other command-line tools, instead of panicking.
+/// Writes to stdout; a closed pipe (`ipirm store ls | head -1`) ends the program quietly with
+/// status 141, as SIGPIPE ends other command-line tools, instead of panicking. (It was 0, which
+/// passed `report --check | head` on a failing gate under `pipefail`.)
 pub(crate) fn emit(text: impl std::fmt::Display) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match write!(out, "{text}").and_then(|_| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
         r => Ok(r?),
     }
 }
