@@ -438,3 +438,32 @@ fn a_paper_name_on_another_dataset_and_a_run_without_a_metric_are_said_as_such()
     }
     assert!(text.contains("check failed: 1 of"), "{text}");
 }
+
+/// A finished run whose first checkpoint's file is gone still reports, its kNN curve from the
+/// initialisation included: the epoch of a checkpoint comes from its index entry. (The report
+/// read each checkpoint's file header and failed with the OS error, and a rerun does not
+/// recompute a checkpoint it does not need.)
+#[test]
+fn a_run_reports_without_its_first_checkpoint_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    ok(&store, &["run"], &tiny_run(tmp.path()));
+    let shown = ok(
+        &store,
+        &["store", "show", "fmnist-ipirm-quick", "--json"],
+        &[],
+    );
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let init = (shown["artifact_details"].as_array().unwrap().iter())
+        .find(|a| {
+            a["stage"] == "checkpoint" && !a["config_json"].as_str().unwrap().contains("epoch")
+        })
+        .expect("the initialisation's checkpoint");
+    std::fs::remove_file(init["file"].as_str().unwrap()).unwrap();
+    let out = tmp.path().join("report");
+    report(&store, &out);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let curve = json["others"][0]["knn_curve"].as_array().unwrap();
+    assert_eq!(curve[0][0], 0, "{curve:?}");
+}

@@ -195,6 +195,25 @@ pub fn reproduction(store: &Store) -> Result<Reproduction> {
     })
 }
 
+/// The epoch of the checkpoint stored under `key`, from its index entry (its parameters name
+/// the epoch; the initialisation's do not): the blob itself is not read, so a report stands
+/// while an early checkpoint's file is missing or damaged (a rerun recomputes only the latest).
+fn checkpoint_epoch(store: &Store, key: &str) -> Result<Option<usize>> {
+    let Some(a) = store.get_meta(key)? else {
+        return Ok(None);
+    };
+    if StageKind::from_name(&a.stage) != Some(StageKind::Checkpoint) {
+        return Ok(None);
+    }
+    let Ok(params) = serde_json::from_str::<serde_json::Value>(&a.config_json) else {
+        return Ok(None);
+    };
+    Ok(match params.get("epoch") {
+        Some(e) => e.as_u64().map(|e| e as usize),
+        None => Some(0),
+    })
+}
+
 /// What the store holds about `run` (its report, curves, monitor points and partitions).
 pub fn summarise(store: &Store, run: &RunRecord) -> Result<RunSummary> {
     let cfg = Config::from_recorded_json(&run.config_json).ok();
@@ -219,10 +238,9 @@ pub fn summarise(store: &Store, run: &RunRecord) -> Result<RunSummary> {
             Some(StageKind::PixelKnn) => pixels_knn = store.get_record(key)?,
             Some(StageKind::Knn) => {
                 let epoch = match a.inputs.first() {
-                    Some(checkpoint) => store.tensor_meta(checkpoint)?,
+                    Some(checkpoint) => checkpoint_epoch(store, checkpoint)?,
                     None => None,
-                }
-                .and_then(|m| m.get("epoch").and_then(|e| e.parse::<usize>().ok()));
+                };
                 if let (Some(epoch), Some(acc)) = (epoch, store.get_record(key)?) {
                     encoder_knn.insert(epoch, acc);
                 }

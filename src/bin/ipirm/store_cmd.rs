@@ -120,7 +120,7 @@ pub fn run(store_dir: &Path, what: StoreCommand) -> Result<()> {
             match (&report.index_gap, report.is_clean()) {
                 (Some(gap), _) => anyhow::bail!("{gap}"),
                 (None, false) => anyhow::bail!(
-                    "the store at {root} has damaged, missing or changed artifacts (listed above); a run recomputes damaged and missing ones, `ipirm store repair` rebuilds the index without changed ones"
+                    "the store at {root} has damaged, missing or changed artifacts (listed above); a run recomputes those it needs (not a finished run's earlier checkpoints), and `ipirm store repair` rebuilds the index without any of them"
                 ),
                 (None, true) => Ok(()),
             }
