@@ -675,3 +675,31 @@ fn a_changed_meta_file_is_left_out_of_a_rebuilt_index() {
     let (verified, v) = ipirm(&store, &["store", "verify"], &[]);
     assert!(verified, "{v}");
 }
+
+/// An index entry whose meta file was deleted gets it back when the store is opened: a lost
+/// index then comes back whole (it came back without the entry, verify said nothing, and gc
+/// deleted the finished checkpoint's blob as an orphan).
+#[test]
+fn a_deleted_meta_file_is_written_again() {
+    let (_tmp, store, _) = copy_of_finished();
+    let meta = store.join("meta").join("artifacts");
+    let file = walkdir::WalkDir::new(&meta)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_type().is_file())
+        .expect("a meta file")
+        .into_path();
+    let count = |text: &str| {
+        text.lines()
+            .find_map(|l| l.split(" artifacts, ").next()?.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no artifact count in {text}"))
+    };
+    let before = count(&ok(&store, &["store", "verify"], &[]));
+    std::fs::remove_file(&file).unwrap();
+    ok(&store, &["store", "ls"], &[]);
+    assert!(file.is_file(), "{} was not written again", file.display());
+    std::fs::remove_dir_all(store.join("index")).unwrap();
+    let text = ok(&store, &["store", "verify"], &[]);
+    assert_eq!(count(&text), before, "{text}");
+    assert!(text.contains(" 0 orphan blobs"), "{text}");
+}

@@ -169,20 +169,25 @@ impl Index {
         }
     }
 
-    /// Writes the meta file of every index entry (a store made before `meta/` existed), then
-    /// marks `meta/` complete.
+    /// Gives every index entry its meta file: all of them in a store made before `meta/`
+    /// existed (then marked complete), else those whose file is missing (deleted by hand, or a
+    /// removal a crash cut short, its entry still indexed): without it, a lost index came back
+    /// without the entry and gc deleted its blob.
     pub(super) fn write_all_meta(&self) -> Result<()> {
-        fn files_of<T: Entry>(ix: &Index) -> Result<()> {
+        fn files_of<T: Entry>(ix: &Index, only_missing: bool) -> Result<()> {
             for kv in T::tree(ix).iter() {
                 let (k, v) = ix.sled(kv)?;
                 let path = T::meta_path(&ix.root, &String::from_utf8_lossy(&k));
-                mirror::write(&ix.root, &path, &v)?;
+                if !(only_missing && path.is_file()) {
+                    mirror::write(&ix.root, &path, &v)?;
+                }
             }
             Ok(())
         }
-        if !mirror::is_complete(&self.root) {
-            files_of::<Artifact>(self)?;
-            files_of::<RunRecord>(self)?;
+        let complete = mirror::is_complete(&self.root);
+        files_of::<Artifact>(self, complete)?;
+        files_of::<RunRecord>(self, complete)?;
+        if !complete {
             mirror::mark_complete(&self.root)?;
         }
         Ok(())

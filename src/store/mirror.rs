@@ -11,7 +11,8 @@
 //! entry, and removed before the index entry is. So a file whose index entry is missing was left
 //! by a put that a crash interrupted (its blob was installed before either was written), or by a
 //! lost index: opening the store restores such entries (`repair::restore_unindexed`), and a crash
-//! in a removal leaves an index entry without its file, which the next removal finishes.
+//! in a removal leaves an index entry without its file, which the next removal finishes. Opening
+//! a writable store also writes the file of any index entry that lacks one.
 use std::path::{Path, PathBuf};
 
 use super::fault;
