@@ -367,6 +367,26 @@ fn a_killed_rank_ends_the_job_and_a_rerun_resumes_bit_identical() {
     }
 }
 
+/// A rank that stops on an error of its own (a setting only rank 0 checks) ends the job with
+/// its error, not with advice to rerun, which failed the same way.
+#[test]
+fn a_rank_error_is_not_advised_to_be_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = with(
+        &tiny_run(tmp.path()),
+        &["--from-partition=nosuch@1", "--world-size=2"],
+    );
+    let (ok, text) = ipirm_env(&tmp.path().join("store"), &["train"], &args, ONE_THREAD);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("no run id or run name `nosuch`")
+            && text.contains("rank 0 of 2 exited with status 2")
+            && text.contains("Its error is above")
+            && !text.contains("Run the same command again"),
+        "{text}"
+    );
+}
+
 /// Whether process `pid` is gone (or a zombie no one has reaped yet).
 fn ended(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -285,8 +285,16 @@ pub fn spawn_local(world: usize, cpu: bool) -> Result<()> {
                 .iter()
                 .map(|(r, s)| format!("rank {r} of {world} {}", describe(*s)))
                 .collect();
+            // A rank that ended with an error of its own (status 2, printed above: a setting, a
+            // file, a diverged run) fails again on a rerun; a killed one resumes.
+            let advice = match failed.first().and_then(|(_, s)| s.code()) {
+                Some(2) => {
+                    "Its error is above: a rerun fails the same way until what it names is fixed"
+                }
+                _ => "Run the same command again to resume from the last stored checkpoint",
+            };
             return Err(Error::Dist(format!(
-                "{}; the other ranks were stopped. Run the same command again to resume from the last stored checkpoint",
+                "{}; the other ranks were stopped. {advice}",
                 what.join(", then ")
             )));
         }
