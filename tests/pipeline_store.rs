@@ -321,11 +321,12 @@ fn damage_before_the_resume_point_is_recomputed_from_its_own_inputs() {
 
 /// `train.epochs` enters no checkpoint's key: a 4-epoch run extended to 5 trains one epoch (and
 /// the maximize step after epoch 4 that the longer run needs) and ends on the same model file,
-/// byte for byte, as a 5-epoch run from scratch.
+/// byte for byte, as a 5-epoch run from scratch; with the kNN monitor after every epoch, its
+/// points are the 5-epoch run's too (the one after epoch 4, the shorter run's last, was missing).
 #[test]
 fn a_longer_run_continues_a_shorter_one_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
-    let args = setup(tmp.path());
+    let args = with(&setup(tmp.path()), &["--set=train.knn_every=1"]);
     let (store, fresh) = (tmp.path().join("store"), tmp.path().join("fresh"));
     let (out_a, out_b) = (tmp.path().join("a"), tmp.path().join("b"));
     let four = train(
@@ -384,6 +385,24 @@ fn a_longer_run_continues_a_shorter_one_bit_for_bit() {
         a == b,
         "the extended run's model differs from a 5-epoch run's"
     );
+    let monitor = |store: &Path| -> Vec<(String, String)> {
+        let shown = ok(
+            store,
+            &["store", "show", "fmnist-ipirm-quick", "--json"],
+            &[],
+        );
+        let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        let mut points: Vec<(String, String)> = (shown["artifact_details"].as_array().unwrap())
+            .iter()
+            .filter(|a| a["stage"] == "knn-monitor")
+            .map(|a| (a["key"].to_string(), a["record_hex"].to_string()))
+            .collect();
+        points.sort();
+        points
+    };
+    let (extended, whole) = (monitor(&store), monitor(&fresh));
+    assert_eq!(whole.len(), 4, "{whole:?}");
+    assert_eq!(extended, whole);
 }
 
 /// Stages that never read `train.lr` are reused when it changes.

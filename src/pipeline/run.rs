@@ -21,7 +21,7 @@ use crate::eval::{knn, linear};
 use crate::fit::Fitted;
 use crate::store::Store;
 use crate::train::ipirm::PartitionRecord;
-use crate::train::{EpochStats, Trainer};
+use crate::train::{Checkpoint, EpochStats, Trainer};
 use crate::{Error, Result};
 
 /// A run started in the store with its data, its dataset stage stored and its plan made.
@@ -153,13 +153,43 @@ fn train_printing(s: &Started) -> Result<(Trained, Vec<PartitionSummary>)> {
     };
     let trained = train(ctx, data, &s.plan, on_epoch, on_partition, s.group.as_ref())?;
     // The monitor points of epochs before a resume point (those after it were attached as
-    // they were computed or loaded).
+    // they were computed or loaded). One never computed is computed from its epoch's stored
+    // checkpoint, as a run that never stopped computed it: the old last epoch of an extended
+    // run (the final evaluation stood for it then), or a kill between a checkpoint and its
+    // monitor.
     let monitors = (s.plan.start() + 1..cfg.train.epochs)
         .filter(|e| every > 0 && e.is_multiple_of(every))
-        .map(|e| monitor_stage(cfg, &s.plan.checkpoint(e).key, &s.dataset_key, e))
+        .map(|e| {
+            Ok((
+                e,
+                monitor_stage(cfg, &s.plan.checkpoint(e).key, &s.dataset_key, e)?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
-    let keys: Vec<&str> = monitors.iter().map(|m| m.key.as_str()).collect();
+    let keys: Vec<&str> = monitors.iter().map(|(_, m)| m.key.as_str()).collect();
+    let stored = ctx.store.contains_each(&keys)?;
     ctx.attach_stored(&keys)?;
+    let mut model: Option<Trainer> = None;
+    for ((e, st), _) in monitors.iter().zip(stored).filter(|(_, stored)| !stored) {
+        let Some(ckpt) = ctx.load::<Checkpoint>(&s.plan.checkpoint(*e).key)? else {
+            continue;
+        };
+        let t = match &mut model {
+            Some(t) => t,
+            None => model.insert(Trainer::new(cfg, ctx.device)?),
+        };
+        t.restore(&ckpt)?;
+        let point = ctx.cached_record(st, &format!("kNN monitor after epoch {e}"), || {
+            Ok(MonitorPoint {
+                epoch: *e,
+                knn: knn::evaluate(&t.model, &data.bank, &data.test, &kp)?,
+            })
+        })?;
+        eprintln!(
+            "kNN monitor after epoch {e} (from its checkpoint): top-1 {:.2} top-5 {:.2}",
+            point.knn.top1, point.knn.top5
+        );
+    }
     Ok((trained, partitions))
 }
 
