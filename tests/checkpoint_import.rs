@@ -173,19 +173,29 @@ fn a_reference_checkpoint_evaluates_with_eval_knn() {
     let data = tempfile::tempdir().unwrap();
     common::stl_folder(data.path(), 10, 4, 2);
     let d = data.path().to_str().unwrap();
-    let (code, text) = ipirm(&[
-        "eval",
-        "knn",
-        "--device=cpu",
-        "--preset=stl10-ipirm",
-        "--data-dir",
-        d,
-        "--set=knn.k=3",
-        "--checkpoint",
-        dir.join("model.pth").to_str().unwrap(),
-    ]);
+    let eval = |k: &str| {
+        ipirm(&[
+            "eval",
+            "knn",
+            "--device=cpu",
+            "--preset=stl10-ipirm",
+            "--data-dir",
+            d,
+            &format!("--set=knn.k={k}"),
+            "--checkpoint",
+            dir.join("model.pth").to_str().unwrap(),
+        ])
+    };
+    let (code, text) = eval("3");
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("kNN (k=3): top-1"), "{text}");
+    // A k beyond the memory bank (its 10 labelled images) is the bank's size, and says so.
+    let (code, text) = eval("1000");
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("using k = 10") && text.contains("kNN (k=10): top-1"),
+        "{text}"
+    );
 }
 
 /// `eval` without `--preset` or `--config` reads the `config.toml` beside the checkpoint (as

@@ -71,11 +71,13 @@ pub fn import_checkpoint(cfg: &Config, input: &Path, output: &Path) -> Result<Im
     })
 }
 
-/// `ipirm eval knn`: the weighted kNN of a checkpoint file's encoder.
-pub fn eval_knn(cfg: &Config, device: Device, checkpoint: &Path) -> Result<Accuracy> {
+/// `ipirm eval knn`: the weighted kNN of a checkpoint file's encoder, and the k it used
+/// (`knn.k`, at most the memory bank's size).
+pub fn eval_knn(cfg: &Config, device: Device, checkpoint: &Path) -> Result<(Accuracy, i64)> {
     let model = load_model(cfg, device, checkpoint)?.model;
     let data = RunData::load(cfg, device)?;
-    knn::evaluate(&model, &data.bank, &data.test, &knn::Knn::of(cfg))
+    let acc = knn::evaluate(&model, &data.bank, &data.test, &knn::Knn::of(cfg))?;
+    Ok((acc, cfg.knn.k.min(data.bank.len())))
 }
 
 /// `ipirm eval linear`: the linear probe of a checkpoint file's encoder; with `linear.epochs=0`

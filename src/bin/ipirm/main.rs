@@ -541,10 +541,10 @@ fn run(cli: Cli) -> Result<()> {
             let (cfg, device) = args.resolve()?;
             let cfg = ipirm::fit::fit(&cfg, device, 1)?.cfg;
             eprintln!("device: {}", ipirm::device::describe(device));
-            let acc = pipeline::eval_knn(&cfg, device, &args.checkpoint)?;
+            let (acc, k) = pipeline::eval_knn(&cfg, device, &args.checkpoint)?;
             emitln(format_args!(
-                "kNN (k={}): top-1 {:.2} top-5 {:.2}",
-                cfg.knn.k, acc.top1, acc.top5
+                "kNN (k={k}): top-1 {:.2} top-5 {:.2}",
+                acc.top1, acc.top5
             ))
         }
         Command::Eval {
