@@ -1043,6 +1043,7 @@ fn out_inside_the_store_is_refused_and_a_stored_state_evaluates() {
             vec!["checkpoint", "import", &features, "--out", &inside("index")],
             "--out",
         ),
+        (vec!["bench", "--json", &inside("objects")], "--json"),
     ] {
         let args = [&args[..], &[&store]].concat();
         assert_clear_error(&args, &[flag, "a folder the store manages"]);

@@ -514,6 +514,7 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = a.config.resolve()?;
             let device = a.device.parse()?;
             if let Some(p) = &a.json {
+                checks::outside_store(&store_dir, "--json", p)?;
                 pipeline::check_output_file(p, "--json")?;
             }
             let options = ipirm::bench::BenchOptions {

@@ -22,7 +22,9 @@ pub enum StoreCommand {
     /// An artifact or a run (key, run id, run name or a unique prefix) with its inputs, config,
     /// digests and provenance.
     Show {
+        /// A key, run id, run name or unique prefix (4 characters or more).
         what: String,
+        /// As JSON (with each artifact's details for a run).
         #[arg(long)]
         json: bool,
     },
@@ -32,23 +34,28 @@ pub enum StoreCommand {
     /// Remove what no pinned run, no latest run of a name and seed and no unfinished run of the
     /// last week reaches.
     Gc {
+        /// List what would be removed, and remove nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// Pin a run (id, name or unique id prefix; or unpin it with --off) so gc keeps everything
     /// it reaches.
     Pin {
+        /// A run id, a run name (its latest run) or a unique id prefix.
         run: String,
+        /// Unpin it: gc may then remove what only it reaches.
         #[arg(long)]
         off: bool,
     },
     /// Write a plain JSON manifest and the blob files to a new folder (readable without sled).
     Export {
+        /// A new or empty folder, outside the store's own folders.
         #[arg(value_name = "EXPORT_DIR")]
         export_dir: PathBuf,
     },
     /// Add what `export` wrote to this store, verifying every digest.
     Import {
+        /// A folder that `ipirm store export` wrote.
         #[arg(value_name = "EXPORT_DIR")]
         export_dir: PathBuf,
     },
