@@ -530,6 +530,9 @@ fn a_run_branches_from_a_stored_partition() {
         );
         assert!(!text.contains("epoch 2/3"), "{set}:\n{text}");
     }
+    // None of the refused branches left a run under its name (each did, unfinished).
+    let ls = ok(&store, &["store", "ls"], &[]);
+    assert!(!ls.contains("bad-"), "{ls}");
 }
 
 /// The artifact keys of every stage of run `name`, from `store show NAME --json`.

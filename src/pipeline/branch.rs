@@ -3,8 +3,9 @@
 //! run's data and model.
 use serde_json::Value;
 
-use super::artifacts::{short, Ctx};
+use super::artifacts::short;
 use super::stages::{Branch, StageKind};
+use crate::config::Config;
 use crate::store::{Found, Store};
 use crate::train::ipirm::PartitionRecord;
 use crate::{Error, Result};
@@ -90,18 +91,26 @@ pub fn resolve_branch(store: &Store, spec: &str) -> Result<Branch> {
 /// tensors would not fit), or whose partition does not assign this run's training images: one
 /// row per image is required. A partition learned on other images of the same count is allowed
 /// (the branch's keys name it), with a note.
-pub(super) fn check_branch(ctx: &Ctx, b: &Branch, dataset_key: &str, images: i64) -> Result<()> {
+pub(super) fn check_branch(
+    store: &Store,
+    cfg: &Config,
+    b: &Branch,
+    dataset_key: &str,
+    images: i64,
+) -> Result<()> {
     let flag = "ipirm.from_partition";
-    check_branch_model(ctx, b)?;
-    let rec = ctx.load::<PartitionRecord>(&b.partition)?.ok_or_else(|| {
-        Error::config(
-            flag,
-            format!(
-                "partition {} is no longer in the store",
-                short(&b.partition)
-            ),
-        )
-    })?;
+    check_branch_model(store, cfg, b)?;
+    let rec = store
+        .get_typed::<PartitionRecord>(&b.partition)?
+        .ok_or_else(|| {
+            Error::config(
+                flag,
+                format!(
+                    "partition {} is no longer in the store",
+                    short(&b.partition)
+                ),
+            )
+        })?;
     let rows = rec.partition.size()[0];
     if rows != images {
         return Err(Error::config(
@@ -114,13 +123,8 @@ pub(super) fn check_branch(ctx: &Ctx, b: &Branch, dataset_key: &str, images: i64
     }
     // Partitions stored before the dataset was among their inputs name none.
     let mut learned_on = None;
-    for k in ctx
-        .store
-        .get_meta(&b.partition)?
-        .map_or(vec![], |a| a.inputs)
-    {
-        if ctx
-            .store
+    for k in store.get_meta(&b.partition)?.map_or(vec![], |a| a.inputs) {
+        if store
             .get_meta(&k)?
             .is_some_and(|a| a.stage == StageKind::Dataset.name())
         {
@@ -137,15 +141,15 @@ pub(super) fn check_branch(ctx: &Ctx, b: &Branch, dataset_key: &str, images: i64
 }
 
 /// The model keys that set a tensor's shape must be those the branch's checkpoint recorded.
-fn check_branch_model(ctx: &Ctx, b: &Branch) -> Result<()> {
-    let Some(a) = ctx.store.get_meta(&b.checkpoint)? else {
+fn check_branch_model(store: &Store, cfg: &Config, b: &Branch) -> Result<()> {
+    let Some(a) = store.get_meta(&b.checkpoint)? else {
         return Ok(());
     };
     let recorded = serde_json::from_str::<Value>(&a.config_json).ok();
     let Some(theirs) = recorded.as_ref().and_then(|v| v.get("model")) else {
         return Ok(());
     };
-    let ours = serde_json::to_value(&ctx.cfg.model).expect("a config serialises");
+    let ours = serde_json::to_value(&cfg.model).expect("a config serialises");
     for key in ["arch", "width", "head_hidden", "feature_dim"] {
         match (theirs.get(key), ours.get(key)) {
             (Some(t), Some(o)) if t != o => {

@@ -69,6 +69,18 @@ fn start<'a>(
     if let Some(g) = &group {
         distributed::agree(g, &distributed::description(&as_given, &sha256, device, g)?)?;
     }
+    // The branch and the plan are checked before the run is recorded: a refused branch left
+    // an unfinished run under the name.
+    let (dataset, dataset_record) = dataset_stage(cfg, data, &sha256)?;
+    let dataset_key = dataset.key.clone();
+    if let Some(b) = &branch {
+        check_branch(store, cfg, b, &dataset_key, data.train.len())?;
+    }
+    if cfg.train.epochs >= 1000 {
+        // About 0.1 ms an epoch: seconds before anything else shows for a long run.
+        eprintln!("planning the keys of {} epochs…", cfg.train.epochs);
+    }
+    let plan = Plan::new(cfg, &dataset_key, branch.as_ref())?;
     let run = store.start_run(name, cfg)?;
     eprintln!("run {} in store {}", run.id, store.root().display());
     let ctx = Ctx {
@@ -86,15 +98,9 @@ fn start<'a>(
         data.test.name,
         data.test.len()
     );
-    let dataset_key = dataset_stage(&ctx, data, &sha256)?;
-    if let Some(b) = &branch {
-        check_branch(&ctx, b, &dataset_key, data.train.len())?;
+    if ctx.load_record::<DatasetRecord>(&dataset_key)?.is_none() {
+        ctx.save_record(&dataset, &dataset_record)?;
     }
-    if cfg.train.epochs >= 1000 {
-        // About 0.1 ms an epoch: seconds before anything else shows for a long run.
-        eprintln!("planning the keys of {} epochs…", cfg.train.epochs);
-    }
-    let plan = Plan::new(cfg, &dataset_key, branch.as_ref())?;
     Ok(Started {
         ctx,
         data,
@@ -406,10 +412,15 @@ fn check_training_name(store: &Store, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The dataset stage: a fingerprint of the three image sets (sha256 of their bytes and labels),
-/// computed on every read of the data so changed files are noticed; its key covers the data
-/// settings and the fingerprint, so every later stage depends on the data's content.
-pub fn dataset_stage(ctx: &Ctx, data: &RunData, sha256: &str) -> Result<String> {
+/// The dataset stage, planned, and the record a run stores under it: a fingerprint of the three
+/// image sets (sha256 of their bytes and labels), computed on every read of the data so changed
+/// files are noticed; its key covers the data settings and the fingerprint, so every later
+/// stage depends on the data's content.
+pub fn dataset_stage(
+    cfg: &Config,
+    data: &RunData,
+    sha256: &str,
+) -> Result<(Planned, DatasetRecord)> {
     let sets = [&data.train, &data.bank, &data.test];
     let rec = DatasetRecord {
         names: sets.iter().map(|d| d.name.clone()).collect(),
@@ -418,11 +429,8 @@ pub fn dataset_stage(ctx: &Ctx, data: &RunData, sha256: &str) -> Result<String> 
     };
     let st = Planned::new(
         StageKind::Dataset,
-        &stages::dataset_params(ctx.cfg),
+        &stages::dataset_params(cfg),
         vec![rec.sha256.clone()],
     )?;
-    if ctx.load_record::<DatasetRecord>(&st.key)?.is_none() {
-        ctx.save_record(&st, &rec)?;
-    }
-    Ok(st.key)
+    Ok((st, rec))
 }
