@@ -142,3 +142,22 @@ fn clock(d: Duration) -> String {
 pub fn line(pb: &Progress, msg: impl AsRef<str>) {
     pb.println(msg);
 }
+
+/// `n` with its noun, singular for one: `1 epoch`, `15 epochs` (`noun` is the singular; the
+/// plural adds an `s`).
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_say_one_in_the_singular() {
+        assert_eq!(super::count(1u64, "epoch"), "1 epoch");
+        assert_eq!(super::count(0u64, "epoch"), "0 epochs");
+        assert_eq!(super::count(15u64, "epoch"), "15 epochs");
+    }
+}

@@ -84,13 +84,13 @@ impl Report {
             / self.epochs.len().max(1) as f64;
         let trained: f64 = self.epochs.iter().map(|e| e.seconds).sum();
         s += &format!(
-            "{} on {}: {} training images, kNN bank {}, test {}; training {} epochs, {:.0} s at {:.0} img/s when they ran; this run {:.0} s\n",
+            "{} on {}: {} training images, kNN bank {}, test {}; training {}, {:.0} s at {:.0} img/s when they ran; this run {:.0} s\n",
             self.dataset,
             self.device,
             self.train_images,
             self.bank_images,
             self.test_images,
-            self.epochs.len(),
+            crate::progress::count(self.epochs.len() as u64, "epoch"),
             trained,
             ips,
             self.seconds

@@ -306,8 +306,10 @@ pub fn main_job(
             )
         })?;
         eprintln!(
-            "linear probe ({} epochs): top-1 {:.2} top-5 {:.2}",
-            cfg.linear.epochs, r.test.top1, r.test.top5
+            "linear probe ({}): top-1 {:.2} top-5 {:.2}",
+            crate::progress::count(cfg.linear.epochs as u64, "epoch"),
+            r.test.top1,
+            r.test.top5
         );
         Some(r)
     } else {

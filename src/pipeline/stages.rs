@@ -484,7 +484,7 @@ impl Plan {
         let start = branch.map_or(0, |b| b.after_epoch);
         let schedule = Schedule::new(cfg, start);
         if start >= cfg.train.epochs {
-            return Err(Error::config("train.epochs", format!("{} epochs end before the branch's partition (learned after epoch {start}); train longer", cfg.train.epochs)));
+            return Err(Error::config("train.epochs", format!("{} end before the branch's partition (learned after epoch {start}); train longer", crate::progress::count(cfg.train.epochs as u64, "epoch"))));
         }
         let origin = branch.map(|b| b.partition.as_str());
         let mut checkpoints = vec![match branch {

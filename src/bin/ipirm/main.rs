@@ -502,8 +502,8 @@ fn run(cli: Cli) -> Result<()> {
             checks::outside_store(&store_dir, "--out", &args.out)?;
             let r = pipeline::maximize_file(&args.features, &args.out, &args.config.resolve()?)?;
             emitln(format_args!(
-                "{} epochs, best at epoch {} (risk {:.4}); environment sizes {:?}; written to {}",
-                r.risks.len(),
+                "{}, best at epoch {} (risk {:.4}); environment sizes {:?}; written to {}",
+                ipirm::progress::count(r.risks.len() as u64, "epoch"),
                 r.best_epoch,
                 r.risks[r.best_epoch].total,
                 r.env_sizes,
@@ -556,8 +556,10 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("device: {}", ipirm::device::describe(device));
             let r = pipeline::eval_linear(&cfg, device, &args.checkpoint)?;
             emitln(format_args!(
-                "linear probe ({} epochs): top-1 {:.2} top-5 {:.2}",
-                cfg.linear.epochs, r.test.top1, r.test.top5
+                "linear probe ({}): top-1 {:.2} top-5 {:.2}",
+                ipirm::progress::count(cfg.linear.epochs as u64, "epoch"),
+                r.test.top1,
+                r.test.top5
             ))
         }
     }
