@@ -298,6 +298,20 @@ fn rank_pid(parent: u32, rank: usize) -> Option<u32> {
     None
 }
 
+/// `ipirm train` with `args` on `store`, started in the background on one thread a rank, its
+/// stderr piped (for a [`LogWatch`]).
+fn start_train(store: &Path, args: &[String]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ipirm"))
+        .arg("train")
+        .arg(format!("--store={}", store.display()))
+        .args(args)
+        .envs(ONE_THREAD.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// kill -9 of rank 1 mid-run ends the job with a message naming it; running the same command
 /// again resumes from the last stored checkpoint and ends on the digests of an uninterrupted
 /// two-rank run.
@@ -317,15 +331,7 @@ fn a_killed_rank_ends_the_job_and_a_rerun_resumes_bit_identical() {
     let want = shown_digests(&clean, "fmnist-ipirm-quick");
 
     let killed = tmp.path().join("killed");
-    let mut parent = Command::new(env!("CARGO_BIN_EXE_ipirm"))
-        .arg("train")
-        .arg(format!("--store={}", killed.display()))
-        .args(&args)
-        .envs(ONE_THREAD.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut parent = start_train(&killed, &args);
     // Rank 1, killed once rank 0 has reported its second epoch (a timer alone raced a fast
     // machine, where all 8 epochs took under 2 s).
     let log = LogWatch::new(&mut parent);
@@ -404,15 +410,7 @@ fn the_ranks_end_with_their_launcher() {
         &tiny_run(tmp.path()),
         &["--set=train.epochs=500", "--world-size=2"],
     );
-    let mut parent = Command::new(env!("CARGO_BIN_EXE_ipirm"))
-        .arg("train")
-        .arg(format!("--store={}", tmp.path().join("store").display()))
-        .args(&args)
-        .envs(ONE_THREAD.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut parent = start_train(&tmp.path().join("store"), &args);
     let log = LogWatch::new(&mut parent);
     assert!(log.wait_for("epoch 2/500"), "the job ended before epoch 2");
     let ranks: Vec<u32> = (0..2)
