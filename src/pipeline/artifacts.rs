@@ -86,13 +86,15 @@ impl Ctx<'_> {
 
     /// Attaches to the run each of `keys` that is stored, without reading it: what a resumed
     /// run reuses by standing on it (the checkpoints, features and monitor points before its
-    /// resume point), so its record lists what a run from scratch would have made.
-    pub fn attach_stored(&self, keys: &[&str]) -> Result<()> {
+    /// resume point), so its record lists what a run from scratch would have made. Returns
+    /// whether each key was stored.
+    pub fn attach_stored(&self, keys: &[&str]) -> Result<Vec<bool>> {
         let stored = self.store.contains_each(keys)?;
-        let stored: Vec<&str> = (keys.iter().zip(stored))
+        let attached: Vec<&str> = (keys.iter().zip(&stored))
             .filter_map(|(k, s)| s.then_some(*k))
             .collect();
-        self.store.attach(&self.run, &stored)
+        self.store.attach(&self.run, &attached)?;
+        Ok(stored)
     }
 
     /// Stores a tensor artifact as the result of `planned`; refuses one holding a NaN or an

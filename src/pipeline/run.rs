@@ -173,8 +173,7 @@ fn train_printing(s: &Started) -> Result<(Trained, Vec<PartitionSummary>)> {
         })
         .collect::<Result<Vec<_>>>()?;
     let keys: Vec<&str> = monitors.iter().map(|(_, m)| m.key.as_str()).collect();
-    let stored = ctx.store.contains_each(&keys)?;
-    ctx.attach_stored(&keys)?;
+    let stored = ctx.attach_stored(&keys)?;
     let mut model: Option<Trainer> = None;
     for ((e, st), _) in monitors.iter().zip(stored).filter(|(_, stored)| !stored) {
         let Some(ckpt) = ctx.load::<Checkpoint>(&s.plan.checkpoint(*e).key)? else {
