@@ -297,15 +297,11 @@ impl RunView {
     }
 
     /// The key of the run's stored checkpoint after `epoch` epochs (0 = initialisation), if any,
-    /// found from the checkpoints' headers (no weights are read).
-    pub fn checkpoint_at(&self, store: &Store, epoch: usize) -> Result<Option<String>> {
-        for a in self.stage(StageKind::Checkpoint) {
-            let meta = store.tensor_meta(&a.key)?.unwrap_or_default();
-            if meta.get("epoch").and_then(|e| e.parse::<usize>().ok()) == Some(epoch) {
-                return Ok(Some(a.key.clone()));
-            }
-        }
-        Ok(None)
+    /// found from the checkpoints' index entries (no file is read).
+    pub fn checkpoint_at(&self, epoch: usize) -> Option<String> {
+        (self.stage(StageKind::Checkpoint).into_iter())
+            .find(|a| crate::pipeline::stages::checkpoint_epoch(a) == Some(epoch))
+            .map(|a| a.key.clone())
     }
 
     /// A trainer restored from the stored checkpoint `key` (model, optimizer state, epoch).

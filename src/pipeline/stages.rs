@@ -46,7 +46,7 @@ use crate::config::{
     Config, DataConfig, IpirmConfig, KnnConfig, LinearConfig, MaximizeConfig, Method, ModelConfig,
     TrainConfig,
 };
-use crate::store::{canonical_json, stage_key};
+use crate::store::{canonical_json, stage_key, Artifact};
 use crate::train::schedule::Schedule;
 use crate::{Error, Result};
 
@@ -151,6 +151,20 @@ pub fn dataset_params(cfg: &Config) -> Value {
 /// The initial checkpoint: the model drawn from the seed (and Adam's empty state).
 pub fn init_params(cfg: &Config) -> Value {
     json!({"model": model_params(&cfg.model), "seed": cfg.train.seed})
+}
+
+/// The epochs trained before a stored checkpoint, from its index entry alone (no blob is
+/// read): the `epoch` of its parameters ([`epoch_params`]), 0 for the initialisation
+/// ([`init_params`] names none); `None` for an artifact that is not a checkpoint.
+pub fn checkpoint_epoch(a: &Artifact) -> Option<usize> {
+    if StageKind::from_name(&a.stage) != Some(StageKind::Checkpoint) {
+        return None;
+    }
+    let params: Value = serde_json::from_str(&a.config_json).ok()?;
+    match params.get("epoch") {
+        Some(e) => e.as_u64().map(|e| e as usize),
+        None => Some(0),
+    }
 }
 
 /// The checkpoint after training epoch `epoch` (1-based) from the one before; `origin` is the

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::config::{paper_of, Config, PRESETS};
 use crate::data::classes;
 use crate::eval::Accuracy;
-use crate::pipeline::{MonitorPoint, PartitionSummary, Report, StageKind};
+use crate::pipeline::{stages, MonitorPoint, PartitionSummary, Report, StageKind};
 use crate::store::{RunRecord, Store};
 use crate::train::ipirm::PartitionRecord;
 use crate::train::maximize::EpochRisk;
@@ -195,25 +195,6 @@ pub fn reproduction(store: &Store) -> Result<Reproduction> {
     })
 }
 
-/// The epoch of the checkpoint stored under `key`, from its index entry (its parameters name
-/// the epoch; the initialisation's do not): the blob itself is not read, so a report stands
-/// while an early checkpoint's file is missing or damaged (a rerun recomputes only the latest).
-fn checkpoint_epoch(store: &Store, key: &str) -> Result<Option<usize>> {
-    let Some(a) = store.get_meta(key)? else {
-        return Ok(None);
-    };
-    if StageKind::from_name(&a.stage) != Some(StageKind::Checkpoint) {
-        return Ok(None);
-    }
-    let Ok(params) = serde_json::from_str::<serde_json::Value>(&a.config_json) else {
-        return Ok(None);
-    };
-    Ok(match params.get("epoch") {
-        Some(e) => e.as_u64().map(|e| e as usize),
-        None => Some(0),
-    })
-}
-
 /// What the store holds about `run` (its report, curves, monitor points and partitions).
 pub fn summarise(store: &Store, run: &RunRecord) -> Result<RunSummary> {
     let cfg = Config::from_recorded_json(&run.config_json).ok();
@@ -237,10 +218,13 @@ pub fn summarise(store: &Store, run: &RunRecord) -> Result<RunSummary> {
             Some(StageKind::Monitor) => monitor.extend(store.get_record::<MonitorPoint>(key)?),
             Some(StageKind::PixelKnn) => pixels_knn = store.get_record(key)?,
             Some(StageKind::Knn) => {
+                // From the checkpoint's index entry: the report stands while an early
+                // checkpoint's file is missing (a rerun recomputes only the latest).
                 let epoch = match a.inputs.first() {
-                    Some(checkpoint) => checkpoint_epoch(store, checkpoint)?,
+                    Some(checkpoint) => store.get_meta(checkpoint)?,
                     None => None,
-                };
+                }
+                .and_then(|c| stages::checkpoint_epoch(&c));
                 if let (Some(epoch), Some(acc)) = (epoch, store.get_record(key)?) {
                     encoder_knn.insert(epoch, acc);
                 }
