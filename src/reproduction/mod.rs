@@ -518,7 +518,7 @@ impl Reproduction {
 fn safe(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
-        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+        if crate::store::is_run_name_char(c) {
             out.push(c);
         } else {
             let mut buf = [0; 4];

@@ -203,16 +203,20 @@ impl RunRecord {
 /// `.` (it is a folder under `<store>/runs/` and the start of each run's id, one line of `store
 /// ls`); the error says what was expected. A run id follows the same rule.
 pub fn check_run_name(name: &str) -> std::result::Result<(), String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     match name {
         "" => Err("expected a name, found nothing".into()),
         n if n.len() > 100 => Err(format!("expected at most 100 characters, found {}", n.len())),
-        n if !n.chars().all(allowed) => Err(
+        n if !n.chars().all(is_run_name_char) => Err(
             "expected letters, digits, `-`, `_` and `.` only (the name is a folder under <store>/runs/)".into(),
         ),
         n if n.starts_with('.') => Err("expected a name that does not start with `.`".into()),
         _ => Ok(()),
     }
+}
+
+/// The characters a run name may hold: letters, digits, `-`, `_` and `.`.
+pub fn is_run_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
 
 /// How a [`Store`] behaves.
